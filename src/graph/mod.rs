@@ -1,0 +1,1 @@
+//! Compile a checked plan into a DAG of steps.

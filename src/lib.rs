@@ -1,0 +1,6 @@
+//! ferry: migrate KMS-encrypted AWS data between regions and accounts.
+pub mod cli;
+pub mod exec;
+pub mod graph;
+pub mod journal;
+pub mod plan;

@@ -1,0 +1,1 @@
+//! The plan file: loading with spans, checks, diagnostics.
