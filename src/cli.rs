@@ -1,1 +1,116 @@
-//! Command-line definitions.
+//! Command-line definitions only: parsing has no side effects.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Migrate KMS-encrypted AWS data (EBS snapshots, AMIs, S3 objects) between regions and accounts.
+///
+/// Exit status: 0 success, 1 the run failed, 2 bad input or usage, 130 interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Send every AWS call to this endpoint (e.g. the local emulator); S3 then uses path-style.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Run state: a local directory or s3://bucket/prefix (default: `.ferry` beside the plan).
+    #[arg(long, global = true, value_name = "DIR|S3-URL")]
+    pub state: Option<String>,
+    /// Format of log lines on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log detail (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check plan files; no AWS calls.
+    Validate {
+        #[arg(required = true, value_name = "PLAN")]
+        plans: Vec<PathBuf>,
+    },
+    /// Dry run: what would change, step by step, in execution order. Changes nothing.
+    Plan {
+        plan: PathBuf,
+        /// Do not read live state; needs no credentials.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the step graph.
+    Graph {
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Make it so: run every step, journaled.
+    Apply {
+        plan: PathBuf,
+        /// Show what would change and stop (same as `ferry plan`).
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Steps in flight at most (overrides settings.concurrency).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        concurrency: Option<u32>,
+    },
+    /// Continue a failed or interrupted run without redoing finished work.
+    Resume {
+        /// Run id (default: the latest unfinished run).
+        run: Option<String>,
+        /// Go on even though the plan file changed since the run started.
+        #[arg(long)]
+        replan: bool,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show a run's steps and their states.
+    Status {
+        /// Run id (default: the latest run).
+        run: Option<String>,
+    },
+    /// List runs with start time, plan and result.
+    Runs,
+    /// Release the state lock left by a ferry that can no longer release it.
+    Unlock {
+        /// Release even if the holder looks alive.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the JSON Schema of the plan format (for editor completion).
+    Schema,
+}

@@ -1,6 +1,8 @@
 //! ferry: migrate KMS-encrypted AWS data between regions and accounts.
 pub mod cli;
+pub mod commands;
 pub mod exec;
 pub mod graph;
 pub mod journal;
 pub mod plan;
+pub mod quotas;

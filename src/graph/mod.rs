@@ -1,1 +1,190 @@
-//! Compile a checked plan into a DAG of steps.
+//! Compile a checked plan into a DAG of steps. Pure: no AWS, no I/O.
+//!
+//! Two types, two phases: a [`GraphBuilder`] collects steps and edges; [`GraphBuilder::seal`]
+//! checks the result is acyclic and yields a [`StepGraph`] with a fixed execution order.
+
+mod compile;
+pub mod render;
+mod step;
+
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+pub use compile::compile;
+pub use step::{Scope, StepKind, StepSpec, Target};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum GraphError {
+    #[error("two steps have the id `{0}`")]
+    DuplicateStep(String),
+    #[error("step `{from}` depends on `{to}`, which does not exist")]
+    UnknownStep { from: String, to: String },
+    #[error("the steps form a cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+}
+
+/// A graph being built: steps may be added and connected in any order.
+#[derive(Default)]
+pub struct GraphBuilder {
+    graph: DiGraph<StepSpec, ()>,
+    index: HashMap<String, NodeIndex>,
+    pending_edges: Vec<(String, String)>,
+    errors: Vec<GraphError>,
+}
+
+impl GraphBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a step; returns its id for convenience.
+    pub fn add(&mut self, step: StepSpec) -> String {
+        let id = step.id.clone();
+        if self.index.contains_key(&id) {
+            self.errors.push(GraphError::DuplicateStep(id.clone()));
+            return id;
+        }
+        let n = self.graph.add_node(step);
+        self.index.insert(id.clone(), n);
+        id
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// `step` runs only after `dependency` is done.
+    pub fn depends(&mut self, step: &str, dependency: &str) {
+        self.pending_edges
+            .push((step.to_string(), dependency.to_string()));
+    }
+
+    pub fn seal(mut self) -> Result<StepGraph, GraphError> {
+        if let Some(e) = self.errors.into_iter().next() {
+            return Err(e);
+        }
+        for (from, to) in std::mem::take(&mut self.pending_edges) {
+            let (Some(&a), Some(&b)) = (self.index.get(&from), self.index.get(&to)) else {
+                return Err(GraphError::UnknownStep { from, to });
+            };
+            // Edges point from a dependency to its dependent: the direction work flows.
+            self.graph.update_edge(b, a, ());
+        }
+        let order = stable_topological_order(&self.graph).map_err(|cycle| {
+            GraphError::Cycle(
+                cycle
+                    .into_iter()
+                    .map(|n| self.graph[n].id.clone())
+                    .collect(),
+            )
+        })?;
+        let mut rank = vec![0; order.len()];
+        for (i, n) in order.iter().enumerate() {
+            rank[n.index()] = i;
+        }
+        Ok(StepGraph {
+            graph: self.graph,
+            index: self.index,
+            order,
+            rank,
+        })
+    }
+}
+
+/// Kahn's algorithm, always taking the earliest-added ready step: the same plan always prints
+/// the same order.
+fn stable_topological_order(g: &DiGraph<StepSpec, ()>) -> Result<Vec<NodeIndex>, Vec<NodeIndex>> {
+    let mut indegree: Vec<usize> = g
+        .node_indices()
+        .map(|n| g.neighbors_directed(n, Direction::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = g
+        .node_indices()
+        .filter(|n| indegree[n.index()] == 0)
+        .map(|n| std::cmp::Reverse(n.index()))
+        .collect();
+    let mut order = Vec::with_capacity(g.node_count());
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        let n = NodeIndex::new(i);
+        order.push(n);
+        for m in g.neighbors_directed(n, Direction::Outgoing) {
+            indegree[m.index()] -= 1;
+            if indegree[m.index()] == 0 {
+                ready.push(std::cmp::Reverse(m.index()));
+            }
+        }
+    }
+    if order.len() == g.node_count() {
+        return Ok(order);
+    }
+    // Name one cycle among the steps that never became ready.
+    let stuck: BTreeSet<usize> = (0..g.node_count()).filter(|i| indegree[*i] > 0).collect();
+    let start = NodeIndex::new(*stuck.first().expect("some step is stuck"));
+    let mut path = vec![start];
+    let mut seen = BTreeSet::from([start.index()]);
+    let mut cur = start;
+    loop {
+        let next = g
+            .neighbors_directed(cur, Direction::Incoming)
+            .find(|m| stuck.contains(&m.index()))
+            .expect("a stuck step waits for another stuck step");
+        if !seen.insert(next.index()) {
+            let from = path.iter().position(|n| *n == next).unwrap_or(0);
+            let mut cycle = path.split_off(from);
+            cycle.push(next);
+            return Err(cycle);
+        }
+        path.push(next);
+        cur = next;
+    }
+}
+
+/// A sealed, acyclic graph of steps with its execution order.
+pub struct StepGraph {
+    graph: DiGraph<StepSpec, ()>,
+    index: HashMap<String, NodeIndex>,
+    order: Vec<NodeIndex>,
+    /// Position of each node (by index) in `order`.
+    rank: Vec<usize>,
+}
+
+impl StepGraph {
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    /// Steps in execution order: each after all of its dependencies.
+    pub fn in_order(&self) -> impl Iterator<Item = &StepSpec> {
+        self.order.iter().map(|n| &self.graph[*n])
+    }
+
+    pub fn get(&self, id: &str) -> Option<&StepSpec> {
+        self.index.get(id).map(|n| &self.graph[*n])
+    }
+
+    /// Ids of the steps `id` waits for, in execution order.
+    pub fn dependencies(&self, id: &str) -> Vec<&str> {
+        let Some(&n) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut deps: Vec<NodeIndex> = self
+            .graph
+            .neighbors_directed(n, Direction::Incoming)
+            .collect();
+        deps.sort_by_key(|d| self.rank[d.index()]);
+        deps.into_iter()
+            .map(|d| self.graph[d].id.as_str())
+            .collect()
+    }
+
+    /// The underlying petgraph (edges run from a dependency to its dependent).
+    pub fn petgraph(&self) -> &DiGraph<StepSpec, ()> {
+        &self.graph
+    }
+}

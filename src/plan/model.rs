@@ -1,0 +1,315 @@
+//! The plan file's types (plan-format.md). The JSON Schema printed by `ferry schema` is derived
+//! from these same types, so the schema and the loader cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::de::Spanned;
+
+/// A ferry plan: what must be true when the migration is done.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Format version; only `1` is accepted.
+    pub version: Spanned<u32>,
+    /// Names the runs and tags everything ferry creates (`ferry:plan`).
+    pub name: Spanned<String>,
+    /// Logical account name -> how to reach it. At least one.
+    #[schemars(with = "BTreeMap<String, Account>")]
+    pub accounts: Vec<Named<Account>>,
+    /// KMS keys that migrations refer to by name.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Key>")]
+    pub keys: Vec<Named<Key>>,
+    /// What to migrate. At least one; each has a unique `id` and a `type`.
+    pub migrations: Vec<Migration>,
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// The top-level keys of a plan, in the order the format documents them.
+pub const PLAN_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "accounts",
+    "keys",
+    "migrations",
+    "settings",
+];
+
+/// An entry of a name -> value mapping (`accounts:`, `keys:`), keeping where the name was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct Named<T> {
+    pub name: Spanned<String>,
+    pub value: T,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// 12-digit account id; when given, checked with sts:GetCallerIdentity before any change.
+    pub id: Option<Spanned<String>>,
+    /// A named profile from the shared AWS config files.
+    pub profile: Option<Spanned<String>>,
+    /// A role to assume through STS.
+    pub role_arn: Option<Spanned<String>>,
+    /// External id for the role (only with `role_arn`). Never printed or journaled.
+    pub external_id: Option<Spanned<String>>,
+    /// Session name for the assumed role (default `ferry`).
+    pub session_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    /// The account (a name from `accounts:`) that owns the key.
+    pub account: Spanned<String>,
+    pub region: Spanned<String>,
+    /// `alias/...`; one of `alias` / `arn` is required.
+    pub alias: Option<Spanned<String>>,
+    /// The ARN of an existing key; such a key is never created.
+    pub arn: Option<Spanned<String>>,
+    /// Create a symmetric customer managed key and its alias when the alias does not resolve.
+    #[serde(default)]
+    pub create: Option<Spanned<bool>>,
+    /// Ensure yearly automatic rotation (customer managed keys only).
+    #[serde(default)]
+    pub rotation: Option<Spanned<bool>>,
+    pub description: Option<Spanned<String>>,
+    /// With `create`: a multi-Region primary key.
+    #[serde(default)]
+    pub multi_region: Option<Spanned<bool>>,
+    /// Regions where replicas of the multi-Region key must exist.
+    pub replicas: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Extra key policy statements, merged into the key policy by `Sid`.
+    pub policy_statements: Option<Vec<Spanned<serde_json::Value>>>,
+}
+
+impl Key {
+    pub fn creates(&self) -> bool {
+        self.create.as_ref().is_some_and(|c| c.value)
+    }
+    pub fn is_multi_region(&self) -> bool {
+        self.multi_region.as_ref().is_some_and(|c| c.value)
+    }
+    pub fn rotates(&self) -> bool {
+        self.rotation.as_ref().is_some_and(|c| c.value)
+    }
+}
+
+/// One migration; `type` selects what it moves.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)] // a plan holds a handful of these
+pub enum Migration {
+    /// Copy EBS snapshots to another region and/or account, re-encrypted with `destination.key`.
+    SnapshotCopy(SnapshotCopy),
+    /// Share AMIs with another account and/or copy them, re-encrypted with `destination.key`.
+    AmiCopy(AmiCopy),
+    /// Replicate an SSE-KMS bucket to another bucket.
+    S3Replication(S3Replication),
+}
+
+pub const MIGRATION_TYPES: &[&str] = &["snapshot-copy", "ami-copy", "s3-replication"];
+
+impl Migration {
+    pub fn id(&self) -> &Spanned<String> {
+        match self {
+            Migration::SnapshotCopy(m) => &m.id,
+            Migration::AmiCopy(m) => &m.id,
+            Migration::S3Replication(m) => &m.id,
+        }
+    }
+    pub fn depends_on(&self) -> &[Spanned<String>] {
+        match self {
+            Migration::SnapshotCopy(m) => &m.depends_on,
+            Migration::AmiCopy(m) => &m.depends_on,
+            Migration::S3Replication(m) => &m.depends_on,
+        }
+    }
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Migration::SnapshotCopy(_) => "snapshot-copy",
+            Migration::AmiCopy(_) => "ami-copy",
+            Migration::S3Replication(_) => "s3-replication",
+        }
+    }
+}
+
+/// How the destination account is allowed to use the source KMS keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAccess {
+    /// Merge a statement into the source key policy.
+    #[default]
+    Policy,
+    /// Create a named KMS grant.
+    Grant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCopy {
+    pub id: Spanned<String>,
+    /// Ids of migrations that must finish first.
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    pub source: SnapshotSource,
+    pub destination: Destination,
+    /// Cross-account only: `policy` (default) or `grant`.
+    pub key_access: Option<Spanned<KeyAccess>>,
+    /// Cross-account only: remove the share and the key access once every copy completed.
+    pub revoke_after: Option<Spanned<bool>>,
+    /// Added to every copy.
+    #[serde(default)]
+    pub tags: Spanned<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSource {
+    pub account: Spanned<String>,
+    pub region: Spanned<String>,
+    /// Explicit snapshot ids.
+    #[serde(default)]
+    pub snapshots: Vec<Spanned<String>>,
+    /// Every completed snapshot owned by the account with all these tags.
+    pub tags: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Default: the source account.
+    pub account: Option<Spanned<String>>,
+    /// Default: the source region.
+    pub region: Option<Spanned<String>>,
+    /// A name from `keys:`, or a literal alias / key ARN valid in the destination.
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmiCopy {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    pub source: ImageSource,
+    pub destination: ImageDestination,
+    pub key_access: Option<Spanned<KeyAccess>>,
+    pub revoke_after: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub tags: Spanned<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    pub account: Spanned<String>,
+    pub region: Spanned<String>,
+    #[serde(default)]
+    pub images: Vec<Spanned<String>>,
+    pub tags: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDestination {
+    pub account: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    /// Required with `copy: true`.
+    pub key: Option<Spanned<String>>,
+    /// `false`: share only (launch permission, snapshots, key access), no copy. Default `true`.
+    pub copy: Option<Spanned<bool>>,
+}
+
+impl ImageDestination {
+    pub fn copies(&self) -> bool {
+        self.copy.as_ref().is_none_or(|c| c.value)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Replication {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    pub source: BucketSource,
+    pub destination: BucketDestination,
+    pub role: Role,
+    pub rule: Option<Spanned<Rule>>,
+    /// S3 Bucket Keys on the replicas (default true).
+    pub bucket_key: Option<Spanned<bool>>,
+    /// Also copy objects that existed before the rule.
+    pub backfill: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSource {
+    pub account: Spanned<String>,
+    /// Its region is looked up.
+    pub bucket: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketDestination {
+    pub account: Option<Spanned<String>>,
+    pub bucket: Spanned<String>,
+    /// Required with `create: true`.
+    pub region: Option<Spanned<String>>,
+    /// Create the destination bucket when missing.
+    pub create: Option<Spanned<bool>>,
+    /// Key in the destination region for the replicas (ReplicaKmsKeyID).
+    pub key: Spanned<String>,
+}
+
+/// The replication role: `name` (created or brought up to date) or `arn` (used untouched).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    pub name: Option<Spanned<String>>,
+    pub arn: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub priority: Option<Spanned<u32>>,
+    pub delete_markers: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Steps in flight at most (default 16).
+    pub concurrency: Option<Spanned<u32>>,
+    /// Local directory (default `.ferry` next to the plan) or `s3://bucket/prefix`.
+    pub state: Option<Spanned<String>>,
+    /// Added to everything ferry creates.
+    #[serde(default)]
+    pub tags: Spanned<BTreeMap<String, String>>,
+    /// Overrides of the default AWS quota table, by name (e.g. `ec2:CopySnapshot`).
+    #[serde(default)]
+    pub quotas: BTreeMap<Spanned<String>, QuotaOverride>,
+    /// Accept region names ferry does not know (new regions).
+    pub allow_unknown_regions: Option<Spanned<bool>>,
+}
+
+/// A change to one entry of the quota table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverride {
+    /// Token bucket size (calls that may go at once).
+    pub burst: Option<u32>,
+    /// Refill rate, calls per second.
+    pub per_second: Option<f64>,
+    /// For concurrency limits: operations in flight at most.
+    pub in_flight: Option<u32>,
+}

@@ -1,0 +1,194 @@
+//! The default AWS quota table (aws-facts.md): token buckets per API call and limits on
+//! operations in flight. Defaults only: `settings.quotas` overrides any entry by name.
+
+/// One entry of the table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Quota {
+    /// A token bucket per (account, region): `burst` calls at once, refilled `per_second`.
+    Rate { burst: u32, per_second: f64 },
+    /// At most `in_flight` operations running at once per destination (account, region).
+    InFlight(u32),
+}
+
+/// `(name, quota)`; names are `service:Action` for API buckets and `service:what-in-flight` for
+/// concurrency limits.
+pub const DEFAULTS: &[(&str, Quota)] = &[
+    (
+        "ec2:CopySnapshot",
+        Quota::Rate {
+            burst: 50,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "ec2:CopyImage",
+        Quota::Rate {
+            burst: 100,
+            per_second: 1.0,
+        },
+    ),
+    (
+        "ec2:DescribeSnapshots",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
+        "ec2:DescribeImages",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
+        "ec2:ModifyImageAttribute",
+        Quota::Rate {
+            burst: 100,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "ec2:ModifySnapshotAttribute",
+        Quota::Rate {
+            burst: 100,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "ec2:CreateTags",
+        Quota::Rate {
+            burst: 100,
+            per_second: 10.0,
+        },
+    ),
+    (
+        "ec2:DeleteTags",
+        Quota::Rate {
+            burst: 100,
+            per_second: 10.0,
+        },
+    ),
+    (
+        "ec2:DeleteSnapshot",
+        Quota::Rate {
+            burst: 100,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "ec2:DeregisterImage",
+        Quota::Rate {
+            burst: 100,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "kms:CreateGrant",
+        Quota::Rate {
+            burst: 50,
+            per_second: 50.0,
+        },
+    ),
+    (
+        "kms:RetireGrant",
+        Quota::Rate {
+            burst: 50,
+            per_second: 50.0,
+        },
+    ),
+    (
+        "kms:RevokeGrant",
+        Quota::Rate {
+            burst: 50,
+            per_second: 50.0,
+        },
+    ),
+    (
+        "kms:PutKeyPolicy",
+        Quota::Rate {
+            burst: 15,
+            per_second: 15.0,
+        },
+    ),
+    (
+        "kms:EnableKeyRotation",
+        Quota::Rate {
+            burst: 15,
+            per_second: 15.0,
+        },
+    ),
+    (
+        "kms:GetKeyPolicy",
+        Quota::Rate {
+            burst: 1000,
+            per_second: 1000.0,
+        },
+    ),
+    (
+        "kms:DescribeKey",
+        Quota::Rate {
+            burst: 2000,
+            per_second: 2000.0,
+        },
+    ),
+    (
+        "kms:ListGrants",
+        Quota::Rate {
+            burst: 100,
+            per_second: 100.0,
+        },
+    ),
+    (
+        "kms:CreateKey",
+        Quota::Rate {
+            burst: 5,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "kms:ReplicateKey",
+        Quota::Rate {
+            burst: 5,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "kms:TagResource",
+        Quota::Rate {
+            burst: 10,
+            per_second: 10.0,
+        },
+    ),
+    (
+        "kms:cryptographic",
+        Quota::Rate {
+            burst: 10_000,
+            per_second: 10_000.0,
+        },
+    ),
+    (
+        "s3:write-per-prefix",
+        Quota::Rate {
+            burst: 3500,
+            per_second: 3500.0,
+        },
+    ),
+    (
+        "s3:read-per-prefix",
+        Quota::Rate {
+            burst: 5500,
+            per_second: 5500.0,
+        },
+    ),
+    ("ec2:snapshot-copies-in-flight", Quota::InFlight(20)),
+    ("ec2:image-copies-in-flight", Quota::InFlight(300)),
+];
+
+pub fn default_for(name: &str) -> Option<Quota> {
+    DEFAULTS.iter().find(|(n, _)| *n == name).map(|(_, q)| *q)
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    DEFAULTS.iter().map(|(n, _)| *n)
+}
