@@ -112,9 +112,18 @@ fn from_yaml_error(text: &str, err: &serde_saphyr::Error) -> Diagnostic {
         .map(|loc| Span::from_line_col(text, loc.line() as usize, loc.column() as usize))
         .unwrap_or_else(Span::start);
     let lowered = message.to_lowercase();
+    let message = if lowered.contains("budget breached") {
+        "the document expands to too many values (through anchors and aliases, or sheer size)"
+            .to_string()
+    } else {
+        message
+    };
     let help = if lowered.contains("alias") || lowered.contains("budget") {
         Some("anchors and aliases are limited in plans; write the values out")
-    } else if lowered.contains("depth") || lowered.contains("nesting") {
+    } else if lowered.contains("depth")
+        || lowered.contains("nesting")
+        || lowered.contains("recursion")
+    {
         Some("plans nest only a few levels deep")
     } else if lowered.contains("tab") {
         Some("indent YAML with spaces, not tabs")

@@ -1,0 +1,506 @@
+//! The plan language end to end: example plans, the corpus of bad plans and their diagnostics,
+//! compiled graphs, the schema, the property that graphs respect dependencies, and the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ferry::graph::{self, render};
+use ferry::plan;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Paths relative to the repository root, so snapshots do not depend on where it is checked out.
+fn relative(path: &Path) -> PathBuf {
+    path.strip_prefix(root()).unwrap_or(path).to_path_buf()
+}
+
+fn example_plans() -> Vec<PathBuf> {
+    let mut plans: Vec<PathBuf> = std::fs::read_dir(root().join("plans"))
+        .expect("plans/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| relative(&p))
+        .collect();
+    plans.sort();
+    plans
+}
+
+/// Runs the real `ferry` binary from the repository root.
+fn ferry(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("ferry runs");
+    if std::env::var_os("FERRY_TEST_SHOW").is_some() {
+        eprintln!(
+            "ferry {args:?}\n--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// A corpus file by the name after its number, e.g. `dependency-cycle`.
+fn bad(name: &str) -> PathBuf {
+    let dir = root().join("tests/plans/bad");
+    let found = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            let f = p.file_name().unwrap().to_string_lossy().into_owned();
+            f.split_once('-')
+                .is_some_and(|(_, rest)| rest == format!("{name}.yaml"))
+        })
+        .unwrap_or_else(|| panic!("no corpus file named {name}"));
+    relative(&found)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn every_example_plan_validates() {
+    let plans = example_plans();
+    assert!(
+        plans.len() >= 4,
+        "one example per migration type and a combined one"
+    );
+    for p in &plans {
+        if let Err(e) = plan::load(p) {
+            panic!("{} should validate:\n{}", p.display(), e.render());
+        }
+    }
+    let mut args = vec!["validate"];
+    let names: Vec<String> = plans.iter().map(|p| p.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    let out = ferry(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn examples_cover_every_migration_type() {
+    let mut types = std::collections::BTreeSet::new();
+    for p in example_plans() {
+        for m in plan::load(&p).expect("valid").migrations {
+            types.insert(m.type_name());
+        }
+    }
+    let mut all = plan::MIGRATION_TYPES.to_vec();
+    all.sort();
+    assert_eq!(types.into_iter().collect::<Vec<_>>(), all);
+}
+
+#[test]
+fn bad_plans_report_their_problems() {
+    let mut seen = 0;
+    insta::glob!("plans/bad/*.yaml", |path| {
+        seen += 1;
+        let rel = relative(path);
+        let err = plan::load(&rel).expect_err("a bad plan must not load");
+        assert!(!err.diagnostics.is_empty());
+        let rendered = err.render();
+        // Every problem names file:line:column and shows the line with a caret.
+        let name = rel.display().to_string();
+        for d in &err.diagnostics {
+            assert!(
+                rendered.contains(&format!("{name}:{}:{}", d.span.line, d.span.column)),
+                "{rendered}"
+            );
+        }
+        insta::assert_snapshot!(rendered);
+    });
+    assert!(
+        seen >= 40,
+        "the corpus has {seen} bad plans; it should have at least 40"
+    );
+}
+
+#[test]
+fn several_problems_in_one_file_are_all_reported() {
+    let err = plan::load(&bad("several-problems")).unwrap_err();
+    let messages: Vec<&str> = err.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert!(messages.len() >= 5, "{messages:#?}");
+}
+
+#[test]
+fn a_cycle_is_named_in_full() {
+    let err = plan::load(&bad("dependency-cycle")).unwrap_err();
+    let cycle = err
+        .diagnostics
+        .iter()
+        .find(|d| d.message.starts_with("dependency cycle"))
+        .expect("the cycle is reported");
+    assert_eq!(cycle.message, "dependency cycle: a -> c -> b -> a");
+    assert_eq!(
+        cycle.related.len(),
+        3,
+        "each edge of the cycle is pointed at"
+    );
+}
+
+#[test]
+fn compiled_graphs_of_the_examples() {
+    for p in example_plans() {
+        let plan = plan::load(&p).expect("valid");
+        let g = graph::compile(&plan).expect("compiles");
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        insta::assert_snapshot!(format!("graph-{name}"), render::text(&plan.name.value, &g));
+    }
+}
+
+#[test]
+fn schema_is_generated_from_the_plan_types() {
+    let schema = plan::json_schema();
+    let props: Vec<&str> = schema["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = plan::PLAN_KEYS.to_vec();
+    expected.sort();
+    let mut props_sorted = props.clone();
+    props_sorted.sort();
+    assert_eq!(props_sorted, expected);
+    let text = serde_json::to_string(&schema).unwrap();
+    for t in plan::MIGRATION_TYPES {
+        assert!(
+            text.contains(&format!("\"{t}\"")),
+            "schema names migration type {t}"
+        );
+    }
+    insta::assert_json_snapshot!("schema", schema);
+    let out = ferry(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("ferry schema prints JSON");
+    assert_eq!(printed, schema);
+}
+
+#[test]
+fn plan_offline_json_lists_steps_in_dependency_order() {
+    let out = ferry(&[
+        "plan",
+        "--offline",
+        "--output",
+        "json",
+        "plans/combined.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let steps = doc["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty());
+    let mut seen = std::collections::HashSet::new();
+    for s in steps {
+        for field in ["id", "kind", "account", "region", "depends_on"] {
+            assert!(s.get(field).is_some(), "step {s} has `{field}`");
+        }
+        for d in s["depends_on"].as_array().unwrap() {
+            assert!(
+                seen.contains(d.as_str().unwrap()),
+                "{d} comes before {}",
+                s["id"]
+            );
+        }
+        seen.insert(s["id"].as_str().unwrap().to_string());
+    }
+    let kinds: Vec<&str> = steps.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"kms.create-key"));
+    assert!(kinds.contains(&"ec2.copy-snapshot"));
+    // A copy waits for the key it encrypts with.
+    let copy = steps
+        .iter()
+        .find(|s| s["id"] == "db-snapshots/snap-0a1b2c3d4e5f60718/copy")
+        .expect("the explicit snapshot has a copy step");
+    assert!(
+        copy["depends_on"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("key.dr-ebs/key/create"))
+    );
+    assert_eq!(copy["region"], "eu-west-2");
+}
+
+#[test]
+fn cross_account_copies_wait_for_shares_and_key_access() {
+    let plan = plan::load(Path::new("plans/ami-copy.yaml")).unwrap();
+    let g = graph::compile(&plan).unwrap();
+    let deps = g.dependencies("golden-ami/ami-0123456789abcdef0/copy");
+    for d in [
+        "golden-ami/ami-0123456789abcdef0/share",
+        "golden-ami/ami-0123456789abcdef0-snapshots/share",
+        "golden-ami/source-keys/grant-access",
+    ] {
+        assert!(deps.contains(&d), "{deps:?} contains {d}");
+    }
+    let unshare = g.dependencies("golden-ami/ami-0123456789abcdef0/unshare");
+    assert!(unshare.contains(&"golden-ami/ami-0123456789abcdef0/copy"));
+    // `depends_on: [golden-ami]`: the second migration's first step waits for the first's last.
+    let find = g.dependencies("golden-ami-west/tagged/find");
+    assert!(
+        find.contains(&"golden-ami/source-keys/revoke-access"),
+        "{find:?}"
+    );
+}
+
+#[test]
+fn graph_formats() {
+    let dot = ferry(&["graph", "plans/snapshot-copy.yaml"]);
+    assert_eq!(dot.status.code(), Some(0));
+    let dot = text(&dot.stdout);
+    assert!(dot.starts_with("digraph ferry {"));
+    assert!(
+        dot.contains("\"key.dr-ebs/key/create\" -> \"db-snapshots/snap-0a1b2c3d4e5f60718/copy\"")
+    );
+    let mermaid = ferry(&["graph", "--format", "mermaid", "plans/snapshot-copy.yaml"]);
+    assert_eq!(mermaid.status.code(), Some(0));
+    assert!(text(&mermaid.stdout).starts_with("flowchart LR"));
+}
+
+#[test]
+fn exit_codes() {
+    let path = bad("unknown-migration-field");
+    let out = ferry(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:", path.display())), "{err}");
+    assert!(err.contains("did you mean `destination`?"), "{err}");
+
+    let missing = ferry(&["validate", "tests/plans/does-not-exist.yaml"]);
+    assert_eq!(missing.status.code(), Some(2));
+
+    let usage = ferry(&["plan"]);
+    assert_eq!(usage.status.code(), Some(2), "a usage error exits 2");
+
+    let ok = ferry(&["plan", "--offline", "plans/s3-replication.yaml"]);
+    assert_eq!(ok.status.code(), Some(0));
+}
+
+#[test]
+fn huge_and_hostile_files_get_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    // 100 MB of plausible YAML.
+    let line = "# padding padding padding padding padding padding padding padding padding pad\n";
+    let mut content = String::with_capacity(100 * 1024 * 1024);
+    while content.len() < 100 * 1024 * 1024 {
+        content.push_str(line);
+    }
+    std::fs::write(&big, &content).unwrap();
+    let out = ferry(&["validate", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("at most"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    for name in [
+        "alias-bomb",
+        "deeply-nested",
+        "binary-junk",
+        "not-utf8",
+        "empty-file",
+    ] {
+        let path = bad(name);
+        let out = ferry(&["validate", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("panicked"), "{name}");
+    }
+}
+
+#[test]
+fn commands_that_need_aws_say_so_until_they_exist() {
+    let out = ferry(&["apply", "--yes", "plans/snapshot-copy.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not implemented yet"));
+}
+
+// ---- property: random valid plans compile into graphs that respect every dependency ----
+
+const REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "ap-southeast-2",
+];
+
+#[derive(Debug, Clone)]
+struct Shape {
+    accounts: usize,
+    keys: Vec<(usize, usize, bool, bool, Vec<usize>)>,
+    migrations: Vec<(u8, usize, usize, usize, usize, bool, Vec<usize>, bool)>,
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (
+        1usize..4,
+        prop::collection::vec(
+            (
+                0usize..3,
+                0usize..5,
+                any::<bool>(),
+                any::<bool>(),
+                prop::collection::vec(0usize..5, 0..3),
+            ),
+            0..5,
+        ),
+        prop::collection::vec(
+            (
+                0u8..3,
+                0usize..3,
+                0usize..5,
+                0usize..3,
+                0usize..5,
+                any::<bool>(),
+                prop::collection::vec(0usize..8, 0..3),
+                any::<bool>(),
+            ),
+            1..8,
+        ),
+    )
+        .prop_map(|(accounts, keys, migrations)| Shape {
+            accounts,
+            keys,
+            migrations,
+        })
+}
+
+/// Builds a plan that is valid by construction (as JSON, which is YAML) from a random shape.
+fn plan_from(shape: &Shape) -> Value {
+    let acct = |i: usize| format!("acct{}", i % shape.accounts);
+    let mut accounts = serde_json::Map::new();
+    for i in 0..shape.accounts {
+        accounts.insert(
+            acct(i),
+            json!({ "id": format!("{:012}", 100000000000u64 + i as u64) }),
+        );
+    }
+    let mut keys = serde_json::Map::new();
+    let mut key_places = Vec::new();
+    for (i, (a, r, create, mr, replicas)) in shape.keys.iter().enumerate() {
+        let region = REGIONS[*r];
+        let mut k =
+            json!({ "account": acct(*a), "region": region, "alias": format!("alias/k{i}") });
+        if *create {
+            k["create"] = json!(true);
+            k["rotation"] = json!(true);
+        }
+        let mut places = vec![(acct(*a), region.to_string())];
+        if *mr {
+            k["multi_region"] = json!(true);
+            let mut reps: Vec<&str> = replicas
+                .iter()
+                .map(|r| REGIONS[*r])
+                .filter(|r| *r != region)
+                .collect();
+            reps.sort();
+            reps.dedup();
+            if !reps.is_empty() {
+                places.extend(reps.iter().map(|r| (acct(*a), r.to_string())));
+                k["replicas"] = json!(reps);
+            }
+        }
+        keys.insert(format!("k{i}"), k);
+        key_places.push((format!("k{i}"), places));
+    }
+    let mut migrations = Vec::new();
+    for (i, (ty, sa, sr, da, dr, tags, deps, revoke)) in shape.migrations.iter().enumerate() {
+        let (src_a, src_r) = (acct(*sa), REGIONS[*sr]);
+        let (mut dst_a, mut dst_r) = (acct(*da), REGIONS[*dr]);
+        if dst_a == src_a && dst_r == src_r {
+            dst_r = REGIONS[(*sr + 1) % REGIONS.len()];
+        }
+        if *ty == 2 {
+            dst_a = src_a.clone();
+        }
+        // A plan key in the destination if one exists there, else a literal alias.
+        let key = key_places
+            .iter()
+            .find(|(_, places)| places.iter().any(|(a, r)| *a == dst_a && r == dst_r))
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| "alias/literal".into());
+        let depends: Vec<String> = deps
+            .iter()
+            .filter(|d| **d < i)
+            .map(|d| format!("m{d}"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let cross = dst_a != src_a;
+        let mut m = match ty {
+            0 => {
+                let mut source = json!({ "account": src_a, "region": src_r, "snapshots": [format!("snap-{:017x}", i)] });
+                if *tags {
+                    source["tags"] = json!({ "Backup": "nightly" });
+                }
+                json!({ "id": format!("m{i}"), "type": "snapshot-copy", "source": source,
+                        "destination": { "account": dst_a, "region": dst_r, "key": key } })
+            }
+            1 => {
+                let mut source = json!({ "account": src_a, "region": src_r, "images": [format!("ami-{:017x}", i)] });
+                if *tags {
+                    source["tags"] = json!({ "Role": "golden" });
+                }
+                json!({ "id": format!("m{i}"), "type": "ami-copy", "source": source,
+                        "destination": { "account": dst_a, "region": dst_r, "key": key } })
+            }
+            _ => json!({ "id": format!("m{i}"), "type": "s3-replication",
+                         "source": { "account": src_a, "bucket": format!("src-{i}") },
+                         "destination": { "bucket": format!("dst-{i}"), "region": dst_r, "create": true, "key": key },
+                         "role": { "name": format!("role-{i}") }, "backfill": *tags }),
+        };
+        if cross && *ty != 2 {
+            m["revoke_after"] = json!(*revoke);
+            m["key_access"] = json!(if *revoke { "grant" } else { "policy" });
+        }
+        m["depends_on"] = json!(depends);
+        migrations.push(m);
+    }
+    json!({ "version": 1, "name": "prop", "accounts": accounts, "keys": keys, "migrations": migrations })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_valid_plans_compile_into_ordered_acyclic_graphs(shape in shape()) {
+        let doc = plan_from(&shape);
+        let text = serde_json::to_string_pretty(&doc).unwrap();
+        let plan = match plan::from_text("random.yaml", &text) {
+            Ok(p) => p,
+            Err(e) => panic!("generated plan should be valid:\n{}\n{}", e.render(), text),
+        };
+        let g = graph::compile(&plan).expect("compiles");
+        prop_assert!(!petgraph::algo::is_cyclic_directed(g.petgraph()));
+        let mut position = std::collections::HashMap::new();
+        for (i, s) in g.in_order().enumerate() {
+            prop_assert!(position.insert(s.id.clone(), i).is_none(), "step ids are unique");
+        }
+        prop_assert_eq!(position.len(), g.len());
+        for s in g.in_order() {
+            for d in g.dependencies(&s.id) {
+                prop_assert!(position[d] < position[&s.id], "{} runs before {}", d, s.id);
+            }
+            prop_assert!(plan.accounts.iter().any(|a| a.name.value == s.scope.account));
+        }
+        // A migration that depends on another starts only after all of that one's steps.
+        for m in &plan.migrations {
+            for dep in m.depends_on() {
+                let last_of_dep = g.in_order().filter(|s| s.owner == dep.value).map(|s| position[&s.id]).max();
+                let first_of_m = g.in_order().filter(|s| s.owner == m.id().value).map(|s| position[&s.id]).min();
+                if let (Some(a), Some(b)) = (last_of_dep, first_of_m) {
+                    prop_assert!(a < b);
+                }
+            }
+        }
+    }
+}
