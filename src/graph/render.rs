@@ -73,7 +73,8 @@ pub fn text(plan_name: &str, graph: &StepGraph) -> String {
             region
         );
         if s.for_each {
-            let _ = writeln!(out, "      for {}", s.target);
+            let verb = if s.kind.contains(".find-") { "selects" } else { "for each of" };
+            let _ = writeln!(out, "      {verb} {}", s.target);
         }
         if !s.depends_on.is_empty() {
             let _ = writeln!(out, "      after {}", s.depends_on.join(", "));

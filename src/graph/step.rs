@@ -122,9 +122,9 @@ impl fmt::Display for Target {
             Target::One(id) => f.write_str(id),
             Target::Tagged(tags) => {
                 let t: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                write!(f, "each resource tagged {}", t.join(","))
+                write!(f, "resources tagged {}", t.join(","))
             }
-            Target::SourceKeys => f.write_str("each source KMS key"),
+            Target::SourceKeys => f.write_str("the source KMS keys"),
         }
     }
 }
