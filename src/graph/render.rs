@@ -73,7 +73,11 @@ pub fn text(plan_name: &str, graph: &StepGraph) -> String {
             region
         );
         if s.for_each {
-            let verb = if s.kind.contains(".find-") { "selects" } else { "for each of" };
+            let verb = if s.kind.contains(".find-") {
+                "selects"
+            } else {
+                "for each of"
+            };
             let _ = writeln!(out, "      {verb} {}", s.target);
         }
         if !s.depends_on.is_empty() {
