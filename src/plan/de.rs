@@ -222,12 +222,10 @@ impl<'a> NodeDe<'a> {
                 "put it in quotes, e.g. \"012345678901\": YAML reads bare digits as a number",
             );
         }
-        if let (true, Value::Str(s)) = (expected == "true or false", &self.node.value) {
-            if ["yes", "no", "on", "off", "y", "n"].contains(&s.to_lowercase().as_str()) {
-                e = e.help(
-                    "write `true` or `false`: plans use YAML 1.2, where `yes`/`no` are strings",
-                );
-            }
+        if let (true, Value::Str(s)) = (expected == "true or false", &self.node.value)
+            && ["yes", "no", "on", "off", "y", "n"].contains(&s.to_lowercase().as_str())
+        {
+            e = e.help("write `true` or `false`: plans use YAML 1.2, where `yes`/`no` are strings");
         }
         if expected.contains("string") && matches!(self.node.value, Value::Bool(_)) {
             e = e.help("put it in quotes: YAML reads a bare true/false as a boolean");
