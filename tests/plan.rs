@@ -333,11 +333,17 @@ const REGIONS: &[&str] = &[
     "ap-southeast-2",
 ];
 
+/// (account, region, create, multi_region, replica regions)
+type KeyShape = (usize, usize, bool, bool, Vec<usize>);
+/// (type, source account, source region, destination account, destination region, with tags,
+/// depends on, revoke after)
+type MigrationShape = (u8, usize, usize, usize, usize, bool, Vec<usize>, bool);
+
 #[derive(Debug, Clone)]
 struct Shape {
     accounts: usize,
-    keys: Vec<(usize, usize, bool, bool, Vec<usize>)>,
-    migrations: Vec<(u8, usize, usize, usize, usize, bool, Vec<usize>, bool)>,
+    keys: Vec<KeyShape>,
+    migrations: Vec<MigrationShape>,
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
