@@ -1,0 +1,998 @@
+//! The walker: one coordinator owns all run state; step calls run as tasks and answer by message.
+//!
+//! Per step: ready (deps done) -> observe [permit] -> gate slot -> tokens -> apply [permit]
+//! -> (submitted: batched polling, gate held) -> done. Waiting for a gate slot or a token never
+//! holds one of the `concurrency` permits. Every event goes through the subscribers (journal
+//! first) before the coordinator acts on it, so the journal is never behind the world.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::cancel::Cancel;
+use super::event::{Event, RunResult, Subscriber, SubscriberError, now_ms};
+use super::graph::StepGraph;
+use super::limits::Limits;
+use super::retry::{RetryPolicies, RetryState};
+use super::step::{
+    Applied, ErrorClass, Observation, PollAnswer, Poller, StepCx, StepError, Submitted,
+};
+
+/// How a run goes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Step calls (observe/apply) in flight at most.
+    pub concurrency: usize,
+    /// On the first failure stop starting new work (running work and polls finish).
+    pub fail_fast: bool,
+    pub retry: RetryPolicies,
+    /// Poll tick for submitted operations.
+    pub poll_interval: Duration,
+    /// Poll tick while some gate has steps waiting for a slot.
+    pub poll_interval_busy: Duration,
+    /// A submitted operation not finished after this long fails the step.
+    pub poll_deadline: Duration,
+    pub run_id: String,
+    pub plan_name: String,
+    pub plan_hash: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            concurrency: 32,
+            fail_fast: false,
+            retry: RetryPolicies::default(),
+            poll_interval: Duration::from_secs(10),
+            poll_interval_busy: Duration::from_secs(3),
+            poll_deadline: Duration::from_secs(48 * 3600),
+            run_id: String::new(),
+            plan_name: String::new(),
+            plan_hash: String::new(),
+        }
+    }
+}
+
+/// What an earlier attempt of this run achieved (folded from its journal).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Done steps and their outputs: not observed again.
+    pub done: HashMap<String, Value>,
+    /// Submitted operations: polled again straight away.
+    pub submitted: HashMap<String, Submitted>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub result: RunResult,
+    pub done: usize,
+    /// Root causes only.
+    pub failed: Vec<(String, StepError)>,
+    /// (step, root step it was skipped for).
+    pub skipped: Vec<(String, String)>,
+    pub not_started: usize,
+    /// Outputs of every done step.
+    pub outputs: HashMap<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("a subscriber failed, the run was stopped: {0}")]
+    Subscriber(SubscriberError),
+    #[error("aborted")]
+    Aborted,
+    #[error("the walker stalled with {0} steps unfinished (a gate with no slots?)")]
+    Stalled(usize),
+}
+
+/// Runs a sealed graph. Build it, set it up, then `run` it once.
+pub struct Executor<C: Send + Sync + 'static> {
+    graph: Arc<StepGraph<C>>,
+    ctx: Arc<C>,
+    limits: Arc<Limits>,
+    pollers: HashMap<String, Arc<dyn Poller<C>>>,
+    resume: Resume,
+    opts: RunOptions,
+    subscribers: Vec<Box<dyn Subscriber>>,
+}
+
+impl<C: Send + Sync + 'static> Executor<C> {
+    pub fn new(graph: Arc<StepGraph<C>>, ctx: Arc<C>, opts: RunOptions) -> Self {
+        Executor {
+            graph,
+            ctx,
+            limits: Arc::new(Limits::default()),
+            pollers: HashMap::new(),
+            resume: Resume::default(),
+            opts,
+            subscribers: Vec::new(),
+        }
+    }
+    pub fn limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Register the poller for a poll key, or for every key starting with `<kind>/`.
+    pub fn poller(mut self, key: impl Into<String>, poller: Arc<dyn Poller<C>>) -> Self {
+        self.pollers.insert(key.into(), poller);
+        self
+    }
+    pub fn resume(mut self, resume: Resume) -> Self {
+        self.resume = resume;
+        self
+    }
+    /// Subscribers get every event in the order added (put the journal first).
+    pub fn subscribe(mut self, s: Box<dyn Subscriber>) -> Self {
+        self.subscribers.push(s);
+        self
+    }
+
+    pub async fn run(self, cancel: Cancel) -> Result<RunReport, ExecError> {
+        let mut w = Walker::new(self);
+        let r = w.run(cancel).await;
+        w.tasks.abort_all();
+        r
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Queued,
+    Running,
+    WaitingGate,
+    Polling,
+    Delayed,
+    Done,
+    Failed,
+    Skipped,
+}
+
+enum Msg {
+    Observed(u32, Result<Observation, StepError>),
+    Applied(u32, Result<Applied, StepError>),
+    Polled(
+        String,
+        Vec<String>,
+        Result<Vec<(String, PollAnswer)>, StepError>,
+    ),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retry(u32),
+    Unblock(u32),
+}
+
+struct Group {
+    buckets: Vec<String>,
+    queue: VecDeque<u32>,
+    blocked: bool,
+    listed: bool,
+}
+
+struct Gate {
+    slots: usize,
+    used: usize,
+    waiters: VecDeque<u32>,
+}
+
+#[derive(Default)]
+struct PollBatch {
+    ids: HashMap<String, u32>,
+    in_flight: bool,
+}
+
+struct Walker<C: Send + Sync + 'static> {
+    g: Arc<StepGraph<C>>,
+    ctx: Arc<C>,
+    limits: Arc<Limits>,
+    pollers: HashMap<String, Arc<dyn Poller<C>>>,
+    resume: Resume,
+    opts: RunOptions,
+    subs: Vec<Box<dyn Subscriber>>,
+
+    phase: Vec<Phase>,
+    remaining: Vec<u32>,
+    outputs: Vec<Option<Arc<Value>>>,
+    changes: HashMap<u32, Value>,
+    retry: HashMap<u32, Box<RetryState>>,
+    gate_held: HashMap<u32, String>,
+    poll_since: HashMap<u32, (String, String, Instant)>,
+
+    ready: VecDeque<u32>,
+    groups: Vec<Group>,
+    group_index: HashMap<Vec<String>, u32>,
+    runnable: VecDeque<u32>,
+    gates: HashMap<String, Gate>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    batches: HashMap<String, PollBatch>,
+    pending_polls: usize,
+    next_poll: Option<Instant>,
+
+    tasks: JoinSet<Msg>,
+    in_flight: usize,
+    finished: usize,
+    stopping: bool,
+    cancelled: bool,
+    report: RunReport,
+}
+
+fn panic_error() -> StepError {
+    StepError::permanent("Panic", "the step panicked (a bug in ferry)")
+}
+
+impl<C: Send + Sync + 'static> Walker<C> {
+    fn new(e: Executor<C>) -> Self {
+        let n = e.graph.len();
+        Walker {
+            g: e.graph,
+            ctx: e.ctx,
+            limits: e.limits,
+            pollers: e.pollers,
+            resume: e.resume,
+            opts: e.opts,
+            subs: e.subscribers,
+            phase: vec![Phase::Waiting; n],
+            remaining: vec![0; n],
+            outputs: vec![None; n],
+            changes: HashMap::new(),
+            retry: HashMap::new(),
+            gate_held: HashMap::new(),
+            poll_since: HashMap::new(),
+            ready: VecDeque::new(),
+            groups: Vec::new(),
+            group_index: HashMap::new(),
+            runnable: VecDeque::new(),
+            gates: HashMap::new(),
+            timers: BinaryHeap::new(),
+            batches: HashMap::new(),
+            pending_polls: 0,
+            next_poll: None,
+            tasks: JoinSet::new(),
+            in_flight: 0,
+            finished: 0,
+            stopping: false,
+            cancelled: false,
+            report: RunReport {
+                result: RunResult::Succeeded,
+                done: 0,
+                failed: Vec::new(),
+                skipped: Vec::new(),
+                not_started: 0,
+                outputs: HashMap::new(),
+            },
+        }
+    }
+
+    fn emit(&mut self, ev: Event) -> Result<(), ExecError> {
+        for s in &mut self.subs {
+            s.on_event(&ev).map_err(ExecError::Subscriber)?;
+        }
+        Ok(())
+    }
+
+    fn id(&self, i: u32) -> String {
+        self.g.ids[i as usize].to_string()
+    }
+
+    async fn run(&mut self, cancel: Cancel) -> Result<RunReport, ExecError> {
+        let n = self.g.len();
+        // Steps done in an earlier attempt cost nothing: mark them before anything starts.
+        let mut already = 0;
+        if !self.resume.done.is_empty() {
+            for i in 0..n {
+                if let Some(v) = self.resume.done.remove(&*self.g.ids[i]) {
+                    self.phase[i] = Phase::Done;
+                    self.outputs[i] = Some(Arc::new(v));
+                    already += 1;
+                }
+            }
+        }
+        self.finished = already;
+        self.report.done = already;
+        self.emit(Event::RunStarted {
+            run_id: self.opts.run_id.clone(),
+            plan: self.opts.plan_name.clone(),
+            plan_hash: self.opts.plan_hash.clone(),
+            steps: n,
+            already_done: already,
+            resumed: already > 0 || !self.resume.submitted.is_empty(),
+            ts: now_ms(),
+        })?;
+        for i in 0..n as u32 {
+            if self.phase[i as usize] == Phase::Done {
+                continue;
+            }
+            let r = self
+                .g
+                .deps_of(i)
+                .iter()
+                .filter(|&&d| self.phase[d as usize] != Phase::Done)
+                .count();
+            self.remaining[i as usize] = r as u32;
+            if r == 0 {
+                if let Some(sub) = self.resume.submitted.remove(&*self.g.ids[i as usize]) {
+                    // Already running in the world: it holds its gate slot, over the limit if need be.
+                    if let Some(gk) = self.g.steps[i as usize].gate() {
+                        let gk = gk.to_string();
+                        self.gate_entry(&gk).used += 1;
+                        self.gate_held.insert(i, gk);
+                    }
+                    self.start_polling(i, sub);
+                } else {
+                    self.phase[i as usize] = Phase::Queued;
+                    self.ready.push_back(i);
+                }
+            }
+        }
+
+        let mut cancel_rx = cancel.subscribe();
+        let mut level = *cancel_rx.borrow_and_update();
+        if level >= 1 {
+            self.stop(true);
+        }
+        if level >= 2 {
+            return Err(ExecError::Aborted);
+        }
+        loop {
+            self.launch()?;
+            if self.finished == n && self.tasks.is_empty() {
+                break;
+            }
+            let idle = self.tasks.is_empty();
+            if self.stopping && idle && (self.cancelled || self.pending_polls == 0) {
+                break;
+            }
+            if idle && self.timers.is_empty() && self.pending_polls == 0 && !self.stopping {
+                return Err(ExecError::Stalled(n - self.finished));
+            }
+            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            let timers_on = next_timer.is_some() && !self.stopping;
+            let polls_on = self.pending_polls > 0 && !self.cancelled;
+            let next_poll = self.next_poll.unwrap_or_else(Instant::now);
+            tokio::select! {
+                biased;
+                changed = cancel_rx.changed() => {
+                    if changed.is_err() { continue; }
+                    level = *cancel_rx.borrow_and_update();
+                    if level >= 2 {
+                        return Err(ExecError::Aborted);
+                    }
+                    self.stop(true);
+                }
+                Some(res) = self.tasks.join_next(), if !idle => {
+                    self.on_task(res)?;
+                    while let Some(res) = self.tasks.try_join_next() {
+                        self.on_task(res)?;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)), if timers_on => {
+                    self.fire_timers();
+                }
+                _ = tokio::time::sleep_until(next_poll), if polls_on => {
+                    self.poll_tick()?;
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn stop(&mut self, cancelled: bool) {
+        self.stopping = true;
+        self.cancelled |= cancelled;
+    }
+
+    fn finish(&mut self) -> Result<RunReport, ExecError> {
+        let n = self.g.len();
+        let root = self.report.failed.first().map(|(id, _)| id.clone());
+        if !self.cancelled
+            && let Some(root) = root
+        {
+            // fail-fast: what was never started is skipped because of the first failure.
+            for i in 0..n as u32 {
+                if matches!(
+                    self.phase[i as usize],
+                    Phase::Waiting | Phase::Queued | Phase::WaitingGate | Phase::Delayed
+                ) {
+                    self.skip_one(i, &root)?;
+                }
+            }
+        }
+        let not_started = n - self.finished;
+        self.report.not_started = not_started;
+        self.report.result = if self.cancelled && not_started > 0 {
+            RunResult::Interrupted
+        } else if !self.report.failed.is_empty() {
+            RunResult::Failed
+        } else if not_started > 0 {
+            RunResult::Interrupted
+        } else {
+            RunResult::Succeeded
+        };
+        for i in 0..n {
+            if let Some(v) = &self.outputs[i] {
+                self.report
+                    .outputs
+                    .insert(self.g.ids[i].to_string(), (**v).clone());
+            }
+        }
+        self.emit(Event::RunFinished {
+            result: self.report.result,
+            done: self.report.done,
+            failed: self.report.failed.len(),
+            skipped: self.report.skipped.len(),
+            not_started,
+            ts: now_ms(),
+        })?;
+        Ok(std::mem::replace(
+            &mut self.report,
+            RunReport {
+                result: RunResult::Succeeded,
+                done: 0,
+                failed: Vec::new(),
+                skipped: Vec::new(),
+                not_started: 0,
+                outputs: HashMap::new(),
+            },
+        ))
+    }
+
+    fn inputs(&self, i: u32) -> Vec<(Arc<str>, Arc<Value>)> {
+        self.g
+            .deps_of(i)
+            .iter()
+            .map(|&d| {
+                (
+                    self.g.ids[d as usize].clone(),
+                    self.outputs[d as usize].clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Start what can start: applies first (their work is already observed), then observes.
+    fn launch(&mut self) -> Result<(), ExecError> {
+        if self.stopping {
+            return Ok(());
+        }
+        while self.in_flight < self.opts.concurrency.max(1) {
+            if let Some(&gi) = self.runnable.front() {
+                let group = &mut self.groups[gi as usize];
+                let Some(&i) = group.queue.front() else {
+                    group.listed = false;
+                    self.runnable.pop_front();
+                    continue;
+                };
+                match self.limits.try_take(&group.buckets) {
+                    Ok(()) => {
+                        group.queue.pop_front();
+                        self.runnable.pop_front();
+                        if group.queue.is_empty() {
+                            group.listed = false;
+                        } else {
+                            self.runnable.push_back(gi);
+                        }
+                        self.start_apply(i)?;
+                    }
+                    Err(wait) => {
+                        group.blocked = true;
+                        group.listed = false;
+                        self.runnable.pop_front();
+                        self.timers
+                            .push(Reverse((Instant::now() + wait, Timer::Unblock(gi))));
+                    }
+                }
+                continue;
+            }
+            let Some(i) = self.ready.pop_front() else {
+                break;
+            };
+            self.start_observe(i)?;
+        }
+        Ok(())
+    }
+
+    fn start_observe(&mut self, i: u32) -> Result<(), ExecError> {
+        let step = self.g.steps[i as usize].clone();
+        self.emit(Event::StepStarted {
+            step: self.id(i),
+            kind: step.kind().to_string(),
+            ts: now_ms(),
+        })?;
+        self.phase[i as usize] = Phase::Running;
+        self.in_flight += 1;
+        let ctx = self.ctx.clone();
+        let limits = self.limits.clone();
+        let inputs = self.inputs(i);
+        self.tasks.spawn(async move {
+            let cx = StepCx {
+                ctx: &ctx,
+                limits: &limits,
+                inputs: &inputs,
+            };
+            let r = AssertUnwindSafe(step.observe(&cx))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(panic_error()));
+            Msg::Observed(i, r)
+        });
+        Ok(())
+    }
+
+    fn start_apply(&mut self, i: u32) -> Result<(), ExecError> {
+        let step = self.g.steps[i as usize].clone();
+        let change = self.changes.remove(&i).unwrap_or_default();
+        // The intent is durable before the mutating call is made.
+        self.emit(Event::StepIntent {
+            step: self.id(i),
+            intent: step.intent(&change),
+            ts: now_ms(),
+        })?;
+        self.phase[i as usize] = Phase::Running;
+        self.in_flight += 1;
+        let ctx = self.ctx.clone();
+        let limits = self.limits.clone();
+        let inputs = self.inputs(i);
+        self.tasks.spawn(async move {
+            let cx = StepCx {
+                ctx: &ctx,
+                limits: &limits,
+                inputs: &inputs,
+            };
+            let r = AssertUnwindSafe(step.apply(&cx, change))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(panic_error()));
+            Msg::Applied(i, r)
+        });
+        Ok(())
+    }
+
+    fn on_task(&mut self, res: Result<Msg, tokio::task::JoinError>) -> Result<(), ExecError> {
+        let Ok(msg) = res else {
+            // Tasks catch their panics; a join error means the task was aborted at shutdown.
+            return Ok(());
+        };
+        match msg {
+            Msg::Observed(i, r) => {
+                self.in_flight -= 1;
+                match r {
+                    Ok(Observation::Done(out)) => self.step_done(i, out),
+                    Ok(Observation::Todo(change)) => {
+                        self.changes.insert(i, change);
+                        self.want_apply(i);
+                        Ok(())
+                    }
+                    Ok(Observation::InProgress(sub)) => {
+                        if let Some(gk) = self.g.steps[i as usize].gate() {
+                            let gk = gk.to_string();
+                            self.gate_entry(&gk).used += 1;
+                            self.gate_held.insert(i, gk);
+                        }
+                        self.emit(Event::StepSubmitted {
+                            step: self.id(i),
+                            poll_key: sub.poll_key.clone(),
+                            id: sub.id.clone(),
+                            ts: now_ms(),
+                        })?;
+                        self.start_polling(i, sub);
+                        Ok(())
+                    }
+                    Err(e) => self.step_error(i, e),
+                }
+            }
+            Msg::Applied(i, r) => {
+                self.in_flight -= 1;
+                let step = self.g.steps[i as usize].clone();
+                match r {
+                    Ok(Applied::Done(out)) => {
+                        self.limits.succeeded(step.buckets());
+                        self.release_gate(i);
+                        self.step_done(i, out)
+                    }
+                    Ok(Applied::Submitted(sub)) => {
+                        self.limits.succeeded(step.buckets());
+                        self.emit(Event::StepSubmitted {
+                            step: self.id(i),
+                            poll_key: sub.poll_key.clone(),
+                            id: sub.id.clone(),
+                            ts: now_ms(),
+                        })?;
+                        self.start_polling(i, sub);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if e.class == ErrorClass::Throttled {
+                            self.limits.throttled(step.buckets());
+                        }
+                        self.release_gate(i);
+                        self.step_error(i, e)
+                    }
+                }
+            }
+            Msg::Polled(key, sent, r) => self.on_polled(key, sent, r),
+        }
+    }
+
+    fn gate_entry(&mut self, key: &str) -> &mut Gate {
+        if !self.gates.contains_key(key) {
+            let slots = self.limits.gate_slots(key).unwrap_or(usize::MAX).max(1);
+            self.gates.insert(
+                key.to_string(),
+                Gate {
+                    slots,
+                    used: 0,
+                    waiters: VecDeque::new(),
+                },
+            );
+        }
+        self.gates.get_mut(key).unwrap()
+    }
+
+    /// Observed as todo: get a gate slot (if the step has a gate), then queue for tokens + permit.
+    fn want_apply(&mut self, i: u32) {
+        if let Some(gk) = self.g.steps[i as usize].gate() {
+            let gk = gk.to_string();
+            let gate = self.gate_entry(&gk);
+            if gate.used >= gate.slots {
+                gate.waiters.push_back(i);
+                self.phase[i as usize] = Phase::WaitingGate;
+                return;
+            }
+            gate.used += 1;
+            self.gate_held.insert(i, gk);
+        }
+        self.queue_apply(i);
+    }
+
+    fn queue_apply(&mut self, i: u32) {
+        self.phase[i as usize] = Phase::Queued;
+        let buckets = self.g.steps[i as usize].buckets();
+        let gi = match self.group_index.get(buckets) {
+            Some(&gi) => gi,
+            None => {
+                let gi = self.groups.len() as u32;
+                self.groups.push(Group {
+                    buckets: buckets.to_vec(),
+                    queue: VecDeque::new(),
+                    blocked: false,
+                    listed: false,
+                });
+                self.group_index.insert(buckets.to_vec(), gi);
+                gi
+            }
+        };
+        let group = &mut self.groups[gi as usize];
+        group.queue.push_back(i);
+        if !group.blocked && !group.listed {
+            group.listed = true;
+            self.runnable.push_back(gi);
+        }
+    }
+
+    fn release_gate(&mut self, i: u32) {
+        let Some(gk) = self.gate_held.remove(&i) else {
+            return;
+        };
+        self.gates.get_mut(&gk).unwrap().used -= 1;
+        self.release_more(&gk);
+    }
+
+    fn release_more(&mut self, gk: &str) {
+        loop {
+            let gate = self.gates.get_mut(gk).unwrap();
+            if gate.used >= gate.slots {
+                return;
+            }
+            let Some(w) = gate.waiters.pop_front() else {
+                return;
+            };
+            gate.used += 1;
+            self.gate_held.insert(w, gk.to_string());
+            self.queue_apply(w);
+        }
+    }
+
+    fn gates_busy(&self) -> bool {
+        self.gates.values().any(|g| !g.waiters.is_empty())
+    }
+
+    fn start_polling(&mut self, i: u32, sub: Submitted) {
+        self.phase[i as usize] = Phase::Polling;
+        self.poll_since
+            .insert(i, (sub.poll_key.clone(), sub.id.clone(), Instant::now()));
+        self.batches
+            .entry(sub.poll_key)
+            .or_default()
+            .ids
+            .insert(sub.id, i);
+        self.pending_polls += 1;
+        if self.next_poll.is_none() {
+            self.next_poll = Some(Instant::now() + self.poll_every());
+        }
+    }
+
+    fn poll_every(&self) -> Duration {
+        if self.gates_busy() {
+            self.opts.poll_interval_busy
+        } else {
+            self.opts.poll_interval
+        }
+    }
+
+    fn stop_polling(&mut self, i: u32) {
+        if let Some((key, id, _)) = self.poll_since.remove(&i) {
+            if let Some(b) = self.batches.get_mut(&key) {
+                b.ids.remove(&id);
+            }
+            self.pending_polls -= 1;
+        }
+    }
+
+    fn poller_for(&self, key: &str) -> Option<Arc<dyn Poller<C>>> {
+        self.pollers
+            .get(key)
+            .or_else(|| {
+                key.split_once('/')
+                    .and_then(|(kind, _)| self.pollers.get(kind))
+            })
+            .cloned()
+    }
+
+    /// One batched call per poll key; deadlines checked here.
+    fn poll_tick(&mut self) -> Result<(), ExecError> {
+        let now = Instant::now();
+        let late: Vec<u32> = self
+            .poll_since
+            .iter()
+            .filter(|(_, (_, _, since))| now.duration_since(*since) >= self.opts.poll_deadline)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in late {
+            self.stop_polling(i);
+            self.release_gate(i);
+            let e = StepError::new(
+                ErrorClass::Transient,
+                "PollDeadlineExceeded",
+                format!(
+                    "the operation did not finish within {}",
+                    humantime::format_duration(self.opts.poll_deadline)
+                ),
+            );
+            self.fail(i, e)?;
+        }
+        let keys: Vec<String> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| !b.in_flight && !b.ids.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(poller) = self.poller_for(&key) else {
+                let ids: Vec<u32> = self.batches[&key].ids.values().copied().collect();
+                for i in ids {
+                    self.stop_polling(i);
+                    self.release_gate(i);
+                    self.fail(
+                        i,
+                        StepError::permanent(
+                            "NoPoller",
+                            format!("no poller is registered for `{key}`"),
+                        ),
+                    )?;
+                }
+                continue;
+            };
+            let b = self.batches.get_mut(&key).unwrap();
+            b.in_flight = true;
+            let ids: Vec<String> = b.ids.keys().cloned().collect();
+            let ctx = self.ctx.clone();
+            let limits = self.limits.clone();
+            self.tasks.spawn(async move {
+                let r = AssertUnwindSafe(poller.poll(&ctx, &limits, &key, &ids))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(panic_error()));
+                Msg::Polled(key, ids, r)
+            });
+        }
+        self.next_poll = if self.pending_polls > 0 {
+            Some(Instant::now() + self.poll_every())
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    fn on_polled(
+        &mut self,
+        key: String,
+        sent: Vec<String>,
+        r: Result<Vec<(String, PollAnswer)>, StepError>,
+    ) -> Result<(), ExecError> {
+        if let Some(b) = self.batches.get_mut(&key) {
+            b.in_flight = false;
+        }
+        match r {
+            Ok(answers) => {
+                for (id, answer) in answers {
+                    let Some(&i) = self.batches.get(&key).and_then(|b| b.ids.get(&id)) else {
+                        continue;
+                    };
+                    match answer {
+                        PollAnswer::Pending { percent } => {
+                            if let Some(percent) = percent {
+                                self.emit(Event::StepProgress {
+                                    step: self.id(i),
+                                    percent,
+                                })?;
+                            }
+                        }
+                        PollAnswer::Done(out) => {
+                            self.stop_polling(i);
+                            self.release_gate(i);
+                            self.step_done(i, out)?;
+                        }
+                        PollAnswer::Failed(e) => {
+                            self.stop_polling(i);
+                            self.release_gate(i);
+                            self.step_error(i, e)?;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.class == ErrorClass::Permanent => {
+                for id in sent {
+                    let Some(&i) = self.batches.get(&key).and_then(|b| b.ids.get(&id)) else {
+                        continue;
+                    };
+                    self.stop_polling(i);
+                    self.release_gate(i);
+                    self.fail(i, e.clone())?;
+                }
+            }
+            // Other poll errors: the ids stay pending and are polled again next tick.
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Retry(i) => {
+                    if self.phase[i as usize] == Phase::Delayed {
+                        self.phase[i as usize] = Phase::Queued;
+                        self.ready.push_back(i);
+                    }
+                }
+                Timer::Unblock(gi) => {
+                    let group = &mut self.groups[gi as usize];
+                    group.blocked = false;
+                    if !group.listed && !group.queue.is_empty() {
+                        group.listed = true;
+                        // Front: the blocked group has waited longest.
+                        self.runnable.push_front(gi);
+                    }
+                }
+            }
+        }
+    }
+
+    fn step_done(&mut self, i: u32, out: Value) -> Result<(), ExecError> {
+        self.emit(Event::StepDone {
+            step: self.id(i),
+            outputs: out.clone(),
+            ts: now_ms(),
+        })?;
+        self.retry.remove(&i);
+        self.phase[i as usize] = Phase::Done;
+        self.outputs[i as usize] = Some(Arc::new(out));
+        self.finished += 1;
+        self.report.done += 1;
+        let g = self.g.clone();
+        for &d in g.dependents_of(i) {
+            let r = &mut self.remaining[d as usize];
+            *r -= 1;
+            if *r == 0 && self.phase[d as usize] == Phase::Waiting {
+                self.phase[d as usize] = Phase::Queued;
+                self.ready.push_back(d);
+            }
+        }
+        Ok(())
+    }
+
+    fn step_error(&mut self, i: u32, e: StepError) -> Result<(), ExecError> {
+        let mut state = self.retry.remove(&i);
+        let delay = RetryState::next_delay(&mut state, e.class, &self.opts.retry);
+        match delay {
+            Some(d) if !self.cancelled => {
+                let attempt = state.as_ref().map(|s| s.attempts()).unwrap_or(1);
+                if let Some(s) = state {
+                    self.retry.insert(i, s);
+                }
+                self.emit(Event::StepRetry {
+                    step: self.id(i),
+                    class: e.class,
+                    code: e.code.clone(),
+                    attempt,
+                    delay_ms: d.as_millis() as u64,
+                })?;
+                // A retry starts from observe: the failed call may have half-happened.
+                self.phase[i as usize] = Phase::Delayed;
+                self.timers
+                    .push(Reverse((Instant::now() + d, Timer::Retry(i))));
+                Ok(())
+            }
+            Some(_) => {
+                // Interrupted: leave it for resume, unfinished.
+                self.phase[i as usize] = Phase::Delayed;
+                Ok(())
+            }
+            None => {
+                let mut e = e;
+                if let Some(s) = &state
+                    && e.class != ErrorClass::Permanent
+                {
+                    e.message =
+                        format!("{} (gave up after {} retries)", e.message, s.attempts() - 1);
+                }
+                self.fail(i, e)
+            }
+        }
+    }
+
+    fn fail(&mut self, i: u32, e: StepError) -> Result<(), ExecError> {
+        let id = self.id(i);
+        self.emit(Event::StepFailed {
+            step: id.clone(),
+            error: e.clone(),
+            ts: now_ms(),
+        })?;
+        self.retry.remove(&i);
+        self.phase[i as usize] = Phase::Failed;
+        self.finished += 1;
+        self.report.failed.push((id.clone(), e));
+        if self.opts.fail_fast {
+            self.stop(false);
+        }
+        // Skip everything below, once each: amortized O(1) per step.
+        let g = self.g.clone();
+        let mut stack: Vec<u32> = g.dependents_of(i).to_vec();
+        while let Some(d) = stack.pop() {
+            if self.phase[d as usize] != Phase::Waiting {
+                continue;
+            }
+            self.skip_one(d, &id)?;
+            stack.extend_from_slice(g.dependents_of(d));
+        }
+        Ok(())
+    }
+
+    fn skip_one(&mut self, i: u32, root: &str) -> Result<(), ExecError> {
+        let id = self.id(i);
+        self.emit(Event::StepSkipped {
+            step: id.clone(),
+            root: root.to_string(),
+            ts: now_ms(),
+        })?;
+        self.phase[i as usize] = Phase::Skipped;
+        self.finished += 1;
+        self.report.skipped.push((id, root.to_string()));
+        Ok(())
+    }
+}
