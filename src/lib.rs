@@ -1,4 +1,5 @@
 //! ferry: migrate KMS-encrypted AWS data between regions and accounts.
+pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod exec;

@@ -1,0 +1,199 @@
+//! AWS errors, reduced to what ferry acts on: a code, a message, a request id, and the
+//! executor's error class (retry, wait for a slot, or fail with a hint).
+
+use std::fmt;
+
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::request_id::RequestId;
+
+use crate::exec::{ErrorClass, StepError};
+
+/// One failed AWS call. Never carries credentials: only what the service answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsError {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub status: Option<u16>,
+    /// The error never reached the service (timeout, connection refused, DNS).
+    pub transport: bool,
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} failed: {}: {}",
+            self.service, self.operation, self.code, self.message
+        )?;
+        if let Some(id) = &self.request_id {
+            write!(f, " (request id {id})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AwsError {}
+
+impl AwsError {
+    pub fn from_sdk<E>(
+        service: &'static str,
+        operation: &'static str,
+        err: aws_smithy_runtime_api::client::result::SdkError<
+            E,
+            aws_smithy_runtime_api::http::Response,
+        >,
+    ) -> AwsError
+    where
+        E: ProvideErrorMetadata + RequestId + std::error::Error + 'static,
+    {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let request_id = err
+            .as_service_error()
+            .and_then(|e| e.request_id())
+            .or_else(|| {
+                let headers = err.raw_response()?.headers();
+                headers
+                    .get("x-amzn-requestid")
+                    .or_else(|| headers.get("x-amz-request-id"))
+            })
+            .map(str::to_string);
+        let transport = matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
+        );
+        let (code, message) = match &err {
+            SdkError::ServiceError(se) => (
+                se.err().code().unwrap_or("Unknown").to_string(),
+                se.err().message().unwrap_or_default().to_string(),
+            ),
+            SdkError::TimeoutError(_) => ("Timeout".into(), "the request timed out".into()),
+            SdkError::DispatchFailure(d) => (
+                "DispatchFailure".into(),
+                format!("could not reach AWS: {:?}", d),
+            ),
+            other => (
+                err_code(other).unwrap_or("Unknown").to_string(),
+                aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
+            ),
+        };
+        AwsError {
+            service,
+            operation,
+            code,
+            message,
+            request_id,
+            status,
+            transport,
+        }
+    }
+
+    pub fn is_code(&self, codes: &[&str]) -> bool {
+        codes.contains(&self.code.as_str())
+    }
+
+    /// `*.NotFound`, `NotFoundException`, `NoSuchBucket`...
+    pub fn is_not_found(&self) -> bool {
+        self.code.ends_with("NotFound")
+            || self.code.ends_with("NotFoundException")
+            || self.code.starts_with("NoSuch")
+            || self.status == Some(404)
+    }
+
+    /// As a step error, classified; `not_yet_consistent` lists codes that, for this call, mean
+    /// "AWS has not caught up yet" (e.g. a role just created, used in a key policy).
+    pub fn into_step_error(self, not_yet_consistent: &[&str]) -> StepError {
+        let class = classify(&self, not_yet_consistent);
+        let hint = hint(&self);
+        let mut e = StepError::new(class, self.code.clone(), self.to_string());
+        if let Some(id) = self.request_id {
+            e = e.with_request_id(id);
+        }
+        if let Some(h) = hint {
+            e = e.with_hint(h);
+        }
+        e
+    }
+}
+
+fn err_code<E: ProvideErrorMetadata, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> Option<&str> {
+    err.as_service_error().and_then(|e| e.code())
+}
+
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+const TRANSIENT: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "Timeout",
+    "DispatchFailure",
+    "Unavailable",
+    "OperationAborted",
+];
+
+/// Quotas on things in flight: wait for a slot, never fail.
+const QUOTA: &[&str] = &["ResourceLimitExceeded", "SnapshotCopyLimitExceeded"];
+
+pub fn classify(e: &AwsError, not_yet_consistent: &[&str]) -> ErrorClass {
+    if e.is_code(QUOTA) {
+        ErrorClass::QuotaExceeded
+    } else if e.is_code(THROTTLING) || (e.status == Some(503) && e.service == "s3") {
+        // S3 reports KMS throttling during SSE-KMS as 503 too.
+        ErrorClass::Throttled
+    } else if e.is_code(not_yet_consistent) {
+        ErrorClass::NotYetConsistent
+    } else if e.transport || e.is_code(TRANSIENT) || e.status.is_some_and(|s| s >= 500) {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    }
+}
+
+/// What the user can do about the common permanent errors.
+fn hint(e: &AwsError) -> Option<String> {
+    let code = e.code.as_str();
+    if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "AuthFailure" {
+        Some(format!(
+            "the identity ferry runs as in this account lacks permission for {}:{} on the resource named in the message; `ferry iam-policy` prints what each account needs",
+            e.service, e.operation
+        ))
+    } else if code == "KMSInvalidStateException" || code == "DisabledException" {
+        Some("the KMS key is disabled or pending deletion: enable it or choose another key".into())
+    } else if code == "InvalidClientTokenId"
+        || code == "ExpiredToken"
+        || code == "SignatureDoesNotMatch"
+    {
+        Some("the credentials for this account are invalid or expired: refresh them (e.g. `aws sso login`)".into())
+    } else if code == "IdempotentParameterMismatch" {
+        Some("a copy with the same client token but other parameters exists: the plan changed under a running migration; use `ferry resume --replan`".into())
+    } else {
+        None
+    }
+}

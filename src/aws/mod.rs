@@ -1,0 +1,175 @@
+//! AWS plumbing: one SDK configuration per plan account (profile, assumed role, endpoint),
+//! clients per (account, region) over one shared HTTP client, and error classification.
+//! No AWS semantics live here: those are in `steps/` and `resolve/`.
+
+pub mod error;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::plan::Plan;
+
+pub use error::{AwsError, classify};
+
+/// Where the calls of one plan account go and with which credentials.
+#[derive(Clone)]
+struct AccountConfig {
+    sdk: SdkConfig,
+}
+
+/// Clients for every (account, region) a plan touches. Cheap to clone clients out of.
+pub struct Aws {
+    accounts: BTreeMap<String, AccountConfig>,
+    endpoint: Option<String>,
+    ec2: Mutex<HashMap<(String, String), aws_sdk_ec2::Client>>,
+    kms: Mutex<HashMap<(String, String), aws_sdk_kms::Client>>,
+    s3: Mutex<HashMap<(String, String), aws_sdk_s3::Client>>,
+}
+
+/// Region for global services (IAM, STS) and for loading credentials when none is configured.
+const HOME_REGION: &str = "us-east-1";
+
+impl Aws {
+    /// Builds one SDK configuration per plan account. Nothing is called yet: credentials are
+    /// resolved lazily by the SDK on the first request.
+    pub async fn connect(plan: &Plan, endpoint: Option<String>) -> Arc<Aws> {
+        let mut base_loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if let Some(e) = &endpoint {
+            base_loader = base_loader.endpoint_url(e);
+        }
+        let base = base_loader.load().await;
+        // One HTTP client (one connection pool) for every account and region.
+        let http = base.http_client();
+
+        let mut accounts = BTreeMap::new();
+        for named in &plan.accounts {
+            let a = &named.value;
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .retry_config(RetryConfig::standard().with_max_attempts(3));
+            if let Some(h) = &http {
+                loader = loader.http_client(h.clone());
+            }
+            if let Some(e) = &endpoint {
+                loader = loader.endpoint_url(e);
+            }
+            if let Some(p) = &a.profile {
+                loader = loader.profile_name(&p.value);
+            }
+            let mut sdk = loader.load().await;
+            if sdk.region().is_none() {
+                sdk = sdk.into_builder().region(Region::new(HOME_REGION)).build();
+            }
+            if let Some(role) = &a.role_arn {
+                let session = a
+                    .session_name
+                    .as_ref()
+                    .map(|s| s.value.clone())
+                    .unwrap_or_else(|| "ferry".to_string());
+                let mut provider = AssumeRoleProvider::builder(&role.value)
+                    .session_name(session)
+                    .configure(&sdk);
+                if let Some(ext) = &a.external_id {
+                    provider = provider.external_id(&ext.value);
+                }
+                let provider = provider.build().await;
+                sdk = sdk
+                    .into_builder()
+                    .credentials_provider(
+                        aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                    )
+                    .build();
+            }
+            accounts.insert(named.name.value.clone(), AccountConfig { sdk });
+        }
+        Arc::new(Aws {
+            accounts,
+            endpoint,
+            ec2: Mutex::default(),
+            kms: Mutex::default(),
+            s3: Mutex::default(),
+        })
+    }
+
+    fn sdk(&self, account: &str) -> &SdkConfig {
+        &self
+            .accounts
+            .get(account)
+            .unwrap_or_else(|| panic!("account `{account}` was checked to exist in the plan"))
+            .sdk
+    }
+
+    pub fn ec2(&self, account: &str, region: &str) -> aws_sdk_ec2::Client {
+        let key = (account.to_string(), region.to_string());
+        let mut cache = self.ec2.lock().expect("client cache");
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let conf = aws_sdk_ec2::config::Builder::from(self.sdk(account))
+                    .region(Region::new(region.to_string()))
+                    .build();
+                aws_sdk_ec2::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    pub fn kms(&self, account: &str, region: &str) -> aws_sdk_kms::Client {
+        let key = (account.to_string(), region.to_string());
+        let mut cache = self.kms.lock().expect("client cache");
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let conf = aws_sdk_kms::config::Builder::from(self.sdk(account))
+                    .region(Region::new(region.to_string()))
+                    .build();
+                aws_sdk_kms::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    pub fn s3(&self, account: &str, region: &str) -> aws_sdk_s3::Client {
+        let key = (account.to_string(), region.to_string());
+        let mut cache = self.s3.lock().expect("client cache");
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let conf = aws_sdk_s3::config::Builder::from(self.sdk(account))
+                    .region(Region::new(region.to_string()))
+                    // A single custom endpoint cannot serve virtual-hosted bucket names.
+                    .force_path_style(self.endpoint.is_some())
+                    .build();
+                aws_sdk_s3::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    pub fn iam(&self, account: &str) -> aws_sdk_iam::Client {
+        let conf = aws_sdk_iam::config::Builder::from(self.sdk(account))
+            .region(Region::new(HOME_REGION))
+            .build();
+        aws_sdk_iam::Client::from_conf(conf)
+    }
+
+    pub fn sts(&self, account: &str) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(self.sdk(account))
+    }
+
+    /// The AWS account id each plan account's credentials belong to (sts:GetCallerIdentity).
+    pub async fn caller_account(&self, account: &str) -> Result<String, AwsError> {
+        let out = self
+            .sts(account)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("sts", "GetCallerIdentity", e))?;
+        Ok(out.account().unwrap_or_default().to_string())
+    }
+
+    pub fn account_names(&self) -> impl Iterator<Item = &str> {
+        self.accounts.keys().map(String::as_str)
+    }
+}
