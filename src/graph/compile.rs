@@ -10,11 +10,28 @@ use super::step::{Scope, StepKind, StepSpec, Target};
 use super::{GraphBuilder, GraphError, StepGraph};
 use crate::plan::{AmiCopy, KeyAccess, Migration, Plan, S3Replication, SnapshotCopy, Spanned};
 
-/// Compile a checked plan. Selectors that need AWS to expand (tags, source keys) stay as one
-/// step each, marked by their [`Target`]; the resolve stage expands them.
+/// What the resolve stage found for selectors, so that compiling can expand them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Inventory {
+    /// Migration id -> ids of the resources its tag selector matched.
+    pub tagged: BTreeMap<String, Vec<String>>,
+}
+
+/// Compile a checked plan offline. Selectors that need AWS to expand (tags, source keys) stay
+/// as one step each, marked by their [`Target`]; see [`compile_resolved`].
 pub fn compile(plan: &Plan) -> Result<StepGraph, GraphError> {
+    compile_with(plan, None)
+}
+
+/// Compile with the resolve stage's findings: tag selectors become one step per resource.
+pub fn compile_resolved(plan: &Plan, inventory: &Inventory) -> Result<StepGraph, GraphError> {
+    compile_with(plan, Some(inventory))
+}
+
+fn compile_with(plan: &Plan, inventory: Option<&Inventory>) -> Result<StepGraph, GraphError> {
     let mut c = Compiler {
         plan,
+        inventory,
         b: GraphBuilder::new(),
         migration_steps: BTreeMap::new(),
     };
@@ -39,6 +56,7 @@ pub fn compile(plan: &Plan) -> Result<StepGraph, GraphError> {
 
 struct Compiler<'p> {
     plan: &'p Plan,
+    inventory: Option<&'p Inventory>,
     b: GraphBuilder,
     /// First and last steps of each migration.
     migration_steps: BTreeMap<String, Ends>,
@@ -205,6 +223,48 @@ impl<'p> Compiler<'p> {
         }
     }
 
+    /// The resources a migration acts on: its explicit ids, plus what its tag selector matched
+    /// (resolved), or one `find` step standing for the selector (offline).
+    fn selection(
+        &mut self,
+        id: &str,
+        explicit: &[Spanned<String>],
+        tags: Option<&Spanned<BTreeMap<String, String>>>,
+        find_kind: StepKind,
+        account: &str,
+        region: &str,
+    ) -> (Vec<(String, Target)>, Option<String>) {
+        let mut targets: Vec<(String, Target)> = explicit
+            .iter()
+            .map(|s| (s.value.clone(), Target::One(s.value.clone())))
+            .collect();
+        let Some(tags) = tags.filter(|t| !t.value.is_empty()) else {
+            return (targets, None);
+        };
+        if let Some(found) = self.inventory.and_then(|i| i.tagged.get(id)) {
+            for r in found {
+                if !targets.iter().any(|(t, _)| t == r) {
+                    targets.push((r.clone(), Target::One(r.clone())));
+                }
+            }
+            return (targets, None);
+        }
+        let mut p = BTreeMap::new();
+        p.insert("tags".into(), json!(tags.value));
+        let find = self.step(
+            id,
+            "tagged",
+            "find",
+            find_kind,
+            account,
+            Some(region),
+            Target::Tagged(tags.value.clone()),
+            p,
+        );
+        targets.push(("tagged".into(), Target::Tagged(tags.value.clone())));
+        (targets, Some(find))
+    }
+
     /// The steps a use of `key` (a plan key name, or a literal) in `region` must wait for.
     fn key_steps(&self, key: &str, region: &str) -> Vec<String> {
         let Some(named) = self.plan.keys.iter().find(|k| k.name.value == key) else {
@@ -275,28 +335,14 @@ impl<'p> Compiler<'p> {
         let key_deps = self.key_steps(&m.destination.key.value, dst_region);
         let tags = ferry_tags(self.plan, id, &m.tags.value);
 
-        let mut targets: Vec<(String, Target)> = m
-            .source
-            .snapshots
-            .iter()
-            .map(|s| (s.value.clone(), Target::One(s.value.clone())))
-            .collect();
-        let mut find = None;
-        if let Some(t) = m.source.tags.as_ref().filter(|t| !t.value.is_empty()) {
-            let mut p = BTreeMap::new();
-            p.insert("tags".into(), json!(t.value));
-            find = Some(self.step(
-                id,
-                "tagged",
-                "find",
-                StepKind::FindSnapshots,
-                src_account,
-                Some(src_region),
-                Target::Tagged(t.value.clone()),
-                p,
-            ));
-            targets.push(("tagged".into(), Target::Tagged(t.value.clone())));
-        }
+        let (targets, find) = self.selection(
+            id,
+            &m.source.snapshots,
+            m.source.tags.as_ref(),
+            StepKind::FindSnapshots,
+            src_account,
+            src_region,
+        );
 
         let access = cross.then(|| {
             self.key_access(
@@ -467,28 +513,14 @@ impl<'p> Compiler<'p> {
         };
         let tags = ferry_tags(self.plan, id, &m.tags.value);
 
-        let mut targets: Vec<(String, Target)> = m
-            .source
-            .images
-            .iter()
-            .map(|s| (s.value.clone(), Target::One(s.value.clone())))
-            .collect();
-        let mut find = None;
-        if let Some(t) = m.source.tags.as_ref().filter(|t| !t.value.is_empty()) {
-            let mut p = BTreeMap::new();
-            p.insert("tags".into(), json!(t.value));
-            find = Some(self.step(
-                id,
-                "tagged",
-                "find",
-                StepKind::FindImages,
-                src_account,
-                Some(src_region),
-                Target::Tagged(t.value.clone()),
-                p,
-            ));
-            targets.push(("tagged".into(), Target::Tagged(t.value.clone())));
-        }
+        let (targets, find) = self.selection(
+            id,
+            &m.source.images,
+            m.source.tags.as_ref(),
+            StepKind::FindImages,
+            src_account,
+            src_region,
+        );
         let access = cross.then(|| {
             self.key_access(
                 id,
