@@ -7,3 +7,4 @@ pub mod graph;
 pub mod journal;
 pub mod plan;
 pub mod quotas;
+pub mod steps;

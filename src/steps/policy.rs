@@ -1,0 +1,132 @@
+//! Key (and bucket) policy edits as merges by statement `Sid`: statements ferry did not write
+//! are kept exactly as they are; ferry's own are added, replaced or removed by Sid.
+
+use serde_json::{Value, json};
+
+/// The policy with `statements` merged in by Sid. Statements without a Sid, and those with
+/// other Sids, stay unchanged and in place; a statement with a known Sid replaces that one.
+pub fn merge(policy: &Value, statements: &[Value]) -> Value {
+    let mut out = normalized(policy);
+    let list = out["Statement"].as_array_mut().expect("normalized");
+    for st in statements {
+        let sid = st.get("Sid").and_then(Value::as_str);
+        match sid.and_then(|s| {
+            list.iter()
+                .position(|x| x.get("Sid").and_then(Value::as_str) == Some(s))
+        }) {
+            Some(i) => list[i] = st.clone(),
+            None => list.push(st.clone()),
+        }
+    }
+    out
+}
+
+/// The policy without the statements whose Sid is `sid`.
+pub fn remove(policy: &Value, sid: &str) -> Value {
+    let mut out = normalized(policy);
+    out["Statement"]
+        .as_array_mut()
+        .expect("normalized")
+        .retain(|x| x.get("Sid").and_then(Value::as_str) != Some(sid));
+    out
+}
+
+/// `Statement` as a list (IAM allows a single object too), `Version` kept.
+fn normalized(policy: &Value) -> Value {
+    let mut out = if policy.is_object() {
+        policy.clone()
+    } else {
+        json!({ "Version": "2012-10-17" })
+    };
+    let statements = match out.get("Statement") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(single @ Value::Object(_)) => vec![single.clone()],
+        _ => Vec::new(),
+    };
+    out["Statement"] = Value::Array(statements);
+    out
+}
+
+/// Whether two policies say the same thing, ignoring a single statement written as a list.
+pub fn same(a: &Value, b: &Value) -> bool {
+    normalized(a) == normalized(b)
+}
+
+/// The statements added and removed between two policies, as JSON lines (for `ferry plan`).
+pub fn diff(before: &Value, after: &Value) -> Vec<String> {
+    let b = normalized(before);
+    let a = normalized(after);
+    let bs = b["Statement"].as_array().expect("normalized");
+    let as_ = a["Statement"].as_array().expect("normalized");
+    let mut lines = Vec::new();
+    for s in bs {
+        if !as_.contains(s) {
+            lines.push(format!(
+                "- {}",
+                serde_json::to_string(s).unwrap_or_default()
+            ));
+        }
+    }
+    for s in as_ {
+        if !bs.contains(s) {
+            lines.push(format!(
+                "+ {}",
+                serde_json::to_string(s).unwrap_or_default()
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Value {
+        json!({
+            "Version": "2012-10-17",
+            "Id": "key-default-1",
+            "Statement": [
+                { "Sid": "Enable IAM User Permissions", "Effect": "Allow",
+                  "Principal": { "AWS": "arn:aws:iam::111111111111:root" }, "Action": "kms:*", "Resource": "*" },
+                { "Effect": "Allow", "Principal": { "AWS": "arn:aws:iam::111111111111:role/x" },
+                  "Action": "kms:Decrypt", "Resource": "*" }
+            ]
+        })
+    }
+
+    #[test]
+    fn merge_adds_and_keeps_everything_else_byte_for_byte() {
+        let st = json!({ "Sid": "ferry-p-222", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*" });
+        let merged = merge(&policy(), std::slice::from_ref(&st));
+        let list = merged["Statement"].as_array().unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(
+            &list[..2],
+            policy()["Statement"].as_array().unwrap().as_slice()
+        );
+        assert_eq!(list[2], st);
+        assert_eq!(merged["Id"], "key-default-1");
+        // Merging again changes nothing.
+        assert!(same(&merge(&merged, &[st]), &merged));
+    }
+
+    #[test]
+    fn merge_replaces_by_sid_and_remove_takes_only_that_sid() {
+        let st1 = json!({ "Sid": "ferry-p", "Action": "kms:Decrypt" });
+        let st2 = json!({ "Sid": "ferry-p", "Action": ["kms:Decrypt", "kms:DescribeKey"] });
+        let merged = merge(&merge(&policy(), &[st1]), std::slice::from_ref(&st2));
+        assert_eq!(merged["Statement"].as_array().unwrap().len(), 3);
+        assert_eq!(merged["Statement"][2], st2);
+        let back = remove(&merged, "ferry-p");
+        assert!(same(&back, &policy()));
+    }
+
+    #[test]
+    fn single_statement_object_is_a_list_of_one() {
+        let p = json!({ "Version": "2012-10-17", "Statement": { "Sid": "a", "Effect": "Allow" } });
+        let merged = merge(&p, &[json!({ "Sid": "b" })]);
+        assert_eq!(merged["Statement"].as_array().unwrap().len(), 2);
+        assert_eq!(diff(&p, &merged), vec![r#"+ {"Sid":"b"}"#.to_string()]);
+    }
+}
