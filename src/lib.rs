@@ -7,4 +7,5 @@ pub mod graph;
 pub mod journal;
 pub mod plan;
 pub mod quotas;
+pub mod resolve;
 pub mod steps;

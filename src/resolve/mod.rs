@@ -1,0 +1,372 @@
+//! Read-only discovery against AWS, before anything changes: which account each set of
+//! credentials belongs to, which snapshots a selector means, whether each destination key can
+//! be used. Problems found here are bad input (exit 2) and point at the plan line they concern.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, SnapshotState};
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{Aws, AwsError};
+use crate::exec::Limits;
+use crate::graph::Inventory;
+use crate::plan::{Diagnostic, Migration, Plan, Spanned};
+use crate::steps::{Cx, bucket, kms};
+
+/// What the resolve stage established; stored with the run so that a resume works on exactly
+/// the same resources.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Plan account name -> AWS account id.
+    pub account_ids: BTreeMap<String, String>,
+    pub inventory: Inventory,
+    /// Source snapshot id -> what ferry knows of it.
+    pub snapshots: BTreeMap<String, SnapshotFacts>,
+    /// Keys that exist already: "account/region/reference" -> ARN.
+    pub keys: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotFacts {
+    pub size_gib: i32,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum ResolveError {
+    /// The plan asks for something AWS says cannot be (exit 2); each names the plan line.
+    BadInput(Vec<Diagnostic>),
+    /// AWS could not be asked (credentials, network): the run fails (exit 1).
+    Aws(AwsError),
+}
+
+impl From<AwsError> for ResolveError {
+    fn from(e: AwsError) -> Self {
+        ResolveError::Aws(e)
+    }
+}
+
+pub fn key_slot(account: &str, region: &str, reference: &str) -> String {
+    format!("{account}/{region}/{reference}")
+}
+
+struct Resolver<'a> {
+    plan: &'a Plan,
+    cx: &'a Cx,
+    limits: &'a Limits,
+    problems: Vec<Diagnostic>,
+    out: Resolution,
+}
+
+/// Resolves `plan` with read-only calls. `cx` carries the clients; its account ids are unused.
+pub async fn resolve(
+    plan: &Plan,
+    aws: std::sync::Arc<Aws>,
+    limits: &Limits,
+) -> Result<Resolution, ResolveError> {
+    let cx = Cx {
+        aws,
+        plan: plan.name.value.clone(),
+        account_ids: BTreeMap::new(),
+        keys: Default::default(),
+    };
+    let mut r = Resolver {
+        plan,
+        cx: &cx,
+        limits,
+        problems: Vec::new(),
+        out: Resolution::default(),
+    };
+    r.accounts().await?;
+    if !r.problems.is_empty() {
+        // Wrong credentials make every later answer meaningless.
+        return Err(ResolveError::BadInput(r.problems));
+    }
+    r.keys().await?;
+    for m in &plan.migrations {
+        if let Migration::SnapshotCopy(s) = m {
+            r.snapshot_copy(s).await?;
+        }
+    }
+    if r.problems.is_empty() {
+        Ok(r.out)
+    } else {
+        Err(ResolveError::BadInput(r.problems))
+    }
+}
+
+impl Resolver<'_> {
+    async fn accounts(&mut self) -> Result<(), ResolveError> {
+        for named in &self.plan.accounts {
+            let name = &named.name.value;
+            let actual = self.cx.aws.caller_account(name).await?;
+            if let Some(declared) = &named.value.id
+                && declared.value != actual
+            {
+                self.problems.push(
+                    Diagnostic::new(format!(
+                        "account `{name}` is declared as {} but its credentials belong to account {actual}",
+                        declared.value
+                    ))
+                    .at(declared.span)
+                    .help("check the profile / role_arn of this account, or the id"),
+                );
+            }
+            self.out.account_ids.insert(name.clone(), actual);
+        }
+        Ok(())
+    }
+
+    async fn describe_key(
+        &self,
+        account: &str,
+        region: &str,
+        key: &str,
+    ) -> Result<Option<kms::KeyFacts>, ResolveError> {
+        Ok(kms::describe(self.cx, self.limits, account, region, key).await?)
+    }
+
+    /// Keys declared by ARN must exist; keys that will be created are checked if they already do.
+    async fn keys(&mut self) -> Result<(), ResolveError> {
+        for named in &self.plan.keys {
+            let k = &named.value;
+            let Some(reference) = k.alias.as_ref().or(k.arn.as_ref()) else {
+                continue;
+            };
+            let found = self
+                .describe_key(&k.account.value, &k.region.value, &reference.value)
+                .await?;
+            match found {
+                None if !k.creates() => self.problems.push(
+                    Diagnostic::new(format!(
+                        "key `{}` ({}) does not exist in {}/{}",
+                        named.name.value, reference.value, k.account.value, k.region.value
+                    ))
+                    .at(reference.span)
+                    .help("create it, fix the reference, or set `create: true` (with an alias)"),
+                ),
+                None => {}
+                Some(facts) => {
+                    if (k.rotates() || k.creates() || k.policy_statements.is_some())
+                        && !facts.customer_managed
+                    {
+                        self.problems.push(
+                            Diagnostic::new(format!(
+                                "key `{}` ({}) is an AWS managed key: ferry cannot change its rotation or policy",
+                                named.name.value, reference.value
+                            ))
+                            .at(reference.span),
+                        );
+                    }
+                    if k.replicas.is_some() && !facts.multi_region {
+                        self.problems.push(
+                            Diagnostic::new(format!(
+                                "key `{}` ({}) exists and is not a multi-Region key, so it cannot have replicas",
+                                named.name.value, reference.value
+                            ))
+                            .at(reference.span)
+                            .help("a single-Region key cannot become multi-Region; use a new alias with `multi_region: true`"),
+                        );
+                    }
+                    self.out.keys.insert(
+                        key_slot(&k.account.value, &k.region.value, &reference.value),
+                        facts.arn.clone(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A destination key: usable for re-encrypting copies in `account`/`region`.
+    async fn destination_key(
+        &mut self,
+        key: &Spanned<String>,
+        account: &str,
+        region: &str,
+    ) -> Result<(), ResolveError> {
+        // A plan key that ferry creates (or replicates) there is checked by its own steps.
+        let (reference, will_exist) =
+            match self.plan.keys.iter().find(|k| k.name.value == key.value) {
+                Some(named) => {
+                    let k = &named.value;
+                    let r = k
+                        .alias
+                        .as_ref()
+                        .or(k.arn.as_ref())
+                        .map(|s| s.value.clone())
+                        .unwrap_or_default();
+                    (r, k.creates())
+                }
+                None => (key.value.clone(), false),
+            };
+        let facts = self.describe_key(account, region, &reference).await?;
+        let Some(f) = facts else {
+            if !will_exist {
+                self.problems.push(
+                    Diagnostic::new(format!(
+                        "destination key {reference} does not exist in {account}/{region}"
+                    ))
+                    .at(key.span)
+                    .label("not found")
+                    .help(
+                        "KMS keys are regional: name a key of the destination account and region",
+                    ),
+                );
+            }
+            return Ok(());
+        };
+        let id = self
+            .out
+            .account_ids
+            .get(account)
+            .cloned()
+            .unwrap_or_default();
+        let arn_region = f.arn.split(':').nth(3).unwrap_or_default();
+        let arn_account = f.arn.split(':').nth(4).unwrap_or_default();
+        let mut problem = |msg: String, help: &str| {
+            self.problems
+                .push(Diagnostic::new(msg).at(key.span).help(help));
+        };
+        if arn_region != region || (!id.is_empty() && arn_account != id) {
+            problem(
+                format!(
+                    "destination key {reference} is {}, not in {account}/{region}",
+                    f.arn
+                ),
+                "copies are encrypted with a key of the destination account and region",
+            );
+        } else if !f.customer_managed {
+            problem(
+                format!(
+                    "destination key {reference} is an AWS managed key; copies need a customer managed key"
+                ),
+                "create a customer managed key (e.g. `create: true` under keys:) and use it",
+            );
+        } else if !f.enabled {
+            problem(
+                format!(
+                    "destination key {reference} is disabled (state {})",
+                    f.state
+                ),
+                "enable the key, or choose another",
+            );
+        } else if !f.symmetric_encrypt_decrypt {
+            problem(
+                format!("destination key {reference} is not a symmetric ENCRYPT_DECRYPT key"),
+                "EBS and S3 encrypt only with symmetric encryption keys",
+            );
+        }
+        self.out
+            .keys
+            .insert(key_slot(account, region, &reference), f.arn);
+        Ok(())
+    }
+
+    async fn snapshot_copy(&mut self, m: &crate::plan::SnapshotCopy) -> Result<(), ResolveError> {
+        let account = m.source.account.value.as_str();
+        let region = m.source.region.value.as_str();
+        let dst_account = m
+            .destination
+            .account
+            .as_ref()
+            .unwrap_or(&m.source.account)
+            .value
+            .clone();
+        let dst_region = m
+            .destination
+            .region
+            .as_ref()
+            .unwrap_or(&m.source.region)
+            .value
+            .clone();
+        let client = self.cx.aws.ec2(account, region);
+
+        for chunk in m.source.snapshots.chunks(200) {
+            let ids: Vec<String> = chunk.iter().map(|s| s.value.clone()).collect();
+            self.limits
+                .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+                .await;
+            let out = client
+                .describe_snapshots()
+                .filters(
+                    Filter::builder()
+                        .name("snapshot-id")
+                        .set_values(Some(ids))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
+            for wanted in chunk {
+                match out.snapshots().iter().find(|s| s.snapshot_id() == Some(wanted.value.as_str())) {
+                    None => self.problems.push(
+                        Diagnostic::new(format!("snapshot {} does not exist in {account}/{region} (or is not visible to it)", wanted.value))
+                            .at(wanted.span)
+                            .label("unknown snapshot"),
+                    ),
+                    Some(s) if s.state() != Some(&SnapshotState::Completed) => self.problems.push(
+                        Diagnostic::new(format!(
+                            "snapshot {} is {}, not completed: only completed snapshots can be copied",
+                            wanted.value,
+                            s.state().map(|s| s.as_str()).unwrap_or("in an unknown state")
+                        ))
+                        .at(wanted.span),
+                    ),
+                    Some(s) => {
+                        self.out.snapshots.insert(wanted.value.clone(), facts(s));
+                    }
+                }
+            }
+        }
+
+        if let Some(tags) = m.source.tags.as_ref().filter(|t| !t.value.is_empty()) {
+            let mut req = client
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(Filter::builder().name("status").values("completed").build());
+            for (k, v) in &tags.value {
+                req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+            }
+            let mut pages = req.into_paginator().send();
+            let mut ids = Vec::new();
+            loop {
+                self.limits
+                    .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+                    .await;
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                let page = page.map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
+                for s in page.snapshots() {
+                    // ferry's own copies carry the source's tags only if a user copied them over;
+                    // never treat a copy made by this plan as a source.
+                    if s.tags().iter().any(|t| {
+                        t.key() == Some("ferry:plan") && t.value() == Some(&self.plan.name.value)
+                    }) {
+                        continue;
+                    }
+                    if let Some(id) = s.snapshot_id() {
+                        ids.push(id.to_string());
+                        self.out.snapshots.insert(id.to_string(), facts(s));
+                    }
+                }
+            }
+            ids.sort();
+            ids.dedup();
+            self.out.inventory.tagged.insert(m.id.value.clone(), ids);
+        }
+
+        self.destination_key(&m.destination.key, &dst_account, &dst_region)
+            .await
+    }
+}
+
+fn facts(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotFacts {
+    SnapshotFacts {
+        size_gib: s.volume_size().unwrap_or(0),
+        encrypted: s.encrypted().unwrap_or(false),
+        kms_key_id: s.kms_key_id().map(str::to_string),
+    }
+}
