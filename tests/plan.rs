@@ -316,13 +316,6 @@ fn huge_and_hostile_files_get_an_error_not_a_panic() {
     }
 }
 
-#[test]
-fn commands_that_need_aws_say_so_until_they_exist() {
-    let out = ferry(&["apply", "--yes", "plans/snapshot-copy.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not implemented yet"));
-}
-
 // ---- property: random valid plans compile into graphs that respect every dependency ----
 
 const REGIONS: &[&str] = &[

@@ -1,6 +1,7 @@
 //! Run the step graph: walker, retries, rate limits, polling. Knows nothing of AWS.
 
 mod cancel;
+mod dry_run;
 mod event;
 mod graph;
 mod limits;
@@ -10,6 +11,7 @@ mod step;
 mod walker;
 
 pub use cancel::Cancel;
+pub use dry_run::observe_all;
 pub use event::{Event, RunResult, Subscriber, SubscriberError, now_ms};
 pub use graph::{GraphError, StepGraph, StepGraphBuilder, StepIndex};
 pub use limits::{Aimd, BucketConfig, Limits};

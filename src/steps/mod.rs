@@ -26,6 +26,25 @@ pub struct Cx {
 }
 
 impl Cx {
+    /// The context of a run, from what the resolve stage established.
+    pub fn new(aws: Arc<Aws>, plan: &str, resolution: &crate::resolve::Resolution) -> Cx {
+        let keys = resolution
+            .keys
+            .iter()
+            .filter_map(|(slot, arn)| {
+                let mut parts = slot.splitn(3, '/');
+                let (a, r, k) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(((a.to_string(), r.to_string(), k.to_string()), arn.clone()))
+            })
+            .collect();
+        Cx {
+            aws,
+            plan: plan.to_string(),
+            account_ids: resolution.account_ids.clone(),
+            keys: Mutex::new(keys),
+        }
+    }
+
     pub fn account_id(&self, account: &str) -> &str {
         self.account_ids
             .get(account)

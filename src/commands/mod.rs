@@ -1,5 +1,8 @@
 //! What each command does, on top of the library. `main` only maps the outcome to an exit code.
 
+mod run;
+mod state;
+
 use std::io::Write;
 use std::path::Path;
 
@@ -15,6 +18,8 @@ pub enum Outcome {
     Failed(String),
     /// Bad input or usage (exit 2); the message was already shown.
     BadInput,
+    /// Stopped by Ctrl-C (exit 130); resumable.
+    Interrupted,
 }
 
 impl Outcome {
@@ -23,29 +28,37 @@ impl Outcome {
             Outcome::Ok => 0,
             Outcome::Failed(_) => 1,
             Outcome::BadInput => 2,
+            Outcome::Interrupted => 130,
         }
     }
 }
 
 pub fn run(cli: Cli) -> Outcome {
-    let outcome = match cli.command {
-        Command::Validate { plans } => validate(&plans),
+    let global = &cli.global;
+    let outcome = match &cli.command {
+        Command::Validate { plans } => validate(plans),
         Command::Plan {
             plan,
-            offline,
+            offline: true,
             output,
-        } => plan_cmd(&plan, offline, output),
-        Command::Graph { plan, format } => graph_cmd(&plan, format),
+        } => plan_offline(plan, *output),
+        Command::Plan { plan, output, .. } => run::plan_live(plan, *output, global),
+        Command::Graph { plan, format } => graph_cmd(plan, *format),
         Command::Schema => {
             let schema = plan::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
             Outcome::Ok
         }
-        Command::Apply { .. } => not_yet("apply"),
-        Command::Resume { .. } => not_yet("resume"),
-        Command::Status { .. } => not_yet("status"),
-        Command::Runs => not_yet("runs"),
-        Command::Unlock { .. } => not_yet("unlock"),
+        Command::Apply {
+            plan,
+            dry_run,
+            yes,
+            concurrency,
+        } => run::apply(plan, *dry_run, *yes, *concurrency, global),
+        Command::Resume { run, replan, .. } => run::resume(run.as_deref(), *replan, global),
+        Command::Status { run } => state::status(run.as_deref(), global),
+        Command::Runs => state::runs(global),
+        Command::Unlock { force } => state::unlock(*force, global),
     };
     if let Outcome::Failed(msg) = &outcome {
         eprintln!("error: {msg}");
@@ -53,14 +66,8 @@ pub fn run(cli: Cli) -> Outcome {
     outcome
 }
 
-fn not_yet(what: &str) -> Outcome {
-    Outcome::Failed(format!(
-        "`ferry {what}` is not implemented yet in this version; `ferry validate` and `ferry plan --offline` work"
-    ))
-}
-
 /// Loads and checks a plan, printing its problems; `None` means bad input.
-fn load(path: &Path) -> Option<Plan> {
+pub(crate) fn load(path: &Path) -> Option<Plan> {
     match plan::load(path) {
         Ok(p) => Some(p),
         Err(errors) => {
@@ -91,13 +98,7 @@ fn compile(path: &Path) -> Result<(Plan, graph::StepGraph), Outcome> {
     }
 }
 
-fn plan_cmd(path: &Path, offline: bool, output: Output) -> Outcome {
-    if !offline {
-        return Outcome::Failed(
-            "`ferry plan` against live state is not implemented yet; use `ferry plan --offline`"
-                .into(),
-        );
-    }
+fn plan_offline(path: &Path, output: Output) -> Outcome {
     let (plan, g) = match compile(path) {
         Ok(x) => x,
         Err(o) => return o,

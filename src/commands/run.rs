@@ -1,0 +1,540 @@
+//! `ferry plan` (live), `ferry apply` and `ferry resume`: load, resolve against AWS, compile,
+//! then observe (dry run) or execute, journaled.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{Outcome, load};
+use crate::aws::Aws;
+use crate::cli::{Global, Output};
+use crate::exec::{
+    self, Cancel, Executor, Observation, Progress, ProgressMode, RunOptions, RunResult,
+};
+use crate::graph;
+use crate::journal::{self, JournalBackend, LocalJournal, NewRun};
+use crate::plan::{Plan, PlanErrors};
+use crate::resolve::{self, Resolution, ResolveError};
+use crate::steps::{self, Cx};
+
+/// Everything a run needs, from the plan file to executable steps.
+struct Prepared {
+    plan: Plan,
+    plan_path: PathBuf,
+    plan_text: String,
+    resolution: Resolution,
+    specs: graph::StepGraph,
+    steps: Arc<exec::StepGraph<Cx>>,
+    cx: Arc<Cx>,
+    limits: Arc<exec::Limits>,
+}
+
+fn read_text(path: &Path) -> Result<String, Outcome> {
+    std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", path.display());
+        Outcome::BadInput
+    })
+}
+
+/// Load, resolve (unless a stored resolution is given, on resume), compile, build.
+async fn prepare(
+    path: &Path,
+    global: &Global,
+    stored: Option<Resolution>,
+) -> Result<Prepared, Outcome> {
+    let plan = load(path).ok_or(Outcome::BadInput)?;
+    let plan_text = read_text(path)?;
+    if let Some(state) = state_setting(&plan, global)
+        && state.starts_with("s3://")
+    {
+        eprintln!("error: run state on S3 ({state}) is not implemented yet; use a local directory");
+        return Err(Outcome::BadInput);
+    }
+    let aws = Aws::connect(&plan, global.endpoint_url.clone()).await;
+    let quotas: BTreeMap<String, _> = plan
+        .settings
+        .quotas
+        .iter()
+        .map(|(k, v)| (k.value.clone(), v.clone()))
+        .collect();
+    let limits = Arc::new(steps::limits(&quotas));
+    let resolution = match stored {
+        Some(r) => r,
+        None => match resolve::resolve(&plan, aws.clone(), &limits).await {
+            Ok(r) => r,
+            Err(ResolveError::BadInput(diagnostics)) => {
+                let errors = PlanErrors {
+                    path: path.display().to_string(),
+                    source: plan_text.clone(),
+                    diagnostics,
+                };
+                eprint!("{}", errors.render());
+                eprintln!("nothing was changed");
+                return Err(Outcome::BadInput);
+            }
+            Err(ResolveError::Aws(e)) => {
+                return Err(Outcome::Failed(format!(
+                    "could not read the live state: {e}"
+                )));
+            }
+        },
+    };
+    let specs = graph::compile_resolved(&plan, &resolution.inventory)
+        .map_err(|e| Outcome::Failed(format!("internal error compiling the plan: {e}")))?;
+    let built = steps::build(&specs)
+        .map_err(|e| Outcome::Failed(format!("internal error building steps: {e}")))?;
+    let cx = Arc::new(Cx::new(aws, &plan.name.value, &resolution));
+    Ok(Prepared {
+        plan,
+        plan_path: path.to_path_buf(),
+        plan_text,
+        resolution,
+        specs,
+        steps: Arc::new(built),
+        cx,
+        limits,
+    })
+}
+
+fn state_setting(plan: &Plan, global: &Global) -> Option<String> {
+    global
+        .state
+        .clone()
+        .or_else(|| plan.settings.state.as_ref().map(|s| s.value.clone()))
+}
+
+fn state_dir(plan: &Plan, plan_path: &Path, global: &Global) -> PathBuf {
+    match state_setting(plan, global) {
+        // A relative `settings.state` is relative to the plan, like the default.
+        Some(s) if global.state.is_none() => plan_path.parent().unwrap_or(Path::new(".")).join(s),
+        Some(s) => PathBuf::from(s),
+        None => LocalJournal::default_dir(plan_path),
+    }
+}
+
+/// One step's line in the dry run.
+struct Planned {
+    id: String,
+    kind: String,
+    account: String,
+    region: Option<String>,
+    depends_on: Vec<String>,
+    change: &'static str,
+    detail: Value,
+}
+
+async fn dry_run(p: &Prepared, concurrency: usize) -> Result<Vec<Planned>, Outcome> {
+    let answers = exec::observe_all(&p.steps, p.cx.clone(), p.limits.clone(), concurrency).await;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (spec, answer) in p.specs.in_order().zip(answers) {
+        let (change, detail) = match answer {
+            Ok(Observation::Done(v)) => ("no-change", v),
+            Ok(Observation::InProgress(s)) => ("in-progress", json!({ "id": s.id })),
+            Ok(Observation::Todo(v)) => {
+                let action = if v.get("action").and_then(Value::as_str) == Some("update") {
+                    "update"
+                } else {
+                    "create"
+                };
+                (action, v)
+            }
+            Err(e) => {
+                errors.push(format!(
+                    "{}: {e}{}",
+                    spec.id,
+                    e.hint
+                        .as_ref()
+                        .map(|h| format!("\n  hint: {h}"))
+                        .unwrap_or_default()
+                ));
+                ("error", json!({ "error": e.to_string() }))
+            }
+        };
+        out.push(Planned {
+            id: spec.id.clone(),
+            kind: spec.kind.as_str().to_string(),
+            account: spec.scope.account.clone(),
+            region: spec.scope.region.clone(),
+            depends_on: p
+                .specs
+                .dependencies(&spec.id)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            change,
+            detail,
+        });
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        return Err(Outcome::Failed(format!(
+            "{} step(s) could not read their live state",
+            errors.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn counts(planned: &[Planned]) -> (usize, usize, usize) {
+    let n = |c: &str| planned.iter().filter(|p| p.change == c).count();
+    (n("create") + n("in-progress"), n("update"), n("no-change"))
+}
+
+fn has_changes(planned: &[Planned]) -> bool {
+    let (c, u, _) = counts(planned);
+    c + u > 0
+}
+
+fn render_text(plan: &str, planned: &[Planned]) -> String {
+    let mut out = format!("Plan `{plan}` against live state:\n\n");
+    for p in planned {
+        let mark = match p.change {
+            "create" => "+",
+            "update" => "~",
+            "in-progress" => ">",
+            _ => "=",
+        };
+        let region = p.region.as_deref().unwrap_or("(looked up)");
+        let what = match p.change {
+            "no-change" => "no change".to_string(),
+            "in-progress" => format!("in progress ({})", p.detail["id"].as_str().unwrap_or("")),
+            c => c.to_string(),
+        };
+        out.push_str(&format!(
+            "  {mark} {}  [{}]  {}/{}  {what}\n",
+            p.id, p.kind, p.account, region
+        ));
+        if let Some(lines) = p.detail.get("diff").and_then(Value::as_array) {
+            for l in lines {
+                out.push_str(&format!("      {}\n", l.as_str().unwrap_or_default()));
+            }
+        }
+        if let Some(r) = p.detail.get("rotation").and_then(Value::as_str) {
+            out.push_str(&format!("      rotation: {r}\n"));
+        }
+    }
+    let (c, u, n) = counts(planned);
+    if c + u == 0 {
+        out.push_str(&format!("\nNo changes: {n} unchanged.\n"));
+    } else {
+        out.push_str(&format!(
+            "\nPlan: {c} to create, {u} to update, {n} unchanged.\n"
+        ));
+    }
+    out
+}
+
+fn render_json(plan: &str, planned: &[Planned]) -> String {
+    let (c, u, n) = counts(planned);
+    let steps: Vec<Value> = planned
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id, "kind": p.kind, "account": p.account, "region": p.region,
+                "depends_on": p.depends_on, "change": p.change, "detail": p.detail,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({
+        "format_version": 1, "plan": plan, "offline": false, "steps": steps,
+        "summary": { "create": c, "update": u, "unchanged": n },
+    }))
+    .expect("JSON")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn concurrency_of(plan: &Plan, flag: Option<u32>) -> usize {
+    flag.or(plan.settings.concurrency.as_ref().map(|c| c.value))
+        .unwrap_or(16) as usize
+}
+
+/// `ferry plan PLAN` against live state.
+pub fn plan_live(path: &Path, output: Output, global: &Global) -> Outcome {
+    runtime().block_on(async {
+        let p = match prepare(path, global, None).await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
+        let planned = match dry_run(&p, concurrency_of(&p.plan, None)).await {
+            Ok(x) => x,
+            Err(o) => return o,
+        };
+        match output {
+            Output::Text => print!("{}", render_text(&p.plan.name.value, &planned)),
+            Output::Json => println!("{}", render_json(&p.plan.name.value, &planned)),
+        }
+        Outcome::Ok
+    })
+}
+
+/// `ferry apply PLAN`.
+pub fn apply(
+    path: &Path,
+    dry_run_only: bool,
+    yes: bool,
+    concurrency: Option<u32>,
+    global: &Global,
+) -> Outcome {
+    runtime().block_on(async {
+        let p = match prepare(path, global, None).await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
+        let conc = concurrency_of(&p.plan, concurrency);
+        let planned = match dry_run(&p, conc).await {
+            Ok(x) => x,
+            Err(o) => return o,
+        };
+        if !global.quiet {
+            print!("{}", render_text(&p.plan.name.value, &planned));
+        }
+        if !has_changes(&planned) || dry_run_only {
+            return Outcome::Ok;
+        }
+        if !yes {
+            if !std::io::stdin().is_terminal() {
+                eprintln!("error: refusing to ask for confirmation: standard input is not a terminal; pass --yes to apply");
+                return Outcome::BadInput;
+            }
+            print!("\nApply these changes? Only `yes` is accepted: ");
+            let _ = std::io::stdout().flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            if answer.trim() != "yes" {
+                eprintln!("Apply cancelled; nothing was changed.");
+                return Outcome::Failed("cancelled".into());
+            }
+        }
+        let dir = state_dir(&p.plan, path, global);
+        let backend = match LocalJournal::create(&dir) {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(format!("cannot use the state {}: {e}", dir.display())),
+        };
+        let run_id = journal::new_run_id();
+        let graph = stored_graph(&p);
+        let step_ids: Vec<String> = p.specs.in_order().map(|s| s.id.clone()).collect();
+        let prepared = match journal::start_run(
+            &backend,
+            NewRun {
+                run_id: &run_id,
+                plan_name: &p.plan.name.value,
+                plan_text: &p.plan_text,
+                graph: &graph,
+                step_ids,
+            },
+        ) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        execute(&p, prepared, conc, global).await
+    })
+}
+
+/// What a resume needs to rebuild exactly the same graph: where the plan is and what resolve found.
+fn stored_graph(p: &Prepared) -> Value {
+    json!({
+        "plan_path": std::fs::canonicalize(&p.plan_path).unwrap_or(p.plan_path.clone()),
+        "resolution": p.resolution,
+    })
+}
+
+async fn execute(
+    p: &Prepared,
+    prepared: journal::PreparedRun,
+    concurrency: usize,
+    global: &Global,
+) -> Outcome {
+    let opts = RunOptions {
+        concurrency,
+        run_id: prepared.run_id.clone(),
+        plan_name: p.plan.name.value.clone(),
+        plan_hash: prepared.plan_hash.clone(),
+        poll_interval: poll_interval(),
+        poll_interval_busy: poll_interval() / 3,
+        ..RunOptions::default()
+    };
+    let mode = if global.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Auto
+    };
+    let cancel = Cancel::new();
+    let signals = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            signals.signal();
+            if signals.level() == 1 {
+                eprintln!(
+                    "\nInterrupted: finishing the calls in flight, starting nothing new (Ctrl-C again to stop at once)"
+                );
+            }
+        }
+    });
+    let run_id = prepared.run_id.clone();
+    let _lock = prepared.lock;
+    let executor = Executor::new(p.steps.clone(), p.cx.clone(), opts)
+        .limits(p.limits.clone())
+        .poller(
+            steps::ec2::SNAPSHOT_POLL,
+            Arc::new(steps::ec2::SnapshotPoller),
+        )
+        .resume(prepared.resume)
+        .subscribe(Box::new(prepared.writer))
+        .subscribe(Box::new(Progress::new(mode)));
+    let report = executor.run(cancel.clone()).await;
+    watcher.abort();
+    let report = match report {
+        Ok(r) => r,
+        Err(exec::ExecError::Aborted) => {
+            eprintln!("Stopped. Resume with `ferry resume {run_id}`.");
+            return Outcome::Interrupted;
+        }
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    summarize(&report, &run_id, global.quiet);
+    match report.result {
+        RunResult::Succeeded => Outcome::Ok,
+        RunResult::Interrupted => {
+            eprintln!("Interrupted. Resume with `ferry resume {run_id}`.");
+            Outcome::Interrupted
+        }
+        RunResult::Failed => Outcome::Failed(format!(
+            "{} step(s) failed; fix the cause, then `ferry resume {run_id}`",
+            report.failed.len()
+        )),
+    }
+}
+
+/// How often pending copies are polled. Shorter in tests against the emulator.
+fn poll_interval() -> std::time::Duration {
+    std::env::var("FERRY_POLL_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(std::time::Duration::from_secs(10))
+}
+
+fn summarize(report: &exec::RunReport, run_id: &str, quiet: bool) {
+    for (step, e) in &report.failed {
+        eprintln!("error: {step}: {e}");
+        if let Some(id) = &e.request_id {
+            eprintln!("  request id: {id}");
+        }
+        if let Some(h) = &e.hint {
+            eprintln!("  hint: {h}");
+        }
+    }
+    for (step, root) in &report.skipped {
+        eprintln!("skipped: {step}: {root} failed");
+    }
+    if quiet {
+        return;
+    }
+    let mut created: Vec<(&String, String)> = report
+        .outputs
+        .iter()
+        .filter_map(|(id, out)| {
+            let r = out
+                .get("snapshot_id")
+                .or_else(|| out.get("image_id"))
+                .or_else(|| out.get("arn"))
+                .and_then(Value::as_str)?;
+            Some((id, r.to_string()))
+        })
+        .collect();
+    created.sort();
+    if !created.is_empty() {
+        println!("\nResources:");
+        for (step, r) in created {
+            println!("  {step}: {r}");
+        }
+    }
+    println!(
+        "\nRun {run_id}: {} ({} done, {} failed, {} skipped).",
+        report.result,
+        report.done,
+        report.failed.len(),
+        report.skipped.len()
+    );
+}
+
+/// `ferry resume [RUN]`.
+pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
+    let dir = global
+        .state
+        .clone()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".ferry"));
+    let backend = match LocalJournal::open(&dir) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::BadInput;
+        }
+    };
+    let run_id = match run {
+        Some(r) => r.to_string(),
+        None => match journal::latest_unfinished(&backend) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Outcome::BadInput;
+            }
+        },
+    };
+    let stored = match backend.read_graph(&run_id) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::BadInput;
+        }
+    };
+    let plan_path = PathBuf::from(stored["plan_path"].as_str().unwrap_or_default());
+    let resolution: Resolution = match serde_json::from_value(stored["resolution"].clone()) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("the run's stored graph is unreadable: {e}")),
+    };
+    let plan_text = match std::fs::read_to_string(&plan_path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "error: the plan of run {run_id} was {}: {e}",
+                plan_path.display()
+            );
+            return Outcome::BadInput;
+        }
+    };
+    let prepared_run = match journal::resume_run(&backend, Some(&run_id), &plan_text, replan) {
+        Ok(r) => r,
+        Err(e @ journal::JournalError::PlanChanged { .. }) => {
+            eprintln!("error: {e}");
+            return Outcome::BadInput;
+        }
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    runtime().block_on(async {
+        // A replanned run resolves again; otherwise it works on exactly the stored resources.
+        let stored = if replan { None } else { Some(resolution) };
+        let p = match prepare(&plan_path, global, stored).await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
+        let conc = concurrency_of(&p.plan, None);
+        if !global.quiet {
+            println!("Resuming run {run_id} of plan `{}`.", p.plan.name.value);
+        }
+        execute(&p, prepared_run, conc, global).await
+    })
+}
