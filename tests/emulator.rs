@@ -938,10 +938,15 @@ async fn throttling_answers_with_each_services_error() {
     assert_eq!(c.throttled(a, "s3", "PutObject"), 1);
     assert_eq!(c.totals.throttled, 3);
 
-    // the SDK's standard retries ride out throttling once buckets refill
-    emu.configure(json!({"throttle_scale": 0.2}));
-    let retrying = emu.ec2(a, SRC);
-    for _ in 0..25 {
+    // the SDK's standard retries ride out throttling: a 1-request bucket refilled 5 times a second
+    emu.configure(json!({"throttle_scale": 1.0, "quotas": {"ec2:DescribeImages": [1, 5]}}));
+    let retrying = aws_sdk_ec2::Client::new(
+        &emu.sdk_config(a, SRC)
+            .to_builder()
+            .retry_config(RetryConfig::standard().with_max_attempts(10))
+            .build(),
+    );
+    for _ in 0..10 {
         retrying
             .describe_images()
             .owners("self")
@@ -949,6 +954,7 @@ async fn throttling_answers_with_each_services_error() {
             .await
             .expect("retried through throttling");
     }
+    assert!(emu.counters().throttled(a, "ec2", "DescribeImages") > 1);
 }
 
 #[tokio::test]

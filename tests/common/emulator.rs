@@ -50,7 +50,8 @@ impl Emulator {
     pub fn start_with(config: Value) -> Emulator {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let script = root.join("tests/emulator/start");
-        let first_install = !root.join(".venv/bin/python").exists();
+        // no stamp: this start (or a concurrent one) installs moto from PyPI first
+        let first_install = !root.join(".venv/.ferry-emulator-requirements").exists();
         let stderr = tempfile::NamedTempFile::new().expect("temp file for the emulator's stderr");
         let stderr_path = stderr.path().to_path_buf();
         let mut child = Command::new("bash")

@@ -32,7 +32,7 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_requ
 MUTATING_PREFIXES = (
     "Abort", "Accept", "Add", "Associate", "Attach", "Authorize", "Cancel", "Complete", "Copy",
     "Create", "Delete", "Deregister", "Detach", "Disable", "Disassociate", "Enable", "Import",
-    "Modify", "Put", "Register", "Reject", "Remove", "Replicate", "Reset", "Restore", "Retire",
+    "Modify", "Post", "Put", "Register", "Reject", "Remove", "Replicate", "Reset", "Restore", "Retire",
     "Revoke", "Rotate", "Run", "Schedule", "Set", "Start", "Stop", "Tag", "Terminate", "Untag",
     "Update", "Upload",
 )  # fmt: skip
