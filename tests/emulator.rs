@@ -279,6 +279,13 @@ async fn shared_snapshots_and_images_are_visible_to_and_copyable_by_the_other_ac
     let (a, b, stranger) = ("100000000011", "100000000012", "100000000013");
     let ec2_a = emu.ec2(a, SRC);
     let snap = snapshot(&ec2_a, SRC, None).await;
+    ec2_a
+        .create_tags()
+        .resources(&snap)
+        .tags(Tag::builder().key("team").value("a").build())
+        .send()
+        .await
+        .expect("CreateTags");
     let image = register_image(&ec2_a, "shared-plain", &[&snap]).await;
     let ec2_b = emu.ec2(b, SRC);
 
@@ -316,7 +323,13 @@ async fn shared_snapshots_and_images_are_visible_to_and_copyable_by_the_other_ac
     );
     let by_owner = ec2_b.describe_images().owners(a).send().await.unwrap();
     assert_eq!(by_owner.images().len(), 1);
-    assert_eq!(describe_snapshot(&ec2_b, &snap).await.owner_id(), Some(a));
+    let seen_by_b = describe_snapshot(&ec2_b, &snap).await;
+    assert_eq!(seen_by_b.owner_id(), Some(a));
+    assert!(seen_by_b.tags().is_empty(), "tags do not cross accounts");
+    assert_eq!(
+        tag_value(describe_snapshot(&ec2_a, &snap).await.tags(), "team"),
+        Some("a")
+    );
     let restorable = ec2_b
         .describe_snapshots()
         .restorable_by_user_ids(b)

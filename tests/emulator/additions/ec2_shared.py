@@ -10,12 +10,16 @@ DescribeImages, DescribeSnapshots):
   `OperationNotPermitted` ("Encrypted snapshots with EBS default key cannot be shared"); the same
   refusal is given by ModifyImageAttribute for an AMI with such a snapshot. Encrypted snapshots
   cannot be made public.
+- tags do not cross accounts: B sees A's shared AMIs and snapshots without A's tags (and tag
+  filters do not match them).
 moto looks only in the caller's own account.
 """
 
+import threading
 from typing import Any
 
 from moto.core.responses import ActionResult
+from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.exceptions import (
     EC2ClientError,
     InvalidAMIIdError,
@@ -27,6 +31,14 @@ from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.utils import generic_filter
 
 from . import kms_access
+
+
+_viewer = threading.local()
+
+
+def set_viewer(account: str | None) -> None:
+    """The account whose request this thread is handling (set by traffic.py)."""
+    _viewer.account = account
 
 
 def ec2_backends_in(region: str) -> list[tuple[str, Any]]:
@@ -167,6 +179,16 @@ def _refuse_if_default_key(snap: Any) -> None:
 
 
 def install() -> None:
+    original_get_tags = TaggedEC2Resource.get_tags
+
+    def get_tags(self: Any) -> Any:
+        viewer = getattr(_viewer, "account", None)
+        owner = getattr(getattr(self, "ec2_backend", None), "account_id", None)
+        if viewer and owner and owner != viewer:
+            return []  # tags stay in the owner's account
+        return original_get_tags(self)
+
+    TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
     ElasticBlockStore.describe_snapshots = _describe_snapshots  # type: ignore[method-assign]
     AmisResponse.describe_images = _describe_images  # type: ignore[method-assign]
 

@@ -392,7 +392,13 @@ class Traffic:
             if hit:
                 _count(req, "faults")
                 return self._error(start_response, req.service, "fault")
-        return self.app(environ, start_response)
+        from .ec2_shared import set_viewer
+
+        set_viewer(req.account)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            set_viewer(None)
 
     @staticmethod
     def _error(start_response: Callable[..., Any], service: str, kind: str) -> list[bytes]:
