@@ -645,6 +645,46 @@ async fn data_under_the_aws_managed_key_cannot_be_shared() {
     assert_eq!(err.code(), Some("OperationNotPermitted"));
 }
 
+#[tokio::test]
+async fn ebs_encryption_by_default_uses_the_aws_managed_key() {
+    let emu = Emulator::shared();
+    let a = "100000000033";
+    let ec2 = emu.ec2(a, SRC);
+    let plain = snapshot(&ec2, SRC, None).await;
+    ec2.enable_ebs_encryption_by_default()
+        .send()
+        .await
+        .expect("EnableEbsEncryptionByDefault");
+    let by_default = describe_snapshot(&ec2, &snapshot(&ec2, SRC, None).await).await;
+    assert_eq!(by_default.encrypted(), Some(true));
+    let key = emu
+        .kms(a, SRC)
+        .describe_key()
+        .key_id("alias/aws/ebs")
+        .send()
+        .await
+        .expect("alias/aws/ebs exists")
+        .key_metadata()
+        .unwrap()
+        .clone();
+    assert_eq!(by_default.kms_key_id(), key.arn());
+    assert_eq!(
+        key.key_manager(),
+        Some(&aws_sdk_kms::types::KeyManagerType::Aws)
+    );
+    // a copy of an unencrypted snapshot is encrypted too
+    let copy = ec2
+        .copy_snapshot()
+        .source_snapshot_id(&plain)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap();
+    let copy = describe_snapshot(&ec2, copy.snapshot_id().unwrap()).await;
+    assert_eq!(copy.encrypted(), Some(true));
+    assert_eq!(copy.kms_key_id(), key.arn());
+}
+
 // --- AMIs with real block devices ------------------------------------------------------------
 
 #[tokio::test]

@@ -37,6 +37,7 @@ from moto.ec2.utils import convert_tag_spec, random_ami_id, random_snapshot_id
 
 from . import kms_access, state
 from .ami_devices import make_image
+from .ebs_default_encryption import encrypt_by_default
 from .ec2_shared import ec2_backends_in, find_image_for, find_snapshot_for
 
 _copy_lock = threading.Lock()
@@ -138,6 +139,8 @@ def target_encryption(
 ) -> tuple[bool, str | None]:
     """(encrypted, key ARN) of a copy made by `resp`'s caller."""
     account, region = resp.current_account, resp.region
+    if encrypt_by_default(resp.ec2_backend):
+        encrypted = True
     if kms_key_id and not (encrypted or source_encrypted):
         raise EC2ClientError(
             "InvalidParameterDependency",
