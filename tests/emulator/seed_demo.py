@@ -40,23 +40,32 @@ def seed(endpoint: str) -> dict:
     s3 = client(endpoint, "s3", PROD, SRC)
     iam = client(endpoint, "iam", BACKUP, SRC)
 
-    key = kms.create_key(Description="ferry demo source key", Tags=[{"TagKey": "Demo", "TagValue": "ferry"}])
+    key = kms.create_key(
+        Description="ferry demo source key", Tags=[{"TagKey": "Demo", "TagValue": "ferry"}]
+    )
     key_arn = key["KeyMetadata"]["Arn"]
     kms.create_alias(AliasName="alias/demo-source", TargetKeyId=key["KeyMetadata"]["KeyId"])
 
     def encrypted_snapshot(size: int, description: str, tags: dict) -> str:
-        vol = ec2.create_volume(Size=size, AvailabilityZone=f"{SRC}a", Encrypted=True, KmsKeyId=key_arn)
+        vol = ec2.create_volume(
+            Size=size, AvailabilityZone=f"{SRC}a", Encrypted=True, KmsKeyId=key_arn
+        )
         snap = ec2.create_snapshot(
             VolumeId=vol["VolumeId"],
             Description=description,
             TagSpecifications=[
-                {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+                {
+                    "ResourceType": "snapshot",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
             ],
         )
         return snap["SnapshotId"]
 
     snapshots = [
-        encrypted_snapshot(8 * (i + 1), f"demo nightly {i + 1}", {"Backup": "nightly", "Name": f"demo-{i + 1}"})
+        encrypted_snapshot(
+            8 * (i + 1), f"demo nightly {i + 1}", {"Backup": "nightly", "Name": f"demo-{i + 1}"}
+        )
         for i in range(5)
     ]
 
@@ -72,7 +81,9 @@ def seed(endpoint: str) -> dict:
             {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": root, "VolumeType": "gp3"}},
             {"DeviceName": "/dev/xvdb", "Ebs": {"SnapshotId": data, "VolumeType": "gp3"}},
         ],
-        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "Name", "Value": "demo-app"}]}],
+        TagSpecifications=[
+            {"ResourceType": "image", "Tags": [{"Key": "Name", "Value": "demo-app"}]}
+        ],
     )["ImageId"]
 
     bucket = "demo-app-logs"
@@ -127,8 +138,12 @@ def seed(endpoint: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--endpoint", required=True, help="the emulator, e.g. http://127.0.0.1:4566")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--endpoint", required=True, help="the emulator, e.g. http://127.0.0.1:4566"
+    )
     args = parser.parse_args()
     if not args.endpoint.startswith(("http://127.0.0.1:", "http://localhost:")):
         sys.exit("seed_demo.py only talks to a local emulator (http://127.0.0.1:PORT)")

@@ -60,7 +60,9 @@ def main() -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     app = traffic.Traffic(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(
+        "127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler
+    )
     server.daemon_threads = True  # type: ignore[attr-defined]
 
     def stop(signum: int, frame: object) -> None:

@@ -42,7 +42,9 @@ from .ec2_shared import ec2_backends_in, find_image_for, find_snapshot_for
 
 _copy_lock = threading.Lock()
 
-REQUIRED_TEXT = "kms:DescribeKey, kms:CreateGrant, kms:GenerateDataKey*, kms:ReEncrypt*, kms:Decrypt"
+REQUIRED_TEXT = (
+    "kms:DescribeKey, kms:CreateGrant, kms:GenerateDataKey*, kms:ReEncrypt*, kms:Decrypt"
+)
 
 
 class KmsAccessDenied(Exception):
@@ -211,7 +213,9 @@ def _copy_snapshot(self: ElasticBlockStore) -> ActionResult:
 
     source = find_snapshot_for(account, source_region, source_id)
     if source is None:
-        raise EC2ClientError("InvalidSnapshot.NotFound", f"The snapshot '{source_id}' does not exist.")
+        raise EC2ClientError(
+            "InvalidSnapshot.NotFound", f"The snapshot '{source_id}' does not exist."
+        )
     encrypted, key_arn = target_encryption(
         self, source.encrypted, _bool_param(self, "Encrypted"), self._get_param("KmsKeyId")
     )
@@ -272,7 +276,9 @@ def _copy_image(self: AmisResponse) -> ActionResult:
 
     source = find_image_for(account, source_region, source_id)
     if source is None:
-        raise EC2ClientError("InvalidAMIID.NotFound", f"The image id '[{source_id}]' does not exist")
+        raise EC2ClientError(
+            "InvalidAMIID.NotFound", f"The image id '[{source_id}]' does not exist"
+        )
 
     from moto.ec2.models import ec2_backends
 
@@ -286,7 +292,8 @@ def _copy_image(self: AmisResponse) -> ActionResult:
             continue
         snap = owner_backend.snapshots.get(ebs["SnapshotId"])
         if snap is None or (
-            source.owner_id != account and find_snapshot_for(account, source_region, snap.id) is None
+            source.owner_id != account
+            and find_snapshot_for(account, source_region, snap.id) is None
         ):
             raise EC2ClientError(
                 "InvalidRequest",
@@ -373,6 +380,7 @@ def install() -> None:
     Snapshot.status = property(_snapshot_status, _snapshot_set_status)  # type: ignore[assignment]
     Snapshot.progress = property(_snapshot_progress)  # type: ignore[assignment]
     Ami.state = property(_ami_state, _ami_set_state)  # type: ignore[assignment]
+
     # one copy at a time: the in-flight limits and ClientToken must hold under concurrent calls
     def copy_snapshot(self: ElasticBlockStore) -> ActionResult:
         with _copy_lock:

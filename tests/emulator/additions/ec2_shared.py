@@ -19,19 +19,18 @@ import threading
 from typing import Any
 
 from moto.core.responses import ActionResult
-from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.exceptions import (
     EC2ClientError,
     InvalidAMIIdError,
     InvalidSnapshotIdError,
     MalformedAMIIdError,
 )
+from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.utils import generic_filter
 
 from . import kms_access
-
 
 _viewer = threading.local()
 
@@ -80,7 +79,9 @@ def visible_snapshots(account: str, region: str) -> list[Any]:
     for other, backend in ec2_backends_in(region):
         if other == account:
             continue
-        out.extend(s for s in list(backend.snapshots.values()) if snapshot_restorable_by(s, account))
+        out.extend(
+            s for s in list(backend.snapshots.values()) if snapshot_restorable_by(s, account)
+        )
     return out
 
 
@@ -153,8 +154,7 @@ def _describe_images(self: AmisResponse) -> ActionResult:
         images = [
             a
             for a in images
-            if a.is_public
-            or any(lp.get("UserId") in exec_users for lp in a.launch_permissions)
+            if a.is_public or any(lp.get("UserId") in exec_users for lp in a.launch_permissions)
         ]
     if owners:
         images = [a for a in images if a.owner_id in owners or a.owner_alias in owners]

@@ -32,9 +32,9 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_requ
 MUTATING_PREFIXES = (
     "Abort", "Accept", "Add", "Associate", "Attach", "Authorize", "Cancel", "Complete", "Copy",
     "Create", "Delete", "Deregister", "Detach", "Disable", "Disassociate", "Enable", "Import",
-    "Modify", "Post", "Put", "Register", "Reject", "Remove", "Replicate", "Reset", "Restore", "Retire",
-    "Revoke", "Rotate", "Run", "Schedule", "Set", "Start", "Stop", "Tag", "Terminate", "Untag",
-    "Update", "Upload",
+    "Modify", "Post", "Put", "Register", "Reject", "Remove", "Replicate", "Reset", "Restore",
+    "Retire", "Revoke", "Rotate", "Run", "Schedule", "Set", "Start", "Stop", "Tag", "Terminate",
+    "Untag", "Update", "Upload",
 )  # fmt: skip
 
 
@@ -42,7 +42,8 @@ def is_mutating(action: str) -> bool:
     return action.startswith(MUTATING_PREFIXES)
 
 
-# (bucket size, refill per second); EC2: docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
+# (bucket size, refill per second)
+# from docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
 EC2_QUOTAS = {
     "CopySnapshot": (50, 5),
     "CopyImage": (100, 1),
@@ -69,7 +70,14 @@ KMS_CRYPTO = ("Encrypt", "Decrypt", "GenerateDataKey", "ReEncrypt")
 KMS_CRYPTO_BY_REGION = {
     **dict.fromkeys(["us-east-1", "us-west-2", "eu-west-1"], 100_000),
     **dict.fromkeys(
-        ["us-east-2", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "eu-central-1", "eu-west-2"],
+        [
+            "us-east-2",
+            "ap-southeast-1",
+            "ap-southeast-2",
+            "ap-northeast-1",
+            "eu-central-1",
+            "eu-west-2",
+        ],
         20_000,
     ),
 }
@@ -139,7 +147,8 @@ _S3_BUCKET_SUB = {
     "lifecycle": "BucketLifecycleConfiguration", "location": "BucketLocation", "acl": "BucketAcl",
     "cors": "BucketCors", "ownershipControls": "BucketOwnershipControls",
     "publicAccessBlock": "PublicAccessBlock", "notification": "BucketNotificationConfiguration",
-    "logging": "BucketLogging", "website": "BucketWebsite", "object-lock": "ObjectLockConfiguration",
+    "logging": "BucketLogging", "website": "BucketWebsite",
+    "object-lock": "ObjectLockConfiguration",
 }  # fmt: skip
 _VERB = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Get", "POST": "Put"}
 
@@ -176,8 +185,13 @@ def s3_action(method: str, path: str, query: dict[str, Any], headers: dict[str, 
             "DELETE": "AbortMultipartUpload",
             "GET": "ListParts",
         }.get(method, method.title() + "Part")
-    for sub, name in (("tagging", "ObjectTagging"), ("acl", "ObjectAcl"),
-                      ("retention", "ObjectRetention"), ("legal-hold", "ObjectLegalHold")):  # fmt: skip
+    object_subs = (
+        ("tagging", "ObjectTagging"),
+        ("acl", "ObjectAcl"),
+        ("retention", "ObjectRetention"),
+        ("legal-hold", "ObjectLegalHold"),
+    )
+    for sub, name in object_subs:
         if sub in query:
             return _VERB.get(method, method.title()) + name
     return {
@@ -239,7 +253,9 @@ def classify(environ: dict[str, Any]) -> Request | None:
     bucket = action
     if service == "ec2" and action == "DescribeSnapshots":
         narrowed = any(
-            k.startswith(("Filter", "SnapshotId", "OwnerId", "RestorableBy", "MaxResults", "NextToken"))
+            k.startswith(
+                ("Filter", "SnapshotId", "OwnerId", "RestorableBy", "MaxResults", "NextToken")
+            )
             for k in params
         )
         bucket = action if narrowed else "DescribeSnapshots(unfiltered)"
@@ -268,7 +284,11 @@ def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]],
             else ("KMSInternalException", 500, "An internal error occurred")
         )
         body = json.dumps({"__type": code, "message": msg}).encode()
-        return status, [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)], body
+        return (
+            status,
+            [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)],
+            body,
+        )
     if service == "s3":
         code, status, msg = (
             ("SlowDown", 503, "Please reduce your request rate.")
@@ -337,9 +357,7 @@ def counters() -> dict[str, Any]:
         "faults": sum(r["faults"] for r in rows),
         "mutating": sum(r["count"] for r in rows if r["mutating"]),
     }
-    copy_totals = {
-        k: sum(c[k] for c in copies) for k in ("snapshots", "images", "image_snapshots")
-    }
+    copy_totals = {k: sum(c[k] for c in copies) for k in ("snapshots", "images", "image_snapshots")}
     return {"requests": rows, "totals": totals, "copies": copies, "copy_totals": copy_totals}
 
 
@@ -382,7 +400,9 @@ class Traffic:
         if latency > 0:
             time.sleep(latency / 1000.0)
         _count(req, None)
-        if state.get("throttle") and not take_token(req.account, req.region, req.service, req.bucket):
+        if state.get("throttle") and not take_token(
+            req.account, req.region, req.service, req.bucket
+        ):
             _count(req, "throttled")
             return self._error(start_response, req.service, "throttle")
         rate = float(state.get("fault_rate"))
