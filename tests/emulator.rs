@@ -1114,6 +1114,134 @@ async fn counters_count_requests_mutations_and_copies_and_reset() {
     );
 }
 
+// --- S3 replication configuration ------------------------------------------------------------
+
+#[tokio::test]
+async fn bucket_replication_configuration_reads_back_as_put() {
+    use aws_sdk_s3::types::{
+        AccessControlTranslation, BucketLocationConstraint, BucketVersioningStatus,
+        CreateBucketConfiguration, DeleteMarkerReplication, DeleteMarkerReplicationStatus,
+        Destination, EncryptionConfiguration, OwnerOverride, ReplicationConfiguration,
+        ReplicationRule, ReplicationRuleAndOperator, ReplicationRuleFilter, ReplicationRuleStatus,
+        SourceSelectionCriteria, SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus,
+        Tag as S3Tag, VersioningConfiguration,
+    };
+    let emu = Emulator::shared();
+    let (a, b) = ("100000000111", "100000000112");
+    let s3_a = emu.s3(a, SRC);
+    let s3_b = emu.s3(b, DST);
+    let replica_key = customer_key(emu, b, DST).await;
+    s3_a.create_bucket()
+        .bucket("repl-src-111")
+        .send()
+        .await
+        .unwrap();
+    s3_b.create_bucket()
+        .bucket("repl-dst-112")
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(DST))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (client, bucket) in [(&s3_a, "repl-src-111"), (&s3_b, "repl-dst-112")] {
+        client
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let destination = Destination::builder()
+        .bucket("arn:aws:s3:::repl-dst-112")
+        .account(b)
+        .encryption_configuration(
+            EncryptionConfiguration::builder()
+                .replica_kms_key_id(&replica_key)
+                .build(),
+        )
+        .access_control_translation(
+            AccessControlTranslation::builder()
+                .owner(OwnerOverride::Destination)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let kms_rule = ReplicationRule::builder()
+        .id("ferry-logs")
+        .priority(1)
+        .status(ReplicationRuleStatus::Enabled)
+        .filter(ReplicationRuleFilter::builder().prefix("app/").build())
+        .source_selection_criteria(
+            SourceSelectionCriteria::builder()
+                .sse_kms_encrypted_objects(
+                    SseKmsEncryptedObjects::builder()
+                        .status(SseKmsEncryptedObjectsStatus::Enabled)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .delete_marker_replication(
+            DeleteMarkerReplication::builder()
+                .status(DeleteMarkerReplicationStatus::Enabled)
+                .build(),
+        )
+        .destination(destination.clone())
+        .build()
+        .unwrap();
+    let tagged_rule = ReplicationRule::builder()
+        .id("ferry-tagged")
+        .priority(2)
+        .status(ReplicationRuleStatus::Disabled)
+        .filter(
+            ReplicationRuleFilter::builder()
+                .and(
+                    ReplicationRuleAndOperator::builder()
+                        .prefix("audit/")
+                        .tags(S3Tag::builder().key("keep").value("yes").build().unwrap())
+                        .tags(S3Tag::builder().key("team").value("ops").build().unwrap())
+                        .build(),
+                )
+                .build(),
+        )
+        .destination(destination)
+        .build()
+        .unwrap();
+    let role = format!("arn:aws:iam::{a}:role/ferry-replication");
+    s3_a.put_bucket_replication()
+        .bucket("repl-src-111")
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .role(&role)
+                .rules(kms_rule.clone())
+                .rules(tagged_rule.clone())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("PutBucketReplication");
+
+    let got = s3_a
+        .get_bucket_replication()
+        .bucket("repl-src-111")
+        .send()
+        .await
+        .expect("GetBucketReplication");
+    let config = got.replication_configuration().unwrap();
+    assert_eq!(config.role(), role);
+    assert_eq!(config.rules(), &[kms_rule, tagged_rule]);
+}
+
 // --- the demo world --------------------------------------------------------------------------
 
 #[tokio::test]

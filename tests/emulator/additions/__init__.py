@@ -6,10 +6,18 @@ See tests/emulator/README.md for the AWS behaviour each one follows.
 
 
 def install() -> None:
-    from . import accounts, ami_devices, ebs_default_encryption, ec2_copies, ec2_shared
+    from . import (
+        accounts,
+        ami_devices,
+        ebs_default_encryption,
+        ec2_copies,
+        ec2_shared,
+        s3_replication,
+    )
 
     accounts.install()
     ami_devices.install()
     ebs_default_encryption.install()
     ec2_shared.install()
     ec2_copies.install()
+    s3_replication.install()
