@@ -1,0 +1,4 @@
+//! Helpers shared by integration test binaries (`mod common;`).
+#![allow(dead_code)]
+
+pub mod emulator;

@@ -1,0 +1,1381 @@
+//! The emulator's additions to moto, each exercised through the real Rust AWS SDK.
+//!
+//! Tests on the shared emulator use account ids no other test uses; tests that change the
+//! emulator's configuration or read global counters start their own.
+
+mod common;
+
+use aws_config::retry::RetryConfig;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, ImageState, LaunchPermission,
+    LaunchPermissionModifications, OperationType, ResourceType, SnapshotAttributeName,
+    SnapshotState, Tag, TagSpecification,
+};
+use aws_sdk_kms::types::GrantOperation;
+use common::emulator::{Emulator, access_key_for};
+use serde_json::json;
+
+const SRC: &str = "us-east-1";
+const DST: &str = "eu-west-2";
+
+// --- helpers ---------------------------------------------------------------------------------
+
+async fn customer_key(emu: &Emulator, account: &str, region: &str) -> String {
+    emu.kms(account, region)
+        .create_key()
+        .description("test key")
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata()
+        .expect("key metadata")
+        .arn()
+        .expect("key arn")
+        .to_string()
+}
+
+/// A snapshot of a new 8 GiB volume: encrypted under `key` (Some(None) = the default EBS key),
+/// or unencrypted (None).
+async fn snapshot(ec2: &aws_sdk_ec2::Client, region: &str, key: Option<Option<&str>>) -> String {
+    let mut volume = ec2
+        .create_volume()
+        .size(8)
+        .availability_zone(format!("{region}a"));
+    if let Some(key) = key {
+        volume = volume
+            .encrypted(true)
+            .set_kms_key_id(key.map(str::to_string));
+    }
+    let volume_id = volume
+        .send()
+        .await
+        .expect("CreateVolume")
+        .volume_id()
+        .expect("volume id")
+        .to_string();
+    ec2.create_snapshot()
+        .volume_id(volume_id)
+        .send()
+        .await
+        .expect("CreateSnapshot")
+        .snapshot_id()
+        .expect("snapshot id")
+        .to_string()
+}
+
+async fn register_image(ec2: &aws_sdk_ec2::Client, name: &str, snapshots: &[&str]) -> String {
+    let devices = ["/dev/xvda", "/dev/xvdb", "/dev/xvdc", "/dev/xvdd"];
+    let mut req = ec2
+        .register_image()
+        .name(name)
+        .root_device_name(devices[0])
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+        .virtualization_type("hvm");
+    for (device, snap) in devices.iter().zip(snapshots) {
+        req = req.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name(*device)
+                .ebs(EbsBlockDevice::builder().snapshot_id(*snap).build())
+                .build(),
+        );
+    }
+    req.send()
+        .await
+        .expect("RegisterImage")
+        .image_id()
+        .expect("image id")
+        .to_string()
+}
+
+async fn share_snapshot(ec2: &aws_sdk_ec2::Client, snapshot: &str, with: &str) {
+    ec2.modify_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(OperationType::Add)
+        .user_ids(with)
+        .send()
+        .await
+        .expect("ModifySnapshotAttribute");
+}
+
+async fn share_image(ec2: &aws_sdk_ec2::Client, image: &str, snapshots: &[&str], with: &str) {
+    ec2.modify_image_attribute()
+        .image_id(image)
+        .launch_permission(
+            LaunchPermissionModifications::builder()
+                .add(LaunchPermission::builder().user_id(with).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ModifyImageAttribute");
+    for snap in snapshots {
+        share_snapshot(ec2, snap, with).await;
+    }
+}
+
+/// Adds a key policy statement that lets `account` use `key` for copies (share-kms-key).
+async fn allow_account_on_key(kms: &aws_sdk_kms::Client, key: &str, statement: serde_json::Value) {
+    let policy = kms
+        .get_key_policy()
+        .key_id(key)
+        .policy_name("default")
+        .send()
+        .await
+        .expect("GetKeyPolicy")
+        .policy()
+        .expect("policy")
+        .to_string();
+    let mut doc: serde_json::Value = serde_json::from_str(&policy).expect("policy JSON");
+    doc["Statement"]
+        .as_array_mut()
+        .expect("statements")
+        .push(statement);
+    kms.put_key_policy()
+        .key_id(key)
+        .policy_name("default")
+        .policy(doc.to_string())
+        .send()
+        .await
+        .expect("PutKeyPolicy");
+}
+
+fn copy_statement(principal: serde_json::Value) -> serde_json::Value {
+    json!({
+        "Sid": "ferry-test-copy",
+        "Effect": "Allow",
+        "Principal": {"AWS": principal},
+        "Action": ["kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKey*",
+                   "kms:ReEncrypt*", "kms:Decrypt"],
+        "Resource": "*"
+    })
+}
+
+fn tags(resource: ResourceType, key: &str, value: &str) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .tags(Tag::builder().key(key).value(value).build())
+        .build()
+}
+
+fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+async fn describe_snapshot(ec2: &aws_sdk_ec2::Client, id: &str) -> aws_sdk_ec2::types::Snapshot {
+    ec2.describe_snapshots()
+        .snapshot_ids(id)
+        .send()
+        .await
+        .expect("DescribeSnapshots")
+        .snapshots()
+        .first()
+        .expect("one snapshot")
+        .clone()
+}
+
+async fn describe_image(ec2: &aws_sdk_ec2::Client, id: &str) -> aws_sdk_ec2::types::Image {
+    ec2.describe_images()
+        .image_ids(id)
+        .send()
+        .await
+        .expect("DescribeImages")
+        .images()
+        .first()
+        .expect("one image")
+        .clone()
+}
+
+fn image_snapshot_ids(image: &aws_sdk_ec2::types::Image) -> Vec<String> {
+    image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+        .collect()
+}
+
+fn no_retries(config: &aws_config::SdkConfig) -> aws_config::SdkConfig {
+    config
+        .to_builder()
+        .retry_config(RetryConfig::disabled())
+        .build()
+}
+
+// --- accounts ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn static_credentials_and_assumed_roles_map_to_their_accounts() {
+    let emu = Emulator::shared();
+    let (prod, backup) = ("100000000001", "100000000002");
+    let who = emu
+        .sts(prod, SRC)
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("GetCallerIdentity");
+    assert_eq!(who.account(), Some(prod));
+
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{prod}:root")}, "Action": "sts:AssumeRole"}]});
+    let role = emu
+        .iam(backup)
+        .create_role()
+        .role_name("ferry-migrator")
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .expect("CreateRole");
+    let role_arn = role.role().expect("role").arn().to_string();
+    assert!(role_arn.contains(backup), "{role_arn}");
+
+    let assumed = emu
+        .sts(prod, SRC)
+        .assume_role()
+        .role_arn(&role_arn)
+        .role_session_name("ferry")
+        .send()
+        .await
+        .expect("AssumeRole");
+    let c = assumed.credentials().expect("credentials");
+    let creds = aws_sdk_sts::config::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "assumed",
+    );
+    let config = emu.sdk_config_with(
+        aws_types::sdk_config::SharedCredentialsProvider::new(creds),
+        DST,
+    );
+    let who = aws_sdk_sts::Client::new(&config)
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("GetCallerIdentity as the role");
+    assert_eq!(who.account(), Some(backup));
+    // what the role creates belongs to the role's account
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let snap = snapshot(&ec2, DST, None).await;
+    let owned = emu
+        .ec2(backup, DST)
+        .describe_snapshots()
+        .snapshot_ids(&snap)
+        .send()
+        .await
+        .expect("the role's snapshot is in the backup account");
+    assert_eq!(owned.snapshots()[0].owner_id(), Some(backup));
+    assert_eq!(access_key_for(prod), "AKIA100000000001TEST");
+}
+
+// --- cross-account sharing -------------------------------------------------------------------
+
+#[tokio::test]
+async fn shared_snapshots_and_images_are_visible_to_and_copyable_by_the_other_account() {
+    let emu = Emulator::shared();
+    let (a, b, stranger) = ("100000000011", "100000000012", "100000000013");
+    let ec2_a = emu.ec2(a, SRC);
+    let snap = snapshot(&ec2_a, SRC, None).await;
+    ec2_a
+        .create_tags()
+        .resources(&snap)
+        .tags(Tag::builder().key("team").value("a").build())
+        .send()
+        .await
+        .expect("CreateTags");
+    let image = register_image(&ec2_a, "shared-plain", &[&snap]).await;
+    let ec2_b = emu.ec2(b, SRC);
+
+    // before sharing: not found for B
+    let err = ec2_b
+        .describe_images()
+        .image_ids(&image)
+        .send()
+        .await
+        .expect_err("not shared yet");
+    assert_eq!(err.code(), Some("InvalidAMIID.NotFound"));
+    let err = ec2_b
+        .describe_snapshots()
+        .snapshot_ids(&snap)
+        .send()
+        .await
+        .expect_err("not shared yet");
+    assert_eq!(err.code(), Some("InvalidSnapshot.NotFound"));
+
+    share_image(&ec2_a, &image, &[&snap], b).await;
+
+    // by id, by ExecutableUsers / RestorableByUserIds, by owner
+    assert_eq!(describe_image(&ec2_b, &image).await.owner_id(), Some(a));
+    let by_exec = ec2_b
+        .describe_images()
+        .executable_users("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        by_exec
+            .images()
+            .iter()
+            .any(|i| i.image_id() == Some(&image))
+    );
+    let by_owner = ec2_b.describe_images().owners(a).send().await.unwrap();
+    assert_eq!(by_owner.images().len(), 1);
+    let seen_by_b = describe_snapshot(&ec2_b, &snap).await;
+    assert_eq!(seen_by_b.owner_id(), Some(a));
+    assert!(seen_by_b.tags().is_empty(), "tags do not cross accounts");
+    assert_eq!(
+        tag_value(describe_snapshot(&ec2_a, &snap).await.tags(), "team"),
+        Some("a")
+    );
+    let restorable = ec2_b
+        .describe_snapshots()
+        .restorable_by_user_ids(b)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        restorable
+            .snapshots()
+            .iter()
+            .any(|s| s.snapshot_id() == Some(&snap))
+    );
+    let owned_by_a = ec2_b
+        .describe_snapshots()
+        .owner_ids(a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(owned_by_a.snapshots().len(), 1);
+
+    // a third account still sees nothing
+    let err = emu
+        .ec2(stranger, SRC)
+        .describe_images()
+        .image_ids(&image)
+        .send()
+        .await
+        .expect_err("not shared with the stranger");
+    assert_eq!(err.code(), Some("InvalidAMIID.NotFound"));
+
+    // B copies both into its own account, in another region
+    let ec2_b_dst = emu.ec2(b, DST);
+    let snap_copy = ec2_b_dst
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .send()
+        .await
+        .expect("CopySnapshot of a shared snapshot")
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let copied = describe_snapshot(&ec2_b_dst, &snap_copy).await;
+    assert_eq!(copied.owner_id(), Some(b));
+    assert_eq!(copied.encrypted(), Some(false));
+
+    let image_copy = ec2_b_dst
+        .copy_image()
+        .source_image_id(&image)
+        .source_region(SRC)
+        .name("copy-of-shared")
+        .send()
+        .await
+        .expect("CopyImage of a shared image")
+        .image_id()
+        .unwrap()
+        .to_string();
+    let copied = describe_image(&ec2_b_dst, &image_copy).await;
+    assert_eq!(copied.owner_id(), Some(b));
+    assert_eq!(image_snapshot_ids(&copied).len(), 1);
+
+    // the stranger cannot copy
+    let err = emu
+        .ec2(stranger, DST)
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .send()
+        .await
+        .expect_err("stranger copy");
+    assert_eq!(err.code(), Some("InvalidSnapshot.NotFound"));
+}
+
+// --- KMS for another account -----------------------------------------------------------------
+
+#[tokio::test]
+async fn copying_a_shared_encrypted_ami_needs_the_source_key_policy() {
+    let emu = Emulator::start();
+    let (a, b) = ("111111111111", "222222222222");
+    let key_a = customer_key(&emu, a, SRC).await;
+    let key_b = customer_key(&emu, b, DST).await;
+    let ec2_a = emu.ec2(a, SRC);
+    let s1 = snapshot(&ec2_a, SRC, Some(Some(&key_a))).await;
+    let s2 = snapshot(&ec2_a, SRC, Some(Some(&key_a))).await;
+    let image = register_image(&ec2_a, "encrypted-app", &[&s1, &s2]).await;
+    share_image(&ec2_a, &image, &[&s1, &s2], b).await;
+    let ec2_b = emu.ec2(b, DST);
+    let copy = |token: &'static str| {
+        ec2_b
+            .copy_image()
+            .source_image_id(&image)
+            .source_region(SRC)
+            .name("app-copy")
+            .encrypted(true)
+            .kms_key_id(&key_b)
+            .client_token(token)
+    };
+
+    // AWS's documented behaviour: the copy is accepted and fails for lack of KMS permissions.
+    let failed = copy("no-access-async")
+        .send()
+        .await
+        .expect("CopyImage accepted");
+    let failed = describe_image(&ec2_b, failed.image_id().unwrap()).await;
+    assert_eq!(failed.state(), Some(&ImageState::Failed));
+    let reason = failed
+        .state_reason()
+        .and_then(|r| r.message())
+        .unwrap_or("");
+    assert!(
+        reason.contains("Given key ID is not accessible"),
+        "{reason}"
+    );
+    assert!(reason.contains(&key_a) && reason.contains(b), "{reason}");
+    for snap in image_snapshot_ids(&failed) {
+        let snap = describe_snapshot(&ec2_b, &snap).await;
+        assert_eq!(snap.state(), Some(&SnapshotState::Error));
+        assert!(
+            snap.state_message()
+                .unwrap_or("")
+                .contains("not accessible")
+        );
+    }
+
+    // The same refusal as an error of the call itself.
+    emu.configure(json!({"kms_denied": "sync"}));
+    let err = copy("no-access-sync")
+        .send()
+        .await
+        .expect_err("no key access");
+    assert_eq!(err.code(), Some("InvalidRequest"));
+    let message = err.message().unwrap_or("");
+    assert!(
+        message.contains("Given key ID is not accessible") && message.contains(&key_a),
+        "{message}"
+    );
+
+    // A adds the statement for B's root: the copy succeeds, encrypted with B's key.
+    allow_account_on_key(
+        &emu.kms(a, SRC),
+        &key_a,
+        copy_statement(json!(format!("arn:aws:iam::{b}:root"))),
+    )
+    .await;
+    let ok = copy("with-access")
+        .send()
+        .await
+        .expect("CopyImage with key access");
+    let ok = describe_image(&ec2_b, ok.image_id().unwrap()).await;
+    assert_eq!(ok.state(), Some(&ImageState::Pending));
+    let snaps = image_snapshot_ids(&ok);
+    assert_eq!(snaps.len(), 2);
+    for snap in &snaps {
+        let snap = describe_snapshot(&ec2_b, snap).await;
+        assert_eq!(snap.encrypted(), Some(true));
+        assert_eq!(snap.kms_key_id(), Some(key_b.as_str()));
+        assert_eq!(snap.owner_id(), Some(b));
+    }
+}
+
+#[tokio::test]
+async fn key_policy_principals_wildcards_and_grants_allow_snapshot_copies() {
+    let emu = Emulator::shared();
+    let a = "100000000021";
+    let ec2_a = emu.ec2(a, SRC);
+    let kms_a = emu.kms(a, SRC);
+
+    // (principal form, the other account); each case uses its own key and copying account
+    let cases = [
+        (
+            "100000000022",
+            json!([
+                "arn:aws:iam::999999999999:root",
+                "arn:aws:iam::100000000022:role/ferry"
+            ]),
+            None,
+        ),
+        (
+            "100000000023",
+            json!("100000000023"),
+            Some(json!(["kms:*"])),
+        ),
+        ("100000000024", json!("*"), Some(json!("kms:*"))),
+    ];
+    for (b, principal, actions) in cases {
+        let key = customer_key(emu, a, SRC).await;
+        let snap = snapshot(&ec2_a, SRC, Some(Some(&key))).await;
+        share_snapshot(&ec2_a, &snap, b).await;
+        let ec2_b = emu.ec2(b, SRC);
+        let first = ec2_b
+            .copy_snapshot()
+            .source_snapshot_id(&snap)
+            .source_region(SRC)
+            .send()
+            .await
+            .expect("CopySnapshot accepted");
+        let first = describe_snapshot(&ec2_b, first.snapshot_id().unwrap()).await;
+        assert_eq!(first.state(), Some(&SnapshotState::Error), "{b} before");
+
+        let mut statement = copy_statement(principal);
+        if let Some(actions) = actions {
+            statement["Action"] = actions;
+        }
+        allow_account_on_key(&kms_a, &key, statement).await;
+        let second = ec2_b
+            .copy_snapshot()
+            .source_snapshot_id(&snap)
+            .source_region(SRC)
+            .send()
+            .await
+            .expect("CopySnapshot with access");
+        let second = describe_snapshot(&ec2_b, second.snapshot_id().unwrap()).await;
+        assert_ne!(second.state(), Some(&SnapshotState::Error), "{b} after");
+        assert_eq!(second.encrypted(), Some(true));
+    }
+
+    // A statement missing kms:CreateGrant is not enough.
+    let b = "100000000025";
+    let key = customer_key(emu, a, SRC).await;
+    let snap = snapshot(&ec2_a, SRC, Some(Some(&key))).await;
+    share_snapshot(&ec2_a, &snap, b).await;
+    let mut partial = copy_statement(json!(format!("arn:aws:iam::{b}:root")));
+    partial["Action"] = json!([
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:ReEncrypt*",
+        "kms:GenerateDataKey*"
+    ]);
+    allow_account_on_key(&kms_a, &key, partial).await;
+    let ec2_b = emu.ec2(b, SRC);
+    let denied = ec2_b
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap();
+    let denied = describe_snapshot(&ec2_b, denied.snapshot_id().unwrap()).await;
+    assert_eq!(denied.state(), Some(&SnapshotState::Error));
+
+    // A grant for B is enough.
+    kms_a
+        .create_grant()
+        .key_id(&key)
+        .grantee_principal(format!("arn:aws:iam::{b}:root"))
+        .operations(GrantOperation::Decrypt)
+        .operations(GrantOperation::DescribeKey)
+        .operations(GrantOperation::CreateGrant)
+        .operations(GrantOperation::ReEncryptFrom)
+        .operations(GrantOperation::GenerateDataKeyWithoutPlaintext)
+        .send()
+        .await
+        .expect("CreateGrant");
+    let granted = ec2_b
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap();
+    let granted = describe_snapshot(&ec2_b, granted.snapshot_id().unwrap()).await;
+    assert_ne!(granted.state(), Some(&SnapshotState::Error));
+}
+
+#[tokio::test]
+async fn data_under_the_aws_managed_key_cannot_be_shared() {
+    let emu = Emulator::shared();
+    let (a, b) = ("100000000031", "100000000032");
+    let ec2_a = emu.ec2(a, SRC);
+    // Encrypted without a key: the account's AWS managed key alias/aws/ebs.
+    let snap = snapshot(&ec2_a, SRC, Some(None)).await;
+    let described = describe_snapshot(&ec2_a, &snap).await;
+    let key_arn = described.kms_key_id().expect("default key").to_string();
+    let key = emu
+        .kms(a, SRC)
+        .describe_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .expect("DescribeKey")
+        .key_metadata()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        key.key_manager(),
+        Some(&aws_sdk_kms::types::KeyManagerType::Aws)
+    );
+
+    let err = ec2_a
+        .modify_snapshot_attribute()
+        .snapshot_id(&snap)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(OperationType::Add)
+        .user_ids(b)
+        .send()
+        .await
+        .expect_err("cannot share");
+    assert_eq!(err.code(), Some("OperationNotPermitted"));
+    assert!(err.message().unwrap_or("").contains("default key"));
+
+    let image = register_image(&ec2_a, "default-key-image", &[&snap]).await;
+    let err = ec2_a
+        .modify_image_attribute()
+        .image_id(&image)
+        .launch_permission(
+            LaunchPermissionModifications::builder()
+                .add(LaunchPermission::builder().user_id(b).build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("cannot share");
+    assert_eq!(err.code(), Some("OperationNotPermitted"));
+}
+
+#[tokio::test]
+async fn ebs_encryption_by_default_uses_the_aws_managed_key() {
+    let emu = Emulator::shared();
+    let a = "100000000033";
+    let ec2 = emu.ec2(a, SRC);
+    let plain = snapshot(&ec2, SRC, None).await;
+    ec2.enable_ebs_encryption_by_default()
+        .send()
+        .await
+        .expect("EnableEbsEncryptionByDefault");
+    let by_default = describe_snapshot(&ec2, &snapshot(&ec2, SRC, None).await).await;
+    assert_eq!(by_default.encrypted(), Some(true));
+    let key = emu
+        .kms(a, SRC)
+        .describe_key()
+        .key_id("alias/aws/ebs")
+        .send()
+        .await
+        .expect("alias/aws/ebs exists")
+        .key_metadata()
+        .unwrap()
+        .clone();
+    assert_eq!(by_default.kms_key_id(), key.arn());
+    assert_eq!(
+        key.key_manager(),
+        Some(&aws_sdk_kms::types::KeyManagerType::Aws)
+    );
+    // a copy of an unencrypted snapshot is encrypted too
+    let copy = ec2
+        .copy_snapshot()
+        .source_snapshot_id(&plain)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap();
+    let copy = describe_snapshot(&ec2, copy.snapshot_id().unwrap()).await;
+    assert_eq!(copy.encrypted(), Some(true));
+    assert_eq!(copy.kms_key_id(), key.arn());
+}
+
+// --- AMIs with real block devices ------------------------------------------------------------
+
+#[tokio::test]
+async fn images_keep_their_block_devices_and_copies_copy_each_volume() {
+    let emu = Emulator::start();
+    let a = "100000000041";
+    let key_src = customer_key(&emu, a, SRC).await;
+    let key_dst = customer_key(&emu, a, DST).await;
+    let ec2 = emu.ec2(a, SRC);
+    let root = snapshot(&ec2, SRC, Some(Some(&key_src))).await;
+    let data = snapshot(&ec2, SRC, Some(Some(&key_src))).await;
+    let image = register_image(&ec2, "two-volumes", &[&root, &data]).await;
+
+    let described = describe_image(&ec2, &image).await;
+    let mappings = described.block_device_mappings();
+    assert_eq!(mappings.len(), 2);
+    assert_eq!(mappings[0].device_name(), Some("/dev/xvda"));
+    assert_eq!(
+        image_snapshot_ids(&described),
+        vec![root.clone(), data.clone()]
+    );
+    assert!(
+        mappings
+            .iter()
+            .all(|m| m.ebs().and_then(|e| e.encrypted()) == Some(true))
+    );
+    assert_eq!(described.root_device_name(), Some("/dev/xvda"));
+
+    let copy = emu
+        .ec2(a, DST)
+        .copy_image()
+        .source_image_id(&image)
+        .source_region(SRC)
+        .name("two-volumes-copy")
+        .encrypted(true)
+        .kms_key_id(&key_dst)
+        .tag_specifications(tags(ResourceType::Image, "ferry:source", &image))
+        .tag_specifications(tags(ResourceType::Snapshot, "ferry:plan", "demo"))
+        .send()
+        .await
+        .expect("CopyImage")
+        .image_id()
+        .unwrap()
+        .to_string();
+    let ec2_dst = emu.ec2(a, DST);
+    let copied = describe_image(&ec2_dst, &copy).await;
+    assert_eq!(
+        tag_value(copied.tags(), "ferry:source"),
+        Some(image.as_str())
+    );
+    let new_snaps = image_snapshot_ids(&copied);
+    assert_eq!(new_snaps.len(), 2);
+    assert!(!new_snaps.contains(&root) && !new_snaps.contains(&data));
+    for id in &new_snaps {
+        let s = describe_snapshot(&ec2_dst, id).await;
+        assert_eq!(s.encrypted(), Some(true));
+        assert_eq!(s.kms_key_id(), Some(key_dst.as_str()));
+        assert_eq!(tag_value(s.tags(), "ferry:plan"), Some("demo"));
+        assert_eq!(tag_value(s.tags(), "ferry:source"), None);
+    }
+    assert_eq!(emu.counters().copies_into(a, DST), (0, 1, 2));
+}
+
+// --- copies take time ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn copies_stay_pending_with_growing_progress_then_complete() {
+    let emu = Emulator::start_with(json!({"copy_seconds": 3600}));
+    let a = "100000000051";
+    let key_dst = customer_key(&emu, a, DST).await;
+    let ec2 = emu.ec2(a, SRC);
+    let snap = snapshot(&ec2, SRC, None).await;
+    let image = register_image(&ec2, "slow", &[&snap]).await;
+    let ec2_dst = emu.ec2(a, DST);
+
+    let copy = ec2_dst
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .encrypted(true)
+        .kms_key_id(&key_dst)
+        .tag_specifications(tags(ResourceType::Snapshot, "ferry:copy-of", &snap))
+        .send()
+        .await
+        .expect("CopySnapshot")
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let image_copy = ec2_dst
+        .copy_image()
+        .source_image_id(&image)
+        .source_region(SRC)
+        .name("slow-copy")
+        .send()
+        .await
+        .expect("CopyImage")
+        .image_id()
+        .unwrap()
+        .to_string();
+
+    let pending = describe_snapshot(&ec2_dst, &copy).await;
+    assert_eq!(pending.state(), Some(&SnapshotState::Pending));
+    assert_ne!(pending.progress(), Some("100%"));
+    assert_eq!(pending.encrypted(), Some(true));
+    assert_eq!(pending.kms_key_id(), Some(key_dst.as_str()));
+    assert_eq!(
+        tag_value(pending.tags(), "ferry:copy-of"),
+        Some(snap.as_str())
+    );
+    assert_eq!(
+        describe_image(&ec2_dst, &image_copy).await.state(),
+        Some(&ImageState::Pending)
+    );
+    // the copy can be found by its tag while pending, as ferry's observe step does
+    let found = ec2_dst
+        .describe_snapshots()
+        .filters(
+            Filter::builder()
+                .name("tag:ferry:copy-of")
+                .values(&snap)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.snapshots().len(), 1);
+
+    assert_eq!(emu.complete_copies(), 3);
+    let done = describe_snapshot(&ec2_dst, &copy).await;
+    assert_eq!(done.state(), Some(&SnapshotState::Completed));
+    assert_eq!(done.progress(), Some("100%"));
+    assert_eq!(
+        describe_image(&ec2_dst, &image_copy).await.state(),
+        Some(&ImageState::Available)
+    );
+
+    // With a short copy time, Progress only grows until the copy completes by itself.
+    emu.configure(json!({"copy_seconds": 1.5}));
+    let quick = ec2_dst
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let mut last = -1i64;
+    let mut seen_pending = false;
+    for _ in 0..200 {
+        let s = describe_snapshot(&ec2_dst, &quick).await;
+        let progress: i64 = s.progress().unwrap().trim_end_matches('%').parse().unwrap();
+        assert!(progress >= last, "progress went back: {last} -> {progress}");
+        last = progress;
+        match s.state() {
+            Some(SnapshotState::Pending) => seen_pending = true,
+            Some(SnapshotState::Completed) => break,
+            other => panic!("unexpected state {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen_pending);
+    assert_eq!(last, 100, "the copy completed");
+}
+
+// --- limits and idempotency ------------------------------------------------------------------
+
+#[tokio::test]
+async fn more_than_twenty_pending_snapshot_copies_are_refused() {
+    let emu = Emulator::start_with(json!({"copy_seconds": 3600}));
+    let a = "100000000061";
+    let ec2 = emu.ec2(a, SRC);
+    let snap = snapshot(&ec2, SRC, None).await;
+    let ec2_dst = emu.ec2(a, DST);
+    let copy = || {
+        ec2_dst
+            .copy_snapshot()
+            .source_snapshot_id(&snap)
+            .source_region(SRC)
+            .send()
+    };
+    for i in 0..20 {
+        copy().await.unwrap_or_else(|e| panic!("copy {i}: {e:?}"));
+    }
+    let err = copy().await.expect_err("21st copy in flight");
+    assert_eq!(err.code(), Some("ResourceLimitExceeded"));
+    assert_eq!(err.message(), Some("Too many snapshot copies in progress"));
+    // other destinations have their own limit
+    emu.ec2(a, "us-west-2")
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .send()
+        .await
+        .expect("another region");
+    // once copies complete, slots free up
+    emu.complete_copies();
+    copy().await.expect("a slot is free again");
+    assert_eq!(emu.counters().copies_into(a, DST), (21, 0, 0));
+
+    // the limit is configurable
+    emu.configure(json!({"max_pending_snapshot_copies": 1}));
+    let err = copy().await.expect_err("limit of 1 reached");
+    assert_eq!(err.code(), Some("ResourceLimitExceeded"));
+}
+
+#[tokio::test]
+async fn copy_image_honours_client_token() {
+    let emu = Emulator::shared();
+    let a = "100000000071";
+    let ec2 = emu.ec2(a, SRC);
+    let snap = snapshot(&ec2, SRC, None).await;
+    let image = register_image(&ec2, "tokened", &[&snap]).await;
+    let ec2_dst = emu.ec2(a, DST);
+    let copy = |name: &'static str| {
+        ec2_dst
+            .copy_image()
+            .source_image_id(&image)
+            .source_region(SRC)
+            .name(name)
+            .client_token("ferry-plan-1-tokened")
+            .send()
+    };
+    let first = copy("tokened-copy")
+        .await
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .to_string();
+    let again = copy("tokened-copy")
+        .await
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(first, again);
+    let err = copy("other-name")
+        .await
+        .expect_err("same token, other parameters");
+    assert_eq!(err.code(), Some("IdempotentParameterMismatch"));
+    let images = ec2_dst
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(images.images().len(), 1, "one image for one token");
+    assert_eq!(emu.counters().copies_into(a, DST), (0, 1, 1));
+}
+
+// --- throttling and faults -------------------------------------------------------------------
+
+#[tokio::test]
+async fn throttling_answers_with_each_services_error() {
+    let emu = Emulator::start();
+    let a = "100000000081";
+    let config = no_retries(&emu.sdk_config(a, SRC));
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let kms = aws_sdk_kms::Client::new(&config);
+    let s3 = common::emulator::s3_client(&config);
+    s3.create_bucket().bucket("throttled").send().await.unwrap();
+
+    // a tiny scale: every bucket holds one request and refills in minutes or more
+    emu.configure(json!({"throttle": true, "throttle_scale": 0.00001}));
+
+    ec2.describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect("first");
+    let err = ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect_err("throttled");
+    assert_eq!(err.code(), Some("RequestLimitExceeded"));
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+    // another action has its own bucket
+    ec2.describe_volumes().send().await.expect("other bucket");
+
+    kms.create_key().send().await.expect("first");
+    let err = kms.create_key().send().await.expect_err("throttled");
+    assert_eq!(err.code(), Some("ThrottlingException"));
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(400));
+
+    let put = |key: &'static str| {
+        s3.put_object()
+            .bucket("throttled")
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+            .send()
+    };
+    put("one").await.expect("first");
+    let err = put("two").await.expect_err("throttled");
+    assert_eq!(err.code(), Some("SlowDown"));
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+
+    let c = emu.counters();
+    assert_eq!(c.throttled(a, "ec2", "DescribeImages"), 1);
+    assert_eq!(c.requests(a, "ec2", "DescribeImages"), 2);
+    assert_eq!(c.throttled(a, "kms", "CreateKey"), 1);
+    assert_eq!(c.throttled(a, "s3", "PutObject"), 1);
+    assert_eq!(c.totals.throttled, 3);
+
+    // the SDK's standard retries ride out throttling: a 1-request bucket refilled 5 times a second
+    emu.configure(json!({"throttle_scale": 1.0, "quotas": {"ec2:DescribeImages": [1, 5]}}));
+    let retrying = aws_sdk_ec2::Client::new(
+        &emu.sdk_config(a, SRC)
+            .to_builder()
+            .retry_config(RetryConfig::standard().with_max_attempts(10))
+            .build(),
+    );
+    for _ in 0..10 {
+        retrying
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .expect("retried through throttling");
+    }
+    assert!(emu.counters().throttled(a, "ec2", "DescribeImages") > 1);
+}
+
+#[tokio::test]
+async fn faults_and_latency_are_configurable_at_runtime() {
+    let emu = Emulator::start_with(json!({"fault_rate": 1.0, "seed": 7}));
+    let a = "100000000091";
+    let config = no_retries(&emu.sdk_config(a, SRC));
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let kms = aws_sdk_kms::Client::new(&config);
+    let err = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect_err("fault");
+    assert_eq!(err.code(), Some("InternalError"));
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(500));
+    let err = kms.list_keys().send().await.expect_err("fault");
+    assert_eq!(err.code(), Some("KMSInternalException"));
+    assert_eq!(emu.counters().totals.faults, 2);
+
+    let config = emu.configure(json!({"fault_rate": 0.0, "latency_ms": 5}));
+    assert_eq!(config["latency_ms"], 5);
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect("no faults any more");
+
+    let (status, body) = emu.control("POST", "/_ferry/config", Some(r#"{"no_such_knob": 1}"#));
+    assert_eq!(status, 400, "{body}");
+}
+
+// --- counters --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn counters_count_requests_mutations_and_copies_and_reset() {
+    let emu = Emulator::start();
+    let (a, b) = ("100000000101", "100000000102");
+    let ec2 = emu.ec2(a, SRC);
+    let snap = snapshot(&ec2, SRC, None).await;
+    for _ in 0..3 {
+        describe_snapshot(&ec2, &snap).await;
+    }
+    emu.ec2(b, DST)
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap();
+    emu.ec2(a, DST)
+        .copy_snapshot()
+        .source_snapshot_id(&snap)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap();
+
+    let c = emu.counters();
+    assert_eq!(c.requests(a, "ec2", "DescribeSnapshots"), 3);
+    assert_eq!(c.requests(a, "ec2", "CreateVolume"), 1);
+    assert_eq!(c.requests(b, "ec2", "DescribeImages"), 1);
+    assert_eq!(
+        c.mutating(a),
+        3,
+        "CreateVolume, CreateSnapshot, CopySnapshot"
+    );
+    assert_eq!(c.mutating(b), 0);
+    let row = c
+        .requests
+        .iter()
+        .find(|r| r.action == "CopySnapshot")
+        .unwrap();
+    assert_eq!((row.account.as_str(), row.region.as_str()), (a, DST));
+    assert!(row.mutating);
+    assert_eq!(c.copies_into(a, DST), (1, 0, 0));
+    assert_eq!(c.copy_totals.snapshots, 1);
+
+    // "a repeated run made zero mutating calls": only reads after a counter reset
+    emu.reset_counters();
+    describe_snapshot(&ec2, &snap).await;
+    let c = emu.counters();
+    assert_eq!(c.mutating(a), 0);
+    assert_eq!(c.totals.requests, 1);
+
+    // moto's own reset clears moto's state and the additions' state
+    let (status, _) = emu.control("POST", "/moto-api/reset", None);
+    assert_eq!(status, 200);
+    assert_eq!(emu.counters().totals.requests, 0);
+    let err = ec2
+        .describe_snapshots()
+        .snapshot_ids(&snap)
+        .send()
+        .await
+        .expect_err("moto was reset");
+    assert_eq!(err.code(), Some("InvalidSnapshot.NotFound"));
+
+    emu.configure(json!({"copy_seconds": 99}));
+    emu.reset();
+    assert_eq!(
+        emu.config()["copy_seconds"],
+        2.0,
+        "reset restores the start-up configuration"
+    );
+}
+
+// --- S3 replication configuration ------------------------------------------------------------
+
+#[tokio::test]
+async fn bucket_replication_configuration_reads_back_as_put() {
+    use aws_sdk_s3::types::{
+        AccessControlTranslation, BucketLocationConstraint, BucketVersioningStatus,
+        CreateBucketConfiguration, DeleteMarkerReplication, DeleteMarkerReplicationStatus,
+        Destination, EncryptionConfiguration, OwnerOverride, ReplicationConfiguration,
+        ReplicationRule, ReplicationRuleAndOperator, ReplicationRuleFilter, ReplicationRuleStatus,
+        SourceSelectionCriteria, SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus,
+        Tag as S3Tag, VersioningConfiguration,
+    };
+    let emu = Emulator::shared();
+    let (a, b) = ("100000000111", "100000000112");
+    let s3_a = emu.s3(a, SRC);
+    let s3_b = emu.s3(b, DST);
+    let replica_key = customer_key(emu, b, DST).await;
+    s3_a.create_bucket()
+        .bucket("repl-src-111")
+        .send()
+        .await
+        .unwrap();
+    s3_b.create_bucket()
+        .bucket("repl-dst-112")
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(DST))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (client, bucket) in [(&s3_a, "repl-src-111"), (&s3_b, "repl-dst-112")] {
+        client
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let destination = Destination::builder()
+        .bucket("arn:aws:s3:::repl-dst-112")
+        .account(b)
+        .encryption_configuration(
+            EncryptionConfiguration::builder()
+                .replica_kms_key_id(&replica_key)
+                .build(),
+        )
+        .access_control_translation(
+            AccessControlTranslation::builder()
+                .owner(OwnerOverride::Destination)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let kms_rule = ReplicationRule::builder()
+        .id("ferry-logs")
+        .priority(1)
+        .status(ReplicationRuleStatus::Enabled)
+        .filter(ReplicationRuleFilter::builder().prefix("app/").build())
+        .source_selection_criteria(
+            SourceSelectionCriteria::builder()
+                .sse_kms_encrypted_objects(
+                    SseKmsEncryptedObjects::builder()
+                        .status(SseKmsEncryptedObjectsStatus::Enabled)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .delete_marker_replication(
+            DeleteMarkerReplication::builder()
+                .status(DeleteMarkerReplicationStatus::Enabled)
+                .build(),
+        )
+        .destination(destination.clone())
+        .build()
+        .unwrap();
+    let tagged_rule = ReplicationRule::builder()
+        .id("ferry-tagged")
+        .priority(2)
+        .status(ReplicationRuleStatus::Disabled)
+        .filter(
+            ReplicationRuleFilter::builder()
+                .and(
+                    ReplicationRuleAndOperator::builder()
+                        .prefix("audit/")
+                        .tags(S3Tag::builder().key("keep").value("yes").build().unwrap())
+                        .tags(S3Tag::builder().key("team").value("ops").build().unwrap())
+                        .build(),
+                )
+                .build(),
+        )
+        .destination(destination)
+        .build()
+        .unwrap();
+    let role = format!("arn:aws:iam::{a}:role/ferry-replication");
+    s3_a.put_bucket_replication()
+        .bucket("repl-src-111")
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .role(&role)
+                .rules(kms_rule.clone())
+                .rules(tagged_rule.clone())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("PutBucketReplication");
+
+    let got = s3_a
+        .get_bucket_replication()
+        .bucket("repl-src-111")
+        .send()
+        .await
+        .expect("GetBucketReplication");
+    let config = got.replication_configuration().unwrap();
+    assert_eq!(config.role(), role);
+    assert_eq!(config.rules(), &[kms_rule, tagged_rule]);
+}
+
+// --- the demo world --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn seed_demo_builds_the_demo_world() {
+    let emu = Emulator::start();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("tests/emulator/seed_demo.py"))
+        .arg("--endpoint")
+        .arg(emu.endpoint())
+        .output()
+        .expect("run seed_demo.py");
+    assert!(
+        out.status.success(),
+        "seed_demo.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let world: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("seed_demo.py prints JSON");
+    let prod = world["accounts"]["prod"].as_str().unwrap();
+    let backup = world["accounts"]["backup"].as_str().unwrap();
+
+    let ec2 = emu.ec2(prod, SRC);
+    let key_arn = world["kms_key"]["arn"].as_str().unwrap();
+    let key = emu
+        .kms(prod, SRC)
+        .describe_key()
+        .key_id("alias/demo-source")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(key.key_metadata().unwrap().arn(), Some(key_arn));
+
+    let nightly = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name("tag:Backup")
+                .values("nightly")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nightly.snapshots().len(), 5);
+    assert!(
+        nightly
+            .snapshots()
+            .iter()
+            .all(|s| s.encrypted() == Some(true) && s.kms_key_id() == Some(key_arn))
+    );
+
+    let image = describe_image(&ec2, world["image"]["id"].as_str().unwrap()).await;
+    assert_eq!(image.block_device_mappings().len(), 2);
+    assert!(
+        image
+            .block_device_mappings()
+            .iter()
+            .all(|m| m.ebs().and_then(|e| e.encrypted()) == Some(true))
+    );
+
+    let s3 = emu.s3(prod, SRC);
+    let objects = s3
+        .list_objects_v2()
+        .bucket("demo-app-logs")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(objects.key_count(), Some(20));
+    let encryption = s3
+        .get_bucket_encryption()
+        .bucket("demo-app-logs")
+        .send()
+        .await
+        .unwrap();
+    let rule = &encryption
+        .server_side_encryption_configuration()
+        .unwrap()
+        .rules()[0];
+    let default = rule.apply_server_side_encryption_by_default().unwrap();
+    assert_eq!(default.sse_algorithm().as_str(), "aws:kms");
+    let first = objects.contents()[0].key().unwrap();
+    let head = s3
+        .head_object()
+        .bucket("demo-app-logs")
+        .key(first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
+
+    let role = emu
+        .iam(backup)
+        .get_role()
+        .role_name("ferry-migrator")
+        .send()
+        .await
+        .unwrap();
+    let trust = role.role().unwrap().assume_role_policy_document().unwrap();
+    let trust = urlencoding_decode(trust);
+    assert!(
+        trust.contains(&format!("arn:aws:iam::{prod}:root")),
+        "{trust}"
+    );
+    assert_eq!(
+        world["role"]["arn"].as_str(),
+        Some(role.role().unwrap().arn())
+    );
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) if bytes[i] == b'%' => {
+                out.push(b);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,23 @@
+"""ferry's additions to moto: each module patches one behaviour moto lacks.
+
+`install()` applies them all, in-process, before the moto server starts.
+See tests/emulator/README.md for the AWS behaviour each one follows.
+"""
+
+
+def install() -> None:
+    from . import (
+        accounts,
+        ami_devices,
+        ebs_default_encryption,
+        ec2_copies,
+        ec2_shared,
+        s3_replication,
+    )
+
+    accounts.install()
+    ami_devices.install()
+    ebs_default_encryption.install()
+    ec2_shared.install()
+    ec2_copies.install()
+    s3_replication.install()

@@ -1,0 +1,120 @@
+"""Just enough KMS key policy evaluation for cross-account copies of encrypted EBS data.
+
+AWS (EBS user guide, "Share a KMS key" / share-kms-key; KMS developer guide, "Allowing users in
+other accounts to use a KMS key"): to copy an encrypted snapshot or AMI shared by account A,
+account B needs kms:DescribeKey, kms:CreateGrant, kms:GenerateDataKey*, kms:ReEncrypt* and
+kms:Decrypt on A's customer managed key, allowed by A's key policy (principal B's root or a
+principal in B) or by a grant to B. AWS managed keys (alias/aws/ebs) never allow another account.
+
+Evaluated: `Allow` statements, Principal `AWS` (string or list, "*", account id, any ARN in the
+account), Action (string or list, case-insensitive, `*` wildcards). Not evaluated: Deny,
+Condition, NotAction/NotPrincipal, B's own IAM policies.
+"""
+
+import fnmatch
+import json
+import re
+from typing import Any
+
+# One concrete action for each permission of aws-facts.md; wildcards in policies match them.
+REQUIRED_ACTIONS = [
+    "kms:DescribeKey",
+    "kms:CreateGrant",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:Decrypt",
+]
+
+_ACCOUNT_IN_ARN = re.compile(r"^arn:[^:]+:(?:iam|sts)::(\d{12}):")
+
+
+def kms_backend(account: str, region: str) -> Any:
+    from moto.kms import kms_backends
+
+    return kms_backends[account][region]
+
+
+def find_key(account: str, region: str, key_ref: str | None) -> Any:
+    """The moto Key for any key reference (id, ARN, alias, alias ARN), or None."""
+    if not key_ref:
+        return None
+    if key_ref.startswith("arn:"):
+        parts = key_ref.split(":")
+        if len(parts) > 5:
+            region, account = parts[3], parts[4]
+    try:
+        return kms_backend(account, region).describe_key(key_ref)
+    except Exception:
+        return None
+
+
+def is_aws_managed(key: Any) -> bool:
+    if key is None:
+        return False
+    if getattr(key, "key_manager", "") == "AWS":
+        return True
+    return any(str(name).startswith("alias/aws/") for name in getattr(key, "aliases", {}))
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _principal_matches(principal: Any, account: str) -> bool:
+    if principal == "*":
+        return True
+    if isinstance(principal, dict):
+        candidates = _as_list(principal.get("AWS"))
+    else:
+        candidates = _as_list(principal)
+    for p in candidates:
+        if p == "*" or p == account:
+            return True
+        m = _ACCOUNT_IN_ARN.match(str(p))
+        if m and m.group(1) == account:
+            return True
+    return False
+
+
+def _action_matches(patterns: list[Any], action: str) -> bool:
+    return any(fnmatch.fnmatchcase(action.lower(), str(p).lower()) for p in patterns)
+
+
+def policy_allows(policy: str | dict[str, Any], account: str, actions: list[str]) -> bool:
+    try:
+        doc = json.loads(policy) if isinstance(policy, str) else policy
+    except ValueError:
+        return False
+    statements = _as_list(doc.get("Statement") if isinstance(doc, dict) else None)
+    allowed: set[str] = set()
+    for st in statements:
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        if not _principal_matches(st.get("Principal"), account):
+            continue
+        patterns = _as_list(st.get("Action"))
+        allowed.update(a for a in actions if _action_matches(patterns, a))
+    return all(a in allowed for a in actions)
+
+
+def grant_allows(key: Any, account: str) -> bool:
+    for grant in list(getattr(key, "grants", {}).values()):
+        if not _principal_matches(grant.grantee_principal, account):
+            continue
+        ops = set(grant.operations or [])
+        if ops & {"Decrypt", "ReEncryptFrom"}:
+            return True
+    return False
+
+
+def account_may_use(key: Any, account: str) -> bool:
+    """Whether `account` may use `key` to copy data encrypted under it."""
+    if key is None:
+        return False
+    if key.account_id == account:
+        return True
+    if is_aws_managed(key):
+        return False
+    return policy_allows(key.policy, account, REQUIRED_ACTIONS) or grant_allows(key, account)

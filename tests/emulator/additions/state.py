@@ -1,0 +1,133 @@
+"""Runtime configuration and the state the additions keep beside moto's backends.
+
+Everything here is reset by `POST /_ferry/reset` and by moto's own `POST /moto-api/reset`.
+"""
+
+import copy
+import json
+import os
+import random
+import threading
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds a CopySnapshot/CopyImage result stays `pending` before it is `completed`/`available`.
+    "copy_seconds": 2.0,
+    # Snapshot copies in flight per destination (account, region) before ResourceLimitExceeded.
+    "max_pending_snapshot_copies": 20,
+    # AMI copies in flight per destination (account, region) before ResourceLimitExceeded.
+    "max_pending_image_copies": 300,
+    # Token buckets from the AWS quota table (aws-facts.md); off by default.
+    "throttle": False,
+    # Multiplies every bucket's size and refill rate (0.01 = one hundredth of AWS's quota).
+    "throttle_scale": 1.0,
+    # Overrides: {"ec2:CopySnapshot": [bucket, refill_per_second], ...}
+    "quotas": {},
+    # Probability (0..1) that a request is answered with the service's HTTP 500 error.
+    "fault_rate": 0.0,
+    # Milliseconds added before every AWS request is handled.
+    "latency_ms": 0,
+    # Seed for the fault injector's random numbers (null: not seeded).
+    "seed": None,
+    # Enforce the source key's policy/grants when another account copies an encrypted resource.
+    "enforce_kms": True,
+    # How a copy of another account's encrypted data without key access fails: "async" (the copy
+    # is created in state error/failed with the KMS message, as AWS documents) or "sync" (the
+    # CopySnapshot/CopyImage call itself answers InvalidRequest).
+    "kms_denied": "async",
+}
+
+lock = threading.RLock()
+config: dict[str, Any] = copy.deepcopy(DEFAULTS)
+rng = random.Random()
+
+# (account, region, service, action) -> {"count", "throttled", "faults"}
+requests: dict[tuple[str, str, str, str], dict[str, int]] = {}
+# (account, region) -> {"snapshots", "images", "image_snapshots"}
+copies: dict[tuple[str, str], dict[str, int]] = {}
+# (account, region, client_token) -> (parameters, image_id)
+image_tokens: dict[tuple[str, str, str], tuple[Any, str]] = {}
+# listeners called on reset (token buckets etc.)
+_reset_hooks: list[Any] = []
+
+
+def on_reset(hook: Any) -> None:
+    _reset_hooks.append(hook)
+
+
+def initial_config() -> dict[str, Any]:
+    """Defaults, then FERRY_EMULATOR_CONFIG (a JSON file), then FERRY_EMULATOR_CONFIG_JSON."""
+    cfg = copy.deepcopy(DEFAULTS)
+    path = os.environ.get("FERRY_EMULATOR_CONFIG")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            cfg.update(validate(json.load(f)))
+    inline = os.environ.get("FERRY_EMULATOR_CONFIG_JSON")
+    if inline:
+        cfg.update(validate(json.loads(inline)))
+    return cfg
+
+
+_STARTUP: dict[str, Any] = {}
+
+
+def validate(update: Any) -> dict[str, Any]:
+    if not isinstance(update, dict):
+        raise ValueError("configuration must be a JSON object")
+    unknown = sorted(set(update) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
+    return update
+
+
+def load_startup_config() -> None:
+    global _STARTUP
+    _STARTUP = initial_config()
+    with lock:
+        config.clear()
+        config.update(copy.deepcopy(_STARTUP))
+        _seed()
+
+
+def _seed() -> None:
+    seed = config.get("seed")
+    if seed is not None:
+        rng.seed(seed)
+
+
+def configure(update: dict[str, Any]) -> dict[str, Any]:
+    update = validate(update)
+    with lock:
+        config.update(update)
+        if "seed" in update:
+            _seed()
+        for hook in _reset_hooks:
+            hook(config_only=True)
+        return copy.deepcopy(config)
+
+
+def get(key: str) -> Any:
+    with lock:
+        return config[key]
+
+
+def reset(keep_config: bool = False) -> None:
+    """Forget counters, tokens and buckets; restore the start-up configuration."""
+    with lock:
+        requests.clear()
+        copies.clear()
+        image_tokens.clear()
+        if not keep_config:
+            config.clear()
+            config.update(copy.deepcopy(_STARTUP or DEFAULTS))
+            _seed()
+        for hook in _reset_hooks:
+            hook(config_only=False)
+
+
+def count_copy(account: str, region: str, kind: str, n: int = 1) -> None:
+    with lock:
+        entry = copies.setdefault(
+            (account, region), {"snapshots": 0, "images": 0, "image_snapshots": 0}
+        )
+        entry[kind] += n

@@ -1,0 +1,460 @@
+"""Per-request bookkeeping in front of moto: counters, throttling, faults, latency, control API.
+
+A WSGI middleware around moto's DomainDispatcherApplication. For every signed AWS request it
+derives (account, region, service, action):
+- region and service from the SigV4 credential scope (`Credential=AKID/date/REGION/SERVICE/...`),
+- account the way moto does (x-moto-account-id header, else the access key: keys moto issued,
+  including STS AssumeRole credentials, map to their account; `AKIA<account id>XXXX` keys map to
+  that account, see accounts.py; anything else to 123456789012),
+- action from `X-Amz-Target` (JSON services), the `Action` form/query parameter (query services),
+  or method + path + sub-resource for S3 (PutObject, GetBucketEncryption, ...).
+
+Throttling (off by default) follows aws-facts.md: EC2 token buckets per (account, region, action)
+from the EC2 API throttling page, answered with `RequestLimitExceeded` (HTTP 503, EC2 XML);
+KMS per-second request quotas per (account, region, API) (cryptographic operations share one
+regional bucket), answered with `ThrottlingException` (HTTP 400, JSON `__type`); S3 per
+(account, region, bucket, read|write) 5,500 GET/HEAD and 3,500 PUT/COPY/POST/DELETE per second,
+answered with `SlowDown` (HTTP 503, S3 XML). Faults are the services' HTTP 500 errors.
+"""
+
+import io
+import json
+import re
+import time
+import uuid
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from . import state
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+MUTATING_PREFIXES = (
+    "Abort", "Accept", "Add", "Associate", "Attach", "Authorize", "Cancel", "Complete", "Copy",
+    "Create", "Delete", "Deregister", "Detach", "Disable", "Disassociate", "Enable", "Import",
+    "Modify", "Post", "Put", "Register", "Reject", "Remove", "Replicate", "Reset", "Restore",
+    "Retire", "Revoke", "Rotate", "Run", "Schedule", "Set", "Start", "Stop", "Tag", "Terminate",
+    "Untag", "Update", "Upload",
+)  # fmt: skip
+
+
+def is_mutating(action: str) -> bool:
+    return action.startswith(MUTATING_PREFIXES)
+
+
+# (bucket size, refill per second)
+# from docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html
+EC2_QUOTAS = {
+    "CopySnapshot": (50, 5),
+    "CopyImage": (100, 1),
+    "DescribeSnapshots": (100, 20),
+    "DescribeSnapshots(unfiltered)": (50, 10),
+    "DescribeImages": (100, 20),
+    "ModifyImageAttribute": (100, 5),
+    "ModifySnapshotAttribute": (100, 5),
+    "CreateTags": (100, 10),
+    "DeleteTags": (100, 10),
+    "DeleteSnapshot": (100, 5),
+    "DeregisterImage": (100, 5),
+}
+EC2_NON_MUTATING_DEFAULT = (100, 20)
+EC2_MUTATING_DEFAULT = (50, 5)
+
+# per second; docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html
+KMS_QUOTAS = {
+    "CreateGrant": 50, "RetireGrant": 50, "RevokeGrant": 50, "PutKeyPolicy": 15,
+    "EnableKeyRotation": 15, "GetKeyPolicy": 1000, "DescribeKey": 2000, "ListGrants": 100,
+    "CreateKey": 5, "ReplicateKey": 5, "TagResource": 10,
+}  # fmt: skip
+KMS_CRYPTO = ("Encrypt", "Decrypt", "GenerateDataKey", "ReEncrypt")
+KMS_CRYPTO_BY_REGION = {
+    **dict.fromkeys(["us-east-1", "us-west-2", "eu-west-1"], 100_000),
+    **dict.fromkeys(
+        [
+            "us-east-2",
+            "ap-southeast-1",
+            "ap-southeast-2",
+            "ap-northeast-1",
+            "eu-central-1",
+            "eu-west-2",
+        ],
+        20_000,
+    ),
+}
+KMS_CRYPTO_DEFAULT = 10_000
+S3_READ, S3_WRITE = 5500, 3500
+
+_buckets: dict[tuple[str, str, str, str], list[float]] = {}  # key -> [tokens, last refill]
+
+
+def _clear_buckets(config_only: bool) -> None:
+    with state.lock:
+        _buckets.clear()
+
+
+state.on_reset(_clear_buckets)
+
+
+def quota(service: str, region: str, bucket: str) -> tuple[float, float] | None:
+    """(size, refill per second) of a throttling bucket, before scaling; None: not throttled."""
+    override = state.get("quotas").get(f"{service}:{bucket}")
+    if override:
+        return float(override[0]), float(override[1])
+    if service == "ec2":
+        if bucket in EC2_QUOTAS:
+            return EC2_QUOTAS[bucket]
+        if bucket.startswith(("Describe", "Get", "List")):
+            return EC2_NON_MUTATING_DEFAULT
+        return EC2_MUTATING_DEFAULT
+    if service == "kms":
+        if bucket == "cryptographic":
+            rate = KMS_CRYPTO_BY_REGION.get(region, KMS_CRYPTO_DEFAULT)
+            return rate, rate
+        if bucket in KMS_QUOTAS:
+            rate = KMS_QUOTAS[bucket]
+            return rate, rate
+        return None
+    if service == "s3":
+        rate = S3_READ if bucket.endswith(":read") else S3_WRITE
+        return rate, rate
+    return None
+
+
+def take_token(account: str, region: str, service: str, bucket: str) -> bool:
+    """False if the request is throttled."""
+    q = quota(service, region, bucket)
+    if q is None:
+        return True
+    scale = float(state.get("throttle_scale"))
+    size, refill = max(1.0, q[0] * scale), q[1] * scale
+    key = (account, region, service, bucket)
+    now = time.monotonic()
+    with state.lock:
+        b = _buckets.setdefault(key, [size, now])
+        b[0] = min(size, b[0] + (now - b[1]) * refill)
+        b[1] = now
+        if b[0] >= 1.0:
+            b[0] -= 1.0
+            return True
+        return False
+
+
+# --- classification -------------------------------------------------------------------------
+
+_S3_BUCKET_SUB = {
+    "encryption": "BucketEncryption", "replication": "BucketReplication",
+    "versioning": "BucketVersioning", "policy": "BucketPolicy", "tagging": "BucketTagging",
+    "lifecycle": "BucketLifecycleConfiguration", "location": "BucketLocation", "acl": "BucketAcl",
+    "cors": "BucketCors", "ownershipControls": "BucketOwnershipControls",
+    "publicAccessBlock": "PublicAccessBlock", "notification": "BucketNotificationConfiguration",
+    "logging": "BucketLogging", "website": "BucketWebsite",
+    "object-lock": "ObjectLockConfiguration",
+}  # fmt: skip
+_VERB = {"GET": "Get", "PUT": "Put", "DELETE": "Delete", "HEAD": "Get", "POST": "Put"}
+
+
+def s3_action(method: str, path: str, query: dict[str, Any], headers: dict[str, str]) -> str:
+    parts = path.lstrip("/").split("/", 1)
+    bucket = parts[0]
+    key = parts[1] if len(parts) > 1 and parts[1] else None
+    copy = "HTTP_X_AMZ_COPY_SOURCE" in headers
+    if not bucket:
+        return "ListBuckets"
+    if key is None:
+        if method == "POST" and "delete" in query:
+            return "DeleteObjects"
+        if method == "GET" and "versions" in query:
+            return "ListObjectVersions"
+        if method == "GET" and "uploads" in query:
+            return "ListMultipartUploads"
+        for sub, name in _S3_BUCKET_SUB.items():
+            if sub in query:
+                return _VERB.get(method, method.title()) + name
+        return {
+            "GET": "ListObjectsV2" if "list-type" in query else "ListObjects",
+            "PUT": "CreateBucket",
+            "DELETE": "DeleteBucket",
+            "HEAD": "HeadBucket",
+        }.get(method, method.title() + "Bucket")
+    if "uploads" in query and method == "POST":
+        return "CreateMultipartUpload"
+    if "uploadId" in query:
+        return {
+            "PUT": "UploadPartCopy" if copy else "UploadPart",
+            "POST": "CompleteMultipartUpload",
+            "DELETE": "AbortMultipartUpload",
+            "GET": "ListParts",
+        }.get(method, method.title() + "Part")
+    object_subs = (
+        ("tagging", "ObjectTagging"),
+        ("acl", "ObjectAcl"),
+        ("retention", "ObjectRetention"),
+        ("legal-hold", "ObjectLegalHold"),
+    )
+    for sub, name in object_subs:
+        if sub in query:
+            return _VERB.get(method, method.title()) + name
+    return {
+        "GET": "GetObject",
+        "PUT": "CopyObject" if copy else "PutObject",
+        "DELETE": "DeleteObject",
+        "HEAD": "HeadObject",
+        "POST": "PostObject",
+    }.get(method, method.title() + "Object")
+
+
+def _account(access_key: str, environ: dict[str, Any]) -> str:
+    import os
+
+    if "MOTO_ACCOUNT_ID" in os.environ:
+        return os.environ["MOTO_ACCOUNT_ID"]
+    if environ.get("HTTP_X_MOTO_ACCOUNT_ID"):
+        return environ["HTTP_X_MOTO_ACCOUNT_ID"]
+    from moto.iam import models as iam_models
+
+    return iam_models.get_account_id_from(access_key)
+
+
+class Request:
+    __slots__ = ("account", "region", "service", "action", "bucket")
+
+    def __init__(self, account: str, region: str, service: str, action: str, bucket: str):
+        self.account, self.region, self.service = account, region, service
+        self.action, self.bucket = action, bucket
+
+
+def classify(environ: dict[str, Any]) -> Request | None:
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    m = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if m:
+        access_key, region, service = m.groups()
+    elif "X-Amz-Credential" in query:  # presigned URL
+        cred = query["X-Amz-Credential"][0].split("/")
+        if len(cred) < 4:
+            return None
+        access_key, region, service = cred[0], cred[2], cred[3]
+    else:
+        return None
+    method = environ.get("REQUEST_METHOD", "GET")
+    params: dict[str, list[str]] = dict(query)
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if service == "s3":
+        action = s3_action(method, environ.get("PATH_INFO", "/"), query, environ)
+    elif target:
+        action = target.split(".")[-1]
+    else:
+        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            params.update(parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True))
+        action = (params.get("Action") or ["Unknown"])[0]
+    bucket = action
+    if service == "ec2" and action == "DescribeSnapshots":
+        narrowed = any(
+            k.startswith(
+                ("Filter", "SnapshotId", "OwnerId", "RestorableBy", "MaxResults", "NextToken")
+            )
+            for k in params
+        )
+        bucket = action if narrowed else "DescribeSnapshots(unfiltered)"
+    elif service == "kms" and action.startswith(KMS_CRYPTO):
+        bucket = "cryptographic"
+    elif service == "s3":
+        name = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+        kind = "read" if method in ("GET", "HEAD") else "write"
+        bucket = f"{name}:{kind}"
+    return Request(_account(access_key, environ), region, service, action, bucket)
+
+
+# --- error bodies ---------------------------------------------------------------------------
+
+
+def _request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    rid = _request_id()
+    if service == "kms":
+        code, status, msg = (
+            ("ThrottlingException", 400, "Rate exceeded")
+            if kind == "throttle"
+            else ("KMSInternalException", 500, "An internal error occurred")
+        )
+        body = json.dumps({"__type": code, "message": msg}).encode()
+        return (
+            status,
+            [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)],
+            body,
+        )
+    if service == "s3":
+        code, status, msg = (
+            ("SlowDown", 503, "Please reduce your request rate.")
+            if kind == "throttle"
+            else ("InternalError", 500, "We encountered an internal error. Please try again.")
+        )
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{msg}</Message><RequestId>{rid}</RequestId><HostId>{rid}</HostId></Error>"
+        ).encode()
+        return status, [("Content-Type", "application/xml"), ("x-amz-request-id", rid)], body
+    if service == "ec2":
+        code, status, msg = (
+            ("RequestLimitExceeded", 503, "Request limit exceeded.")
+            if kind == "throttle"
+            else ("InternalError", 500, "An internal error has occurred")
+        )
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+            f"<Message>{msg}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+        ).encode()
+        return status, [("Content-Type", "text/xml;charset=UTF-8")], body
+    code, status, msg = (
+        ("Throttling", 400, "Rate exceeded")
+        if kind == "throttle"
+        else ("InternalFailure", 500, "An internal error occurred")
+    )
+    kind_attr = "Sender" if status == 400 else "Receiver"
+    body = (
+        f"<ErrorResponse><Error><Type>{kind_attr}</Type><Code>{code}</Code><Message>{msg}</Message>"
+        f"</Error><RequestId>{rid}</RequestId></ErrorResponse>"
+    ).encode()
+    return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
+
+
+# --- counters -------------------------------------------------------------------------------
+
+
+def _count(req: Request, field: str | None) -> None:
+    with state.lock:
+        entry = state.requests.setdefault(
+            (req.account, req.region, req.service, req.action),
+            {"count": 0, "throttled": 0, "faults": 0},
+        )
+        if field is None:
+            entry["count"] += 1
+        else:
+            entry[field] += 1
+
+
+def counters() -> dict[str, Any]:
+    with state.lock:
+        rows = [
+            {
+                "account": a, "region": r, "service": s, "action": act,
+                "mutating": is_mutating(act), **dict(v),
+            }
+            for (a, r, s, act), v in sorted(state.requests.items())
+        ]  # fmt: skip
+        copies = [
+            {"account": a, "region": r, **dict(v)} for (a, r), v in sorted(state.copies.items())
+        ]
+    totals = {
+        "requests": sum(r["count"] for r in rows),
+        "throttled": sum(r["throttled"] for r in rows),
+        "faults": sum(r["faults"] for r in rows),
+        "mutating": sum(r["count"] for r in rows if r["mutating"]),
+    }
+    copy_totals = {k: sum(c[k] for c in copies) for k in ("snapshots", "images", "image_snapshots")}
+    return {"requests": rows, "totals": totals, "copies": copies, "copy_totals": copy_totals}
+
+
+# --- the middleware -------------------------------------------------------------------------
+
+
+def _json(start_response: Callable[..., Any], status: int, doc: Any) -> list[bytes]:
+    body = json.dumps(doc, indent=1).encode()
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+    start_response(
+        f"{status} {reason.get(status, 'OK')}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
+
+
+def reset_everything() -> None:
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+    state.reset()
+
+
+class Traffic:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path.startswith("/_ferry/"):
+            return self.control(path, method, environ, start_response)
+        if path == "/moto-api/reset" and method == "POST":
+            state.reset()
+            return self.app(environ, start_response)
+        req = classify(environ)
+        if req is None:
+            return self.app(environ, start_response)
+        latency = float(state.get("latency_ms"))
+        if latency > 0:
+            time.sleep(latency / 1000.0)
+        _count(req, None)
+        if state.get("throttle") and not take_token(
+            req.account, req.region, req.service, req.bucket
+        ):
+            _count(req, "throttled")
+            return self._error(start_response, req.service, "throttle")
+        rate = float(state.get("fault_rate"))
+        if rate > 0:
+            with state.lock:
+                hit = state.rng.random() < rate
+            if hit:
+                _count(req, "faults")
+                return self._error(start_response, req.service, "fault")
+        from .ec2_shared import set_viewer
+
+        set_viewer(req.account)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            set_viewer(None)
+
+    @staticmethod
+    def _error(start_response: Callable[..., Any], service: str, kind: str) -> list[bytes]:
+        status, headers, body = error_response(service, kind)
+        reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}
+        start_response(f"{status} {reason[status]}", headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+    def control(
+        self, path: str, method: str, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> list[bytes]:
+        from . import ec2_copies
+
+        if path == "/_ferry/health":
+            return _json(start_response, 200, {"ok": True})
+        if path == "/_ferry/config":
+            if method == "GET":
+                with state.lock:
+                    return _json(start_response, 200, dict(state.config))
+            if method == "POST":
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                raw = environ["wsgi.input"].read(length) if length else b"{}"
+                try:
+                    return _json(start_response, 200, state.configure(json.loads(raw or b"{}")))
+                except ValueError as e:
+                    return _json(start_response, 400, {"error": str(e)})
+        if path == "/_ferry/counters" and method == "GET":
+            return _json(start_response, 200, counters())
+        if path == "/_ferry/counters/reset" and method == "POST":
+            with state.lock:
+                state.requests.clear()
+                state.copies.clear()
+            return _json(start_response, 200, {"status": "ok"})
+        if path == "/_ferry/reset" and method == "POST":
+            reset_everything()
+            return _json(start_response, 200, {"status": "ok"})
+        if path == "/_ferry/copies/complete" and method == "POST":
+            return _json(start_response, 200, {"completed": ec2_copies.complete_all()})
+        return _json(start_response, 404, {"error": f"no control endpoint {method} {path}"})
