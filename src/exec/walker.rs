@@ -344,6 +344,16 @@ impl<C: Send + Sync + 'static> Walker<C> {
             return Err(ExecError::Aborted);
         }
         loop {
+            // A signal raised while events were handled counts before anything new starts.
+            if cancel_rx.has_changed().unwrap_or(false) {
+                level = *cancel_rx.borrow_and_update();
+                if level >= 2 {
+                    return Err(ExecError::Aborted);
+                }
+                if level >= 1 {
+                    self.stop(true);
+                }
+            }
             self.launch()?;
             if self.finished == n && self.tasks.is_empty() {
                 break;
