@@ -1,0 +1,536 @@
+//! End to end: the real `ferry` binary against the emulator, through the real AWS SDK.
+//! Each test starts its own emulator (its counters are the test's evidence).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use common::emulator::{Emulator, access_key_for};
+use serde_json::json;
+
+const PROD: &str = "111111111111";
+const SRC: &str = "us-east-1";
+const DST: &str = "eu-west-2";
+
+/// A test's world: an emulator, a working directory, and the ferry binary pointed at both.
+struct World {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn new(config: serde_json::Value) -> World {
+        World {
+            emu: Emulator::start_with(config),
+            dir: tempfile::tempdir().expect("temp dir"),
+            rt: tokio::runtime::Runtime::new().expect("runtime"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.arg("--endpoint-url")
+            .arg(self.emu.endpoint())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("AWS_ACCESS_KEY_ID", access_key_for(PROD))
+            .env("AWS_SECRET_ACCESS_KEY", "ferry-test")
+            .env("AWS_REGION", SRC)
+            .env("FERRY_POLL_INTERVAL_MS", "200")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_ENDPOINT_URL")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn ferry(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("ferry runs");
+        eprintln!(
+            "$ ferry {}\n--- exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn write_plan(&self, text: &str) -> String {
+        std::fs::write(self.path("plan.yaml"), text).expect("plan written");
+        "plan.yaml".into()
+    }
+
+    /// A customer managed key with an alias in `region`; returns its ARN.
+    fn key(&self, region: &str, alias: &str) -> String {
+        self.rt.block_on(async {
+            let kms = self.emu.kms(PROD, region);
+            let k = kms.create_key().send().await.expect("CreateKey");
+            let meta = k.key_metadata().expect("metadata");
+            kms.create_alias()
+                .alias_name(alias)
+                .target_key_id(meta.key_id())
+                .send()
+                .await
+                .expect("CreateAlias");
+            meta.arn().expect("arn").to_string()
+        })
+    }
+
+    /// `n` encrypted snapshots in prod/us-east-1; those with `tagged` get Backup=nightly.
+    fn snapshots(&self, key_arn: &str, n: usize, tagged: impl Fn(usize) -> bool) -> Vec<String> {
+        self.rt.block_on(async {
+            let ec2 = self.emu.ec2(PROD, SRC);
+            let mut ids = Vec::new();
+            for i in 0..n {
+                let vol = ec2
+                    .create_volume()
+                    .availability_zone(format!("{SRC}a"))
+                    .size(1 + (i % 4) as i32)
+                    .encrypted(true)
+                    .kms_key_id(key_arn)
+                    .send()
+                    .await
+                    .expect("CreateVolume");
+                let mut req = ec2.create_snapshot().volume_id(vol.volume_id().unwrap());
+                if tagged(i) {
+                    req = req.tag_specifications(
+                        TagSpecification::builder()
+                            .resource_type(ResourceType::Snapshot)
+                            .tags(Tag::builder().key("Backup").value("nightly").build())
+                            .build(),
+                    );
+                }
+                let snap = req.send().await.expect("CreateSnapshot");
+                ids.push(snap.snapshot_id().unwrap().to_string());
+            }
+            ids
+        })
+    }
+
+    /// Every snapshot in prod/eu-west-2 that ferry made: (id, source, key, state).
+    fn copies(&self) -> Vec<(String, String, String, String)> {
+        self.rt.block_on(async {
+            let out = self
+                .emu
+                .ec2(PROD, DST)
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(
+                    Filter::builder()
+                        .name("tag:ferry:plan")
+                        .values("e2e")
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("DescribeSnapshots");
+            out.snapshots()
+                .iter()
+                .map(|s| {
+                    let tag = |k: &str| {
+                        s.tags()
+                            .iter()
+                            .find(|t| t.key() == Some(k))
+                            .and_then(|t| t.value())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    assert_eq!(
+                        tag("ferry:migration"),
+                        "nightly",
+                        "copies carry ferry:migration"
+                    );
+                    assert_eq!(tag("Purpose"), "dr", "copies carry the migration's tags");
+                    assert_eq!(tag("MigratedBy"), "ferry", "copies carry settings.tags");
+                    assert_eq!(s.encrypted(), Some(true));
+                    (
+                        s.snapshot_id().unwrap().to_string(),
+                        tag("ferry:source"),
+                        s.kms_key_id().unwrap_or_default().to_string(),
+                        s.state()
+                            .map(|x| x.as_str().to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn key_arn(&self, region: &str, alias: &str) -> Option<String> {
+        self.rt.block_on(async {
+            self.emu
+                .kms(PROD, region)
+                .describe_key()
+                .key_id(alias)
+                .send()
+                .await
+                .ok()
+                .and_then(|k| k.key_metadata().and_then(|m| m.arn().map(str::to_string)))
+        })
+    }
+}
+
+fn plan(explicit: &[String]) -> String {
+    let ids = explicit.join(", ");
+    format!(
+        r#"version: 1
+name: e2e
+accounts:
+  prod:
+    id: "{PROD}"
+keys:
+  dr-ebs:
+    account: prod
+    region: {DST}
+    alias: alias/dr-ebs
+    create: true
+    rotation: true
+  app-mrk:
+    account: prod
+    region: {SRC}
+    alias: alias/app-mrk
+    create: true
+    multi_region: true
+    replicas: [eu-west-1, ap-southeast-2]
+    policy_statements:
+      - Sid: AuditorsMayDescribe
+        Effect: Allow
+        Principal: {{ AWS: "arn:aws:iam::{PROD}:role/auditor" }}
+        Action: ["kms:DescribeKey"]
+        Resource: "*"
+migrations:
+  - id: nightly
+    type: snapshot-copy
+    source:
+      account: prod
+      region: {SRC}
+      snapshots: [{ids}]
+      tags: {{ Backup: nightly }}
+    destination:
+      region: {DST}
+      key: dr-ebs
+    tags: {{ Purpose: dr }}
+settings:
+  tags: {{ MigratedBy: ferry }}
+"#
+    )
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Each source has exactly one completed copy, encrypted with `key`.
+fn assert_one_copy_each(w: &World, sources: &[String], key: &str) {
+    let copies = w.copies();
+    assert_eq!(
+        copies.len(),
+        sources.len(),
+        "one copy per snapshot: {copies:#?}"
+    );
+    for s in sources {
+        let mine: Vec<_> = copies.iter().filter(|c| &c.1 == s).collect();
+        assert_eq!(mine.len(), 1, "exactly one copy of {s}");
+        assert_eq!(
+            mine[0].2, key,
+            "the copy of {s} is encrypted with the plan's key"
+        );
+        assert_eq!(mine[0].3, "completed");
+    }
+}
+
+#[test]
+fn apply_copies_every_snapshot_once_and_a_second_apply_changes_nothing() {
+    let w = World::new(json!({ "copy_seconds": 1.0 }));
+    let src_key = w.key(SRC, "alias/source");
+    // 30 snapshots: 25 tagged, plus 5 untagged named explicitly; 2 tagged ones named too.
+    let all = w.snapshots(&src_key, 30, |i| i < 25);
+    let mut explicit: Vec<String> = all[25..].to_vec();
+    explicit.extend_from_slice(&all[..2]);
+    let plan_file = w.write_plan(&plan(&explicit));
+
+    // The dry run before anything exists: it says what it would create, and changes nothing.
+    w.emu.reset_counters();
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert_eq!(dry.status.code(), Some(0));
+    assert!(
+        text(&dry.stdout).contains("34 to create, 2 to update"),
+        "30 copies, 2 keys, 2 replicas; rotation and a policy"
+    );
+    assert_eq!(
+        w.emu.counters().mutating(PROD),
+        0,
+        "ferry plan makes no mutating call"
+    );
+
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let dr = w
+        .key_arn(DST, "alias/dr-ebs")
+        .expect("the destination key was created");
+    assert_one_copy_each(&w, &all, &dr);
+    assert_eq!(
+        w.emu.counters().copy_totals.snapshots,
+        30,
+        "30 CopySnapshot calls, no more"
+    );
+
+    // Rotation is on; the multi-Region key has its replicas, same key id, alias there too.
+    w.rt.block_on(async {
+        let kms = w.emu.kms(PROD, DST);
+        let rot = kms
+            .get_key_rotation_status()
+            .key_id(&dr)
+            .send()
+            .await
+            .unwrap();
+        assert!(rot.key_rotation_enabled());
+    });
+    let primary = w.key_arn(SRC, "alias/app-mrk").expect("MRK created");
+    // The policy gained the plan's statement and kept the default one.
+    let policy: serde_json::Value = w.rt.block_on(async {
+        let p = w
+            .emu
+            .kms(PROD, SRC)
+            .get_key_policy()
+            .key_id(&primary)
+            .policy_name("default")
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(p.policy().unwrap()).unwrap()
+    });
+    let sids: Vec<&str> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Sid"].as_str())
+        .collect();
+    assert!(sids.contains(&"AuditorsMayDescribe"), "{policy}");
+    assert!(
+        policy["Statement"].as_array().unwrap().len() >= 2,
+        "the key's own statements stay: {policy}"
+    );
+    let key_id = primary.rsplit('/').next().unwrap().to_string();
+    assert!(key_id.starts_with("mrk-"));
+    for region in ["eu-west-1", "ap-southeast-2"] {
+        let replica = w
+            .key_arn(region, "alias/app-mrk")
+            .expect("replica with its alias");
+        assert!(
+            replica.ends_with(&key_id),
+            "{replica} is a replica of {key_id}"
+        );
+    }
+
+    // Again: zero mutating calls, and it says so.
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(text(&again.stdout).contains("No changes"));
+    let c = w.emu.counters();
+    assert_eq!(
+        c.mutating(PROD),
+        0,
+        "a repeated apply makes no mutating call: {:#?}",
+        c.requests
+    );
+    let plan_after = w.ferry(&["plan", &plan_file]);
+    assert!(text(&plan_after.stdout).contains("No changes"));
+    assert_one_copy_each(&w, &all, &dr);
+
+    // The journal tells the story.
+    let runs = w.ferry(&["runs"]);
+    assert!(text(&runs.stdout).contains("succeeded"));
+    let status = w.ferry(&["status"]);
+    assert_eq!(status.status.code(), Some(0));
+    assert!(text(&status.stdout).contains("nightly/"));
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+#[test]
+fn killed_while_copies_are_pending_then_resumed_copies_each_snapshot_once() {
+    // Copies stay pending long enough to kill ferry in the middle.
+    let w = World::new(json!({ "copy_seconds": 4.0, "max_pending_snapshot_copies": 6 }));
+    let src_key = w.key(SRC, "alias/source");
+    let all = w.snapshots(&src_key, 12, |_| true);
+    let plan_file = w.write_plan(&plan(&[]));
+
+    let mut child = w
+        .command(&["apply", "--yes", &plan_file])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ferry starts");
+    wait_for("some copies in flight", Duration::from_secs(60), || {
+        w.emu.counters().copy_totals.snapshots >= 3
+    });
+    kill(&mut child);
+    let before = w.emu.counters().copy_totals.snapshots;
+    assert!(before < 12, "killed before all copies started ({before})");
+
+    let status = w.ferry(&["status"]);
+    assert!(text(&status.stdout).contains("submitted") || text(&status.stdout).contains("started"));
+    let resumed = w.ferry(&["resume"]);
+    assert_eq!(resumed.status.code(), Some(0));
+    let dr = w.key_arn(DST, "alias/dr-ebs").unwrap();
+    assert_one_copy_each(&w, &all, &dr);
+    assert_eq!(
+        w.emu.counters().copy_totals.snapshots,
+        12,
+        "the emulator's copy counter equals the number of snapshots"
+    );
+}
+
+#[test]
+fn throttled_kms_and_ec2_still_complete() {
+    let w = World::new(json!({
+        "copy_seconds": 0.5,
+        "throttle": true,
+        // Far below AWS's defaults, so that ferry's own limiter (set to AWS's) is throttled.
+        "quotas": {
+            "ec2:CopySnapshot": [2, 2],
+            "ec2:DescribeSnapshots": [3, 3],
+            "kms:DescribeKey": [3, 3],
+            "kms:CreateKey": [1, 1],
+        }
+    }));
+    let src_key = w.key(SRC, "alias/source");
+    let all = w.snapshots(&src_key, 10, |_| true);
+    let plan_file = w.write_plan(&plan(&[]));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no step failed under throttling"
+    );
+    let c = w.emu.counters();
+    assert!(
+        c.totals.throttled > 0,
+        "the emulator did throttle: {:?}",
+        c.totals
+    );
+    let dr = w.key_arn(DST, "alias/dr-ebs").unwrap();
+    assert_one_copy_each(&w, &all, &dr);
+}
+
+fn bad_input(w: &World, plan_text: &str, expect: &[&str]) {
+    let plan_file = w.write_plan(plan_text);
+    w.emu.reset_counters();
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(2), "bad input exits 2");
+    let err = text(&out.stderr);
+    for e in expect {
+        assert!(err.contains(e), "stderr names {e}:\n{err}");
+    }
+    assert!(
+        err.contains("plan.yaml:"),
+        "points at the plan line:\n{err}"
+    );
+    assert_eq!(w.emu.counters().mutating(PROD), 0, "nothing changed");
+    assert!(!w.path(".ferry").exists(), "no run was started");
+}
+
+#[test]
+fn problems_only_aws_can_see_are_refused_before_any_change() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/source");
+    let snaps = w.snapshots(&src_key, 1, |_| false);
+    let with = |dest_key: &str, snaps: &str| {
+        format!(
+            r#"version: 1
+name: e2e
+accounts:
+  prod: {{ id: "{PROD}" }}
+keys:
+  made:
+    account: prod
+    region: {DST}
+    alias: alias/made-by-ferry
+    create: true
+migrations:
+  - id: nightly
+    type: snapshot-copy
+    source: {{ account: prod, region: {SRC}, snapshots: [{snaps}] }}
+    destination: {{ region: {DST}, key: {dest_key} }}
+"#
+        )
+    };
+    // An unknown snapshot.
+    bad_input(
+        &w,
+        &with("made", "snap-0123456789abcdef0"),
+        &["snap-0123456789abcdef0", "does not exist"],
+    );
+    // A key that exists only in another region.
+    bad_input(
+        &w,
+        &with("alias/source", &snaps[0]),
+        &["alias/source", "does not exist in prod/eu-west-2"],
+    );
+    // A disabled key.
+    let disabled = w.key(DST, "alias/disabled");
+    w.rt.block_on(async {
+        w.emu
+            .kms(PROD, DST)
+            .disable_key()
+            .key_id(disabled.rsplit('/').next().unwrap())
+            .send()
+            .await
+            .unwrap();
+    });
+    bad_input(
+        &w,
+        &with("alias/disabled", &snaps[0]),
+        &["alias/disabled", "disabled"],
+    );
+    // An AWS managed key where a customer managed key is needed.
+    w.rt.block_on(async {
+        // The default EBS key comes into being with the first encrypted volume without a key.
+        w.emu
+            .ec2(PROD, DST)
+            .create_volume()
+            .availability_zone(format!("{DST}a"))
+            .size(1)
+            .encrypted(true)
+            .send()
+            .await
+            .unwrap();
+    });
+    bad_input(
+        &w,
+        &with("alias/aws/ebs", &snaps[0]),
+        &["alias/aws/ebs", "AWS managed key"],
+    );
+    // Without --yes and without a terminal to ask on: refuse, say how.
+    let plan_file = w.write_plan(&with("made", &snaps[0]));
+    let out = w.ferry(&["apply", &plan_file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("pass --yes"));
+    assert!(!w.path(".ferry").exists());
+    // A declared account id that the credentials do not belong to.
+    let wrong = with("made", &snaps[0]).replace(PROD, "999999999999");
+    bad_input(&w, &wrong, &["999999999999", "111111111111"]);
+}
