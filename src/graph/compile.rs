@@ -15,6 +15,12 @@ use crate::plan::{AmiCopy, KeyAccess, Migration, Plan, S3Replication, SnapshotCo
 pub struct Inventory {
     /// Migration id -> ids of the resources its tag selector matched.
     pub tagged: BTreeMap<String, Vec<String>>,
+    /// Migration id -> ARNs of the KMS keys behind its source resources (cross-account).
+    #[serde(default)]
+    pub source_keys: BTreeMap<String, Vec<String>>,
+    /// AMI id -> the snapshots behind its block devices.
+    #[serde(default)]
+    pub image_snapshots: BTreeMap<String, Vec<String>>,
 }
 
 /// Compile a checked plan offline. Selectors that need AWS to expand (tags, source keys) stay
@@ -344,7 +350,7 @@ impl<'p> Compiler<'p> {
             src_region,
         );
 
-        let access = cross.then(|| {
+        let access = if cross {
             self.key_access(
                 id,
                 src_account,
@@ -352,9 +358,13 @@ impl<'p> Compiler<'p> {
                 dst_account,
                 m.key_access.as_ref().map(|k| k.value),
             )
-        });
-        if let (Some(a), Some(f)) = (&access, &find) {
-            self.b.depends(a, f);
+        } else {
+            Vec::new()
+        };
+        if let Some(f) = &find {
+            for a in &access {
+                self.b.depends(a, f);
+            }
         }
         let mut copies = Vec::new();
         let mut shares = Vec::new();
@@ -405,13 +415,13 @@ impl<'p> Compiler<'p> {
                 self.b.depends(&copy, s);
                 shares.push((resource.clone(), target.clone(), s.clone()));
             }
-            if let Some(a) = &access {
+            for a in &access {
                 self.b.depends(&copy, a);
             }
             copies.push(copy);
         }
         if cross && m.revoke_after.as_ref().is_some_and(|r| r.value) {
-            for (resource, target, _) in shares {
+            for (resource, target, share) in shares {
                 let mut p = BTreeMap::new();
                 p.insert("with_account".into(), json!(dst_account));
                 let u = self.step(
@@ -424,24 +434,35 @@ impl<'p> Compiler<'p> {
                     target,
                     p,
                 );
+                // The share step's output says whether ferry added the permission.
+                self.b.depends(&u, &share);
                 for c in &copies {
                     self.b.depends(&u, c);
                 }
             }
-            let r = self.revoke_access(
+            let revokes = self.revoke_access(
                 id,
                 src_account,
                 src_region,
                 dst_account,
                 m.key_access.as_ref().map(|k| k.value),
             );
-            for c in &copies {
-                self.b.depends(&r, c);
+            for r in &revokes {
+                for c in &copies {
+                    self.b.depends(r, c);
+                }
+                // The grant step's output says what ferry added, so only that is taken back.
+                for a in &access {
+                    if a.rsplit_once('/').map(|x| x.0) == r.rsplit_once('/').map(|x| x.0) {
+                        self.b.depends(r, a);
+                    }
+                }
             }
         }
     }
 
-    /// One step granting the destination account use of every source key (found at resolve).
+    /// Steps granting the destination account use of each source key: one per key once
+    /// resolved, one standing for "every source key" offline.
     fn key_access(
         &mut self,
         id: &str,
@@ -449,23 +470,20 @@ impl<'p> Compiler<'p> {
         src_region: &str,
         dst_account: &str,
         how: Option<KeyAccess>,
-    ) -> String {
-        let how = how.unwrap_or_default();
+    ) -> Vec<String> {
         let mut p = BTreeMap::new();
         p.insert("with_account".into(), json!(dst_account));
-        p.insert("how".into(), json!(how));
+        p.insert("how".into(), json!(how.unwrap_or_default()));
         p.insert(
             "sid".into(),
             json!(format!("ferry-{}-{}", self.plan.name.value, dst_account)),
         );
-        self.step(
+        self.per_source_key(
             id,
-            "source-keys",
             "grant-access",
             StepKind::GrantKeyAccess,
             src_account,
-            Some(src_region),
-            Target::SourceKeys,
+            src_region,
             p,
         )
     }
@@ -477,20 +495,61 @@ impl<'p> Compiler<'p> {
         src_region: &str,
         dst_account: &str,
         how: Option<KeyAccess>,
-    ) -> String {
+    ) -> Vec<String> {
         let mut p = BTreeMap::new();
         p.insert("with_account".into(), json!(dst_account));
         p.insert("how".into(), json!(how.unwrap_or_default()));
-        self.step(
+        p.insert(
+            "sid".into(),
+            json!(format!("ferry-{}-{}", self.plan.name.value, dst_account)),
+        );
+        self.per_source_key(
             id,
-            "source-keys",
             "revoke-access",
             StepKind::RevokeKeyAccess,
             src_account,
-            Some(src_region),
-            Target::SourceKeys,
+            src_region,
             p,
         )
+    }
+
+    fn per_source_key(
+        &mut self,
+        id: &str,
+        action: &str,
+        kind: StepKind,
+        account: &str,
+        region: &str,
+        params: BTreeMap<String, serde_json::Value>,
+    ) -> Vec<String> {
+        match self.inventory.and_then(|i| i.source_keys.get(id)) {
+            Some(keys) => keys
+                .iter()
+                .map(|arn| {
+                    let key_id = arn.rsplit('/').next().unwrap_or(arn);
+                    self.step(
+                        id,
+                        key_id,
+                        action,
+                        kind,
+                        account,
+                        Some(region),
+                        Target::One(arn.clone()),
+                        params.clone(),
+                    )
+                })
+                .collect(),
+            None => vec![self.step(
+                id,
+                "source-keys",
+                action,
+                kind,
+                account,
+                Some(region),
+                Target::SourceKeys,
+                params,
+            )],
+        }
     }
 
     fn ami_copy(&mut self, m: &'p AmiCopy) {
@@ -521,7 +580,7 @@ impl<'p> Compiler<'p> {
             src_account,
             src_region,
         );
-        let access = cross.then(|| {
+        let access = if cross {
             self.key_access(
                 id,
                 src_account,
@@ -529,9 +588,13 @@ impl<'p> Compiler<'p> {
                 dst_account,
                 m.key_access.as_ref().map(|k| k.value),
             )
-        });
-        if let (Some(a), Some(f)) = (&access, &find) {
-            self.b.depends(a, f);
+        } else {
+            Vec::new()
+        };
+        if let Some(f) = &find {
+            for a in &access {
+                self.b.depends(a, f);
+            }
         }
         let mut copies = Vec::new();
         let mut shares = Vec::new();
@@ -551,8 +614,14 @@ impl<'p> Compiler<'p> {
                     target.clone(),
                     p.clone(),
                 );
-                // The backing snapshots of the image, found when the image is described.
+                // The snapshots behind the image: known once resolved.
                 p.insert("backing_snapshots_of".into(), json!(resource));
+                if let Some(snaps) = self
+                    .inventory
+                    .and_then(|i| i.image_snapshots.get(&resource))
+                {
+                    p.insert("snapshots".into(), json!(snaps));
+                }
                 let snaps = self.step(
                     id,
                     &format!("{resource}-snapshots"),
@@ -602,7 +671,7 @@ impl<'p> Compiler<'p> {
             }
         }
         if cross && m.revoke_after.as_ref().is_some_and(|r| r.value) {
-            for (resource, target, _, _) in shares {
+            for (resource, target, launch, snaps) in shares {
                 let mut p = BTreeMap::new();
                 p.insert("with_account".into(), json!(dst_account));
                 let u1 = self.step(
@@ -616,6 +685,12 @@ impl<'p> Compiler<'p> {
                     p.clone(),
                 );
                 p.insert("backing_snapshots_of".into(), json!(resource));
+                if let Some(list) = self
+                    .inventory
+                    .and_then(|i| i.image_snapshots.get(&resource))
+                {
+                    p.insert("snapshots".into(), json!(list));
+                }
                 let u2 = self.step(
                     id,
                     &format!("{resource}-snapshots"),
@@ -626,20 +701,30 @@ impl<'p> Compiler<'p> {
                     target,
                     p,
                 );
+                self.b.depends(&u1, &launch);
+                self.b.depends(&u2, &snaps);
                 for c in &copies {
                     self.b.depends(&u1, c);
                     self.b.depends(&u2, c);
                 }
             }
-            let r = self.revoke_access(
+            let revokes = self.revoke_access(
                 id,
                 src_account,
                 src_region,
                 dst_account,
                 m.key_access.as_ref().map(|k| k.value),
             );
-            for c in &copies {
-                self.b.depends(&r, c);
+            for r in &revokes {
+                for c in &copies {
+                    self.b.depends(r, c);
+                }
+                // The grant step's output says what ferry added, so only that is taken back.
+                for a in &access {
+                    if a.rsplit_once('/').map(|x| x.0) == r.rsplit_once('/').map(|x| x.0) {
+                        self.b.depends(r, a);
+                    }
+                }
             }
         }
     }

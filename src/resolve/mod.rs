@@ -85,8 +85,10 @@ pub async fn resolve(
     }
     r.keys().await?;
     for m in &plan.migrations {
-        if let Migration::SnapshotCopy(s) = m {
-            r.snapshot_copy(s).await?;
+        match m {
+            Migration::SnapshotCopy(s) => r.snapshot_copy(s).await?,
+            Migration::AmiCopy(a) => r.ami_copy(a).await?,
+            Migration::S3Replication(_) => {}
         }
     }
     if r.problems.is_empty() {
@@ -358,8 +360,228 @@ impl Resolver<'_> {
             self.out.inventory.tagged.insert(m.id.value.clone(), ids);
         }
 
+        if self.cross_account(account, &dst_account) {
+            let span_of = |id: &str| {
+                m.source
+                    .snapshots
+                    .iter()
+                    .find(|s| s.value == id)
+                    .map(|s| s.span)
+                    .or(m.source.tags.as_ref().map(|t| t.span))
+                    .unwrap_or(m.id.span)
+            };
+            let mut ids: Vec<String> = m.source.snapshots.iter().map(|s| s.value.clone()).collect();
+            ids.extend(
+                self.out
+                    .inventory
+                    .tagged
+                    .get(&m.id.value)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            ids.sort();
+            ids.dedup();
+            let mut used = Vec::new();
+            for id in ids {
+                if let Some(f) = self.out.snapshots.get(&id) {
+                    used.push((format!("snapshot {id}"), f.kms_key_id.clone(), span_of(&id)));
+                }
+            }
+            self.source_keys(&m.id.value, account, region, used).await?;
+        }
         self.destination_key(&m.destination.key, &dst_account, &dst_region)
             .await
+    }
+
+    fn cross_account(&self, a: &str, b: &str) -> bool {
+        a != b && self.out.account_ids.get(a) != self.out.account_ids.get(b)
+    }
+
+    /// The source keys of a cross-account migration: each must be a customer managed key
+    /// (AWS managed keys cannot be shared). Unencrypted sources need no key.
+    async fn source_keys(
+        &mut self,
+        migration: &str,
+        account: &str,
+        region: &str,
+        used: Vec<(String, Option<String>, crate::plan::Span)>,
+    ) -> Result<(), ResolveError> {
+        let mut keys: Vec<String> = Vec::new();
+        for (what, key, span) in used {
+            let Some(key) = key else {
+                eprintln!(
+                    "note: {what} is not encrypted; its copy will be encrypted with the destination key"
+                );
+                continue;
+            };
+            match self.describe_key(account, region, &key).await? {
+                None => self.problems.push(
+                    Diagnostic::new(format!(
+                        "{what} is encrypted with {key}, which account `{account}` cannot describe in {region}"
+                    ))
+                    .at(span),
+                ),
+                Some(f) if !f.customer_managed => self.problems.push(
+                    Diagnostic::new(format!(
+                        "{what} is encrypted with the AWS managed key aws/ebs ({}), which cannot be shared with another account",
+                        f.arn
+                    ))
+                    .at(span)
+                    .label("encrypted with an AWS managed key")
+                    .help(format!(
+                        "copy it within account `{account}` under a customer managed key first (e.g. a migration to another region of `{account}` with a key that has `create: true`), then share that copy"
+                    )),
+                ),
+                Some(f) => {
+                    if !keys.contains(&f.arn) {
+                        keys.push(f.arn);
+                    }
+                }
+            }
+        }
+        keys.sort();
+        self.out
+            .inventory
+            .source_keys
+            .insert(migration.to_string(), keys);
+        Ok(())
+    }
+
+    async fn ami_copy(&mut self, m: &crate::plan::AmiCopy) -> Result<(), ResolveError> {
+        let account = m.source.account.value.as_str();
+        let region = m.source.region.value.as_str();
+        let dst_account = m
+            .destination
+            .account
+            .as_ref()
+            .unwrap_or(&m.source.account)
+            .value
+            .clone();
+        let dst_region = m
+            .destination
+            .region
+            .as_ref()
+            .unwrap_or(&m.source.region)
+            .value
+            .clone();
+        let client = self.cx.aws.ec2(account, region);
+        let mut images: Vec<(String, crate::plan::Span, aws_sdk_ec2::types::Image)> = Vec::new();
+
+        if !m.source.images.is_empty() {
+            let ids: Vec<String> = m.source.images.iter().map(|s| s.value.clone()).collect();
+            self.limits
+                .take(&[bucket(account, region, "ec2:DescribeImages")])
+                .await;
+            let out = client
+                .describe_images()
+                .filters(
+                    Filter::builder()
+                        .name("image-id")
+                        .set_values(Some(ids))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+            for wanted in &m.source.images {
+                match out
+                    .images()
+                    .iter()
+                    .find(|i| i.image_id() == Some(wanted.value.as_str()))
+                {
+                    None => self.problems.push(
+                        Diagnostic::new(format!(
+                            "AMI {} does not exist in {account}/{region} (or is not visible to it)",
+                            wanted.value
+                        ))
+                        .at(wanted.span)
+                        .label("unknown AMI"),
+                    ),
+                    Some(i) => images.push((wanted.value.clone(), wanted.span, i.clone())),
+                }
+            }
+        }
+        if let Some(tags) = m.source.tags.as_ref().filter(|t| !t.value.is_empty()) {
+            let mut req = client.describe_images().owners("self");
+            for (k, v) in &tags.value {
+                req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+            }
+            self.limits
+                .take(&[bucket(account, region, "ec2:DescribeImages")])
+                .await;
+            let out = req
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+            let mut ids = Vec::new();
+            for i in out.images() {
+                let ours = i.tags().iter().any(|t| {
+                    t.key() == Some("ferry:plan")
+                        && t.value() == Some(self.plan.name.value.as_str())
+                });
+                if ours {
+                    continue;
+                }
+                let id = i.image_id().unwrap_or_default().to_string();
+                if !images.iter().any(|(x, _, _)| *x == id) {
+                    images.push((id.clone(), tags.span, i.clone()));
+                }
+                ids.push(id);
+            }
+            ids.sort();
+            self.out.inventory.tagged.insert(m.id.value.clone(), ids);
+        }
+
+        let mut used = Vec::new();
+        for (id, span, image) in &images {
+            let state = image
+                .state()
+                .map(|s| s.as_str())
+                .unwrap_or("in an unknown state");
+            if state != "available" {
+                self.problems
+                    .push(Diagnostic::new(format!("AMI {id} is {state}, not available")).at(*span));
+                continue;
+            }
+            let snaps: Vec<String> = image
+                .block_device_mappings()
+                .iter()
+                .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+                .collect();
+            if !snaps.is_empty() {
+                self.limits
+                    .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+                    .await;
+                let out = client
+                    .describe_snapshots()
+                    .filters(
+                        Filter::builder()
+                            .name("snapshot-id")
+                            .set_values(Some(snaps.clone()))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
+                for s in out.snapshots() {
+                    let sid = s.snapshot_id().unwrap_or_default().to_string();
+                    used.push((
+                        format!("AMI {id} (its volume snapshot {sid})"),
+                        s.kms_key_id().map(str::to_string),
+                        *span,
+                    ));
+                    self.out.snapshots.insert(sid, facts(s));
+                }
+            }
+            self.out.inventory.image_snapshots.insert(id.clone(), snaps);
+        }
+        if self.cross_account(account, &dst_account) {
+            self.source_keys(&m.id.value, account, region, used).await?;
+        }
+        if let (Some(key), true) = (&m.destination.key, m.destination.copies()) {
+            self.destination_key(key, &dst_account, &dst_region).await?;
+        }
+        Ok(())
     }
 }
 
