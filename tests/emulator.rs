@@ -595,6 +595,68 @@ async fn key_policy_principals_wildcards_and_grants_allow_snapshot_copies() {
 }
 
 #[tokio::test]
+async fn another_account_uses_a_key_by_arn_only_when_the_key_policy_allows() {
+    let emu = Emulator::shared();
+    let (a, b) = ("100000000026", "100000000027");
+    let key = customer_key(emu, a, SRC).await;
+    let kms_b = emu.kms(b, SRC);
+
+    let err = kms_b
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .expect_err("no policy for B yet");
+    assert_eq!(err.code(), Some("AccessDeniedException"));
+    assert!(
+        err.message()
+            .unwrap_or("")
+            .contains("is not authorized to perform: kms:DescribeKey")
+    );
+
+    allow_account_on_key(
+        &emu.kms(a, SRC),
+        &key,
+        copy_statement(json!(format!("arn:aws:iam::{b}:root"))),
+    )
+    .await;
+    let described = kms_b
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("DescribeKey across accounts");
+    assert_eq!(described.key_metadata().unwrap().aws_account_id(), Some(a));
+    kms_b
+        .create_grant()
+        .key_id(&key)
+        .grantee_principal(format!("arn:aws:iam::{b}:role/ferry-migrator"))
+        .operations(GrantOperation::Decrypt)
+        .name("ferry-test")
+        .send()
+        .await
+        .expect("CreateGrant across accounts");
+    let grants = emu
+        .kms(a, SRC)
+        .list_grants()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grants.grants().len(), 1, "the grant is on A's key");
+
+    // not a cross-account operation: the key does not exist in B
+    let err = kms_b
+        .get_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .send()
+        .await
+        .expect_err("GetKeyPolicy is for the owner");
+    assert_eq!(err.code(), Some("NotFoundException"));
+}
+
+#[tokio::test]
 async fn data_under_the_aws_managed_key_cannot_be_shared() {
     let emu = Emulator::shared();
     let (a, b) = ("100000000031", "100000000032");
