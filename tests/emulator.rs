@@ -1100,6 +1100,9 @@ async fn faults_and_latency_are_configurable_at_runtime() {
 
     let (status, body) = emu.control("POST", "/_ferry/config", Some(r#"{"no_such_knob": 1}"#));
     assert_eq!(status, 400, "{body}");
+    let (status, body) = emu.control("POST", "/_ferry/config", Some(r#"{"fault_rate": 2}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("fault_rate"), "{body}");
 }
 
 // --- counters --------------------------------------------------------------------------------
