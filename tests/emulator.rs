@@ -952,6 +952,19 @@ async fn more_than_twenty_pending_snapshot_copies_are_refused() {
     emu.configure(json!({"max_pending_snapshot_copies": 1}));
     let err = copy().await.expect_err("limit of 1 reached");
     assert_eq!(err.code(), Some("ResourceLimitExceeded"));
+
+    // concurrent copies never get past the limit
+    emu.configure(json!({"max_pending_snapshot_copies": 20}));
+    emu.complete_copies();
+    let results = futures::future::join_all((0..30).map(|_| copy())).await;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 20);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.code() == Some("ResourceLimitExceeded"))
+    );
 }
 
 #[tokio::test]
