@@ -269,6 +269,24 @@ async fn static_credentials_and_assumed_roles_map_to_their_accounts() {
         .expect("the role's snapshot is in the backup account");
     assert_eq!(owned.snapshots()[0].owner_id(), Some(backup));
     assert_eq!(access_key_for(prod), "AKIA100000000001TEST");
+
+    // a child process configured by environment (as the ferry CLI will be) lands in the account
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import boto3; print(boto3.client('sts').get_caller_identity()['Account'])",
+        ])
+        .env_remove("AWS_PROFILE")
+        .envs(emu.env(backup, DST))
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), backup);
 }
 
 // --- cross-account sharing -------------------------------------------------------------------

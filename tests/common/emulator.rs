@@ -169,6 +169,19 @@ impl Emulator {
             .build()
     }
 
+    /// Environment for a child process (e.g. the ferry CLI) acting as `account_id` in `region`
+    /// against this emulator: static credentials, region and `AWS_ENDPOINT_URL`. S3 clients must
+    /// still use path-style addressing.
+    pub fn env(&self, account_id: &str, region: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", access_key_for(account_id)),
+            ("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY.to_string()),
+            ("AWS_REGION", region.to_string()),
+            ("AWS_DEFAULT_REGION", region.to_string()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+
     pub fn ec2(&self, account_id: &str, region: &str) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.sdk_config(account_id, region))
     }
