@@ -269,6 +269,24 @@ async fn static_credentials_and_assumed_roles_map_to_their_accounts() {
         .expect("the role's snapshot is in the backup account");
     assert_eq!(owned.snapshots()[0].owner_id(), Some(backup));
     assert_eq!(access_key_for(prod), "AKIA100000000001TEST");
+
+    // a child process configured by environment (as the ferry CLI will be) lands in the account
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import boto3; print(boto3.client('sts').get_caller_identity()['Account'])",
+        ])
+        .env_remove("AWS_PROFILE")
+        .envs(emu.env(backup, DST))
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), backup);
 }
 
 // --- cross-account sharing -------------------------------------------------------------------
@@ -595,6 +613,68 @@ async fn key_policy_principals_wildcards_and_grants_allow_snapshot_copies() {
 }
 
 #[tokio::test]
+async fn another_account_uses_a_key_by_arn_only_when_the_key_policy_allows() {
+    let emu = Emulator::shared();
+    let (a, b) = ("100000000026", "100000000027");
+    let key = customer_key(emu, a, SRC).await;
+    let kms_b = emu.kms(b, SRC);
+
+    let err = kms_b
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .expect_err("no policy for B yet");
+    assert_eq!(err.code(), Some("AccessDeniedException"));
+    assert!(
+        err.message()
+            .unwrap_or("")
+            .contains("is not authorized to perform: kms:DescribeKey")
+    );
+
+    allow_account_on_key(
+        &emu.kms(a, SRC),
+        &key,
+        copy_statement(json!(format!("arn:aws:iam::{b}:root"))),
+    )
+    .await;
+    let described = kms_b
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("DescribeKey across accounts");
+    assert_eq!(described.key_metadata().unwrap().aws_account_id(), Some(a));
+    kms_b
+        .create_grant()
+        .key_id(&key)
+        .grantee_principal(format!("arn:aws:iam::{b}:role/ferry-migrator"))
+        .operations(GrantOperation::Decrypt)
+        .name("ferry-test")
+        .send()
+        .await
+        .expect("CreateGrant across accounts");
+    let grants = emu
+        .kms(a, SRC)
+        .list_grants()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grants.grants().len(), 1, "the grant is on A's key");
+
+    // not a cross-account operation: the key does not exist in B
+    let err = kms_b
+        .get_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .send()
+        .await
+        .expect_err("GetKeyPolicy is for the owner");
+    assert_eq!(err.code(), Some("NotFoundException"));
+}
+
+#[tokio::test]
 async fn data_under_the_aws_managed_key_cannot_be_shared() {
     let emu = Emulator::shared();
     let (a, b) = ("100000000031", "100000000032");
@@ -822,7 +902,7 @@ async fn copies_stay_pending_with_growing_progress_then_complete() {
     );
 
     // With a short copy time, Progress only grows until the copy completes by itself.
-    emu.configure(json!({"copy_seconds": 1.5}));
+    emu.configure(json!({"copy_seconds": 3}));
     let quick = ec2_dst
         .copy_snapshot()
         .source_snapshot_id(&snap)
@@ -835,7 +915,7 @@ async fn copies_stay_pending_with_growing_progress_then_complete() {
         .to_string();
     let mut last = -1i64;
     let mut seen_pending = false;
-    for _ in 0..200 {
+    for _ in 0..400 {
         let s = describe_snapshot(&ec2_dst, &quick).await;
         let progress: i64 = s.progress().unwrap().trim_end_matches('%').parse().unwrap();
         assert!(progress >= last, "progress went back: {last} -> {progress}");
@@ -890,6 +970,19 @@ async fn more_than_twenty_pending_snapshot_copies_are_refused() {
     emu.configure(json!({"max_pending_snapshot_copies": 1}));
     let err = copy().await.expect_err("limit of 1 reached");
     assert_eq!(err.code(), Some("ResourceLimitExceeded"));
+
+    // concurrent copies never get past the limit
+    emu.configure(json!({"max_pending_snapshot_copies": 20}));
+    emu.complete_copies();
+    let results = futures::future::join_all((0..30).map(|_| copy())).await;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(accepted, 20);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.code() == Some("ResourceLimitExceeded"))
+    );
 }
 
 #[tokio::test]
@@ -1007,7 +1100,6 @@ async fn throttling_answers_with_each_services_error() {
             .await
             .expect("retried through throttling");
     }
-    assert!(emu.counters().throttled(a, "ec2", "DescribeImages") > 1);
 }
 
 #[tokio::test]
@@ -1039,6 +1131,9 @@ async fn faults_and_latency_are_configurable_at_runtime() {
 
     let (status, body) = emu.control("POST", "/_ferry/config", Some(r#"{"no_such_knob": 1}"#));
     assert_eq!(status, 400, "{body}");
+    let (status, body) = emu.control("POST", "/_ferry/config", Some(r#"{"fault_rate": 2}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("fault_rate"), "{body}");
 }
 
 // --- counters --------------------------------------------------------------------------------

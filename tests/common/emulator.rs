@@ -124,8 +124,12 @@ impl Emulator {
     /// One emulator for the whole test binary, started on first use. Tests sharing it must use
     /// their own account ids and must not change its configuration.
     pub fn shared() -> &'static Emulator {
-        static SHARED: OnceLock<Emulator> = OnceLock::new();
-        SHARED.get_or_init(Emulator::start)
+        SHARED.get_or_init(|| {
+            let emulator = Emulator::start();
+            // SAFETY: registers a plain extern "C" function, run once when the process exits.
+            unsafe { libc::atexit(stop_shared) };
+            emulator
+        })
     }
 
     /// `http://127.0.0.1:PORT`
@@ -163,6 +167,19 @@ impl Emulator {
             .credentials_provider(credentials)
             .endpoint_url(&self.endpoint)
             .build()
+    }
+
+    /// Environment for a child process (e.g. the ferry CLI) acting as `account_id` in `region`
+    /// against this emulator: static credentials, region and `AWS_ENDPOINT_URL`. S3 clients must
+    /// still use path-style addressing.
+    pub fn env(&self, account_id: &str, region: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", access_key_for(account_id)),
+            ("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY.to_string()),
+            ("AWS_REGION", region.to_string()),
+            ("AWS_DEFAULT_REGION", region.to_string()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
     }
 
     pub fn ec2(&self, account_id: &str, region: &str) -> aws_sdk_ec2::Client {
@@ -261,6 +278,29 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         kill_group(&mut self.child);
+    }
+}
+
+static SHARED: OnceLock<Emulator> = OnceLock::new();
+
+/// Statics are never dropped: stop the shared emulator when the test binary exits normally (the
+/// server's parent watch covers a test binary that is killed).
+extern "C" fn stop_shared() {
+    let Some(emulator) = SHARED.get() else { return };
+    let pid = emulator.child.id() as libc::pid_t;
+    // SAFETY: signals and reaps only the process group and child this module spawned.
+    unsafe {
+        libc::kill(-pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
+            if Instant::now() > deadline {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -14,6 +14,7 @@ In backup: an IAM role ferry-migrator that prod's root may assume.
 import argparse
 import json
 import sys
+import urllib.request
 
 import boto3
 
@@ -144,9 +145,18 @@ def main() -> None:
     parser.add_argument(
         "--endpoint", required=True, help="the emulator, e.g. http://127.0.0.1:4566"
     )
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="forget everything in the emulator first (POST /_ferry/reset): the seed needs a "
+        "fresh emulator, its alias and bucket names are fixed",
+    )
     args = parser.parse_args()
     if not args.endpoint.startswith(("http://127.0.0.1:", "http://localhost:")):
         sys.exit("seed_demo.py only talks to a local emulator (http://127.0.0.1:PORT)")
+    if args.reset:
+        request = urllib.request.Request(f"{args.endpoint}/_ferry/reset", method="POST")
+        urllib.request.urlopen(request, timeout=30).read()
     print(json.dumps(seed(args.endpoint), indent=2))
 
 

@@ -31,7 +31,7 @@ def _watch_parent(pid: int) -> None:
             pass
         if os.getppid() != pid:
             os._exit(0)
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def main() -> None:

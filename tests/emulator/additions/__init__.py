@@ -12,6 +12,7 @@ def install() -> None:
         ebs_default_encryption,
         ec2_copies,
         ec2_shared,
+        kms_cross_account,
         s3_replication,
     )
 
@@ -20,4 +21,5 @@ def install() -> None:
     ebs_default_encryption.install()
     ec2_shared.install()
     ec2_copies.install()
+    kms_cross_account.install()
     s3_replication.install()

@@ -107,10 +107,7 @@ def _register_image(self: AmisResponse) -> ActionResult:
             if snap is not None and not snap.from_ami:
                 snap.from_ami = ami_id
         backend.amis[ami_id] = image
-    from moto.ec2.utils import convert_tag_spec
-
-    tags = convert_tag_spec(self._get_param("TagSpecifications", []) or [])
-    image.add_tags(tags.get("image", {}))
+    image.add_tags(self._parse_tag_specification().get("image", {}))
     return ActionResult({"ImageId": image.id})
 
 

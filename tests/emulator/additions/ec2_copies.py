@@ -33,7 +33,7 @@ from moto.ec2.models.amis import Ami
 from moto.ec2.models.elastic_block_store import Snapshot
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
-from moto.ec2.utils import convert_tag_spec, random_ami_id, random_snapshot_id
+from moto.ec2.utils import random_ami_id, random_snapshot_id
 
 from . import kms_access, state
 from .ami_devices import make_image
@@ -197,8 +197,8 @@ def _check_snapshot_limit(account: str, region: str, adding: int) -> None:
 
 
 def _tags(resp: Any) -> dict[str, dict[str, str]]:
-    spec = resp._get_param("TagSpecifications", []) or resp._get_param("TagSpecification", [])
-    return convert_tag_spec(spec or [])
+    # moto's parser: InvalidParameter / empty-tag errors as EC2 gives them
+    return resp._parse_tag_specification()
 
 
 # --- CopySnapshot ---------------------------------------------------------------------------

@@ -62,6 +62,11 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def principal_in_account(principal: Any, account: str) -> bool:
+    """Whether a policy principal or grantee names `account` (root, any ARN in it, or "*")."""
+    return _principal_matches(principal, account)
+
+
 def _principal_matches(principal: Any, account: str) -> bool:
     if principal == "*":
         return True

@@ -71,12 +71,41 @@ def initial_config() -> dict[str, Any]:
 _STARTUP: dict[str, Any] = {}
 
 
+def _number(key: str, value: Any, low: float = 0.0, high: float | None = None) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low
+    if not ok or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{key} must be a number {bounds}, got {value!r}")
+
+
 def validate(update: Any) -> dict[str, Any]:
+    """Refuses unknown keys and values of the wrong kind (ValueError, answered with HTTP 400)."""
     if not isinstance(update, dict):
         raise ValueError("configuration must be a JSON object")
     unknown = sorted(set(update) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
+    for key, value in update.items():
+        if key in ("copy_seconds", "throttle_scale", "latency_ms"):
+            _number(key, value)
+        elif key in ("max_pending_snapshot_copies", "max_pending_image_copies"):
+            _number(key, value, 1)
+        elif key == "fault_rate":
+            _number(key, value, 0, 1)
+        elif key in ("throttle", "enforce_kms") and not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        elif key == "kms_denied" and value not in ("async", "sync"):
+            raise ValueError(f'kms_denied must be "async" or "sync", got {value!r}')
+        elif key == "seed" and value is not None and not isinstance(value, int):
+            raise ValueError(f"seed must be an integer or null, got {value!r}")
+        elif key == "quotas":
+            if not isinstance(value, dict):
+                raise ValueError('quotas must be an object {"service:bucket": [size, refill]}')
+            for name, q in value.items():
+                if not (isinstance(q, list) and len(q) == 2):
+                    raise ValueError(f"quotas[{name!r}] must be [size, refill_per_second]")
+                _number(f"quotas[{name!r}] size", q[0])
+                _number(f"quotas[{name!r}] refill", q[1])
     return update
 
 
