@@ -105,6 +105,39 @@ fn key_owner(name: &str) -> String {
     format!("key.{name}")
 }
 
+/// What every step that shares with another account needs: who, where its copies go, and
+/// whether the share is taken back afterwards (then a finished copy makes sharing unneeded).
+fn share_params(
+    dst_account: &str,
+    dst_region: &str,
+    revoke: bool,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut p = BTreeMap::new();
+    p.insert("with_account".into(), json!(dst_account));
+    p.insert("destination_region".into(), json!(dst_region));
+    p.insert("revoke_after".into(), json!(revoke));
+    p
+}
+
+/// Share parameters plus the migration's known source resources (for key access).
+fn access_params(
+    dst_account: &str,
+    dst_region: &str,
+    revoke: bool,
+    targets: &[(String, Target)],
+) -> BTreeMap<String, serde_json::Value> {
+    let mut p = share_params(dst_account, dst_region, revoke);
+    let sources: Vec<&str> = targets
+        .iter()
+        .filter_map(|(_, t)| match t {
+            Target::One(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    p.insert("sources".into(), json!(sources));
+    p
+}
+
 /// Tags ferry puts on everything it creates for a migration (plan-format.md, "Tags").
 fn ferry_tags(plan: &Plan, migration: &str, extra: &BTreeMap<String, String>) -> serde_json::Value {
     let mut tags = plan.settings.tags.value.clone();
@@ -349,13 +382,15 @@ impl<'p> Compiler<'p> {
             src_account,
             src_region,
         );
+        let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
+        let access_params = access_params(dst_account, dst_region, revoke, &targets);
 
         let access = if cross {
             self.key_access(
                 id,
                 src_account,
                 src_region,
-                dst_account,
+                access_params.clone(),
                 m.key_access.as_ref().map(|k| k.value),
             )
         } else {
@@ -371,7 +406,7 @@ impl<'p> Compiler<'p> {
         for (resource, target) in targets {
             let share = cross.then(|| {
                 let mut p = BTreeMap::new();
-                p.insert("with_account".into(), json!(dst_account));
+                p.extend(share_params(dst_account, dst_region, revoke));
                 let s = self.step(
                     id,
                     &resource,
@@ -420,10 +455,10 @@ impl<'p> Compiler<'p> {
             }
             copies.push(copy);
         }
-        if cross && m.revoke_after.as_ref().is_some_and(|r| r.value) {
+        if cross && revoke {
             for (resource, target, share) in shares {
                 let mut p = BTreeMap::new();
-                p.insert("with_account".into(), json!(dst_account));
+                p.extend(share_params(dst_account, dst_region, revoke));
                 let u = self.step(
                     id,
                     &resource,
@@ -444,7 +479,7 @@ impl<'p> Compiler<'p> {
                 id,
                 src_account,
                 src_region,
-                dst_account,
+                access_params.clone(),
                 m.key_access.as_ref().map(|k| k.value),
             );
             for r in &revokes {
@@ -468,11 +503,10 @@ impl<'p> Compiler<'p> {
         id: &str,
         src_account: &str,
         src_region: &str,
-        dst_account: &str,
+        mut p: BTreeMap<String, serde_json::Value>,
         how: Option<KeyAccess>,
     ) -> Vec<String> {
-        let mut p = BTreeMap::new();
-        p.insert("with_account".into(), json!(dst_account));
+        let dst_account = p["with_account"].as_str().unwrap_or_default().to_string();
         p.insert("how".into(), json!(how.unwrap_or_default()));
         p.insert(
             "sid".into(),
@@ -493,11 +527,10 @@ impl<'p> Compiler<'p> {
         id: &str,
         src_account: &str,
         src_region: &str,
-        dst_account: &str,
+        mut p: BTreeMap<String, serde_json::Value>,
         how: Option<KeyAccess>,
     ) -> Vec<String> {
-        let mut p = BTreeMap::new();
-        p.insert("with_account".into(), json!(dst_account));
+        let dst_account = p["with_account"].as_str().unwrap_or_default().to_string();
         p.insert("how".into(), json!(how.unwrap_or_default()));
         p.insert(
             "sid".into(),
@@ -580,12 +613,14 @@ impl<'p> Compiler<'p> {
             src_account,
             src_region,
         );
+        let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
+        let access_params = access_params(dst_account, dst_region, revoke, &targets);
         let access = if cross {
             self.key_access(
                 id,
                 src_account,
                 src_region,
-                dst_account,
+                access_params.clone(),
                 m.key_access.as_ref().map(|k| k.value),
             )
         } else {
@@ -603,7 +638,7 @@ impl<'p> Compiler<'p> {
             let mut image_shares = Vec::new();
             if cross {
                 let mut p = BTreeMap::new();
-                p.insert("with_account".into(), json!(dst_account));
+                p.extend(share_params(dst_account, dst_region, revoke));
                 let launch = self.step(
                     id,
                     &resource,
@@ -670,10 +705,10 @@ impl<'p> Compiler<'p> {
                 copies.push(copy);
             }
         }
-        if cross && m.revoke_after.as_ref().is_some_and(|r| r.value) {
+        if cross && revoke {
             for (resource, target, launch, snaps) in shares {
                 let mut p = BTreeMap::new();
-                p.insert("with_account".into(), json!(dst_account));
+                p.extend(share_params(dst_account, dst_region, revoke));
                 let u1 = self.step(
                     id,
                     &resource,
@@ -712,7 +747,7 @@ impl<'p> Compiler<'p> {
                 id,
                 src_account,
                 src_region,
-                dst_account,
+                access_params.clone(),
                 m.key_access.as_ref().map(|k| k.value),
             );
             for r in &revokes {
