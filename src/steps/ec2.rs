@@ -106,52 +106,6 @@ impl CopySnapshot {
         found.sort_by_key(|(_, state, _)| *state != SnapshotState::Completed);
         Ok(found.into_iter().next())
     }
-
-    /// The destination key's ARN: from the step that made it, from the resolve stage, or
-    /// looked up.
-    async fn key_arn(&self, cx: &StepCx<'_, Cx>) -> Result<String, StepError> {
-        let key = self.base.param("key").unwrap_or_default();
-        if let Some(name) = self.base.param("key_name") {
-            let replica = format!("key.{name}/replica-{}/replicate", self.base.region);
-            let created = format!("key.{name}/key/create");
-            for dep in [replica, created] {
-                if let Some(arn) = cx
-                    .input(&dep)
-                    .and_then(|o| o.get("arn"))
-                    .and_then(Value::as_str)
-                    && arn.split(':').nth(3) == Some(self.base.region.as_str())
-                {
-                    return Ok(arn.to_string());
-                }
-            }
-        }
-        if let Some(arn) = cx
-            .ctx()
-            .known_key(&self.base.account, &self.base.region, key)
-        {
-            return Ok(arn);
-        }
-        let k = super::kms::describe(
-            cx.ctx(),
-            cx.limits(),
-            &self.base.account,
-            &self.base.region,
-            key,
-        )
-        .await
-        .map_err(|e| failed(e, &["NotFoundException"]))?
-        .ok_or_else(|| {
-            StepError::new(
-                ErrorClass::NotYetConsistent,
-                "NotFoundException",
-                format!(
-                    "destination key {key} not found in {}/{}",
-                    self.base.account, self.base.region
-                ),
-            )
-        })?;
-        Ok(k.arn)
-    }
 }
 
 #[async_trait]
@@ -183,7 +137,7 @@ impl Step<Cx> for CopySnapshot {
     }
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
-        let key = self.key_arn(cx).await?;
+        let key = key_arn(cx, &self.base).await?;
         let source_region = self
             .base
             .param("source_region")
@@ -228,6 +182,43 @@ impl Step<Cx> for CopySnapshot {
             id,
         }))
     }
+}
+
+/// The destination key's ARN: from the step that made it, from the resolve stage, or
+/// looked up.
+async fn key_arn(cx: &StepCx<'_, Cx>, base: &Base) -> Result<String, StepError> {
+    let key = base.param("key").unwrap_or_default();
+    if let Some(name) = base.param("key_name") {
+        let replica = format!("key.{name}/replica-{}/replicate", base.region);
+        let created = format!("key.{name}/key/create");
+        for dep in [replica, created] {
+            if let Some(arn) = cx
+                .input(&dep)
+                .and_then(|o| o.get("arn"))
+                .and_then(Value::as_str)
+                && arn.split(':').nth(3) == Some(base.region.as_str())
+            {
+                return Ok(arn.to_string());
+            }
+        }
+    }
+    if let Some(arn) = cx.ctx().known_key(&base.account, &base.region, key) {
+        return Ok(arn);
+    }
+    let k = super::kms::describe(cx.ctx(), cx.limits(), &base.account, &base.region, key)
+        .await
+        .map_err(|e| failed(e, &["NotFoundException"]))?
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorClass::NotYetConsistent,
+                "NotFoundException",
+                format!(
+                    "destination key {key} not found in {}/{}",
+                    base.account, base.region
+                ),
+            )
+        })?;
+    Ok(k.arn)
 }
 
 /// Follows pending snapshot copies: one DescribeSnapshots per (account, region) per tick.
@@ -286,6 +277,267 @@ impl Poller<Cx> for SnapshotPoller {
                             .progress()
                             .and_then(|p| p.trim_end_matches('%').parse().ok()),
                     },
+                };
+                answers.push((id, answer));
+            }
+        }
+        Ok(answers)
+    }
+}
+
+/// Poll key prefix of image copies: `ec2.image/<account>/<region>`.
+pub const IMAGE_POLL: &str = "ec2.image";
+
+/// `ec2.copy-image`: CopyImage into this step's account and region, re-encrypting every volume
+/// with the destination key, with a deterministic `ClientToken` so a repeat never copies twice.
+pub struct CopyImage {
+    base: Base,
+    gate: String,
+    poll_key: String,
+}
+
+impl CopyImage {
+    pub fn new(spec: &StepSpec) -> Self {
+        let base = Base::new(spec, "ec2:CopyImage");
+        CopyImage {
+            gate: format!("{IMAGE_COPY_GATE}/{}/{}", base.account, base.region),
+            poll_key: format!("{IMAGE_POLL}/{}/{}", base.account, base.region),
+            base,
+        }
+    }
+
+    fn source(&self) -> &str {
+        &self.base.target
+    }
+
+    fn tags(&self) -> Map<String, Value> {
+        let mut tags = match self.base.params.get("tags") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        tags.insert("ferry:source".into(), json!(self.source()));
+        tags
+    }
+
+    /// ≤ 64 ASCII characters, the same for the same (plan, migration, image, destination, key)
+    /// and attempt; a failed earlier copy (`attempt`) gets a fresh token.
+    fn client_token(&self, cx: &Cx, attempt: usize) -> String {
+        use sha2::Digest;
+        let material = format!(
+            "{}|{}|{}|{}|{}|{}|{}",
+            cx.plan,
+            self.base.owner,
+            self.source(),
+            cx.account_id(&self.base.account),
+            self.base.region,
+            self.base.param("key").unwrap_or_default(),
+            attempt
+        );
+        let digest = hex::encode(sha2::Sha256::digest(material.as_bytes()));
+        format!("ferry-{}", &digest[..58])
+    }
+
+    /// Copies of this image this migration made earlier: (id, state).
+    async fn earlier_copies(
+        &self,
+        cx: &StepCx<'_, Cx>,
+    ) -> Result<Vec<(String, String)>, StepError> {
+        let c = cx.ctx();
+        cx.limits()
+            .take(&[bucket(
+                &self.base.account,
+                &self.base.region,
+                "ec2:DescribeImages",
+            )])
+            .await;
+        let tags = self.tags();
+        let mut req = c
+            .aws
+            .ec2(&self.base.account, &self.base.region)
+            .describe_images()
+            .owners("self");
+        for k in ["ferry:plan", "ferry:migration", "ferry:source"] {
+            if let Some(v) = tags.get(k).and_then(Value::as_str) {
+                req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+            }
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+        Ok(out
+            .images()
+            .iter()
+            .map(|i| {
+                (
+                    i.image_id().unwrap_or_default().to_string(),
+                    i.state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for CopyImage {
+    step_identity!();
+
+    fn gate(&self) -> Option<&str> {
+        Some(&self.gate)
+    }
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+        let copies = self.earlier_copies(cx).await?;
+        if let Some((id, _)) = copies.iter().find(|(_, s)| s == "available") {
+            return Ok(Observation::Done(
+                json!({ "image_id": id, "source": self.source() }),
+            ));
+        }
+        if let Some((id, _)) = copies.iter().find(|(_, s)| s == "pending") {
+            return Ok(Observation::InProgress(Submitted {
+                poll_key: self.poll_key.clone(),
+                id: id.clone(),
+            }));
+        }
+        let failed_copies: Vec<&String> = copies.iter().map(|(id, _)| id).collect();
+        Ok(Observation::Todo(todo(
+            "create",
+            json!({ "copy_of": self.source(), "key": self.base.param("key"), "failed_copies": failed_copies }),
+        )))
+    }
+
+    fn intent(&self, change: &Value) -> Value {
+        let attempt = change
+            .get("failed_copies")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        json!({ "tags": self.tags(), "attempt": attempt })
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
+        let c = cx.ctx();
+        let client = c.aws.ec2(&self.base.account, &self.base.region);
+        let failed_copies: Vec<String> = change
+            .get("failed_copies")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A failed copy is ferry's own (tagged): clear it away so the next copy gets the name.
+        for id in &failed_copies {
+            let _ = client.deregister_image().image_id(id).send().await;
+        }
+        let key = key_arn(cx, &self.base).await?;
+        let source_region = self
+            .base
+            .param("source_region")
+            .unwrap_or(&self.base.region);
+        let mut image_tags = TagSpecification::builder().resource_type(ResourceType::Image);
+        let mut snapshot_tags = TagSpecification::builder().resource_type(ResourceType::Snapshot);
+        for (k, v) in self.tags() {
+            let t = Tag::builder()
+                .key(k)
+                .value(v.as_str().unwrap_or_default())
+                .build();
+            image_tags = image_tags.tags(t.clone());
+            snapshot_tags = snapshot_tags.tags(t);
+        }
+        let out = client
+            .copy_image()
+            .source_image_id(self.source())
+            .source_region(source_region)
+            .name(format!(
+                "ferry-{}-{}-{}",
+                c.plan,
+                self.base.owner,
+                self.source()
+            ))
+            .description(format!(
+                "ferry: copy of {} ({}/{})",
+                self.source(),
+                c.plan,
+                self.base.owner
+            ))
+            .encrypted(true)
+            .kms_key_id(&key)
+            .client_token(self.client_token(c, failed_copies.len()))
+            .tag_specifications(image_tags.build())
+            .tag_specifications(snapshot_tags.build())
+            .send()
+            .await
+            .map_err(|e| failed(ec2_error("CopyImage")(e), &[]))?;
+        let id = out.image_id().unwrap_or_default().to_string();
+        if id.is_empty() {
+            return Err(StepError::permanent(
+                "NoImageId",
+                "CopyImage returned no image id",
+            ));
+        }
+        Ok(Applied::Submitted(Submitted {
+            poll_key: self.poll_key.clone(),
+            id,
+        }))
+    }
+}
+
+/// Follows pending image copies: one DescribeImages per (account, region) per tick.
+pub struct ImagePoller;
+
+#[async_trait]
+impl Poller<Cx> for ImagePoller {
+    async fn poll(
+        &self,
+        ctx: &Arc<Cx>,
+        limits: &Arc<Limits>,
+        poll_key: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, PollAnswer)>, StepError> {
+        let mut parts = poll_key.splitn(3, '/');
+        let (_, account, region) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let client = ctx.aws.ec2(account, region);
+        let mut answers = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(FILTER_VALUES) {
+            limits
+                .take(&[bucket(account, region, "ec2:DescribeImages")])
+                .await;
+            let out = client
+                .describe_images()
+                .filters(
+                    Filter::builder()
+                        .name("image-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+            for i in out.images() {
+                let id = i.image_id().unwrap_or_default().to_string();
+                let answer = match i.state().map(|s| s.as_str()) {
+                    Some("available") => PollAnswer::Done(json!({
+                        "image_id": id,
+                        "snapshots": i.block_device_mappings().iter().filter_map(|b| b.ebs().and_then(|e| e.snapshot_id())).collect::<Vec<_>>(),
+                    })),
+                    Some("failed") | Some("error") | Some("invalid") | Some("deregistered") => {
+                        PollAnswer::Failed(StepError::permanent(
+                            "ImageCopyFailed",
+                            format!(
+                                "the copy {id} failed: {}",
+                                i.state_reason().and_then(|r| r.message()).unwrap_or("no reason given")
+                            ),
+                        ).with_hint("if the message names a KMS key, the destination account cannot use the source key: check the key access step and the key policy"))
+                    }
+                    _ => PollAnswer::Pending { percent: None },
                 };
                 answers.push((id, answer));
             }

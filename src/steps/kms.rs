@@ -473,12 +473,21 @@ impl Step<Cx> for ReplicateKey {
 /// `kms.merge-key-policy`: statements merged into the key policy by Sid; the rest untouched.
 pub struct MergeKeyPolicy {
     base: Base,
+    gate: String,
 }
 
 impl MergeKeyPolicy {
     pub fn new(spec: &StepSpec) -> Self {
+        let base = Base::new(spec, "kms:PutKeyPolicy");
         MergeKeyPolicy {
-            base: Base::new(spec, "kms:PutKeyPolicy"),
+            gate: format!(
+                "{}/{}/{}/{}",
+                super::KEY_POLICY_GATE,
+                base.account,
+                base.region,
+                base.target
+            ),
+            base,
         }
     }
 
@@ -516,6 +525,10 @@ impl MergeKeyPolicy {
 #[async_trait]
 impl Step<Cx> for MergeKeyPolicy {
     step_identity!();
+
+    fn gate(&self) -> Option<&str> {
+        Some(&self.gate)
+    }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
         let statements = self.statements();

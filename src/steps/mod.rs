@@ -4,6 +4,7 @@
 pub mod ec2;
 pub mod kms;
 pub mod policy;
+pub mod share;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -103,6 +104,10 @@ pub fn todo(action: &str, detail: Value) -> Value {
     v
 }
 
+/// Gate serializing edits of one key's policy (`key-policy/<key>`): PutKeyPolicy replaces the
+/// whole document, so two read-merge-write edits of one key must not overlap.
+pub const KEY_POLICY_GATE: &str = "key-policy";
+
 /// Token bucket key for one API call in one account and region.
 pub fn bucket(account: &str, region: &str, api: &str) -> String {
     format!("{account}/{region}/{api}")
@@ -131,6 +136,7 @@ pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limit
             }
         }
     }
+    gates.insert(KEY_POLICY_GATE.to_string(), 1);
     Limits::new(buckets, gates)
 }
 
@@ -157,6 +163,14 @@ fn step_for(spec: &StepSpec) -> Arc<dyn Step<Cx>> {
         StepKind::ReplicateKey => Arc::new(kms::ReplicateKey::new(spec)),
         StepKind::MergeKeyPolicy => Arc::new(kms::MergeKeyPolicy::new(spec)),
         StepKind::CopySnapshot => Arc::new(ec2::CopySnapshot::new(spec)),
+        StepKind::CopyImage => Arc::new(ec2::CopyImage::new(spec)),
+        StepKind::ShareSnapshot
+        | StepKind::UnshareSnapshot
+        | StepKind::ShareImage
+        | StepKind::UnshareImage => Arc::new(share::Permission::new(spec)),
+        StepKind::GrantKeyAccess | StepKind::RevokeKeyAccess => {
+            Arc::new(share::KeyAccess::new(spec))
+        }
         _ => Arc::new(NotYet::new(spec)),
     }
 }
