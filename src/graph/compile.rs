@@ -40,6 +40,7 @@ fn compile_with(plan: &Plan, inventory: Option<&Inventory>) -> Result<StepGraph,
         inventory,
         b: GraphBuilder::new(),
         migration_steps: BTreeMap::new(),
+        shared_keys: Vec::new(),
     };
     c.keys();
     for m in &plan.migrations {
@@ -57,6 +58,7 @@ fn compile_with(plan: &Plan, inventory: Option<&Inventory>) -> Result<StepGraph,
         c.migration_steps.insert(m.id().value.clone(), ends);
     }
     c.migration_dependencies();
+    c.revokes_after_every_copy();
     c.b.seal()
 }
 
@@ -66,6 +68,17 @@ struct Compiler<'p> {
     b: GraphBuilder,
     /// First and last steps of each migration.
     migration_steps: BTreeMap<String, Ends>,
+    /// Per cross-account migration: (destination account, its key-access steps, its
+    /// revoke-access steps, its copies), for ordering revokes after everyone's copies.
+    shared_keys: Vec<SharedKeys>,
+}
+
+struct SharedKeys {
+    migration: String,
+    with_account: String,
+    grants: Vec<String>,
+    revokes: Vec<String>,
+    copies: Vec<String>,
 }
 
 /// A migration's steps that wait for nothing else in it (`first`) and that nothing in it waits
@@ -385,7 +398,8 @@ impl<'p> Compiler<'p> {
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
         let access_params = access_params(dst_account, dst_region, revoke, &targets);
 
-        let access = if cross {
+        let manage_access = m.key_access.as_ref().map(|k| k.value) != Some(KeyAccess::None);
+        let access = if cross && manage_access {
             self.key_access(
                 id,
                 src_account,
@@ -475,13 +489,17 @@ impl<'p> Compiler<'p> {
                     self.b.depends(&u, c);
                 }
             }
-            let revokes = self.revoke_access(
-                id,
-                src_account,
-                src_region,
-                access_params.clone(),
-                m.key_access.as_ref().map(|k| k.value),
-            );
+            let revokes = if !manage_access {
+                Vec::new()
+            } else {
+                self.revoke_access(
+                    id,
+                    src_account,
+                    src_region,
+                    access_params.clone(),
+                    m.key_access.as_ref().map(|k| k.value),
+                )
+            };
             for r in &revokes {
                 for c in &copies {
                     self.b.depends(r, c);
@@ -493,6 +511,20 @@ impl<'p> Compiler<'p> {
                     }
                 }
             }
+        }
+        if cross {
+            let revokes: Vec<String> = access
+                .iter()
+                .map(|a| a.replace("/grant-access", "/revoke-access"))
+                .filter(|r| self.b.contains(r))
+                .collect();
+            self.shared_keys.push(SharedKeys {
+                migration: id.to_string(),
+                with_account: dst_account.to_string(),
+                grants: access,
+                revokes,
+                copies,
+            });
         }
     }
 
@@ -615,7 +647,8 @@ impl<'p> Compiler<'p> {
         );
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
         let access_params = access_params(dst_account, dst_region, revoke, &targets);
-        let access = if cross {
+        let manage_access = m.key_access.as_ref().map(|k| k.value) != Some(KeyAccess::None);
+        let access = if cross && manage_access {
             self.key_access(
                 id,
                 src_account,
@@ -743,13 +776,17 @@ impl<'p> Compiler<'p> {
                     self.b.depends(&u2, c);
                 }
             }
-            let revokes = self.revoke_access(
-                id,
-                src_account,
-                src_region,
-                access_params.clone(),
-                m.key_access.as_ref().map(|k| k.value),
-            );
+            let revokes = if !manage_access {
+                Vec::new()
+            } else {
+                self.revoke_access(
+                    id,
+                    src_account,
+                    src_region,
+                    access_params.clone(),
+                    m.key_access.as_ref().map(|k| k.value),
+                )
+            };
             for r in &revokes {
                 for c in &copies {
                     self.b.depends(r, c);
@@ -761,6 +798,20 @@ impl<'p> Compiler<'p> {
                     }
                 }
             }
+        }
+        if cross {
+            let revokes: Vec<String> = access
+                .iter()
+                .map(|a| a.replace("/grant-access", "/revoke-access"))
+                .filter(|r| self.b.contains(r))
+                .collect();
+            self.shared_keys.push(SharedKeys {
+                migration: id.to_string(),
+                with_account: dst_account.to_string(),
+                grants: access,
+                revokes,
+                copies,
+            });
         }
     }
 
@@ -951,6 +1002,63 @@ impl<'p> Compiler<'p> {
             );
             self.b.depends(&b, &replication);
         }
+    }
+
+    /// A statement or grant for one account on one key serves every migration that shares that
+    /// key with that account: taking it back must wait for all their copies, not only its own.
+    fn revokes_after_every_copy(&mut self) {
+        let key_of = |step: &str| {
+            step.rsplit_once('/')
+                .map(|x| x.0.rsplit_once('/').map_or(x.0, |y| y.1).to_string())
+        };
+        let mut edges = Vec::new();
+        for r in &self.shared_keys {
+            for other in &self.shared_keys {
+                // A migration that runs after this one (depends_on) re-grants what it needs itself.
+                if std::ptr::eq(r, other)
+                    || r.with_account != other.with_account
+                    || self.runs_after(&other.migration, &r.migration)
+                {
+                    continue;
+                }
+                for revoke in &r.revokes {
+                    let k = key_of(revoke);
+                    let shares_key = other.grants.iter().any(|g| {
+                        let gk = key_of(g);
+                        gk == k
+                            || gk.as_deref() == Some("source-keys")
+                            || k.as_deref() == Some("source-keys")
+                    });
+                    if shares_key {
+                        edges.extend(other.copies.iter().map(|c| (revoke.clone(), c.clone())));
+                    }
+                }
+            }
+        }
+        for (a, b) in edges {
+            self.b.depends(&a, &b);
+        }
+    }
+
+    /// Whether migration `a` waits, directly or not, for migration `b`.
+    fn runs_after(&self, a: &str, b: &str) -> bool {
+        let mut stack = vec![a];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(m) = stack.pop() {
+            if !seen.insert(m) {
+                continue;
+            }
+            let Some(mig) = self.plan.migrations.iter().find(|x| x.id().value == m) else {
+                continue;
+            };
+            for d in mig.depends_on() {
+                if d.value == b {
+                    return true;
+                }
+                stack.push(&d.value);
+            }
+        }
+        false
     }
 
     /// `depends_on`: a migration's first steps wait for every last step of the ones it names.

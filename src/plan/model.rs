@@ -147,6 +147,9 @@ pub enum KeyAccess {
     Policy,
     /// Create a named KMS grant.
     Grant,
+    /// Leave key access to the user (their own policy or infrastructure code); ferry checks
+    /// nothing and changes nothing on the source keys.
+    None,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

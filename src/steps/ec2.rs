@@ -61,11 +61,11 @@ impl CopySnapshot {
         tags
     }
 
-    /// The copy an earlier run made, found by its ferry tags (CopySnapshot has no client token).
-    async fn earlier_copy(
+    /// Copies earlier runs made, found by their ferry tags (CopySnapshot has no client token).
+    async fn earlier_copies(
         &self,
         cx: &StepCx<'_, Cx>,
-    ) -> Result<Option<(String, SnapshotState, Option<String>)>, StepError> {
+    ) -> Result<Vec<(String, SnapshotState, Option<String>)>, StepError> {
         let c = cx.ctx();
         cx.limits()
             .take(&[bucket(
@@ -89,11 +89,9 @@ impl CopySnapshot {
             .send()
             .await
             .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
-        // A failed copy is no copy: it is made again.
-        let mut found: Vec<_> = out
+        Ok(out
             .snapshots()
             .iter()
-            .filter(|s| s.state() != Some(&SnapshotState::Error))
             .map(|s| {
                 (
                     s.snapshot_id().unwrap_or_default().to_string(),
@@ -101,10 +99,7 @@ impl CopySnapshot {
                     s.kms_key_id().map(str::to_string),
                 )
             })
-            .collect();
-        // Prefer a finished copy if (through someone's manual retry) there are several.
-        found.sort_by_key(|(_, state, _)| *state != SnapshotState::Completed);
-        Ok(found.into_iter().next())
+            .collect())
     }
 }
 
@@ -117,26 +112,47 @@ impl Step<Cx> for CopySnapshot {
     }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        match self.earlier_copy(cx).await? {
-            Some((id, SnapshotState::Completed, key)) => Ok(Observation::Done(
+        let copies = self.earlier_copies(cx).await?;
+        let state = |wanted: SnapshotState| copies.iter().find(|c| c.1 == wanted);
+        if let Some((id, _, key)) = state(SnapshotState::Completed) {
+            return Ok(Observation::Done(
                 json!({ "snapshot_id": id, "source": self.source(), "kms_key_id": key }),
-            )),
-            Some((id, _, _)) => Ok(Observation::InProgress(Submitted {
-                poll_key: self.poll_key.clone(),
-                id,
-            })),
-            None => Ok(Observation::Todo(todo(
-                "create",
-                json!({ "copy_of": self.source(), "key": self.base.param("key") }),
-            ))),
+            ));
         }
+        if let Some((id, _, _)) = state(SnapshotState::Pending) {
+            return Ok(Observation::InProgress(Submitted {
+                poll_key: self.poll_key.clone(),
+                id: id.clone(),
+            }));
+        }
+        // Failed copies are ferry's own: removed before copying again, so none is left behind.
+        let failed_copies: Vec<&String> = copies.iter().map(|c| &c.0).collect();
+        Ok(Observation::Todo(todo(
+            "create",
+            json!({ "copy_of": self.source(), "key": self.base.param("key"), "failed_copies": failed_copies }),
+        )))
     }
 
     fn intent(&self, _change: &Value) -> Value {
         json!({ "tags": self.tags() })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
+        let client = cx.ctx().aws.ec2(&self.base.account, &self.base.region);
+        for id in change
+            .get("failed_copies")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            client
+                .delete_snapshot()
+                .snapshot_id(id)
+                .send()
+                .await
+                .map_err(|e| failed(ec2_error("DeleteSnapshot")(e), &[]))?;
+        }
         let key = key_arn(cx, &self.base).await?;
         let source_region = self
             .base
@@ -221,6 +237,20 @@ async fn key_arn(cx: &StepCx<'_, Cx>, base: &Base) -> Result<String, StepError> 
     Ok(k.arn)
 }
 
+/// A copy that AWS reports as failed; a KMS message gets the fix in the hint.
+fn copy_failed(id: &str, message: Option<&str>) -> StepError {
+    let message = message.unwrap_or("no reason given");
+    let e = StepError::permanent("CopyFailed", format!("the copy {id} failed: {message}"));
+    if message.contains("KMS") || message.to_lowercase().contains("key") {
+        e.with_hint(format!(
+            "the destination account cannot use the source KMS key named in the message: it needs {} on it (key_access: policy or grant lets ferry add that); then `ferry resume` removes the failed copy and copies again",
+            super::share::KEY_ACTIONS.join(", ")
+        ))
+    } else {
+        e
+    }
+}
+
 /// Follows pending snapshot copies: one DescribeSnapshots per (account, region) per tick.
 pub struct SnapshotPoller;
 
@@ -265,13 +295,9 @@ impl Poller<Cx> for SnapshotPoller {
                         "kms_key_id": s.kms_key_id(),
                         "source": s.tags().iter().find(|t| t.key() == Some("ferry:source")).and_then(|t| t.value()),
                     })),
-                    Some(SnapshotState::Error) => PollAnswer::Failed(StepError::permanent(
-                        "SnapshotCopyFailed",
-                        format!(
-                            "the copy {id} failed: {}",
-                            s.state_message().unwrap_or("no reason given")
-                        ),
-                    )),
+                    Some(SnapshotState::Error) => {
+                        PollAnswer::Failed(copy_failed(&id, s.state_message()))
+                    }
                     _ => PollAnswer::Pending {
                         percent: s
                             .progress()
@@ -529,13 +555,10 @@ impl Poller<Cx> for ImagePoller {
                         "snapshots": i.block_device_mappings().iter().filter_map(|b| b.ebs().and_then(|e| e.snapshot_id())).collect::<Vec<_>>(),
                     })),
                     Some("failed") | Some("error") | Some("invalid") | Some("deregistered") => {
-                        PollAnswer::Failed(StepError::permanent(
-                            "ImageCopyFailed",
-                            format!(
-                                "the copy {id} failed: {}",
-                                i.state_reason().and_then(|r| r.message()).unwrap_or("no reason given")
-                            ),
-                        ).with_hint("if the message names a KMS key, the destination account cannot use the source key: check the key access step and the key policy"))
+                        PollAnswer::Failed(copy_failed(
+                            &id,
+                            i.state_reason().and_then(|r| r.message()),
+                        ))
                     }
                     _ => PollAnswer::Pending { percent: None },
                 };
