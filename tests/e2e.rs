@@ -2,6 +2,8 @@
 //! Each test starts its own emulator (its counters are the test's evidence).
 
 mod common;
+#[path = "e2e/cross_account.rs"]
+mod cross_account;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

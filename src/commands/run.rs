@@ -86,7 +86,8 @@ async fn prepare(
         .map_err(|e| Outcome::Failed(format!("internal error compiling the plan: {e}")))?;
     let built = steps::build(&specs)
         .map_err(|e| Outcome::Failed(format!("internal error building steps: {e}")))?;
-    let cx = Arc::new(Cx::new(aws, &plan.name.value, &resolution));
+    let earlier = earlier_additions(&state_dir(&plan, path, global));
+    let cx = Arc::new(Cx::new(aws, &plan.name.value, &resolution).with_earlier(earlier));
     Ok(Prepared {
         plan,
         plan_path: path.to_path_buf(),
@@ -97,6 +98,42 @@ async fn prepare(
         cx,
         limits,
     })
+}
+
+/// What share and key-access steps of earlier runs in this state added (their outputs merged:
+/// lists united, flags or-ed), so that a later revoke takes back exactly what ferry added.
+fn earlier_additions(dir: &Path) -> std::collections::HashMap<String, Value> {
+    let mut merged: std::collections::HashMap<String, Value> = Default::default();
+    let Ok(backend) = LocalJournal::open(dir) else {
+        return merged;
+    };
+    for run in backend.list_runs().unwrap_or_default() {
+        let Ok(log) = backend.read_log(&run) else {
+            continue;
+        };
+        for (step, out) in journal::fold(&log.events).resume().done {
+            if !(step.ends_with("/share") || step.ends_with("/grant-access")) {
+                continue;
+            }
+            let entry = merged.entry(step).or_insert_with(|| json!({}));
+            if let Some(list) = out.get("added_by_ferry").and_then(Value::as_array) {
+                let mut all: Vec<Value> = entry["added_by_ferry"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for v in list {
+                    if !all.contains(v) {
+                        all.push(v.clone());
+                    }
+                }
+                entry["added_by_ferry"] = Value::Array(all);
+            }
+            if out.get("access_added_by_ferry") == Some(&json!(true)) {
+                entry["access_added_by_ferry"] = json!(true);
+            }
+        }
+    }
+    merged
 }
 
 fn state_setting(plan: &Plan, global: &Global) -> Option<String> {
@@ -390,6 +427,7 @@ async fn execute(
             steps::ec2::SNAPSHOT_POLL,
             Arc::new(steps::ec2::SnapshotPoller),
         )
+        .poller(steps::ec2::IMAGE_POLL, Arc::new(steps::ec2::ImagePoller))
         .resume(prepared.resume)
         .subscribe(Box::new(prepared.writer))
         .subscribe(Box::new(Progress::new(mode)));

@@ -70,6 +70,7 @@ pub async fn resolve(
         plan: plan.name.value.clone(),
         account_ids: BTreeMap::new(),
         keys: Default::default(),
+        earlier: Default::default(),
     };
     let mut r = Resolver {
         plan,

@@ -455,9 +455,33 @@ impl Step<Cx> for CopyImage {
                     .collect()
             })
             .unwrap_or_default();
-        // A failed copy is ferry's own (tagged): clear it away so the next copy gets the name.
-        for id in &failed_copies {
-            let _ = client.deregister_image().image_id(id).send().await;
+        // A failed copy is ferry's own (tagged): clear it and its snapshots away, so nothing
+        // half-done stays behind and the next copy can take the name.
+        if !failed_copies.is_empty() {
+            let out = client
+                .describe_images()
+                .set_image_ids(Some(failed_copies.clone()))
+                .send()
+                .await
+                .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+            for image in out.images() {
+                client
+                    .deregister_image()
+                    .image_id(image.image_id().unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| failed(ec2_error("DeregisterImage")(e), &[]))?;
+                for b in image.block_device_mappings() {
+                    if let Some(snap) = b.ebs().and_then(|e| e.snapshot_id()) {
+                        let r = client.delete_snapshot().snapshot_id(snap).send().await;
+                        if let Err(e) = r.map_err(ec2_error("DeleteSnapshot"))
+                            && !e.is_not_found()
+                        {
+                            return Err(failed(e, &[]));
+                        }
+                    }
+                }
+            }
         }
         let key = key_arn(cx, &self.base).await?;
         let source_region = self

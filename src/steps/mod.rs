@@ -24,6 +24,9 @@ pub struct Cx {
     pub account_ids: BTreeMap<String, String>,
     /// (account, region, key reference as written) -> key ARN, for keys that already exist.
     pub keys: Mutex<HashMap<(String, String, String), String>>,
+    /// Outputs of steps done in earlier runs of this state (newest wins): how an undo step
+    /// knows what ferry added before, so it takes back exactly that.
+    pub earlier: HashMap<String, Value>,
 }
 
 impl Cx {
@@ -43,7 +46,17 @@ impl Cx {
             plan: plan.to_string(),
             account_ids: resolution.account_ids.clone(),
             keys: Mutex::new(keys),
+            earlier: HashMap::new(),
         }
+    }
+
+    pub fn with_earlier(mut self, earlier: HashMap<String, Value>) -> Cx {
+        self.earlier = earlier;
+        self
+    }
+
+    pub fn earlier_output(&self, step: &str) -> Option<Value> {
+        self.earlier.get(step).cloned()
     }
 
     pub fn account_id(&self, account: &str) -> &str {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ImageAttributeName,
-    LaunchPermission, LaunchPermissionModifications, SnapshotAttributeName,
+    Filter, ImageAttributeName, LaunchPermission, LaunchPermissionModifications, OperationType,
+    SnapshotAttributeName,
 };
 use aws_sdk_kms::types::GrantOperation;
 use serde_json::{Value, json};
@@ -149,15 +149,31 @@ fn copy_source(base: &Base) -> String {
         .to_string()
 }
 
-/// What the share step did, as its dependents (the unshare step) read it.
-fn added_by_ferry(cx: &StepCx<'_, Cx>) -> Vec<String> {
-    cx.inputs()
-        .filter_map(|(_, out)| out.get("added_by_ferry"))
+/// What the share step added, in this run (its output, read by the unshare step) or in an
+/// earlier run recorded in the same state.
+fn added_by_ferry(cx: &StepCx<'_, Cx>, share_step: &str) -> Vec<String> {
+    let earlier = cx.ctx().earlier_output(share_step);
+    let mut added: Vec<String> = cx
+        .inputs()
+        .map(|(_, out)| out)
+        .chain(earlier.as_ref())
+        .filter_map(|out| out.get("added_by_ferry"))
         .filter_map(Value::as_array)
         .flatten()
         .filter_map(Value::as_str)
         .map(str::to_string)
-        .collect()
+        .collect();
+    added.sort();
+    added.dedup();
+    added
+}
+
+/// The id of the step that did what `step` undoes (`.../unshare` -> `.../share`).
+fn undone_by(step: &str, undo: &str, done: &str) -> String {
+    match step.strip_suffix(undo) {
+        Some(prefix) => format!("{prefix}{done}"),
+        None => step.to_string(),
+    }
 }
 
 /// `ec2.share-snapshot` / `ec2.unshare-snapshot` / `ec2.share-image` / `ec2.unshare-image`.
@@ -241,20 +257,18 @@ impl Permission {
                 .await
                 .map_err(|e| failed(ec2_error("ModifyImageAttribute")(e), &[]))?;
         } else {
-            let p = CreateVolumePermission::builder().user_id(&who).build();
-            let m = if self.add {
-                CreateVolumePermissionModifications::builder()
-                    .add(p)
-                    .build()
+            // The Attribute/OperationType/UserIds form: accepted by every EC2 implementation.
+            let op = if self.add {
+                OperationType::Add
             } else {
-                CreateVolumePermissionModifications::builder()
-                    .remove(p)
-                    .build()
+                OperationType::Remove
             };
             client
                 .modify_snapshot_attribute()
                 .snapshot_id(resource)
-                .create_volume_permission(m)
+                .attribute(SnapshotAttributeName::CreateVolumePermission)
+                .operation_type(op)
+                .user_ids(&who)
                 .send()
                 .await
                 .map_err(|e| failed(ec2_error("ModifySnapshotAttribute")(e), &[]))?;
@@ -274,8 +288,8 @@ impl Permission {
             }
             resources(&self.base)
         } else {
-            // Only what ferry itself added in this run is taken back.
-            added_by_ferry(cx)
+            // Only what ferry itself added is taken back.
+            added_by_ferry(cx, &undone_by(&self.base.id, "/unshare", "/share"))
         };
         let mut todo = Vec::new();
         for r in candidates {
@@ -479,10 +493,15 @@ impl KeyAccess {
         Ok(sources.iter().all(|s| copied.contains(s)))
     }
 
-    /// Whether ferry added this access in this run (read from the grant step, by the revoke).
-    fn added_in_this_run(&self, cx: &StepCx<'_, Cx>) -> bool {
+    /// Whether ferry added this access (read from the grant step's output, in this run or an
+    /// earlier one recorded in the same state).
+    fn added_by_ferry(&self, cx: &StepCx<'_, Cx>) -> bool {
+        let grant_step = undone_by(&self.base.id, "/revoke-access", "/grant-access");
+        let earlier = cx.ctx().earlier_output(&grant_step);
         cx.inputs()
-            .any(|(_, out)| out.get("access_added_by_ferry") == Some(&json!(true)))
+            .map(|(_, out)| out)
+            .chain(earlier.as_ref())
+            .any(|out| out.get("access_added_by_ferry") == Some(&json!(true)))
     }
 }
 
@@ -490,13 +509,15 @@ impl KeyAccess {
 impl Step<Cx> for KeyAccess {
     step_identity!();
 
+    /// Edits of one key's access are serialized: a second migration sharing the same key then
+    /// sees the first one's statement or grant and leaves it to the first to take back.
     fn gate(&self) -> Option<&str> {
-        (!self.grant).then_some(self.gate.as_str())
+        Some(&self.gate)
     }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
         let done = json!({ "access_added_by_ferry": false, "key": self.key() });
-        if self.no_longer_needed(cx).await? || (!self.add && !self.added_in_this_run(cx)) {
+        if self.no_longer_needed(cx).await? || (!self.add && !self.added_by_ferry(cx)) {
             return Ok(Observation::Done(done));
         }
         if self.grant {
@@ -562,13 +583,18 @@ impl Step<Cx> for KeyAccess {
                 .get("grant_id")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            client
+            let revoked = client
                 .revoke_grant()
                 .key_id(self.key())
                 .grant_id(id)
                 .send()
-                .await
-                .map_err(|e| failed(kms_error("RevokeGrant")(e), &[]))?;
+                .await;
+            // Already gone is what was wanted.
+            if let Err(e) = revoked.map_err(kms_error("RevokeGrant"))
+                && !e.is_not_found()
+            {
+                return Err(failed(e, &[]));
+            }
             return Ok(Applied::Done(
                 json!({ "access_added_by_ferry": false, "key": self.key() }),
             ));

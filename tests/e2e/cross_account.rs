@@ -1,0 +1,549 @@
+//! Cross-account sharing of KMS-encrypted snapshots and AMIs, re-encrypted by the other account.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, ImageAttributeName, SnapshotAttributeName,
+};
+use serde_json::{Value, json};
+
+use super::{PROD, SRC, World, kill, text, wait_for};
+
+const BACKUP: &str = "222222222222";
+
+/// A's side: an AMI with two volumes under two different CMKs, a standalone encrypted
+/// snapshot; B's side: its own key.
+struct Fixture {
+    ami: String,
+    standalone: String,
+    source_keys: Vec<String>,
+    backup_key: String,
+    policies_before: Vec<Value>,
+}
+
+fn encrypted_snapshot(w: &World, key: Option<&str>) -> String {
+    w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, SRC);
+        let mut vol = ec2
+            .create_volume()
+            .availability_zone(format!("{SRC}a"))
+            .size(2)
+            .encrypted(true);
+        if let Some(k) = key {
+            vol = vol.kms_key_id(k);
+        }
+        let vol = vol.send().await.expect("CreateVolume");
+        ec2.create_snapshot()
+            .volume_id(vol.volume_id().unwrap())
+            .send()
+            .await
+            .expect("CreateSnapshot")
+            .snapshot_id()
+            .unwrap()
+            .to_string()
+    })
+}
+
+fn register_image(w: &World, name: &str, snapshots: &[&str]) -> String {
+    w.rt.block_on(async {
+        let mut req = w
+            .emu
+            .ec2(PROD, SRC)
+            .register_image()
+            .name(name)
+            .root_device_name("/dev/xvda")
+            .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+            .virtualization_type("hvm");
+        for (device, snap) in ["/dev/xvda", "/dev/xvdb"].iter().zip(snapshots) {
+            req = req.block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(*device)
+                    .ebs(EbsBlockDevice::builder().snapshot_id(*snap).build())
+                    .build(),
+            );
+        }
+        req.send()
+            .await
+            .expect("RegisterImage")
+            .image_id()
+            .unwrap()
+            .to_string()
+    })
+}
+
+fn key_policy(w: &World, account: &str, key: &str) -> Value {
+    w.rt.block_on(async {
+        let p = w
+            .emu
+            .kms(account, SRC)
+            .get_key_policy()
+            .key_id(key)
+            .policy_name("default")
+            .send()
+            .await
+            .expect("GetKeyPolicy");
+        serde_json::from_str(p.policy().unwrap()).unwrap()
+    })
+}
+
+fn fixture(w: &World) -> Fixture {
+    let k1 = w.key(SRC, "alias/app-root");
+    let k2 = w.key(SRC, "alias/app-data");
+    let root = encrypted_snapshot(w, Some(&k1));
+    let data = encrypted_snapshot(w, Some(&k2));
+    let ami = register_image(w, "golden-app", &[&root, &data]);
+    let standalone = encrypted_snapshot(w, Some(&k1));
+    let backup_key = w.rt.block_on(async {
+        let kms = w.emu.kms(BACKUP, SRC);
+        let k = kms.create_key().send().await.unwrap();
+        let id = k.key_metadata().unwrap().key_id().to_string();
+        kms.create_alias()
+            .alias_name("alias/backup-ebs")
+            .target_key_id(&id)
+            .send()
+            .await
+            .unwrap();
+        k.key_metadata().unwrap().arn().unwrap().to_string()
+    });
+    let policies_before = [&k1, &k2].iter().map(|k| key_policy(w, PROD, k)).collect();
+    Fixture {
+        ami,
+        standalone,
+        source_keys: vec![k1, k2],
+        backup_key,
+        policies_before,
+    }
+}
+
+fn plan(f: &Fixture, key_access: &str, revoke: bool) -> String {
+    format!(
+        r#"version: 1
+name: xacct
+accounts:
+  prod:
+    id: "{PROD}"
+  backup:
+    id: "{BACKUP}"
+    role_arn: arn:aws:iam::{BACKUP}:role/ferry-migrator
+    external_id: "not-a-real-secret-but-never-printed"
+keys:
+  backup-ebs:
+    account: backup
+    region: {SRC}
+    alias: alias/backup-ebs
+migrations:
+  - id: golden
+    type: ami-copy
+    source: {{ account: prod, region: {SRC}, images: [{ami}] }}
+    destination: {{ account: backup, key: backup-ebs }}
+    key_access: {key_access}
+    revoke_after: {revoke}
+  - id: standalone
+    type: snapshot-copy
+    source: {{ account: prod, region: {SRC}, snapshots: [{snap}] }}
+    destination: {{ account: backup, key: backup-ebs }}
+    key_access: {key_access}
+    revoke_after: {revoke}
+"#,
+        ami = f.ami,
+        snap = f.standalone,
+    )
+}
+
+/// B's copies: (AMI copies: image id -> its snapshots' keys), (snapshot copies: id -> key).
+fn copies_in_backup(w: &World) -> (Vec<(String, Vec<String>)>, Vec<(String, String)>) {
+    w.rt.block_on(async {
+        let ec2 = w.emu.ec2(BACKUP, SRC);
+        let mine = Filter::builder()
+            .name("tag:ferry:plan")
+            .values("xacct")
+            .build();
+        let images = ec2
+            .describe_images()
+            .owners("self")
+            .filters(mine.clone())
+            .send()
+            .await
+            .unwrap();
+        let mut amis = Vec::new();
+        for i in images.images() {
+            assert_eq!(i.state().map(|s| s.as_str()), Some("available"));
+            let snaps: Vec<String> = i
+                .block_device_mappings()
+                .iter()
+                .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+                .collect();
+            let described = ec2
+                .describe_snapshots()
+                .filters(
+                    Filter::builder()
+                        .name("snapshot-id")
+                        .set_values(Some(snaps))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let keys = described
+                .snapshots()
+                .iter()
+                .map(|s| s.kms_key_id().unwrap_or_default().to_string())
+                .collect();
+            amis.push((i.image_id().unwrap().to_string(), keys));
+        }
+        let snaps = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(mine)
+            .filters(
+                Filter::builder()
+                    .name("tag:ferry:migration")
+                    .values("standalone")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let standalone = snaps
+            .snapshots()
+            .iter()
+            .map(|s| {
+                assert_eq!(s.state().map(|x| x.as_str()), Some("completed"));
+                (
+                    s.snapshot_id().unwrap().to_string(),
+                    s.kms_key_id().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        (amis, standalone)
+    })
+}
+
+fn assert_b_owns_one_copy_of_each(w: &World, f: &Fixture) {
+    let (amis, snaps) = copies_in_backup(w);
+    assert_eq!(amis.len(), 1, "B owns one copy of the AMI: {amis:?}");
+    assert_eq!(amis[0].1.len(), 2, "both volumes were copied");
+    for k in &amis[0].1 {
+        assert_eq!(
+            k, &f.backup_key,
+            "every volume of B's AMI is encrypted with B's key"
+        );
+    }
+    assert_eq!(snaps.len(), 1, "B owns one copy of the snapshot: {snaps:?}");
+    assert_eq!(snaps[0].1, f.backup_key);
+}
+
+/// Whether A shares the AMI (launch permission) and the standalone snapshot with B.
+fn shares(w: &World, f: &Fixture) -> (bool, bool) {
+    w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, SRC);
+        let launch = ec2
+            .describe_image_attribute()
+            .image_id(&f.ami)
+            .attribute(ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .unwrap();
+        let image = launch
+            .launch_permissions()
+            .iter()
+            .any(|p| p.user_id() == Some(BACKUP));
+        let vol = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(&f.standalone)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .unwrap();
+        let snap = vol
+            .create_volume_permissions()
+            .iter()
+            .any(|p| p.user_id() == Some(BACKUP));
+        (image, snap)
+    })
+}
+
+fn ferry_statements(policy: &Value) -> Vec<Value> {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Sid"].as_str().is_some_and(|x| x.starts_with("ferry-")))
+        .cloned()
+        .collect()
+}
+
+fn assert_zero_mutating_reapply(w: &World, plan_file: &str) {
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(text(&again.stdout).contains("No changes"));
+    let c = w.emu.counters();
+    assert_eq!(
+        c.mutating(PROD),
+        0,
+        "no mutating call in A: {:#?}",
+        c.requests
+    );
+    assert_eq!(
+        c.mutating(BACKUP),
+        0,
+        "no mutating call in B: {:#?}",
+        c.requests
+    );
+}
+
+#[test]
+fn key_policy_access_then_revoke_keeps_everything_else() {
+    let w = World::new(json!({ "copy_seconds": 0.5 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&plan(&f, "policy", false));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !text(&out.stdout).contains("not-a-real-secret"),
+        "the external id is never printed"
+    );
+    assert!(!text(&out.stderr).contains("not-a-real-secret"));
+    assert_b_owns_one_copy_of_each(&w, &f);
+
+    // Each of A's keys gained exactly one statement for B; the rest is unchanged.
+    for (key, before) in f.source_keys.iter().zip(&f.policies_before) {
+        let after = key_policy(&w, PROD, key);
+        let added = ferry_statements(&after);
+        assert_eq!(added.len(), 1, "{after}");
+        assert_eq!(
+            added[0]["Principal"]["AWS"],
+            format!("arn:aws:iam::{BACKUP}:root")
+        );
+        let actions: Vec<&str> = added[0]["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "kms:DescribeKey",
+                "kms:CreateGrant",
+                "kms:GenerateDataKey*",
+                "kms:ReEncrypt*",
+                "kms:Decrypt"
+            ]
+        );
+        let rest: Vec<&Value> = after["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| !added.contains(s))
+            .collect();
+        let original: Vec<&Value> = before["Statement"].as_array().unwrap().iter().collect();
+        assert_eq!(rest, original, "every other statement kept as it was");
+    }
+    assert_eq!(
+        shares(&w, &f),
+        (true, true),
+        "without revoke_after the shares stay"
+    );
+    // The policy before ferry's edit is in the journal.
+    let journal = std::fs::read_dir(w.path(".ferry/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let events = std::fs::read_to_string(journal.join("events.jsonl")).unwrap();
+    assert!(events.contains("policy_before"));
+    assert!(
+        !events.contains("not-a-real-secret"),
+        "no secret in the journal"
+    );
+
+    assert_zero_mutating_reapply(&w, &plan_file);
+
+    // Now take it back: the shares and statements go, the copies stay.
+    let plan_file = w.write_plan(&plan(&f, "policy", true));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(shares(&w, &f), (false, false));
+    for (key, before) in f.source_keys.iter().zip(&f.policies_before) {
+        assert_eq!(
+            &key_policy(&w, PROD, key),
+            before,
+            "the policy is as before"
+        );
+    }
+    assert_b_owns_one_copy_of_each(&w, &f);
+    assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+#[test]
+fn grant_access_with_revoke_leaves_what_was_there_before() {
+    let w = World::new(json!({ "copy_seconds": 0.5 }));
+    let f = fixture(&w);
+    // The standalone snapshot was shared with B before ferry: that share must stay.
+    w.rt.block_on(async {
+        w.emu
+            .ec2(PROD, SRC)
+            .modify_snapshot_attribute()
+            .snapshot_id(&f.standalone)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(aws_sdk_ec2::types::OperationType::Add)
+            .user_ids(BACKUP)
+            .send()
+            .await
+            .unwrap();
+    });
+    let plan_file = w.write_plan(&plan(&f, "grant", true));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_b_owns_one_copy_of_each(&w, &f);
+    assert_eq!(
+        shares(&w, &f),
+        (false, true),
+        "ferry's launch permission is gone; the earlier share stays"
+    );
+    for (key, before) in f.source_keys.iter().zip(&f.policies_before) {
+        assert_eq!(
+            &key_policy(&w, PROD, key),
+            before,
+            "grants leave the key policy alone"
+        );
+        let grants = w.rt.block_on(async {
+            w.emu
+                .kms(PROD, SRC)
+                .list_grants()
+                .key_id(key)
+                .send()
+                .await
+                .unwrap()
+        });
+        assert!(
+            grants
+                .grants()
+                .iter()
+                .all(|g| g.name().is_none_or(|n| !n.starts_with("ferry-"))),
+            "ferry's grants were revoked"
+        );
+    }
+    assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+#[test]
+fn without_key_access_the_copy_fails_naming_the_key_and_resumes_cleanly_after_the_fix() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&plan(&f, "none", false));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(1), "the run fails");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&f.source_keys[0]) || err.contains("key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kms:Decrypt"),
+        "the hint names the missing actions: {err}"
+    );
+
+    // The fix, made by the key's owner outside ferry: a statement for B on both keys.
+    for key in &f.source_keys {
+        let mut p = key_policy(&w, PROD, key);
+        p["Statement"].as_array_mut().unwrap().push(json!({
+            "Sid": "BackupAccountUse", "Effect": "Allow",
+            "Principal": { "AWS": format!("arn:aws:iam::{BACKUP}:root") },
+            "Action": "kms:*", "Resource": "*"
+        }));
+        w.rt.block_on(async {
+            w.emu
+                .kms(PROD, SRC)
+                .put_key_policy()
+                .key_id(key)
+                .policy_name("default")
+                .policy(p.to_string())
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+    let resumed = w.ferry(&["resume"]);
+    assert_eq!(resumed.status.code(), Some(0));
+    assert_b_owns_one_copy_of_each(&w, &f);
+    // Nothing half-done is left in B: no failed copies remain.
+    let leftovers = w.rt.block_on(async {
+        let ec2 = w.emu.ec2(BACKUP, SRC);
+        let s = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap();
+        let i = ec2.describe_images().owners("self").send().await.unwrap();
+        s.snapshots()
+            .iter()
+            .filter(|s| s.state().map(|x| x.as_str()) == Some("error"))
+            .count()
+            + i.images()
+                .iter()
+                .filter(|i| i.state().map(|x| x.as_str()) == Some("failed"))
+                .count()
+    });
+    assert_eq!(leftovers, 0, "failed copies were cleaned up");
+}
+
+#[test]
+fn killed_at_any_point_and_resumed_never_copies_twice() {
+    // Kill points: after the first mutating call, after the first copy call, with copies pending.
+    for (n, at) in [(1u64, "mutating"), (1, "copies"), (2, "copies")] {
+        let w = World::new(json!({ "copy_seconds": 1.5 }));
+        let f = fixture(&w);
+        let plan_file = w.write_plan(&plan(&f, "policy", true));
+        w.emu.reset_counters();
+        let mut child = w
+            .command(&["apply", "--yes", &plan_file])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the kill point", Duration::from_secs(60), || {
+            let c = w.emu.counters();
+            match at {
+                "mutating" => c.totals.mutating >= n,
+                _ => c.copy_totals.snapshots + c.copy_totals.images >= n,
+            }
+        });
+        kill(&mut child);
+        let resumed = w.ferry(&["resume"]);
+        assert_eq!(resumed.status.code(), Some(0), "kill point {at} {n}");
+        assert_b_owns_one_copy_of_each(&w, &f);
+        let (snapshots, images, _) = w.emu.counters().copies_into(BACKUP, SRC);
+        assert_eq!(
+            (snapshots, images),
+            (1, 1),
+            "one CopySnapshot and one CopyImage in all (kill point {at} {n})"
+        );
+    }
+}
+
+#[test]
+fn an_ami_under_the_aws_managed_key_is_refused_before_any_change() {
+    let w = World::new(json!({}));
+    let mut f = fixture(&w);
+    let managed = encrypted_snapshot(&w, None);
+    f.ami = register_image(&w, "default-key-app", &[&managed]);
+    let plan_file = w.write_plan(&plan(&f, "policy", false));
+    w.emu.reset_counters();
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("AWS managed key"), "{err}");
+    assert!(
+        err.contains("customer managed key first"),
+        "says how to fix it: {err}"
+    );
+    assert!(err.contains(&f.ami), "{err}");
+    let c = w.emu.counters();
+    assert_eq!(c.mutating(PROD) + c.mutating(BACKUP), 0, "nothing changed");
+}
