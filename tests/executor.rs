@@ -961,3 +961,51 @@ fn sigkill_at_random_points_then_resume_a() {
 fn sigkill_at_random_points_then_resume_b() {
     crash::kill_and_resume(0xbeef, 30);
 }
+
+#[test]
+fn json_report_lists_final_states() {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut specs = vec![Spec::ok(); 3];
+    specs[0] = Spec::with(Behavior::FailApply);
+    let fg = fake_graph(&specs, &[(0, 1)]);
+    let buf = Buf::default();
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), fast_options(2))
+        .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))))
+        .subscribe(Box::new(JsonReport::new(Box::new(buf.clone()))));
+    runtime().block_on(exec.run(Cancel::new())).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&buf.0.lock().unwrap()).unwrap();
+    assert_eq!(doc["result"], "failed");
+    assert_eq!(
+        doc["counts"],
+        json!({"done": 1, "failed": 1, "skipped": 1, "not_started": 0})
+    );
+    let finished = doc["finished"].as_array().unwrap();
+    assert!(
+        finished
+            .contains(&json!({"step": "own/res1/act", "state": "skipped", "root": "own/res0/act"}))
+    );
+    let failed = finished.iter().find(|s| s["state"] == "failed").unwrap();
+    assert_eq!(failed["error"]["code"], "AccessDenied");
+    assert_eq!(failed["error"]["request_id"], "req-1");
+    let e = StepError::access_denied(
+        "arn:aws:iam::1:role/ferry",
+        "kms:CreateGrant",
+        "key/abc",
+        "denied",
+    );
+    assert!(
+        e.hint
+            .unwrap()
+            .starts_with("arn:aws:iam::1:role/ferry is not allowed to kms:CreateGrant on key/abc")
+    );
+}

@@ -5,6 +5,7 @@ mod event;
 mod graph;
 mod limits;
 pub mod progress;
+mod report;
 mod retry;
 mod step;
 mod walker;
@@ -14,6 +15,7 @@ pub use event::{Event, RunResult, Subscriber, SubscriberError, now_ms};
 pub use graph::{GraphError, StepGraph, StepGraphBuilder, StepIndex};
 pub use limits::{Aimd, BucketConfig, Limits};
 pub use progress::{Progress, ProgressMode};
+pub use report::JsonReport;
 pub use retry::{RetryPolicies, RetryPolicy};
 pub use step::{
     Applied, ErrorClass, Observation, PollAnswer, Poller, Scope, Step, StepCx, StepError, Submitted,
