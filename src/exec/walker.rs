@@ -67,6 +67,8 @@ pub struct Resume {
     pub done: HashMap<String, Value>,
     /// Submitted operations: polled again straight away.
     pub submitted: HashMap<String, Submitted>,
+    /// This continues an earlier attempt of the run (said so in `run-started`).
+    pub resumed: bool,
 }
 
 /// The outcome of a run.
@@ -311,7 +313,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
             plan_hash: self.opts.plan_hash.clone(),
             steps: n,
             already_done: already,
-            resumed: already > 0 || !self.resume.submitted.is_empty(),
+            resumed: self.resume.resumed || already > 0 || !self.resume.submitted.is_empty(),
             ts: now_ms(),
         })?;
         for i in 0..n as u32 {
