@@ -1009,3 +1009,47 @@ fn json_report_lists_final_states() {
             .starts_with("arn:aws:iam::1:role/ferry is not allowed to kms:CreateGrant on key/abc")
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Resuming from any prefix of a journal (with the world as the full run left it) ends in the
+    /// same outputs, never observes a step already done, and never applies anything again.
+    #[test]
+    fn resume_from_any_journal_prefix((specs, edges) in dag(), cut in 0.0f64..1.0) {
+        let specs: Vec<Spec> = specs
+            .into_iter()
+            .map(|s| match s.behavior {
+                Behavior::Async(n) => Spec::with(Behavior::Async(n)),
+                _ => Spec::ok(),
+            })
+            .collect();
+        let first = fake_graph(&specs, &edges);
+        let out = run_fake(&first, fast_options(3), Cancel::new());
+        prop_assert_eq!(out.report.result, RunResult::Succeeded);
+        let durable: Vec<Event> = out.events.iter().filter(|e| e.is_durable()).cloned().collect();
+        let k = ((durable.len() as f64) * cut) as usize;
+        let folded = journal::fold(&durable[..k]);
+
+        let again = fake_graph(&specs, &edges);
+        *again.mem.world.lock().unwrap() = first.mem.world.lock().unwrap().clone();
+        let resumed = run_fake_resumed(&again, folded.resume());
+        prop_assert_eq!(resumed.result, RunResult::Succeeded);
+        prop_assert_eq!(&resumed.outputs, &out.report.outputs);
+        prop_assert_eq!(again.mem.applies.lock().unwrap().values().sum::<usize>(), 0);
+        for (id, state) in &folded.steps {
+            if matches!(state, StepState::Done { .. } | StepState::Submitted { .. }) {
+                prop_assert_eq!(Mem::count(&again.mem.observes, id), 0, "{} observed again", id);
+            }
+        }
+    }
+}
+
+fn run_fake_resumed(fg: &FakeGraph, resume: Resume) -> RunReport {
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), fast_options(3))
+        .limits(Arc::new(test_limits()))
+        .poller("fake.copy", fg.poller.clone())
+        .resume(resume)
+        .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))));
+    runtime().block_on(exec.run(Cancel::new())).unwrap()
+}
