@@ -118,7 +118,7 @@ fn dag() -> impl Strategy<Value = (Vec<Spec>, Vec<(usize, usize)>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     /// No step before its dependencies; never more than `concurrency` calls in flight; gates and
     /// token buckets respected; every step done, failed or skipped with a failed ancestor as root.
@@ -1011,7 +1011,7 @@ fn json_report_lists_final_states() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// Resuming from any prefix of a journal (with the world as the full run left it) ends in the
     /// same outputs, never observes a step already done, and never applies anything again.
