@@ -1053,3 +1053,45 @@ fn run_fake_resumed(fg: &FakeGraph, resume: Resume) -> RunReport {
         .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))));
     runtime().block_on(exec.run(Cancel::new())).unwrap()
 }
+
+#[test]
+fn poll_deadline_and_missing_poller_fail_the_step_and_free_the_gate() {
+    // Gate of 2: the two never-finishing copies time out, then the third gets a slot.
+    let mut specs = vec![
+        Spec {
+            gate: true,
+            ..Spec::with(Behavior::Async(250))
+        };
+        2
+    ];
+    specs.push(Spec {
+        gate: true,
+        ..Spec::with(Behavior::Async(1))
+    });
+    let fg = fake_graph(&specs, &[]);
+    let opts = RunOptions {
+        poll_deadline: Duration::from_millis(30),
+        ..fast_options(4)
+    };
+    let out = run_fake(&fg, opts.clone(), Cancel::new());
+    let codes: Vec<&str> = out
+        .report
+        .failed
+        .iter()
+        .map(|(_, e)| e.code.as_str())
+        .collect();
+    assert_eq!(codes, vec!["PollDeadlineExceeded", "PollDeadlineExceeded"]);
+    assert_eq!(
+        out.report.done, 1,
+        "the third copy got a slot once the others timed out"
+    );
+
+    let fg = fake_graph(&[Spec::with(Behavior::Async(1)), Spec::ok()], &[]);
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), opts)
+        .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))));
+    let r = runtime().block_on(exec.run(Cancel::new())).unwrap();
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].1.code, "NoPoller");
+    assert!(r.failed[0].1.message.contains("fake.copy/acct/r1"));
+    assert_eq!(r.done, 1);
+}
