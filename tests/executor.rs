@@ -1095,3 +1095,34 @@ fn poll_deadline_and_missing_poller_fail_the_step_and_free_the_gate() {
     assert!(r.failed[0].1.message.contains("fake.copy/acct/r1"));
     assert_eq!(r.done, 1);
 }
+
+#[test]
+fn resume_retries_failed_steps_and_runs_what_was_skipped() {
+    // 0 fails after 4 retries in the first attempt (9 errors in store); 1 depends on it.
+    let specs = vec![
+        Spec::with(Behavior::Errors(ErrorClass::Transient, 9)),
+        Spec::ok(),
+        Spec::ok(),
+    ];
+    let fg = fake_graph(&specs, &[(0, 1)]);
+    let first = run_fake(&fg, fast_options(2), Cancel::new());
+    assert_eq!(first.report.result, RunResult::Failed);
+    assert_eq!(
+        first.report.skipped,
+        vec![("own/res1/act".to_string(), "own/res0/act".to_string())]
+    );
+    let folded = journal::fold(&first.events);
+    assert!(matches!(
+        folded.steps["own/res0/act"],
+        StepState::Failed { .. }
+    ));
+    let second = run_fake_resumed(&fg, folded.resume());
+    assert_eq!(second.result, RunResult::Succeeded);
+    assert_eq!(Mem::count(&fg.mem.applies, "own/res0/act"), 10);
+    assert_eq!(Mem::count(&fg.mem.applies, "own/res1/act"), 1);
+    assert_eq!(
+        Mem::count(&fg.mem.applies, "own/res2/act"),
+        1,
+        "done in the first attempt, not again"
+    );
+}
