@@ -118,7 +118,7 @@ fn dag() -> impl Strategy<Value = (Vec<Spec>, Vec<(usize, usize)>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     /// No step before its dependencies; never more than `concurrency` calls in flight; gates and
     /// token buckets respected; every step done, failed or skipped with a failed ancestor as root.
@@ -960,4 +960,169 @@ fn sigkill_at_random_points_then_resume_a() {
 #[test]
 fn sigkill_at_random_points_then_resume_b() {
     crash::kill_and_resume(0xbeef, 30);
+}
+
+#[test]
+fn json_report_lists_final_states() {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut specs = vec![Spec::ok(); 3];
+    specs[0] = Spec::with(Behavior::FailApply);
+    let fg = fake_graph(&specs, &[(0, 1)]);
+    let buf = Buf::default();
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), fast_options(2))
+        .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))))
+        .subscribe(Box::new(JsonReport::new(Box::new(buf.clone()))));
+    runtime().block_on(exec.run(Cancel::new())).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&buf.0.lock().unwrap()).unwrap();
+    assert_eq!(doc["result"], "failed");
+    assert_eq!(
+        doc["counts"],
+        json!({"done": 1, "failed": 1, "skipped": 1, "not_started": 0})
+    );
+    let finished = doc["finished"].as_array().unwrap();
+    assert!(
+        finished
+            .contains(&json!({"step": "own/res1/act", "state": "skipped", "root": "own/res0/act"}))
+    );
+    let failed = finished.iter().find(|s| s["state"] == "failed").unwrap();
+    assert_eq!(failed["error"]["code"], "AccessDenied");
+    assert_eq!(failed["error"]["request_id"], "req-1");
+    let e = StepError::access_denied(
+        "arn:aws:iam::1:role/ferry",
+        "kms:CreateGrant",
+        "key/abc",
+        "denied",
+    );
+    assert!(
+        e.hint
+            .unwrap()
+            .starts_with("arn:aws:iam::1:role/ferry is not allowed to kms:CreateGrant on key/abc")
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Resuming from any prefix of a journal (with the world as the full run left it) ends in the
+    /// same outputs, never observes a step already done, and never applies anything again.
+    #[test]
+    fn resume_from_any_journal_prefix((specs, edges) in dag(), cut in 0.0f64..1.0) {
+        let specs: Vec<Spec> = specs
+            .into_iter()
+            .map(|s| match s.behavior {
+                Behavior::Async(n) => Spec::with(Behavior::Async(n)),
+                _ => Spec::ok(),
+            })
+            .collect();
+        let first = fake_graph(&specs, &edges);
+        let out = run_fake(&first, fast_options(3), Cancel::new());
+        prop_assert_eq!(out.report.result, RunResult::Succeeded);
+        let durable: Vec<Event> = out.events.iter().filter(|e| e.is_durable()).cloned().collect();
+        let k = ((durable.len() as f64) * cut) as usize;
+        let folded = journal::fold(&durable[..k]);
+
+        let again = fake_graph(&specs, &edges);
+        *again.mem.world.lock().unwrap() = first.mem.world.lock().unwrap().clone();
+        let resumed = run_fake_resumed(&again, folded.resume());
+        prop_assert_eq!(resumed.result, RunResult::Succeeded);
+        prop_assert_eq!(&resumed.outputs, &out.report.outputs);
+        prop_assert_eq!(again.mem.applies.lock().unwrap().values().sum::<usize>(), 0);
+        for (id, state) in &folded.steps {
+            if matches!(state, StepState::Done { .. } | StepState::Submitted { .. }) {
+                prop_assert_eq!(Mem::count(&again.mem.observes, id), 0, "{} observed again", id);
+            }
+        }
+    }
+}
+
+fn run_fake_resumed(fg: &FakeGraph, resume: Resume) -> RunReport {
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), fast_options(3))
+        .limits(Arc::new(test_limits()))
+        .poller("fake.copy", fg.poller.clone())
+        .resume(resume)
+        .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))));
+    runtime().block_on(exec.run(Cancel::new())).unwrap()
+}
+
+#[test]
+fn poll_deadline_and_missing_poller_fail_the_step_and_free_the_gate() {
+    // Gate of 2: the two never-finishing copies time out, then the third gets a slot.
+    let mut specs = vec![
+        Spec {
+            gate: true,
+            ..Spec::with(Behavior::Async(250))
+        };
+        2
+    ];
+    specs.push(Spec {
+        gate: true,
+        ..Spec::with(Behavior::Async(1))
+    });
+    let fg = fake_graph(&specs, &[]);
+    let opts = RunOptions {
+        poll_deadline: Duration::from_millis(30),
+        ..fast_options(4)
+    };
+    let out = run_fake(&fg, opts.clone(), Cancel::new());
+    let codes: Vec<&str> = out
+        .report
+        .failed
+        .iter()
+        .map(|(_, e)| e.code.as_str())
+        .collect();
+    assert_eq!(codes, vec!["PollDeadlineExceeded", "PollDeadlineExceeded"]);
+    assert_eq!(
+        out.report.done, 1,
+        "the third copy got a slot once the others timed out"
+    );
+
+    let fg = fake_graph(&[Spec::with(Behavior::Async(1)), Spec::ok()], &[]);
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), opts)
+        .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))));
+    let r = runtime().block_on(exec.run(Cancel::new())).unwrap();
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].1.code, "NoPoller");
+    assert!(r.failed[0].1.message.contains("fake.copy/acct/r1"));
+    assert_eq!(r.done, 1);
+}
+
+#[test]
+fn resume_retries_failed_steps_and_runs_what_was_skipped() {
+    // 0 fails after 4 retries in the first attempt (9 errors in store); 1 depends on it.
+    let specs = vec![
+        Spec::with(Behavior::Errors(ErrorClass::Transient, 9)),
+        Spec::ok(),
+        Spec::ok(),
+    ];
+    let fg = fake_graph(&specs, &[(0, 1)]);
+    let first = run_fake(&fg, fast_options(2), Cancel::new());
+    assert_eq!(first.report.result, RunResult::Failed);
+    assert_eq!(
+        first.report.skipped,
+        vec![("own/res1/act".to_string(), "own/res0/act".to_string())]
+    );
+    let folded = journal::fold(&first.events);
+    assert!(matches!(
+        folded.steps["own/res0/act"],
+        StepState::Failed { .. }
+    ));
+    let second = run_fake_resumed(&fg, folded.resume());
+    assert_eq!(second.result, RunResult::Succeeded);
+    assert_eq!(Mem::count(&fg.mem.applies, "own/res0/act"), 10);
+    assert_eq!(Mem::count(&fg.mem.applies, "own/res1/act"), 1);
+    assert_eq!(
+        Mem::count(&fg.mem.applies, "own/res2/act"),
+        1,
+        "done in the first attempt, not again"
+    );
 }

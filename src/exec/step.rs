@@ -121,6 +121,18 @@ impl StepError {
     pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Permanent, code, message)
     }
+    /// AccessDenied with the hint users need: who lacked which action on what.
+    pub fn access_denied(
+        principal: &str,
+        action: &str,
+        resource: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::permanent("AccessDenied", message).with_hint(format!(
+            "{principal} is not allowed to {action} on {resource}; allow it in the principal's IAM policy \
+             (and in the key policy, for a KMS key)"
+        ))
+    }
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
         self
@@ -180,6 +192,9 @@ pub trait Step<C: Send + Sync + 'static>: Send + Sync + 'static {
         None
     }
     /// Read-only: is the work already done?
+    ///
+    /// `observe` and `apply` are first polled on the walker's coordinator (a call that finishes
+    /// at once costs no task); they must not block the thread before their first `.await`.
     async fn observe(&self, cx: &StepCx<'_, C>) -> Result<Observation, StepError>;
     /// What `apply` will use to make itself findable or repeatable (client token, tags).
     /// Journaled before `apply` is called. Must not contain secrets.

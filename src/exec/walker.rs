@@ -67,6 +67,8 @@ pub struct Resume {
     pub done: HashMap<String, Value>,
     /// Submitted operations: polled again straight away.
     pub submitted: HashMap<String, Submitted>,
+    /// This continues an earlier attempt of the run (said so in `run-started`).
+    pub resumed: bool,
 }
 
 /// The outcome of a run.
@@ -220,11 +222,16 @@ struct Walker<C: Send + Sync + 'static> {
 
     tasks: JoinSet<Msg>,
     in_flight: usize,
+    /// Step calls still allowed to run inline this turn (the coordinator must get back to its
+    /// loop to see Ctrl-C and timers).
+    inline_budget: u32,
     finished: usize,
     stopping: bool,
     cancelled: bool,
     report: RunReport,
 }
+
+const INLINE_BUDGET: u32 = 256;
 
 fn panic_error() -> StepError {
     StepError::permanent("Panic", "the step panicked (a bug in ferry)")
@@ -259,6 +266,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
             next_poll: None,
             tasks: JoinSet::new(),
             in_flight: 0,
+            inline_budget: INLINE_BUDGET,
             finished: 0,
             stopping: false,
             cancelled: false,
@@ -305,7 +313,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
             plan_hash: self.opts.plan_hash.clone(),
             steps: n,
             already_done: already,
-            resumed: already > 0 || !self.resume.submitted.is_empty(),
+            resumed: self.resume.resumed || already > 0 || !self.resume.submitted.is_empty(),
             ts: now_ms(),
         })?;
         for i in 0..n as u32 {
@@ -354,6 +362,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                     self.stop(true);
                 }
             }
+            self.inline_budget = INLINE_BUDGET;
             self.launch()?;
             if self.finished == n && self.tasks.is_empty() {
                 break;
@@ -474,7 +483,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         if self.stopping {
             return Ok(());
         }
-        while self.in_flight < self.opts.concurrency.max(1) {
+        while !self.stopping && self.in_flight < self.opts.concurrency.max(1) {
             if let Some(&gi) = self.runnable.front() {
                 let group = &mut self.groups[gi as usize];
                 let Some(&i) = group.queue.front() else {
@@ -511,6 +520,28 @@ impl<C: Send + Sync + 'static> Walker<C> {
         Ok(())
     }
 
+    /// Poll a step call once right here; only if it has to wait does it become a task. Calls that
+    /// finish at once (no-op steps, answers from memory) then cost no task and no wake-up.
+    fn run_or_spawn(
+        &mut self,
+        fut: impl Future<Output = Msg> + Send + 'static,
+    ) -> Result<(), ExecError> {
+        let mut fut = Box::pin(fut);
+        if self.inline_budget == 0 {
+            self.tasks.spawn(fut);
+            return Ok(());
+        }
+        self.inline_budget -= 1;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(msg) => self.on_task(Ok(msg)),
+            std::task::Poll::Pending => {
+                self.tasks.spawn(fut);
+                Ok(())
+            }
+        }
+    }
+
     fn start_observe(&mut self, i: u32) -> Result<(), ExecError> {
         let step = self.g.steps[i as usize].clone();
         self.emit(Event::StepStarted {
@@ -523,7 +554,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         let ctx = self.ctx.clone();
         let limits = self.limits.clone();
         let inputs = self.inputs(i);
-        self.tasks.spawn(async move {
+        self.run_or_spawn(async move {
             let cx = StepCx {
                 ctx: &ctx,
                 limits: &limits,
@@ -534,8 +565,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                 .await
                 .unwrap_or_else(|_| Err(panic_error()));
             Msg::Observed(i, r)
-        });
-        Ok(())
+        })
     }
 
     fn start_apply(&mut self, i: u32) -> Result<(), ExecError> {
@@ -552,7 +582,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         let ctx = self.ctx.clone();
         let limits = self.limits.clone();
         let inputs = self.inputs(i);
-        self.tasks.spawn(async move {
+        self.run_or_spawn(async move {
             let cx = StepCx {
                 ctx: &ctx,
                 limits: &limits,
@@ -563,8 +593,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                 .await
                 .unwrap_or_else(|_| Err(panic_error()));
             Msg::Applied(i, r)
-        });
-        Ok(())
+        })
     }
 
     fn on_task(&mut self, res: Result<Msg, tokio::task::JoinError>) -> Result<(), ExecError> {

@@ -124,7 +124,10 @@ impl RunFold {
     /// What a resumed run takes over: done steps (not observed again) and submitted operations
     /// (polled again). Intent-without-outcome, failed and skipped steps start from observe.
     pub fn resume(&self) -> Resume {
-        let mut r = Resume::default();
+        let mut r = Resume {
+            resumed: true,
+            ..Resume::default()
+        };
         for (id, s) in &self.steps {
             match s {
                 StepState::Done { outputs } => {

@@ -168,6 +168,22 @@ pub struct PreparedRun {
     pub lock: Box<dyn StateLock>,
 }
 
+impl PreparedRun {
+    /// `base` with this run's id, plan name and hash filled in.
+    pub fn run_options(
+        &self,
+        plan_name: &str,
+        base: crate::exec::RunOptions,
+    ) -> crate::exec::RunOptions {
+        crate::exec::RunOptions {
+            run_id: self.run_id.clone(),
+            plan_name: plan_name.to_string(),
+            plan_hash: self.plan_hash.clone(),
+            ..base
+        }
+    }
+}
+
 /// Start a new run: lock the state, record plan, graph and step ids, open its log.
 pub fn start_run(backend: &dyn JournalBackend, run: NewRun<'_>) -> Result<PreparedRun> {
     let lock = backend.lock(run.run_id)?;

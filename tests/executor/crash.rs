@@ -293,19 +293,33 @@ fn wait_ok(child: std::process::Child) {
     );
 }
 
-fn done_in_journal(state: &Path) -> HashSet<String> {
+/// Done steps in the journal, and how many steps were left mid-way (intent or submitted).
+fn done_in_journal(state: &Path) -> (HashSet<String>, usize, usize, bool) {
     let Ok(j) = LocalJournal::open(state) else {
-        return HashSet::new();
+        return (HashSet::new(), 0, 0, false);
     };
     let Some(run) = j.list_runs().unwrap().pop() else {
-        return HashSet::new();
+        return (HashSet::new(), 0, 0, false);
     };
-    let f = journal::fold(&j.read_log(&run).unwrap().events);
-    f.steps
+    let log = j.read_log(&run).unwrap();
+    let f = journal::fold(&log.events);
+    let intents = f
+        .steps
+        .values()
+        .filter(|s| matches!(s, StepState::Intent { .. }))
+        .count();
+    let submitted = f
+        .steps
+        .values()
+        .filter(|s| matches!(s, StepState::Submitted { .. }))
+        .count();
+    let done = f
+        .steps
         .into_iter()
         .filter(|(_, s)| matches!(s, StepState::Done { .. }))
         .map(|(id, _)| id)
-        .collect()
+        .collect();
+    (done, intents, submitted, log.torn_tail)
 }
 
 fn final_outputs(state: &Path) -> (BTreeMap<String, Value>, Option<RunResult>) {
@@ -340,6 +354,7 @@ pub fn kill_and_resume(seed: u64, kills: usize) {
     let mut rng = Rng(seed);
     let mut effective = 0;
     let mut cases = 0;
+    let (mut seen_intent, mut seen_submitted, mut seen_torn) = (0, 0, 0);
     while effective < kills {
         cases += 1;
         assert!(
@@ -365,7 +380,11 @@ pub fn kill_and_resume(seed: u64, kills: usize) {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             effective += 1;
-            killed_done.push((attempt, done_in_journal(&state)));
+            let (done, intents, submitted, torn) = done_in_journal(&state);
+            seen_intent += intents.min(1);
+            seen_submitted += submitted.min(1);
+            seen_torn += torn as usize;
+            killed_done.push((attempt, done));
             attempt += 1;
         }
         // Same end state as the uninterrupted run.
@@ -390,7 +409,9 @@ pub fn kill_and_resume(seed: u64, kills: usize) {
         assert!(count.values().all(|&c| c == 1), "applied twice: {count:?}");
     }
     eprintln!(
-        "crash test {seed:x}: {effective} kill points in {cases} runs, clean run {clean_ms} ms, total {:?}",
+        "crash test {seed:x}: {effective} kill points in {cases} runs (left an intent without outcome: \
+         {seen_intent}, a submitted copy: {seen_submitted}, a torn last line: {seen_torn}), clean run \
+         {clean_ms} ms, total {:?}",
         started.elapsed()
     );
 }
