@@ -444,8 +444,8 @@ impl KeyAccess {
         Ok(())
     }
 
-    /// The id of ferry's named grant for the other account, if it exists.
-    async fn grant_id(&self, cx: &StepCx<'_, Cx>) -> Result<Option<String>, StepError> {
+    /// The ids of ferry's named grants for the other account on this key.
+    async fn grant_ids(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
         cx.limits()
             .take(&[bucket(
                 &self.base.account,
@@ -459,13 +459,17 @@ impl KeyAccess {
             .key_id(self.key())
             .into_paginator()
             .send();
+        let mut ids = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| failed(kms_error("ListGrants")(e), &[]))?;
-            if let Some(g) = page.grants().iter().find(|g| g.name() == Some(self.sid())) {
-                return Ok(g.grant_id().map(str::to_string));
-            }
+            ids.extend(
+                page.grants()
+                    .iter()
+                    .filter(|g| g.name() == Some(self.sid()))
+                    .filter_map(|g| g.grant_id().map(str::to_string)),
+            );
         }
-        Ok(None)
+        Ok(ids)
     }
 
     /// With `revoke_after`, access is not needed once every copy of the migration exists.
@@ -521,7 +525,7 @@ impl Step<Cx> for KeyAccess {
             return Ok(Observation::Done(done));
         }
         if self.grant {
-            let exists = self.grant_id(cx).await?;
+            let exists = self.grant_ids(cx).await?.into_iter().next();
             return Ok(match (exists, self.add) {
                 (Some(_), true) | (None, false) => Observation::Done(done),
                 (None, true) => Observation::Todo(todo(
@@ -554,10 +558,17 @@ impl Step<Cx> for KeyAccess {
         json!({ "key": self.key(), "policy_before": change.get("policy_before") })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
         let client = cx.ctx().aws.kms(&self.base.account, &self.base.region);
+        let unchanged = json!({ "access_added_by_ferry": false, "key": self.key() });
         if self.grant {
+            // Look again under the gate: another migration sharing this key may have just
+            // made (or taken back) the same named grant.
+            let existing = self.grant_ids(cx).await?;
             if self.add {
+                if !existing.is_empty() {
+                    return Ok(Applied::Done(unchanged));
+                }
                 let out = client
                     .create_grant()
                     .key_id(self.key())
@@ -579,25 +590,21 @@ impl Step<Cx> for KeyAccess {
                     "access_added_by_ferry": true, "key": self.key(), "grant_id": out.grant_id(),
                 })));
             }
-            let id = change
-                .get("grant_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let revoked = client
-                .revoke_grant()
-                .key_id(self.key())
-                .grant_id(id)
-                .send()
-                .await;
-            // Already gone is what was wanted.
-            if let Err(e) = revoked.map_err(kms_error("RevokeGrant"))
-                && !e.is_not_found()
-            {
-                return Err(failed(e, &[]));
+            for id in existing {
+                let revoked = client
+                    .revoke_grant()
+                    .key_id(self.key())
+                    .grant_id(id)
+                    .send()
+                    .await;
+                // Already gone is what was wanted.
+                if let Err(e) = revoked.map_err(kms_error("RevokeGrant"))
+                    && !e.is_not_found()
+                {
+                    return Err(failed(e, &[]));
+                }
             }
-            return Ok(Applied::Done(
-                json!({ "access_added_by_ferry": false, "key": self.key() }),
-            ));
+            return Ok(Applied::Done(unchanged));
         }
         // Read again right before writing: the merge starts from the live document.
         let before = self.policy(cx).await?;
