@@ -151,8 +151,13 @@ migrations:
     )
 }
 
-/// B's copies: (AMI copies: image id -> its snapshots' keys), (snapshot copies: id -> key).
-fn copies_in_backup(w: &World) -> (Vec<(String, Vec<String>)>, Vec<(String, String)>) {
+/// An AMI copy in B: its id and the keys of its snapshots.
+type AmiCopy = (String, Vec<String>);
+/// A snapshot copy in B: its id and key.
+type SnapshotCopy = (String, String);
+
+/// B's copies made by this plan.
+fn copies_in_backup(w: &World) -> (Vec<AmiCopy>, Vec<SnapshotCopy>) {
     w.rt.block_on(async {
         let ec2 = w.emu.ec2(BACKUP, SRC);
         let mine = Filter::builder()
