@@ -111,6 +111,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print, per account, the least-privilege IAM policy ferry needs to run this plan.
+    IamPolicy { plan: PathBuf },
     /// Print the JSON Schema of the plan format (for editor completion).
     Schema,
 }

@@ -503,3 +503,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn iam_policy_lists_what_each_account_needs() {
+    let out = ferry(&["iam-policy", "plans/ami-copy.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let policies: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let actions = |account: &str| -> Vec<String> {
+        policies[account]["policy"]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| {
+                s["Action"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    // The source account shares and grants; the destination account copies.
+    let prod = actions("prod");
+    for a in [
+        "ec2:ModifyImageAttribute",
+        "ec2:ModifySnapshotAttribute",
+        "kms:CreateGrant",
+        "kms:RevokeGrant",
+    ] {
+        assert!(prod.contains(&a.to_string()), "prod needs {a}: {prod:?}");
+    }
+    let backup = actions("backup");
+    assert!(backup.contains(&"ec2:CopyImage".to_string()));
+    assert!(
+        !backup.contains(&"ec2:ModifyImageAttribute".to_string()),
+        "least privilege"
+    );
+    assert_eq!(
+        policies["backup"]["caller_needs"]["Action"],
+        "sts:AssumeRole"
+    );
+    insta::assert_json_snapshot!("iam-policy-ami-copy", policies);
+}

@@ -44,6 +44,7 @@ pub fn run(cli: Cli) -> Outcome {
         } => plan_offline(plan, *output),
         Command::Plan { plan, output, .. } => run::plan_live(plan, *output, global),
         Command::Graph { plan, format } => graph_cmd(plan, *format),
+        Command::IamPolicy { plan } => iam_policy(plan),
         Command::Schema => {
             let schema = plan::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
@@ -107,6 +108,16 @@ fn plan_offline(path: &Path, output: Output) -> Outcome {
         Output::Text => print!("{}", render::text(&plan.name.value, &g)),
         Output::Json => println!("{}", render::json(&plan.name.value, &g, true)),
     }
+    Outcome::Ok
+}
+
+fn iam_policy(path: &Path) -> Outcome {
+    let (plan, g) = match compile(path) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let policies = crate::steps::permissions::iam_policies(&plan, &g);
+    println!("{}", serde_json::to_string_pretty(&policies).expect("JSON"));
     Outcome::Ok
 }
 

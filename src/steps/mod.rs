@@ -3,6 +3,7 @@
 
 pub mod ec2;
 pub mod kms;
+pub mod permissions;
 pub mod policy;
 pub mod share;
 

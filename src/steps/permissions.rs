@@ -1,0 +1,359 @@
+//! The IAM permissions each step kind needs, scoped to resources where AWS allows it
+//! (`ferry iam-policy`). Kept beside the steps: the calls they make are listed here.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::graph::{StepGraph, StepKind, StepSpec, Target};
+use crate::plan::Plan;
+
+/// One statement's worth: actions on resources, maybe under a condition.
+struct Need {
+    actions: &'static [&'static str],
+    resources: Vec<String>,
+    condition: Option<Value>,
+}
+
+fn need(actions: &'static [&'static str], resources: Vec<String>) -> Need {
+    Need {
+        actions,
+        resources,
+        condition: None,
+    }
+}
+
+/// Deleting or deregistering is limited to what this plan made (its `ferry:plan` tag).
+fn own(actions: &'static [&'static str], resources: Vec<String>, plan: &str) -> Need {
+    Need {
+        actions,
+        resources,
+        condition: Some(json!({ "StringEquals": { "aws:ResourceTag/ferry:plan": plan } })),
+    }
+}
+
+/// KMS actions EBS uses on the caller's behalf to read a source and write an encrypted copy.
+const EBS_KMS: &[&str] = &[
+    "kms:CreateGrant",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+];
+
+fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> String) -> Vec<Need> {
+    let region = spec.scope.region.as_deref().unwrap_or("*");
+    let keys = format!("arn:aws:kms:{region}:{account}:key/*");
+    let one = match &spec.target {
+        Target::One(t) => Some(t.as_str()),
+        _ => None,
+    };
+    let snapshots = |r: &str| match one.filter(|t| t.starts_with("snap-")) {
+        Some(id) => format!("arn:aws:ec2:{r}::snapshot/{id}"),
+        None => format!("arn:aws:ec2:{r}::snapshot/*"),
+    };
+    let images = |r: &str| match one.filter(|t| t.starts_with("ami-")) {
+        Some(id) => format!("arn:aws:ec2:{r}::image/{id}"),
+        None => format!("arn:aws:ec2:{r}::image/*"),
+    };
+    let any = || vec!["*".to_string()];
+    // EBS uses the destination key and the source keys (in the source account and region).
+    let copy_keys = || {
+        let src_account = spec
+            .params
+            .get("source_account")
+            .and_then(Value::as_str)
+            .map(id_of)
+            .unwrap_or_else(|| "*".into());
+        let src_region = spec
+            .params
+            .get("source_region")
+            .and_then(Value::as_str)
+            .unwrap_or("*");
+        let mut k = vec![
+            keys.clone(),
+            format!("arn:aws:kms:{src_region}:{src_account}:key/*"),
+        ];
+        k.dedup();
+        k
+    };
+    match spec.kind {
+        StepKind::CreateKey => vec![
+            // CreateKey cannot be scoped to a resource: the key does not exist yet.
+            need(&["kms:CreateKey", "kms:ListKeys", "kms:ListAliases"], any()),
+            need(
+                &[
+                    "kms:DescribeKey",
+                    "kms:TagResource",
+                    "kms:ListResourceTags",
+                    "kms:CreateAlias",
+                ],
+                vec![keys.clone()],
+            ),
+            need(
+                &["kms:CreateAlias"],
+                vec![format!(
+                    "arn:aws:kms:{region}:{account}:{}",
+                    one.unwrap_or("alias/*")
+                )],
+            ),
+        ],
+        StepKind::EnableKeyRotation => vec![need(
+            &[
+                "kms:DescribeKey",
+                "kms:GetKeyRotationStatus",
+                "kms:EnableKeyRotation",
+            ],
+            vec![keys],
+        )],
+        StepKind::ReplicateKey => {
+            let primary = spec
+                .params
+                .get("primary_region")
+                .and_then(Value::as_str)
+                .unwrap_or("*");
+            vec![
+                need(
+                    &["kms:ReplicateKey", "kms:DescribeKey"],
+                    vec![format!("arn:aws:kms:{primary}:{account}:key/*")],
+                ),
+                need(&["kms:CreateKey", "kms:ListAliases"], any()),
+                need(
+                    &["kms:DescribeKey", "kms:TagResource", "kms:CreateAlias"],
+                    vec![keys],
+                ),
+                need(
+                    &["kms:CreateAlias"],
+                    vec![format!(
+                        "arn:aws:kms:{region}:{account}:{}",
+                        one.unwrap_or("alias/*")
+                    )],
+                ),
+            ]
+        }
+        StepKind::MergeKeyPolicy => vec![need(
+            &["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy"],
+            vec![keys],
+        )],
+        StepKind::GrantKeyAccess | StepKind::RevokeKeyAccess => {
+            let key = one.map(str::to_string).unwrap_or(keys);
+            if spec.params.get("how") == Some(&json!("grant")) {
+                vec![need(
+                    &["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
+                    vec![key],
+                )]
+            } else {
+                vec![need(&["kms:GetKeyPolicy", "kms:PutKeyPolicy"], vec![key])]
+            }
+        }
+        StepKind::FindSnapshots => vec![need(&["ec2:DescribeSnapshots"], any())],
+        StepKind::FindImages => vec![need(
+            &["ec2:DescribeImages", "ec2:DescribeSnapshots"],
+            any(),
+        )],
+        StepKind::ShareSnapshot | StepKind::UnshareSnapshot => vec![need(
+            &[
+                "ec2:ModifySnapshotAttribute",
+                "ec2:DescribeSnapshotAttribute",
+            ],
+            vec![snapshots(region)],
+        )],
+        StepKind::ShareImage | StepKind::UnshareImage => vec![need(
+            &["ec2:ModifyImageAttribute", "ec2:DescribeImageAttribute"],
+            vec![images(region)],
+        )],
+        StepKind::CopySnapshot => vec![
+            need(
+                &["ec2:CopySnapshot", "ec2:CreateTags"],
+                vec![format!("arn:aws:ec2:{region}::snapshot/*")],
+            ),
+            need(&["ec2:DescribeSnapshots"], any()),
+            // Only ferry's own failed copies are deleted.
+            own(
+                &["ec2:DeleteSnapshot"],
+                vec![format!("arn:aws:ec2:{region}::snapshot/*")],
+                plan,
+            ),
+            need(EBS_KMS, copy_keys()),
+        ],
+        StepKind::CopyImage => vec![
+            need(
+                &["ec2:CopyImage", "ec2:CreateTags"],
+                vec![
+                    format!("arn:aws:ec2:{region}::image/*"),
+                    format!("arn:aws:ec2:{region}::snapshot/*"),
+                ],
+            ),
+            need(&["ec2:DescribeImages", "ec2:DescribeSnapshots"], any()),
+            own(
+                &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+                vec![
+                    format!("arn:aws:ec2:{region}::image/*"),
+                    format!("arn:aws:ec2:{region}::snapshot/*"),
+                ],
+                plan,
+            ),
+            need(EBS_KMS, copy_keys()),
+        ],
+        StepKind::CreateBucket => vec![need(
+            &[
+                "s3:CreateBucket",
+                "s3:PutEncryptionConfiguration",
+                "s3:PutBucketTagging",
+                "s3:GetEncryptionConfiguration",
+            ],
+            vec![bucket_arn(spec)],
+        )],
+        StepKind::EnableVersioning => vec![need(
+            &["s3:GetBucketVersioning", "s3:PutBucketVersioning"],
+            vec![bucket_arn(spec)],
+        )],
+        StepKind::AllowReplicationRole => vec![need(
+            &["s3:GetBucketPolicy", "s3:PutBucketPolicy"],
+            vec![bucket_arn(spec)],
+        )],
+        StepKind::PutReplication => vec![
+            need(
+                &[
+                    "s3:GetReplicationConfiguration",
+                    "s3:PutReplicationConfiguration",
+                    "s3:GetBucketLocation",
+                ],
+                vec![bucket_arn(spec)],
+            ),
+            need(
+                &["iam:PassRole"],
+                vec![format!("arn:aws:iam::{account}:role/*")],
+            ),
+        ],
+        StepKind::Backfill => {
+            let dst = spec
+                .params
+                .get("destination_bucket")
+                .and_then(Value::as_str)
+                .unwrap_or("*");
+            let src = bucket_arn(spec);
+            vec![
+                need(
+                    &["s3:ListBucket"],
+                    vec![src.clone(), format!("arn:aws:s3:::{dst}")],
+                ),
+                need(
+                    &["s3:GetObject", "s3:GetObjectTagging"],
+                    vec![format!("{src}/*")],
+                ),
+                need(
+                    &["s3:PutObject", "s3:PutObjectTagging"],
+                    vec![format!("arn:aws:s3:::{dst}/*")],
+                ),
+                need(
+                    &["kms:Decrypt", "kms:GenerateDataKey"],
+                    vec![format!("arn:aws:kms:*:{account}:key/*")],
+                ),
+            ]
+        }
+        StepKind::EnsureRole => vec![need(
+            &[
+                "iam:GetRole",
+                "iam:CreateRole",
+                "iam:TagRole",
+                "iam:UpdateAssumeRolePolicy",
+                "iam:GetRolePolicy",
+                "iam:PutRolePolicy",
+            ],
+            vec![format!(
+                "arn:aws:iam::{account}:role/{}",
+                one.unwrap_or("*")
+            )],
+        )],
+    }
+}
+
+fn bucket_arn(spec: &StepSpec) -> String {
+    let bucket = spec
+        .params
+        .get("bucket")
+        .and_then(Value::as_str)
+        .unwrap_or("*");
+    format!("arn:aws:s3:::{bucket}")
+}
+
+/// Reading live state before any change (the resolve stage), in every account.
+const RESOLVE: &[&str] = &[
+    "kms:DescribeKey",
+    "ec2:DescribeSnapshots",
+    "ec2:DescribeImages",
+    "s3:GetBucketLocation",
+    "s3:GetEncryptionConfiguration",
+];
+
+/// Per plan account: the least-privilege policy for the identity ferry runs as there.
+pub fn iam_policies(plan: &Plan, graph: &StepGraph) -> Value {
+    type Grouped = BTreeMap<(Vec<String>, String), Vec<&'static str>>;
+    let mut per_account: BTreeMap<String, Grouped> = BTreeMap::new();
+    let account_id = |name: &str| {
+        plan.accounts
+            .iter()
+            .find(|a| a.name.value == name)
+            .and_then(|a| a.value.id.as_ref())
+            .map(|i| i.value.clone())
+            .unwrap_or_else(|| "*".into())
+    };
+    for a in &plan.accounts {
+        per_account
+            .entry(a.name.value.clone())
+            .or_default()
+            .entry((vec!["*".into()], String::new()))
+            .or_default()
+            .extend(RESOLVE);
+    }
+    for spec in graph.in_order() {
+        let id = account_id(&spec.scope.account);
+        for n in needs(spec, &id, &plan.name.value, &account_id) {
+            let condition = n.condition.map(|c| c.to_string()).unwrap_or_default();
+            let actions = per_account
+                .entry(spec.scope.account.clone())
+                .or_default()
+                .entry((n.resources, condition))
+                .or_default();
+            for a in n.actions {
+                if !actions.contains(a) {
+                    actions.push(a);
+                }
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (account, by_resource) in per_account {
+        let statements: Vec<Value> = by_resource
+            .into_iter()
+            .enumerate()
+            .map(|(i, ((resources, condition), mut actions))| {
+                actions.sort();
+                actions.dedup();
+                let mut st = json!({ "Sid": format!("Ferry{i}"), "Effect": "Allow", "Action": actions, "Resource": resources });
+                if let Ok(c) = serde_json::from_str::<Value>(&condition) {
+                    st["Condition"] = c;
+                }
+                st
+            })
+            .collect();
+        let mut entry = json!({
+            "account_id": account_id(&account),
+            "policy": { "Version": "2012-10-17", "Statement": statements },
+        });
+        if let Some(role) = plan
+            .accounts
+            .iter()
+            .find(|a| a.name.value == account)
+            .and_then(|a| a.value.role_arn.as_ref())
+        {
+            entry["assumed_role"] = json!(role.value);
+            entry["caller_needs"] =
+                json!({ "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role.value });
+        }
+        out.insert(account, entry);
+    }
+    Value::Object(out)
+}
