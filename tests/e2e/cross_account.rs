@@ -552,3 +552,71 @@ fn an_ami_under_the_aws_managed_key_is_refused_before_any_change() {
     let c = w.emu.counters();
     assert_eq!(c.mutating(PROD) + c.mutating(BACKUP), 0, "nothing changed");
 }
+
+#[test]
+fn ami_copy_to_another_region_of_the_same_account_re_encrypts_every_volume() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&format!(
+        r#"version: 1
+name: west
+accounts:
+  prod: {{ id: "{PROD}" }}
+keys:
+  west:
+    account: prod
+    region: us-west-2
+    alias: alias/west
+    create: true
+migrations:
+  - id: golden-west
+    type: ami-copy
+    source: {{ account: prod, region: {SRC}, images: [{ami}] }}
+    destination: {{ region: us-west-2, key: west }}
+"#,
+        ami = f.ami
+    ));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let west_key = w.key_arn("us-west-2", "alias/west").expect("key created");
+    let keys: Vec<String> = w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, "us-west-2");
+        let images = ec2.describe_images().owners("self").send().await.unwrap();
+        assert_eq!(images.images().len(), 1, "one copy");
+        let snaps: Vec<String> = images.images()[0]
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect();
+        let out = ec2
+            .describe_snapshots()
+            .filters(
+                Filter::builder()
+                    .name("snapshot-id")
+                    .set_values(Some(snaps))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.snapshots()
+            .iter()
+            .map(|s| s.kms_key_id().unwrap_or_default().to_string())
+            .collect()
+    });
+    assert_eq!(
+        keys,
+        vec![west_key.clone(), west_key],
+        "both volumes under the new key"
+    );
+    let c = w.emu.counters();
+    assert_eq!(
+        c.requests(PROD, "ec2", "ModifyImageAttribute"),
+        0,
+        "no sharing within one account"
+    );
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert!(text(&again.stdout).contains("No changes"));
+    assert_eq!(w.emu.counters().mutating(PROD), 0);
+}
