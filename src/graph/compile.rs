@@ -294,8 +294,10 @@ impl<'p> Compiler<'p> {
             return (targets, None);
         };
         if let Some(found) = self.inventory.and_then(|i| i.tagged.get(id)) {
+            let mut named: std::collections::HashSet<String> =
+                targets.iter().map(|(t, _)| t.clone()).collect();
             for r in found {
-                if !targets.iter().any(|(t, _)| t == r) {
+                if named.insert(r.clone()) {
                     targets.push((r.clone(), Target::One(r.clone())));
                 }
             }

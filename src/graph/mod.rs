@@ -65,12 +65,16 @@ impl GraphBuilder {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
         }
+        // `update_edge` scans a node's edges: quadratic for a key that 50,000 copies wait for.
+        let mut seen = std::collections::HashSet::new();
         for (from, to) in std::mem::take(&mut self.pending_edges) {
             let (Some(&a), Some(&b)) = (self.index.get(&from), self.index.get(&to)) else {
                 return Err(GraphError::UnknownStep { from, to });
             };
             // Edges point from a dependency to its dependent: the direction work flows.
-            self.graph.update_edge(b, a, ());
+            if seen.insert((b, a)) {
+                self.graph.add_edge(b, a, ());
+            }
         }
         let order = stable_topological_order(&self.graph).map_err(|cycle| {
             GraphError::Cycle(
