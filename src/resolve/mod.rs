@@ -71,6 +71,7 @@ pub async fn resolve(
         account_ids: BTreeMap::new(),
         keys: Default::default(),
         earlier: Default::default(),
+        copy_index: Default::default(),
     };
     let mut r = Resolver {
         plan,

@@ -62,11 +62,21 @@ impl CopySnapshot {
     }
 
     /// Copies earlier runs made, found by their ferry tags (CopySnapshot has no client token).
-    async fn earlier_copies(
-        &self,
-        cx: &StepCx<'_, Cx>,
-    ) -> Result<Vec<(String, SnapshotState, Option<String>)>, StepError> {
+    async fn earlier_copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<SnapshotCopy>, StepError> {
         let c = cx.ctx();
+        // One listing of the plan's copies per (account, region) serves every step's first look;
+        // after an apply attempt a step asks AWS directly, so it never misses its own copy.
+        if !c.copy_index.attempted(&self.base.id) {
+            let all = c
+                .copy_index
+                .snapshots(cx, &self.base.account, &self.base.region)
+                .await?;
+            return Ok(all
+                .iter()
+                .filter(|s| s.migration == self.base.owner && s.source == self.source())
+                .cloned()
+                .collect());
+        }
         cx.limits()
             .take(&[bucket(
                 &self.base.account,
@@ -89,17 +99,105 @@ impl CopySnapshot {
             .send()
             .await
             .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
-        Ok(out
-            .snapshots()
-            .iter()
-            .map(|s| {
-                (
-                    s.snapshot_id().unwrap_or_default().to_string(),
-                    s.state().cloned().unwrap_or(SnapshotState::Pending),
-                    s.kms_key_id().map(str::to_string),
-                )
+        Ok(out.snapshots().iter().map(SnapshotCopy::of).collect())
+    }
+}
+
+/// A snapshot copy ferry made, as found by its tags.
+#[derive(Debug, Clone)]
+pub struct SnapshotCopy {
+    pub id: String,
+    pub state: SnapshotState,
+    pub key: Option<String>,
+    pub migration: String,
+    pub source: String,
+}
+
+impl SnapshotCopy {
+    fn of(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotCopy {
+        let tag = |k: &str| {
+            s.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+                .unwrap_or_default()
+                .to_string()
+        };
+        SnapshotCopy {
+            id: s.snapshot_id().unwrap_or_default().to_string(),
+            state: s.state().cloned().unwrap_or(SnapshotState::Pending),
+            key: s.kms_key_id().map(str::to_string),
+            migration: tag("ferry:migration"),
+            source: tag("ferry:source"),
+        }
+    }
+}
+
+/// The plan's snapshot copies per (account, region), listed once per process and shared by
+/// every copy step's first observation (instead of one DescribeSnapshots per snapshot).
+#[derive(Default)]
+pub struct CopyIndex {
+    snapshots: std::sync::Mutex<
+        std::collections::HashMap<(String, String), Arc<tokio::sync::OnceCell<Vec<SnapshotCopy>>>>,
+    >,
+    attempted: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl CopyIndex {
+    /// Marks that `step` is about to mutate: from now on it looks for itself directly.
+    pub fn attempt(&self, step: &str) {
+        self.attempted
+            .lock()
+            .expect("index")
+            .insert(step.to_string());
+    }
+
+    pub fn attempted(&self, step: &str) -> bool {
+        self.attempted.lock().expect("index").contains(step)
+    }
+
+    async fn snapshots(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<SnapshotCopy>, StepError> {
+        let cell = self
+            .snapshots
+            .lock()
+            .expect("index")
+            .entry((account.to_string(), region.to_string()))
+            .or_default()
+            .clone();
+        let list = cell
+            .get_or_try_init(|| async {
+                let client = cx.ctx().aws.ec2(account, region);
+                let mut pages = client
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .filters(
+                        Filter::builder()
+                            .name("tag:ferry:plan")
+                            .values(&cx.ctx().plan)
+                            .build(),
+                    )
+                    .into_paginator()
+                    .send();
+                let mut all = Vec::new();
+                loop {
+                    cx.limits()
+                        .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+                        .await;
+                    let Some(page) = pages.next().await else {
+                        break;
+                    };
+                    let page = page.map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
+                    all.extend(page.snapshots().iter().map(SnapshotCopy::of));
+                }
+                Ok::<_, StepError>(all)
             })
-            .collect())
+            .await?;
+        Ok(list.clone())
     }
 }
 
@@ -113,20 +211,20 @@ impl Step<Cx> for CopySnapshot {
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
         let copies = self.earlier_copies(cx).await?;
-        let state = |wanted: SnapshotState| copies.iter().find(|c| c.1 == wanted);
-        if let Some((id, _, key)) = state(SnapshotState::Completed) {
+        let state = |wanted: SnapshotState| copies.iter().find(|c| c.state == wanted);
+        if let Some(c) = state(SnapshotState::Completed) {
             return Ok(Observation::Done(
-                json!({ "snapshot_id": id, "source": self.source(), "kms_key_id": key }),
+                json!({ "snapshot_id": c.id, "source": self.source(), "kms_key_id": c.key }),
             ));
         }
-        if let Some((id, _, _)) = state(SnapshotState::Pending) {
+        if let Some(c) = state(SnapshotState::Pending) {
             return Ok(Observation::InProgress(Submitted {
                 poll_key: self.poll_key.clone(),
-                id: id.clone(),
+                id: c.id.clone(),
             }));
         }
         // Failed copies are ferry's own: removed before copying again, so none is left behind.
-        let failed_copies: Vec<&String> = copies.iter().map(|c| &c.0).collect();
+        let failed_copies: Vec<&String> = copies.iter().map(|c| &c.id).collect();
         Ok(Observation::Todo(todo(
             "create",
             json!({ "copy_of": self.source(), "key": self.base.param("key"), "failed_copies": failed_copies }),
@@ -138,6 +236,7 @@ impl Step<Cx> for CopySnapshot {
     }
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
+        cx.ctx().copy_index.attempt(&self.base.id);
         let client = cx.ctx().aws.ec2(&self.base.account, &self.base.region);
         for id in change
             .get("failed_copies")

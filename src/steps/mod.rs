@@ -28,6 +28,8 @@ pub struct Cx {
     /// Outputs of steps done in earlier runs of this state (newest wins): how an undo step
     /// knows what ferry added before, so it takes back exactly that.
     pub earlier: HashMap<String, Value>,
+    /// The plan's earlier copies, listed once per (account, region).
+    pub copy_index: ec2::CopyIndex,
 }
 
 impl Cx {
@@ -48,6 +50,7 @@ impl Cx {
             account_ids: resolution.account_ids.clone(),
             keys: Mutex::new(keys),
             earlier: HashMap::new(),
+            copy_index: Default::default(),
         }
     }
 

@@ -1,0 +1,337 @@
+"""The migration benchmark: the real `ferry apply` against the local emulator with copy
+durations and AWS's default API quotas on, compared with the lower bound those impose.
+
+    scripts/bench                     # all workloads
+    scripts/bench a b                 # some of them
+
+Workloads:
+  a  400 encrypted snapshots in 2 source regions -> 2 destination regions (same account)
+  b  40 AMIs (2 encrypted volumes each) shared with and copied by another account
+  c  2,000 SSE-KMS objects replicated and backfilled
+  d  all of them in one plan
+
+For each: makespan (the whole `ferry apply`, resolve and dry run included), the lower bound
+(see `lower_bound`), their ratio, API calls per migrated resource (mutating / describe),
+throttled responses as % of calls, ferry's peak memory. The last line is the headline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+from botocore.config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+A, B = "111111111111", "222222222222"
+# Copies stay pending this long (the emulator's `copy_seconds`); real copies take minutes.
+COPY_SECONDS = float(os.environ.get("FERRY_BENCH_COPY_SECONDS", "4"))
+POLL_MS = int(os.environ.get("FERRY_BENCH_POLL_MS", "500"))
+SNAPSHOT_SLOTS = 20
+# AWS's default token buckets (aws-facts.md): (burst, refill per second).
+COPY_SNAPSHOT = (50, 5.0)
+COPY_IMAGE = (100, 1.0)
+
+
+def client(endpoint: str, service: str, account: str, region: str):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=f"AKIA{account}TEST",
+        aws_secret_access_key="bench",
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 10}),
+    )
+
+
+def control(endpoint: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(endpoint + path, data=data, method="POST" if data is not None else "GET")
+    req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"{}")
+
+
+class Emulator:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "tests/emulator/start")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "FERRY_EMULATOR_PARENT_PID": str(os.getpid())},
+        )
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("FERRY_EMULATOR_ENDPOINT="):
+            raise SystemExit(f"emulator did not start: {line!r}")
+        self.endpoint = line.split("=", 1)[1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ---- seeding ------------------------------------------------------------------------------
+
+
+def cmk(ep: str, account: str, region: str, alias: str) -> str:
+    kms = client(ep, "kms", account, region)
+    k = kms.create_key()["KeyMetadata"]
+    kms.create_alias(AliasName=alias, TargetKeyId=k["KeyId"])
+    return k["Arn"]
+
+
+def snapshot(ec2, region: str, key: str, size: int, tags: dict) -> str:
+    vol = ec2.create_volume(Size=size, AvailabilityZone=f"{region}a", Encrypted=True, KmsKeyId=key)
+    return ec2.create_snapshot(
+        VolumeId=vol["VolumeId"],
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+    )["SnapshotId"]
+
+
+def seed_snapshots(ep: str, n: int) -> dict:
+    """n/2 tagged snapshots in us-east-1 and n/2 in us-west-2, sizes 1..100 GiB."""
+    out = {}
+    for region in ("us-east-1", "us-west-2"):
+        key = cmk(ep, A, region, "alias/bench-src")
+        ec2 = client(ep, "ec2", A, region)
+        out[region] = [snapshot(ec2, region, key, 1 + (i * 37) % 100, {"Bench": "snapshots"}) for i in range(n // 2)]
+    return out
+
+
+def seed_amis(ep: str, n: int) -> list[str]:
+    region = "us-east-1"
+    k1, k2 = cmk(ep, A, region, "alias/bench-root"), cmk(ep, A, region, "alias/bench-data")
+    ec2 = client(ep, "ec2", A, region)
+    amis = []
+    for i in range(n):
+        s1 = snapshot(ec2, region, k1, 8, {})
+        s2 = snapshot(ec2, region, k2, 20, {})
+        amis.append(
+            ec2.register_image(
+                Name=f"bench-{i}",
+                RootDeviceName="/dev/xvda",
+                Architecture="x86_64",
+                VirtualizationType="hvm",
+                BlockDeviceMappings=[
+                    {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": s1}},
+                    {"DeviceName": "/dev/xvdb", "Ebs": {"SnapshotId": s2}},
+                ],
+                TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "Bench", "Value": "amis"}]}],
+            )["ImageId"]
+        )
+    cmk(ep, B, region, "alias/bench-backup")
+    client(ep, "iam", B, region).create_role(
+        RoleName="ferry-migrator",
+        AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:root"}, "Action": "sts:AssumeRole"}]}
+        ),
+    )
+    return amis
+
+
+def seed_objects(ep: str, n: int) -> None:
+    region = "us-east-1"
+    key = cmk(ep, A, region, "alias/bench-logs")
+    s3 = client(ep, "s3", A, region)
+    s3.create_bucket(Bucket="bench-logs")
+    s3.put_bucket_encryption(
+        Bucket="bench-logs",
+        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]},
+    )
+    for i in range(n):
+        s3.put_object(Bucket="bench-logs", Key=f"logs/{i:05d}.json", Body=b'{"n": %d}' % i, ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
+
+
+# ---- plans --------------------------------------------------------------------------------
+
+HEAD = f"""version: 1
+name: bench
+accounts:
+  prod: {{ id: "{A}" }}
+  backup: {{ id: "{B}", role_arn: "arn:aws:iam::{B}:role/ferry-migrator" }}
+keys:
+  dr-west-2: {{ account: prod, region: eu-west-2, alias: alias/bench-dr-west-2, create: true }}
+  dr-west-1: {{ account: prod, region: eu-west-1, alias: alias/bench-dr-west-1, create: true }}
+  backup: {{ account: backup, region: us-east-1, alias: alias/bench-backup }}
+  logs-dr: {{ account: prod, region: eu-west-2, alias: alias/bench-logs-dr, create: true }}
+migrations:
+"""
+
+SNAPSHOTS = """  - id: east
+    type: snapshot-copy
+    source: { account: prod, region: us-east-1, tags: { Bench: snapshots } }
+    destination: { region: eu-west-2, key: dr-west-2 }
+  - id: west
+    type: snapshot-copy
+    source: { account: prod, region: us-west-2, tags: { Bench: snapshots } }
+    destination: { region: eu-west-1, key: dr-west-1 }
+"""
+
+AMIS = """  - id: amis
+    type: ami-copy
+    source: { account: prod, region: us-east-1, tags: { Bench: amis } }
+    destination: { account: backup, key: backup }
+    key_access: policy
+"""
+
+OBJECTS = """  - id: logs
+    type: s3-replication
+    source: { account: prod, bucket: bench-logs }
+    destination: { bucket: bench-logs-dr, region: eu-west-2, create: true, key: logs-dr }
+    role: { name: bench-logs-replication }
+    backfill: true
+"""
+
+# ---- lower bound --------------------------------------------------------------------------
+
+
+def lower_bound(snapshots_per_region: list[int], amis: int, objects: int) -> float:
+    """The least time AWS's limits allow, from the same quotas and durations as the emulator:
+    the max over destination regions of ceil(copies / 20 slots) x copy time (an AMI's volumes
+    count against its region's 20 snapshot-copy slots), and per token bucket
+    (calls - burst) / refill, plus one copy time (the critical path: a copy can start only
+    after its key exists and its shares are in place, and takes COPY_SECONDS)."""
+    bounds = [0.0]
+    for n in snapshots_per_region:
+        bounds.append(math.ceil(n / SNAPSHOT_SLOTS) * COPY_SECONDS)
+        bounds.append(max(0.0, (n - COPY_SNAPSHOT[0]) / COPY_SNAPSHOT[1]) + COPY_SECONDS)
+    if amis:
+        bounds.append(math.ceil(2 * amis / SNAPSHOT_SLOTS) * COPY_SECONDS)
+        bounds.append(max(0.0, (amis - COPY_IMAGE[0]) / COPY_IMAGE[1]) + COPY_SECONDS)
+    if objects:
+        # 3,500 PUT/COPY per second per prefix: negligible next to the rest.
+        bounds.append(objects / 3500.0)
+    return max(bounds)
+
+
+# ---- running ------------------------------------------------------------------------------
+
+
+def run_ferry(ep: str, plan_text: str) -> tuple[float, int, int, str]:
+    work = tempfile.mkdtemp(prefix="ferry-bench-")
+    with open(os.path.join(work, "plan.yaml"), "w") as f:
+        f.write(plan_text)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": f"AKIA{A}TEST",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_REGION": "us-east-1",
+        "FERRY_POLL_INTERVAL_MS": str(POLL_MS),
+    }
+    start = time.monotonic()
+    with open(os.path.join(work, "stderr"), "w") as errf:
+        proc = subprocess.Popen(
+            [FERRY, "--endpoint-url", ep, "-q", "apply", "--yes", "plan.yaml"],
+            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=errf,
+        )
+        # wait4 gives this child's own peak memory (ru_maxrss, KiB on Linux).
+        _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - start
+    code = os.waitstatus_to_exitcode(status)
+    with open(os.path.join(work, "stderr")) as f:
+        err = f.read()
+    shutil.rmtree(work, ignore_errors=True)
+    return elapsed, code, usage.ru_maxrss, err
+
+
+def counters(ep: str) -> dict:
+    c = control(ep, "/_ferry/counters")
+    total = c["totals"]["requests"]
+    mutating = c["totals"]["mutating"]
+    throttled = c["totals"]["throttled"]
+    describes = sum(r["count"] for r in c["requests"] if r["action"].startswith(("Describe", "Get", "List", "Head")))
+    return {"total": total, "mutating": mutating, "throttled": throttled, "describe": describes}
+
+
+WORKLOADS = {
+    "a": ("400 snapshots, 2 regions -> 2 regions", 400, 0, 0),
+    "b": ("40 AMIs x 2 volumes, cross-account", 0, 40, 0),
+    "c": ("2,000 SSE-KMS objects backfilled", 0, 0, 2000),
+    "d": ("all of the above in one plan", 400, 40, 2000),
+}
+
+
+def workload(name: str) -> dict:
+    title, snaps, amis, objects = WORKLOADS[name]
+    emu = Emulator()
+    try:
+        ep = emu.endpoint
+        control(ep, "/_ferry/config", {"copy_seconds": COPY_SECONDS, "throttle": False})
+        plan = HEAD
+        if snaps:
+            seed_snapshots(ep, snaps)
+            plan += SNAPSHOTS
+        if amis:
+            seed_amis(ep, amis)
+            plan += AMIS
+        if objects:
+            seed_objects(ep, objects)
+            plan += OBJECTS
+        # From here on AWS's quotas apply (the emulator's buckets at scale 1.0).
+        control(ep, "/_ferry/config", {"throttle": True, "throttle_scale": 1.0})
+        control(ep, "/_ferry/counters/reset", {})
+        elapsed, code, rss_kb, err = run_ferry(ep, plan)
+        c = counters(ep)
+        resources = snaps + amis + objects
+        bound = lower_bound([snaps // 2, snaps // 2] if snaps else [], amis, objects)
+        return {
+            "workload": f"({name}) {title}",
+            "ok": code == 0,
+            "error": err.strip().splitlines()[-3:] if code != 0 else [],
+            "makespan_s": elapsed,
+            "lower_bound_s": bound,
+            "ratio": elapsed / bound if bound else float("nan"),
+            "mutating_per_resource": c["mutating"] / resources,
+            "describe_per_resource": c["describe"] / resources,
+            "throttled_pct": 100.0 * c["throttled"] / max(1, c["total"]),
+            "calls": c["total"],
+            "peak_mb": rss_kb / 1024.0,
+        }
+    finally:
+        emu.stop()
+
+
+def main(argv: list[str]) -> int:
+    names = [a for a in argv if a in WORKLOADS] or list(WORKLOADS)
+    rows = []
+    for n in names:
+        print(f"running workload {n}: {WORKLOADS[n][0]} ...", file=sys.stderr, flush=True)
+        rows.append(workload(n))
+    print(f"\nferry migration benchmark — {platform.node()}, {os.cpu_count()} cores, copy time {COPY_SECONDS:g} s, poll {POLL_MS} ms\n")
+    header = f"{'workload':44} {'result':6} {'makespan':>9} {'bound':>7} {'ratio':>6} {'mut/res':>8} {'desc/res':>8} {'thr %':>6} {'calls':>6} {'peak MB':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['workload']:44} {'ok' if r['ok'] else 'FAIL':6} {r['makespan_s']:8.1f}s {r['lower_bound_s']:6.1f}s"
+            f" {r['ratio']:6.2f} {r['mutating_per_resource']:8.2f} {r['describe_per_resource']:8.2f}"
+            f" {r['throttled_pct']:6.2f} {r['calls']:6d} {r['peak_mb']:8.1f}"
+        )
+        for line in r["error"]:
+            print(f"    {line}")
+    ok = [r for r in rows if r["ok"]]
+    if ok:
+        worst = max(ok, key=lambda r: r["ratio"])
+        print(f"\nratio to lower bound: {worst['ratio']:.2f} (worst workload: {worst['workload']})")
+    failed = [r["workload"] for r in rows if not r["ok"]]
+    if failed:
+        print(f"failed workloads: {', '.join(failed)}")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    FERRY = os.environ["FERRY_BIN"]
+    sys.exit(main(sys.argv[1:]))
