@@ -2,8 +2,10 @@
 //! Each module is one AWS area; `build` turns the compiled [`StepSpec`]s into executable steps.
 
 pub mod ec2;
+pub mod iam;
 pub mod kms;
 pub mod policy;
+pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -157,6 +159,12 @@ fn step_for(spec: &StepSpec) -> Arc<dyn Step<Cx>> {
         StepKind::ReplicateKey => Arc::new(kms::ReplicateKey::new(spec)),
         StepKind::MergeKeyPolicy => Arc::new(kms::MergeKeyPolicy::new(spec)),
         StepKind::CopySnapshot => Arc::new(ec2::CopySnapshot::new(spec)),
+        StepKind::EnableVersioning => Arc::new(s3::EnableVersioning::new(spec)),
+        StepKind::CreateBucket => Arc::new(s3::CreateBucket::new(spec)),
+        StepKind::AllowReplicationRole => Arc::new(s3::AllowReplicationRole::new(spec)),
+        StepKind::PutReplication => Arc::new(s3::PutReplication::new(spec)),
+        StepKind::Backfill => Arc::new(s3::Backfill::new(spec)),
+        StepKind::EnsureRole => Arc::new(iam::EnsureRole::new(spec)),
         _ => Arc::new(NotYet::new(spec)),
     }
 }
