@@ -1076,9 +1076,11 @@ impl Step<Cx> for Backfill {
             let n = c.tally.objects.load(Ordering::Relaxed);
             let b = c.tally.bytes.load(Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64().max(0.001);
-            tracing::info!(
-                step = %self.base.id, objects = n, of_objects = total, bytes = b, of_bytes = total_bytes,
-                "backfill {}: {n}/{total} objects, {b}/{total_bytes} bytes, {:.0} objects/s",
+            // Progress in objects and bytes, on stderr (the executor's events carry percentages of
+            // submitted operations only).
+            eprintln!(
+                "{} {}: {n}/{total} objects, {b}/{total_bytes} bytes copied ({:.0} objects/s)",
+                self.base.id,
                 if done { "done" } else { "progress" },
                 n as f64 / secs
             );

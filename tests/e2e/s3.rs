@@ -33,6 +33,10 @@ fn body(i: usize) -> Vec<u8> {
 }
 
 fn s3_plan(key: &str, backfill: bool) -> String {
+    s3_plan_with(key, backfill, "")
+}
+
+fn s3_plan_with(key: &str, backfill: bool, settings: &str) -> String {
     format!(
         r#"version: 1
 name: e2e
@@ -47,7 +51,7 @@ migrations:
     backfill: {backfill}
 settings:
   tags: {{ MigratedBy: ferry }}
-"#
+{settings}"#
     )
 }
 
@@ -539,4 +543,43 @@ fn s3_destination_key_in_another_region_is_refused_before_any_change() {
         &s3_plan("alias/s3-wrong", false),
         &["alias/s3-wrong", "does not exist in prod/eu-west-2"],
     );
+}
+
+#[test]
+fn s3_backfill_beyond_the_inline_limit_is_planned_as_batch_replication_and_not_pretended() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 20);
+    let plan_file = w.write_plan(&s3_plan_with(
+        "alias/s3-dr",
+        true,
+        "  backfill_inline_max: 10\n",
+    ));
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert_eq!(dry.status.code(), Some(0));
+    let out = text(&dry.stdout);
+    assert!(out.contains("S3 Batch Replication job"), "{out}");
+    assert!(out.contains("backfill_inline_max"), "{out}");
+
+    let applied = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(applied.status.code(), Some(1), "the backfill step fails");
+    let all = format!("{}{}", text(&applied.stdout), text(&applied.stderr));
+    assert!(all.contains("BatchReplicationNotImplemented"), "{all}");
+    assert_eq!(copy_calls(&w), 0, "nothing is copied inline");
+    // Everything else is in place: the rule replicates new objects.
+    let rules = w.rt.block_on(async {
+        w.emu
+            .s3(PROD, SRC)
+            .get_bucket_replication()
+            .bucket(SOURCE)
+            .send()
+            .await
+            .unwrap()
+            .replication_configuration()
+            .unwrap()
+            .rules()
+            .len()
+    });
+    assert_eq!(rules, 2);
 }
