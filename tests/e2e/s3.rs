@@ -583,3 +583,124 @@ fn s3_backfill_beyond_the_inline_limit_is_planned_as_batch_replication_and_not_p
     });
     assert_eq!(rules, 2);
 }
+
+const BACKUP: &str = "222222222222";
+
+#[test]
+fn s3_replication_to_another_account_adds_bucket_policy_and_owner_override() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    source_bucket(&w, &src_key, 3);
+    // In the backup account: the role ferry assumes there, and the key for the replicas.
+    let dst_key = w.rt.block_on(async {
+        let trust = json!({ "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": { "AWS": format!("arn:aws:iam::{PROD}:root") },
+            "Action": "sts:AssumeRole" }] });
+        w.emu
+            .iam(BACKUP)
+            .create_role()
+            .role_name("ferry-migrator")
+            .assume_role_policy_document(trust.to_string())
+            .send()
+            .await
+            .unwrap();
+        let kms = w.emu.kms(BACKUP, DST);
+        let k = kms.create_key().send().await.unwrap();
+        k.key_metadata().unwrap().arn().unwrap().to_string()
+    });
+    let plan = format!(
+        r#"version: 1
+name: e2e
+accounts:
+  prod: {{ id: "{PROD}" }}
+  backup: {{ id: "{BACKUP}", role_arn: "arn:aws:iam::{BACKUP}:role/ferry-migrator" }}
+migrations:
+  - id: app-logs
+    type: s3-replication
+    source: {{ account: prod, bucket: {SOURCE} }}
+    destination: {{ account: backup, bucket: {DESTINATION}, region: {DST}, create: true, key: "{dst_key}" }}
+    role: {{ name: {ROLE} }}
+"#
+    );
+    let plan_file = w.write_plan(&plan);
+    let applied = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(applied.status.code(), Some(0));
+    let role_arn = format!("arn:aws:iam::{PROD}:role/{ROLE}");
+    w.rt.block_on(async {
+        // The destination bucket, in the backup account, lets the role replicate into it.
+        let policy = w
+            .emu
+            .s3(BACKUP, DST)
+            .get_bucket_policy()
+            .bucket(DESTINATION)
+            .send()
+            .await
+            .unwrap();
+        let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let objects = statements(&policy)
+            .into_iter()
+            .find(|s| s["Sid"].as_str().unwrap_or("").ends_with("-objects"))
+            .expect("a statement for the objects");
+        assert_eq!(objects["Principal"]["AWS"], role_arn);
+        assert!(
+            objects["Action"]
+                .to_string()
+                .contains("s3:ObjectOwnerOverrideToBucketOwner")
+        );
+        // The backup key lets the prod role encrypt.
+        let kp = w
+            .emu
+            .kms(BACKUP, DST)
+            .get_key_policy()
+            .key_id(&dst_key)
+            .policy_name("default")
+            .send()
+            .await
+            .unwrap();
+        let kp: Value = serde_json::from_str(kp.policy().unwrap()).unwrap();
+        assert!(
+            statements(&kp)
+                .iter()
+                .any(|s| s["Principal"]["AWS"] == role_arn),
+            "{kp}"
+        );
+        // The rule names the destination account and hands the replicas to it.
+        let repl = w
+            .emu
+            .s3(PROD, SRC)
+            .get_bucket_replication()
+            .bucket(SOURCE)
+            .send()
+            .await
+            .unwrap();
+        let config = repl.replication_configuration().unwrap();
+        assert_eq!(config.rules().len(), 2);
+        let ours = config
+            .rules()
+            .iter()
+            .find(|r| r.id() == Some("ferry-app-logs"))
+            .unwrap();
+        let dest = ours.destination().unwrap();
+        assert_eq!(dest.account(), Some(BACKUP));
+        assert_eq!(
+            dest.access_control_translation()
+                .map(|a| a.owner().as_str()),
+            Some("Destination")
+        );
+        assert_eq!(
+            dest.encryption_configuration()
+                .and_then(|e| e.replica_kms_key_id()),
+            Some(dst_key.as_str())
+        );
+    });
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    let c = w.emu.counters();
+    assert_eq!(
+        c.mutating(PROD) + c.mutating(BACKUP),
+        0,
+        "{:#?}",
+        c.requests
+    );
+}
