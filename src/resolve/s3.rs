@@ -285,6 +285,28 @@ impl Resolver<'_> {
             .filter_map(|r| r.id())
             .filter(|r| *r != rule_id)
             .collect();
+        // S3 refuses a configuration that mixes rules of the older schema (a rule-level
+        // Prefix, no Filter) with rules that have a Filter, as ferry's has.
+        #[allow(deprecated)]
+        let old_schema: Vec<&str> = config
+            .rules()
+            .iter()
+            .filter(|r| {
+                r.id() != Some(rule_id.as_str()) && r.filter().is_none() && r.prefix().is_some()
+            })
+            .map(|r| r.id().unwrap_or("(no id)"))
+            .collect();
+        if !old_schema.is_empty() {
+            self.problems.push(
+                Diagnostic::new(format!(
+                    "source bucket {} has replication rules of the older schema ({}): S3 does not accept them together with ferry's rule, which has a Filter",
+                    m.source.bucket.value,
+                    old_schema.join(", ")
+                ))
+                .at(m.source.bucket.span)
+                .help("rewrite those rules with `Filter: { Prefix: ... }` (and Priority, DeleteMarkerReplication), then run ferry again"),
+            );
+        }
         let theirs = config.role();
         let ours = match (&m.role.name, &m.role.arn) {
             (_, Some(a)) => theirs == a.value,

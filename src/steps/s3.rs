@@ -701,13 +701,7 @@ impl Step<Cx> for PutReplication {
             .replication_configuration(config)
             .send()
             .await
-            .map_err(|e| {
-                failed(
-                    s3_error("PutBucketReplication")(e),
-                    // The role or versioning just set, not visible yet.
-                    &["InvalidRequest", "AccessDenied"],
-                )
-            })?;
+            .map_err(|e| failed(s3_error("PutBucketReplication")(e), &[]))?;
         Ok(Applied::Done(
             json!({ "bucket": self.bucket(), "rule": self.rule_id() }),
         ))
@@ -880,6 +874,10 @@ impl Backfill {
         }
     }
 
+    fn cross_account(&self, cx: &Cx) -> bool {
+        cx.account_id(self.src_account()) != cx.account_id(&self.base.account)
+    }
+
     fn batch_message(&self) -> String {
         format!(
             "more than {} objects to backfill from {}: ferry plans an S3 Batch Replication job for buckets this large, \
@@ -1032,6 +1030,13 @@ impl Step<Cx> for Backfill {
         if too_big > 0 {
             diff.push(format!(
                 "! {too_big} objects are larger than 5 GiB: ferry cannot copy them yet (multipart copy)"
+            ));
+        }
+        if self.cross_account(cx.ctx()) {
+            diff.push(format!(
+                "! the copies run as account `{}`: it must be allowed to read bucket {} and to decrypt with its key (ferry does not grant this)",
+                self.base.account,
+                self.src_bucket()
             ));
         }
         Ok(Observation::Todo(todo(

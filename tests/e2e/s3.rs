@@ -498,6 +498,8 @@ fn s3_backfill_killed_then_resumed_copies_only_what_is_missing() {
         || copy_calls(&w) >= (OBJECTS * 2 / 3 + 10) as u64,
     );
     kill(&mut child);
+    // Copies ferry sent before it died still land (the emulator is slowed down): let them.
+    std::thread::sleep(Duration::from_secs(2));
     let before = copy_calls(&w);
     w.emu.configure(json!({ "latency_ms": 0 }));
     let present = destination_keys(&w).len() as u64;
@@ -542,6 +544,30 @@ fn s3_destination_key_in_another_region_is_refused_before_any_change() {
         &w,
         &s3_plan("alias/s3-wrong", false),
         &["alias/s3-wrong", "does not exist in prod/eu-west-2"],
+    );
+    // The bucket already replicates with another role: one role serves every rule of a bucket,
+    // so ferry would change it under the other rule. Refused, with what to do.
+    w.key(DST, "alias/s3-dr");
+    w.rt.block_on(async {
+        w.emu
+            .s3(PROD, SRC)
+            .put_bucket_replication()
+            .bucket(SOURCE)
+            .replication_configuration(
+                ReplicationConfiguration::builder()
+                    .role(format!("arn:aws:iam::{PROD}:role/someone-elses-role"))
+                    .rules(old_rule())
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    bad_input(
+        &w,
+        &s3_plan("alias/s3-dr", false),
+        &["someone-elses-role", "one replication role"],
     );
 }
 
