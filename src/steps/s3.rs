@@ -715,6 +715,8 @@ impl Step<Cx> for PutReplication {
 struct Object {
     key: String,
     size: i64,
+    /// Seconds since the epoch.
+    modified: i64,
 }
 
 /// A bucket listing read a page at a time (never the whole listing in memory). Keys come in
@@ -763,6 +765,7 @@ impl Listing {
             self.page.extend(out.contents().iter().map(|o| Object {
                 key: o.key().unwrap_or_default().to_string(),
                 size: o.size().unwrap_or(0),
+                modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
             }));
             self.token = out.next_continuation_token().map(str::to_string);
             self.done = !out.is_truncated().unwrap_or(false) || self.token.is_none();
@@ -770,8 +773,9 @@ impl Listing {
     }
 }
 
-/// The source objects the destination lacks (same key and size = already there): a merge join
-/// of the two sorted listings, streaming.
+/// The source objects the destination lacks: a merge join of the two sorted listings,
+/// streaming. An object with the same key and size, written no earlier than the source's, is
+/// already there (a copy or a replica of it); an older one is stale and copied again.
 struct Missing {
     source: Listing,
     destination: Listing,
@@ -793,7 +797,7 @@ impl Missing {
             if self
                 .head
                 .as_ref()
-                .is_some_and(|d| d.key == s.key && d.size == s.size)
+                .is_some_and(|d| d.key == s.key && d.size == s.size && d.modified >= s.modified)
             {
                 self.present += 1;
                 continue;
