@@ -730,3 +730,56 @@ migrations:
         c.requests
     );
 }
+
+#[test]
+fn s3_backfill_under_s3_throttling_with_a_key_ferry_creates_still_copies_everything() {
+    // The destination bucket takes 20 writes a second: far below what ferry's limiter allows
+    // (AWS's 3,500 per prefix), so the emulator answers 503 SlowDown and ferry slows down.
+    let w = World::new(json!({
+        "throttle": true,
+        "quotas": { format!("s3:{DESTINATION}:write"): [10, 20] },
+    }));
+    let src_key = w.key(SRC, "alias/s3-source");
+    source_bucket(&w, &src_key, 120);
+    let plan = s3_plan("dr-s3", true).replace(
+        "migrations:",
+        &format!(
+            "keys:\n  dr-s3: {{ account: prod, region: {DST}, alias: alias/dr-s3, create: true }}\nmigrations:"
+        ),
+    );
+    let plan_file = w.write_plan(&plan);
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert_eq!(dry.status.code(), Some(0));
+    assert!(text(&dry.stdout).contains("copy 120 objects"));
+
+    let applied = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "no step failed under throttling"
+    );
+    let c = w.emu.counters();
+    assert!(
+        c.throttled(PROD, "s3", "CopyObject") > 0,
+        "the emulator did throttle the copies: {:?}",
+        c.totals
+    );
+    let dr = w
+        .key_arn(DST, "alias/dr-s3")
+        .expect("ferry created the key");
+    let mut keys = destination_keys(&w);
+    keys.sort();
+    assert_eq!(keys.len(), 120, "every object copied");
+    w.rt.block_on(async {
+        let head = w
+            .emu
+            .s3(PROD, DST)
+            .head_object()
+            .bucket(DESTINATION)
+            .key(object_key(1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.ssekms_key_id(), Some(dr.as_str()));
+    });
+}
