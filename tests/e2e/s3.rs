@@ -783,3 +783,60 @@ fn s3_backfill_under_s3_throttling_with_a_key_ferry_creates_still_copies_everyth
         assert_eq!(head.ssekms_key_id(), Some(dr.as_str()));
     });
 }
+
+#[test]
+fn s3_changed_rule_replaces_ferrys_rule_only() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 2);
+    let plan = s3_plan("alias/s3-dr", false);
+    let plan_file = w.write_plan(&plan);
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+
+    // The same migration with another prefix: ferry's rule changes, the other one stays.
+    let changed = plan.replace(
+        &format!("    role: {{ name: {ROLE} }}\n"),
+        &format!(
+            "    role: {{ name: {ROLE} }}\n    rule: {{ prefix: logs/, priority: 3, delete_markers: true }}\n"
+        ),
+    );
+    w.write_plan(&changed);
+    let dry = w.ferry(&["plan", &plan_file]);
+    let out = text(&dry.stdout);
+    assert!(out.contains("- rule {"), "{out}");
+    assert!(out.contains(r#""prefix":"logs/""#), "{out}");
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    w.rt.block_on(async {
+        let repl = w
+            .emu
+            .s3(PROD, SRC)
+            .get_bucket_replication()
+            .bucket(SOURCE)
+            .send()
+            .await
+            .unwrap();
+        let config = repl.replication_configuration().unwrap();
+        assert_eq!(config.rules().len(), 2, "{config:#?}");
+        assert!(config.rules().contains(&old_rule()));
+        let ours = config
+            .rules()
+            .iter()
+            .find(|r| r.id() == Some("ferry-app-logs"))
+            .unwrap();
+        assert_eq!(ours.filter().and_then(|f| f.prefix()), Some("logs/"));
+        assert_eq!(ours.priority(), Some(3));
+        assert_eq!(
+            ours.delete_marker_replication()
+                .and_then(|d| d.status())
+                .map(|s| s.as_str()),
+            Some("Enabled")
+        );
+    });
+}
