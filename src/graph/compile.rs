@@ -883,7 +883,6 @@ impl<'p> Compiler<'p> {
             p.insert("role".into(), json!(role_target));
             p.insert("role_account".into(), json!(src_account));
             p.insert("plan".into(), json!(self.plan.name.value));
-            p.insert("migration".into(), json!(id));
             let s = self.step(
                 id,
                 "destination-bucket",
