@@ -495,6 +495,16 @@ pub fn rule_json(r: &ReplicationRule) -> Value {
     })
 }
 
+/// `rules` with `ours` in place of the rule with its id (or added): every other rule stays
+/// exactly as it is, in its place.
+fn merge_rules(mut rules: Vec<ReplicationRule>, ours: ReplicationRule) -> Vec<ReplicationRule> {
+    match rules.iter().position(|r| r.id() == ours.id()) {
+        Some(i) => rules[i] = ours,
+        None => rules.push(ours),
+    }
+    rules
+}
+
 impl PutReplication {
     pub fn new(spec: &StepSpec) -> Self {
         PutReplication {
@@ -679,15 +689,13 @@ impl Step<Cx> for PutReplication {
         })?;
         let wanted = self.rule(cx.ctx(), &key);
         // Merge into the live configuration, read right before writing.
-        let mut rules: Vec<ReplicationRule> = self
-            .current(cx)
-            .await?
-            .map(|c| c.rules().to_vec())
-            .unwrap_or_default();
-        match rules.iter().position(|r| r.id() == Some(self.rule_id())) {
-            Some(i) => rules[i] = wanted,
-            None => rules.push(wanted),
-        }
+        let rules = merge_rules(
+            self.current(cx)
+                .await?
+                .map(|c| c.rules().to_vec())
+                .unwrap_or_default(),
+            wanted,
+        );
         let config = ReplicationConfiguration::builder()
             .role(self.role(cx.ctx()))
             .set_rules(Some(rules))
@@ -1151,6 +1159,34 @@ impl Step<Cx> for Backfill {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rule(id: &str, prefix: &str) -> ReplicationRule {
+        ReplicationRule::builder()
+            .id(id)
+            .status(ReplicationRuleStatus::Enabled)
+            .filter(ReplicationRuleFilter::builder().prefix(prefix).build())
+            .destination(
+                Destination::builder()
+                    .bucket("arn:aws:s3:::d")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn merging_rules_replaces_only_ours_and_keeps_the_order() {
+        let others = vec![rule("a", "x/"), rule("ferry", "old/"), rule("b", "y/")];
+        let merged = merge_rules(others.clone(), rule("ferry", "new/"));
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[0], others[0]);
+        assert_eq!(merged[2], others[2]);
+        assert_eq!(merged[1].filter().and_then(|f| f.prefix()), Some("new/"));
+        let added = merge_rules(vec![rule("a", "x/")], rule("ferry", ""));
+        assert_eq!(added.len(), 2);
+        assert_eq!(added[1].id(), Some("ferry"));
+    }
 
     #[test]
     fn copy_source_keys_are_percent_encoded_but_keep_slashes() {
