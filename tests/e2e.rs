@@ -536,3 +536,6 @@ migrations:
     let wrong = with("made", &snaps[0]).replace(PROD, "999999999999");
     bad_input(&w, &wrong, &["999999999999", "111111111111"]);
 }
+
+#[path = "e2e/s3.rs"]
+mod s3;

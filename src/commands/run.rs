@@ -492,6 +492,18 @@ fn summarize(report: &exec::RunReport, run_id: &str, quiet: bool) {
             Some((id, r.to_string()))
         })
         .collect();
+    // Backfills: what they copied.
+    created.extend(report.outputs.iter().filter_map(|(id, out)| {
+        let copied = out.get("copied").and_then(Value::as_u64)?;
+        Some((
+            id,
+            format!(
+                "copied {copied} objects ({} bytes); {} were there already",
+                out.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+                out.get("present").and_then(Value::as_u64).unwrap_or(0)
+            ),
+        ))
+    }));
     created.sort();
     if !created.is_empty() {
         println!("\nResources:");

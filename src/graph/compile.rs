@@ -21,6 +21,14 @@ pub struct Inventory {
     /// AMI id -> the snapshots behind its block devices.
     #[serde(default)]
     pub image_snapshots: BTreeMap<String, Vec<String>>,
+    /// "account/bucket" -> the bucket's region (S3 buckets, looked up or to be created).
+    #[serde(default)]
+    pub bucket_regions: BTreeMap<String, String>,
+}
+
+/// The key of [`Inventory::bucket_regions`].
+pub fn bucket_slot(account: &str, bucket: &str) -> String {
+    format!("{account}/{bucket}")
 }
 
 /// Compile a checked plan offline. Selectors that need AWS to expand (tags, source keys) stay
@@ -821,13 +829,31 @@ impl<'p> Compiler<'p> {
         let id = m.id.value.as_str();
         let src_account = m.source.account.value.as_str();
         let dst_account = self.account_of(&m.destination.account, &m.source.account);
-        let dst_region = m.destination.region.as_ref().map(|r| r.value.as_str());
         let src_bucket = m.source.bucket.value.as_str();
         let dst_bucket = m.destination.bucket.value.as_str();
+        // Bucket regions are looked up by the resolve stage; offline only a declared one is known.
+        let looked_up = |account: &str, bucket: &str| {
+            self.inventory
+                .and_then(|i| i.bucket_regions.get(&bucket_slot(account, bucket)))
+                .map(String::as_str)
+        };
+        let src_region = looked_up(src_account, src_bucket);
+        let dst_region = m
+            .destination
+            .region
+            .as_ref()
+            .map(|r| r.value.as_str())
+            .or_else(|| looked_up(dst_account, dst_bucket));
         let cross = self.is_cross_account(src_account, dst_account);
         let key_deps = dst_region
             .map(|r| self.key_steps(&m.destination.key.value, r))
             .unwrap_or_default();
+        let source_keys = self
+            .inventory
+            .and_then(|i| i.source_keys.get(id))
+            .cloned()
+            .unwrap_or_default();
+        let regions = json!({ "source": src_region, "destination": dst_region });
         let bucket_param = |b: &str| {
             let mut p = BTreeMap::new();
             p.insert("bucket".into(), json!(b));
@@ -840,7 +866,7 @@ impl<'p> Compiler<'p> {
             "versioning",
             StepKind::EnableVersioning,
             src_account,
-            None,
+            src_region,
             Target::One(src_bucket.into()),
             bucket_param(src_bucket),
         );
@@ -893,6 +919,9 @@ impl<'p> Compiler<'p> {
                 p.insert("name".into(), json!(n.value));
                 p.insert("source_bucket".into(), json!(src_bucket));
                 p.insert("destination_bucket".into(), json!(dst_bucket));
+                p.insert("destination_account".into(), json!(dst_account));
+                p.insert("regions".into(), regions.clone());
+                p.insert("source_keys".into(), json!(source_keys));
                 p.extend(self.destination_key_params(&m.destination.key.value));
                 p.insert("tags".into(), ferry_tags(self.plan, id, &BTreeMap::new()));
                 let r = self.step(
@@ -905,6 +934,10 @@ impl<'p> Compiler<'p> {
                     Target::One(n.value.clone()),
                     p,
                 );
+                // The inline policy names the destination key's ARN.
+                for k in &key_deps {
+                    self.b.depends(&r, k);
+                }
                 role_deps.push(r);
                 n.value.clone()
             }
@@ -914,6 +947,7 @@ impl<'p> Compiler<'p> {
 
         let mut p = self.destination_key_params(&m.destination.key.value);
         p.insert("role".into(), json!(role_target));
+        p.insert("role_account".into(), json!(src_account));
         p.insert(
             "sid".into(),
             json!(format!("ferry-{}-{}-replication", self.plan.name.value, id)),
@@ -935,6 +969,8 @@ impl<'p> Compiler<'p> {
         let bucket_policy = cross.then(|| {
             let mut p = bucket_param(dst_bucket);
             p.insert("role".into(), json!(role_target));
+            p.insert("role_account".into(), json!(src_account));
+            p.insert("plan".into(), json!(self.plan.name.value));
             let s = self.step(
                 id,
                 "destination-bucket",
@@ -956,6 +992,7 @@ impl<'p> Compiler<'p> {
         p.insert("destination_bucket".into(), json!(dst_bucket));
         p.insert("destination_account".into(), json!(dst_account));
         p.insert("role".into(), json!(role_target));
+        p.insert("regions".into(), regions.clone());
         p.extend(self.destination_key_params(&m.destination.key.value));
         p.insert(
             "rule".into(),
@@ -976,7 +1013,7 @@ impl<'p> Compiler<'p> {
             "put",
             StepKind::PutReplication,
             src_account,
-            None,
+            src_region,
             Target::One(src_bucket.into()),
             p,
         );
@@ -991,6 +1028,31 @@ impl<'p> Compiler<'p> {
         if m.backfill.as_ref().is_some_and(|b| b.value) {
             let mut p = bucket_param(src_bucket);
             p.insert("destination_bucket".into(), json!(dst_bucket));
+            p.insert("source_account".into(), json!(src_account));
+            p.insert("regions".into(), regions.clone());
+            p.insert(
+                "prefix".into(),
+                json!(
+                    rule.and_then(|r| r.prefix.as_ref())
+                        .map(|s| s.value.clone())
+                        .unwrap_or_default()
+                ),
+            );
+            p.insert(
+                "bucket_key".into(),
+                json!(m.bucket_key.as_ref().is_none_or(|b| b.value)),
+            );
+            p.insert(
+                "inline_max".into(),
+                json!(
+                    self.plan
+                        .settings
+                        .backfill_inline_max
+                        .as_ref()
+                        .map(|v| v.value)
+                        .unwrap_or(crate::plan::BACKFILL_INLINE_MAX)
+                ),
+            );
             p.extend(self.destination_key_params(&m.destination.key.value));
             let b = self.step(
                 id,

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-pub use compile::{Inventory, compile, compile_resolved};
+pub use compile::{Inventory, bucket_slot, compile, compile_resolved};
 pub use step::{Scope, StepKind, StepSpec, Target};
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -303,7 +303,13 @@ pub struct Settings {
     pub quotas: BTreeMap<Spanned<String>, QuotaOverride>,
     /// Accept region names ferry does not know (new regions).
     pub allow_unknown_regions: Option<Spanned<bool>>,
+    /// s3-replication backfill: buckets with more objects than this (default 100,000) get an
+    /// S3 Batch Replication job instead of an inline copy.
+    pub backfill_inline_max: Option<Spanned<u64>>,
 }
+
+/// Default of `settings.backfill_inline_max`.
+pub const BACKFILL_INLINE_MAX: u64 = 100_000;
 
 /// A change to one entry of the quota table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+mod s3;
+
 use aws_sdk_ec2::types::{Filter, SnapshotState};
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +92,7 @@ pub async fn resolve(
         match m {
             Migration::SnapshotCopy(s) => r.snapshot_copy(s).await?,
             Migration::AmiCopy(a) => r.ami_copy(a).await?,
-            Migration::S3Replication(_) => {}
+            Migration::S3Replication(m) => r.s3_replication(m).await?,
         }
     }
     if r.problems.is_empty() {

@@ -135,11 +135,12 @@ impl SnapshotCopy {
 
 /// The plan's snapshot copies per (account, region), listed once per process and shared by
 /// every copy step's first observation (instead of one DescribeSnapshots per snapshot).
+/// The copies listed in one (account, region), filled once.
+type Listing = Arc<tokio::sync::OnceCell<Vec<SnapshotCopy>>>;
+
 #[derive(Default)]
 pub struct CopyIndex {
-    snapshots: std::sync::Mutex<
-        std::collections::HashMap<(String, String), Arc<tokio::sync::OnceCell<Vec<SnapshotCopy>>>>,
-    >,
+    snapshots: std::sync::Mutex<std::collections::HashMap<(String, String), Listing>>,
     attempted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 

@@ -478,7 +478,11 @@ pub struct MergeKeyPolicy {
 
 impl MergeKeyPolicy {
     pub fn new(spec: &StepSpec) -> Self {
-        let base = Base::new(spec, "kms:PutKeyPolicy");
+        let mut base = Base::new(spec, "kms:PutKeyPolicy");
+        // A migration's step names the key by the reference the plan resolves it to.
+        if let Some(k) = base.param("key") {
+            base.target = k.to_string();
+        }
         MergeKeyPolicy {
             gate: format!(
                 "{}/{}/{}/{}",
@@ -491,7 +495,19 @@ impl MergeKeyPolicy {
         }
     }
 
-    fn statements(&self) -> Vec<Value> {
+    fn statements(&self, cx: &Cx) -> Vec<Value> {
+        if let (Some(role), Some(sid)) = (self.base.param("role"), self.base.param("sid")) {
+            // s3-replication: the replication role may encrypt replicas with this key.
+            let account = self.base.param("role_account").unwrap_or_default();
+            let arn = super::iam::role_arn(cx.account_id(account), role);
+            return vec![json!({
+                "Sid": sid,
+                "Effect": "Allow",
+                "Principal": { "AWS": arn },
+                "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+            })];
+        }
         self.base
             .params
             .get("statements")
@@ -531,7 +547,7 @@ impl Step<Cx> for MergeKeyPolicy {
     }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        let statements = self.statements();
+        let statements = self.statements(cx.ctx());
         let Some(k) = existing_key(cx, &self.base, &self.base.region).await? else {
             let lines: Vec<String> = statements
                 .iter()
@@ -561,7 +577,7 @@ impl Step<Cx> for MergeKeyPolicy {
             .ok_or_else(|| missing_key(&self.base, &self.base.region))?;
         // Read again right before writing: the merge must start from the live document.
         let before = self.current(cx, &k.key_id).await?;
-        let after = policy::merge(&before, &self.statements());
+        let after = policy::merge(&before, &self.statements(cx.ctx()));
         cx.ctx()
             .aws
             .kms(&self.base.account, &self.base.region)

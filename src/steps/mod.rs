@@ -2,9 +2,11 @@
 //! Each module is one AWS area; `build` turns the compiled [`StepSpec`]s into executable steps.
 
 pub mod ec2;
+pub mod iam;
 pub mod kms;
 pub mod permissions;
 pub mod policy;
+pub mod s3;
 pub mod share;
 
 use std::collections::{BTreeMap, HashMap};
@@ -188,6 +190,12 @@ fn step_for(spec: &StepSpec) -> Arc<dyn Step<Cx>> {
         StepKind::GrantKeyAccess | StepKind::RevokeKeyAccess => {
             Arc::new(share::KeyAccess::new(spec))
         }
+        StepKind::EnableVersioning => Arc::new(s3::EnableVersioning::new(spec)),
+        StepKind::CreateBucket => Arc::new(s3::CreateBucket::new(spec)),
+        StepKind::AllowReplicationRole => Arc::new(s3::AllowReplicationRole::new(spec)),
+        StepKind::PutReplication => Arc::new(s3::PutReplication::new(spec)),
+        StepKind::Backfill => Arc::new(s3::Backfill::new(spec)),
+        StepKind::EnsureRole => Arc::new(iam::EnsureRole::new(spec)),
         _ => Arc::new(NotYet::new(spec)),
     }
 }

@@ -7,6 +7,10 @@ back as put, with their Filter (Prefix, Tag or And), SourceSelectionCriteria
 ReplicaKmsKeyID, AccessControlTranslation, StorageClass, ...). moto reports every Filter as
 {Prefix: ""}, DeleteMarkerReplication as Disabled and drops SourceSelectionCriteria.
 Objects are still never replicated (moto-gaps.md).
+
+Also GetBucketVersioning: AWS answers `<VersioningConfiguration>` (S3 API reference
+GetBucketVersioning, "Response Syntax"); moto's serializer names the root
+`<GetBucketVersioningResponse>`, which SDKs that check the root element (the Rust SDK) refuse.
 """
 
 from typing import Any
@@ -70,5 +74,18 @@ def _get_bucket_replication(self: S3Response) -> Any:
     )
 
 
+_original_get_bucket_versioning = S3Response.get_bucket_versioning
+
+
+def _get_bucket_versioning(self: S3Response) -> Any:
+    status, headers, body = _original_get_bucket_versioning(self)
+    if isinstance(body, bytes):
+        body = body.replace(b"GetBucketVersioningResponse", b"VersioningConfiguration")
+    elif isinstance(body, str):
+        body = body.replace("GetBucketVersioningResponse", "VersioningConfiguration")
+    return status, headers, body
+
+
 def install() -> None:
     S3Response.get_bucket_replication = _get_bucket_replication  # type: ignore[method-assign]
+    S3Response.get_bucket_versioning = _get_bucket_versioning  # type: ignore[method-assign]

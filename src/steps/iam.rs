@@ -1,0 +1,384 @@
+//! IAM steps: the S3 replication role, its trust policy and ferry's inline policy on it.
+
+use async_trait::async_trait;
+use aws_sdk_iam::types::Tag;
+use serde_json::{Value, json};
+
+use super::kms::step_identity;
+use super::{Base, Cx, failed, policy, todo};
+use crate::aws::AwsError;
+use crate::exec::{Applied, ErrorClass, Observation, Scope, Step, StepCx, StepError};
+use crate::graph::StepSpec;
+
+/// The ARN of a role given by name (in `account_id`) or already as an ARN.
+pub fn role_arn(account_id: &str, name_or_arn: &str) -> String {
+    if name_or_arn.starts_with("arn:") {
+        name_or_arn.to_string()
+    } else {
+        format!("arn:aws:iam::{account_id}:role/{name_or_arn}")
+    }
+}
+
+/// IAM returns policy documents URL-encoded (RFC 3986).
+fn decode_document(doc: &str) -> Value {
+    if let Ok(v) = serde_json::from_str(doc) {
+        return v;
+    }
+    let bytes = doc.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    serde_json::from_slice(&out).unwrap_or(json!({}))
+}
+
+const TRUST_SID: &str = "ferryS3Replication";
+
+fn trust_statement() -> Value {
+    json!({
+        "Sid": TRUST_SID,
+        "Effect": "Allow",
+        "Principal": { "Service": "s3.amazonaws.com" },
+        "Action": "sts:AssumeRole",
+    })
+}
+
+fn iam_error<E>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError
+where
+    E: super::ServiceError,
+{
+    move |e| AwsError::from_sdk("iam", op, e)
+}
+
+/// `iam.ensure-role`: the replication role (trust `s3.amazonaws.com`) with ferry's inline
+/// least-privilege policy. Other policies on the role are left as they are.
+pub struct EnsureRole {
+    base: Base,
+}
+
+/// What the role has now.
+struct Current {
+    arn: String,
+    trust: Value,
+    inline: Option<Value>,
+}
+
+impl EnsureRole {
+    pub fn new(spec: &StepSpec) -> Self {
+        EnsureRole {
+            base: Base::new(spec, "iam:PutRolePolicy"),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.base.param("name").unwrap_or(&self.base.target)
+    }
+
+    fn policy_name(&self) -> String {
+        format!("ferry-{}", self.base.owner)
+    }
+
+    fn region(&self, which: &str) -> &str {
+        self.base
+            .params
+            .get("regions")
+            .and_then(|r| r.get(which))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// The destination key's ARN, once the key exists.
+    async fn destination_key(&self, cx: &StepCx<'_, Cx>) -> Result<Option<String>, StepError> {
+        let account = self.base.param("destination_account").unwrap_or_default();
+        let region = self.region("destination");
+        let key = self.base.param("key").unwrap_or_default();
+        if let Some(arn) = cx.ctx().known_key(account, region, key) {
+            return Ok(Some(arn));
+        }
+        let found = super::kms::describe(cx.ctx(), cx.limits(), account, region, key)
+            .await
+            .map_err(|e| failed(e, &[]))?;
+        Ok(found.map(|k| k.arn))
+    }
+
+    /// ferry's inline policy: replication reads on the source, replicate writes on the
+    /// destination, Decrypt on the source keys and Encrypt on the destination key, each only
+    /// through S3 in its region.
+    fn inline_policy(&self, cx: &Cx, destination_key: &str) -> Value {
+        let src = self.base.param("source_bucket").unwrap_or_default();
+        let dst = self.base.param("destination_bucket").unwrap_or_default();
+        let cross = cx.account_id(&self.base.account)
+            != cx.account_id(self.base.param("destination_account").unwrap_or_default());
+        let mut writes = vec![
+            "s3:ReplicateObject",
+            "s3:ReplicateDelete",
+            "s3:ReplicateTags",
+        ];
+        if cross {
+            writes.push("s3:ObjectOwnerOverrideToBucketOwner");
+        }
+        let mut statements = vec![
+            json!({
+                "Sid": "SourceBucket",
+                "Effect": "Allow",
+                "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
+                "Resource": format!("arn:aws:s3:::{src}"),
+            }),
+            json!({
+                "Sid": "SourceObjects",
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetObjectVersionForReplication",
+                    "s3:GetObjectVersionAcl",
+                    "s3:GetObjectVersionTagging"
+                ],
+                "Resource": format!("arn:aws:s3:::{src}/*"),
+            }),
+            json!({
+                "Sid": "DestinationObjects",
+                "Effect": "Allow",
+                "Action": writes,
+                "Resource": format!("arn:aws:s3:::{dst}/*"),
+            }),
+        ];
+        let source_keys: Vec<Value> = self
+            .base
+            .params
+            .get("source_keys")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !source_keys.is_empty() {
+            statements.push(json!({
+                "Sid": "DecryptSource",
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": source_keys,
+                "Condition": { "StringEquals": {
+                    "kms:ViaService": format!("s3.{}.amazonaws.com", self.region("source"))
+                } },
+            }));
+        }
+        statements.push(json!({
+            "Sid": "EncryptDestination",
+            "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+            "Resource": destination_key,
+            "Condition": { "StringEquals": {
+                "kms:ViaService": format!("s3.{}.amazonaws.com", self.region("destination"))
+            } },
+        }));
+        json!({ "Version": "2012-10-17", "Statement": statements })
+    }
+
+    async fn current(&self, cx: &StepCx<'_, Cx>) -> Result<Option<Current>, StepError> {
+        let iam = cx.ctx().aws.iam(&self.base.account);
+        let role = match iam.get_role().role_name(self.name()).send().await {
+            Ok(o) => o.role,
+            Err(e) => {
+                let e = iam_error("GetRole")(e);
+                if e.is_not_found() {
+                    return Ok(None);
+                }
+                return Err(failed(e, &[]));
+            }
+        };
+        let Some(role) = role else { return Ok(None) };
+        let inline = match iam
+            .get_role_policy()
+            .role_name(self.name())
+            .policy_name(self.policy_name())
+            .send()
+            .await
+        {
+            Ok(o) => Some(decode_document(o.policy_document())),
+            Err(e) => {
+                let e = iam_error("GetRolePolicy")(e);
+                if !e.is_not_found() {
+                    return Err(failed(e, &[]));
+                }
+                None
+            }
+        };
+        Ok(Some(Current {
+            arn: role.arn().to_string(),
+            trust: role
+                .assume_role_policy_document()
+                .map(decode_document)
+                .unwrap_or(json!({})),
+            inline,
+        }))
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for EnsureRole {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+        let key = self.destination_key(cx).await?;
+        let wanted = self.inline_policy(
+            cx.ctx(),
+            key.as_deref()
+                .unwrap_or("(the destination key, once it exists)"),
+        );
+        let Some(now) = self.current(cx).await? else {
+            let trust = policy::merge(&json!({}), &[trust_statement()]);
+            let mut diff = vec![format!("+ role {} trusting s3.amazonaws.com", self.name())];
+            diff.extend(policy::diff(&json!({}), &trust));
+            diff.push(format!("+ inline policy {}:", self.policy_name()));
+            diff.extend(policy::diff(&json!({}), &wanted));
+            return Ok(Observation::Todo(todo("create", json!({ "diff": diff }))));
+        };
+        let trust = policy::merge(&now.trust, &[trust_statement()]);
+        let trust_ok = policy::same(&trust, &now.trust)
+            || now.trust["Statement"].as_array().is_some_and(|l| {
+                l.iter().any(|s| {
+                    s["Effect"] == "Allow"
+                        && s["Principal"]["Service"] == "s3.amazonaws.com"
+                        && s["Action"] == "sts:AssumeRole"
+                })
+            });
+        let inline_ok = key.is_some()
+            && now
+                .inline
+                .as_ref()
+                .is_some_and(|p| policy::same(p, &wanted));
+        if trust_ok && inline_ok {
+            return Ok(Observation::Done(json!({ "arn": now.arn })));
+        }
+        let mut diff = Vec::new();
+        if !trust_ok {
+            diff.push("~ trust policy:".to_string());
+            diff.extend(policy::diff(&now.trust, &trust));
+        }
+        if !inline_ok {
+            diff.push(format!("~ inline policy {}:", self.policy_name()));
+            diff.extend(policy::diff(
+                now.inline.as_ref().unwrap_or(&json!({})),
+                &wanted,
+            ));
+        }
+        Ok(Observation::Todo(todo(
+            "update",
+            json!({ "diff": diff, "arn": now.arn }),
+        )))
+    }
+
+    fn intent(&self, _change: &Value) -> Value {
+        json!({ "role": self.name(), "tags": self.base.params.get("tags") })
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+        let key = self.destination_key(cx).await?.ok_or_else(|| {
+            StepError::new(
+                ErrorClass::NotYetConsistent,
+                "NotFoundException",
+                format!(
+                    "destination key {} not found yet",
+                    self.base.param("key").unwrap_or_default()
+                ),
+            )
+        })?;
+        let iam = cx.ctx().aws.iam(&self.base.account);
+        let arn = match self.current(cx).await? {
+            None => {
+                let trust = policy::merge(&json!({}), &[trust_statement()]);
+                let mut req = iam
+                    .create_role()
+                    .role_name(self.name())
+                    .assume_role_policy_document(trust.to_string())
+                    .description("S3 replication role made by ferry");
+                if let Some(Value::Object(tags)) = self.base.params.get("tags") {
+                    for (k, v) in tags {
+                        req = req.tags(
+                            Tag::builder()
+                                .key(k)
+                                .value(v.as_str().unwrap_or_default())
+                                .build()
+                                .expect("key and value set"),
+                        );
+                    }
+                }
+                match req.send().await {
+                    Ok(o) => o.role.map(|r| r.arn).unwrap_or_default(),
+                    Err(e) => {
+                        let e = iam_error("CreateRole")(e);
+                        if !e.is_code(&["EntityAlreadyExists"]) {
+                            return Err(failed(e, &[]));
+                        }
+                        role_arn(cx.ctx().account_id(&self.base.account), self.name())
+                    }
+                }
+            }
+            Some(now) => {
+                let trust = policy::merge(&now.trust, &[trust_statement()]);
+                if !policy::same(&trust, &now.trust) {
+                    iam.update_assume_role_policy()
+                        .role_name(self.name())
+                        .policy_document(trust.to_string())
+                        .send()
+                        .await
+                        .map_err(|e| failed(iam_error("UpdateAssumeRolePolicy")(e), &[]))?;
+                }
+                now.arn
+            }
+        };
+        iam.put_role_policy()
+            .role_name(self.name())
+            .policy_name(self.policy_name())
+            .policy_document(self.inline_policy(cx.ctx(), &key).to_string())
+            .send()
+            .await
+            .map_err(|e| failed(iam_error("PutRolePolicy")(e), &["NoSuchEntity"]))?;
+        Ok(Applied::Done(json!({ "arn": arn })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_decode_url_encoded_or_plain() {
+        let plain = r#"{"Version":"2012-10-17","Statement":[]}"#;
+        assert_eq!(decode_document(plain)["Version"], "2012-10-17");
+        let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
+        assert_eq!(decode_document(encoded)["Version"], "2012-10-17");
+    }
+
+    #[test]
+    fn role_arn_from_name_or_arn() {
+        assert_eq!(
+            role_arn("111111111111", "r"),
+            "arn:aws:iam::111111111111:role/r"
+        );
+        assert_eq!(
+            role_arn("1", "arn:aws:iam::2:role/x/y"),
+            "arn:aws:iam::2:role/x/y"
+        );
+    }
+}

@@ -1,0 +1,1198 @@
+//! S3 steps of `s3-replication`: versioning, the destination bucket, the destination bucket
+//! policy for a cross-account role, the replication configuration (merged by rule id) and the
+//! backfill of objects that existed before the rule.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::{
+    AccessControlTranslation, BucketLocationConstraint, BucketVersioningStatus,
+    CreateBucketConfiguration, DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination,
+    EncryptionConfiguration, OwnerOverride, ReplicationConfiguration, ReplicationRule,
+    ReplicationRuleFilter, ReplicationRuleStatus, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    SourceSelectionCriteria, SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus, Tag, Tagging,
+    VersioningConfiguration,
+};
+use serde_json::{Value, json};
+
+use super::kms::step_identity;
+use super::{Base, Cx, bucket, failed, policy, todo};
+use crate::aws::AwsError;
+use crate::exec::{Applied, ErrorClass, Limits, Observation, Scope, Step, StepCx, StepError};
+use crate::graph::StepSpec;
+
+fn s3_error<E>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError
+where
+    E: super::ServiceError,
+{
+    move |e| AwsError::from_sdk("s3", op, e)
+}
+
+/// Codes that, right after the bucket (or role) was made, mean "not visible yet".
+const FRESH: &[&str] = &["NoSuchBucket"];
+
+fn region_param<'a>(base: &'a Base, which: &str) -> &'a str {
+    base.params
+        .get("regions")
+        .and_then(|r| r.get(which))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The ARN of a key by its plan reference, once it exists.
+async fn key_arn(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    key: &str,
+) -> Result<Option<String>, StepError> {
+    if key.starts_with("arn:aws:kms:") {
+        return Ok(Some(key.to_string()));
+    }
+    if let Some(arn) = cx.ctx().known_key(account, region, key) {
+        return Ok(Some(arn));
+    }
+    let found = super::kms::describe(cx.ctx(), cx.limits(), account, region, key)
+        .await
+        .map_err(|e| failed(e, &[]))?;
+    Ok(found.map(|k| k.arn))
+}
+
+fn missing(what: String) -> StepError {
+    StepError::new(ErrorClass::NotYetConsistent, "NotFound", what)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `s3.enable-versioning`: replication needs versioning on both buckets.
+pub struct EnableVersioning {
+    base: Base,
+}
+
+impl EnableVersioning {
+    pub fn new(spec: &StepSpec) -> Self {
+        EnableVersioning {
+            base: Base::new(spec, "s3:PutBucketVersioning"),
+        }
+    }
+    fn bucket(&self) -> &str {
+        self.base.param("bucket").unwrap_or(&self.base.target)
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for EnableVersioning {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+        let out = cx
+            .ctx()
+            .aws
+            .s3(&self.base.account, &self.base.region)
+            .get_bucket_versioning()
+            .bucket(self.bucket())
+            .send()
+            .await;
+        let status = match out {
+            Ok(o) => o
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "Off".into()),
+            Err(e) => {
+                let e = s3_error("GetBucketVersioning")(e);
+                if !e.is_code(FRESH) {
+                    return Err(failed(e, &[]));
+                }
+                "(new bucket)".into()
+            }
+        };
+        if status == "Enabled" {
+            return Ok(Observation::Done(
+                json!({ "bucket": self.bucket(), "versioning": "Enabled" }),
+            ));
+        }
+        Ok(Observation::Todo(todo(
+            "update",
+            json!({ "diff": [format!("~ versioning of {}: {status} -> Enabled", self.bucket())] }),
+        )))
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+        cx.ctx()
+            .aws
+            .s3(&self.base.account, &self.base.region)
+            .put_bucket_versioning()
+            .bucket(self.bucket())
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| failed(s3_error("PutBucketVersioning")(e), FRESH))?;
+        Ok(Applied::Done(
+            json!({ "bucket": self.bucket(), "versioning": "Enabled" }),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `s3.create-bucket`: the destination bucket, tagged, with default SSE-KMS under the
+/// destination key and Bucket Keys per `bucket_key`. An existing bucket that ferry did not make
+/// is used as it is.
+pub struct CreateBucket {
+    base: Base,
+}
+
+/// What the bucket is like now.
+enum BucketNow {
+    Missing,
+    /// It exists; `ours` when it carries this migration's ferry tags.
+    Exists {
+        ours: bool,
+        key: Option<String>,
+        bucket_key: bool,
+    },
+}
+
+impl CreateBucket {
+    pub fn new(spec: &StepSpec) -> Self {
+        CreateBucket {
+            base: Base::new(spec, "s3:CreateBucket"),
+        }
+    }
+    fn bucket(&self) -> &str {
+        self.base.param("bucket").unwrap_or(&self.base.target)
+    }
+    fn bucket_key(&self) -> bool {
+        self.base.params.get("bucket_key") != Some(&json!(false))
+    }
+    fn tags(&self) -> Vec<(String, String)> {
+        match self.base.params.get("tags") {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn now(&self, cx: &StepCx<'_, Cx>) -> Result<BucketNow, StepError> {
+        let s3 = cx.ctx().aws.s3(&self.base.account, &self.base.region);
+        let tags = match s3.get_bucket_tagging().bucket(self.bucket()).send().await {
+            Ok(t) => t.tag_set().to_vec(),
+            Err(e) => {
+                let e = s3_error("GetBucketTagging")(e);
+                if e.is_code(&["NoSuchBucket"]) {
+                    return Ok(BucketNow::Missing);
+                }
+                if !e.is_code(&["NoSuchTagSet"]) {
+                    return Err(failed(e, &[]));
+                }
+                Vec::new()
+            }
+        };
+        let plan = cx.ctx().plan.as_str();
+        let ours = tags
+            .iter()
+            .any(|t| t.key() == "ferry:plan" && t.value() == plan)
+            && tags
+                .iter()
+                .any(|t| t.key() == "ferry:migration" && t.value() == self.base.owner);
+        let (key, bucket_key) = match s3
+            .get_bucket_encryption()
+            .bucket(self.bucket())
+            .send()
+            .await
+        {
+            Ok(o) => {
+                let rule = o
+                    .server_side_encryption_configuration()
+                    .and_then(|c| c.rules().first());
+                (
+                    rule.and_then(|r| r.apply_server_side_encryption_by_default())
+                        .and_then(|d| d.kms_master_key_id())
+                        .map(str::to_string),
+                    rule.and_then(|r| r.bucket_key_enabled()).unwrap_or(false),
+                )
+            }
+            Err(e) => {
+                let e = s3_error("GetBucketEncryption")(e);
+                if !e.is_code(&["ServerSideEncryptionConfigurationNotFoundError"]) {
+                    return Err(failed(e, FRESH));
+                }
+                (None, false)
+            }
+        };
+        Ok(BucketNow::Exists {
+            ours,
+            key,
+            bucket_key,
+        })
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for CreateBucket {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+        let key_ref = self.base.param("key").unwrap_or_default();
+        let key = key_arn(cx, &self.base.account, &self.base.region, key_ref).await?;
+        let shown = key.clone().unwrap_or_else(|| key_ref.to_string());
+        let encryption = format!(
+            "default encryption SSE-KMS with {shown}, bucket key {}",
+            if self.bucket_key() { "on" } else { "off" }
+        );
+        let outputs = json!({ "bucket": self.bucket(), "region": self.base.region });
+        match self.now(cx).await? {
+            BucketNow::Missing => Ok(Observation::Todo(todo(
+                "create",
+                json!({ "diff": [
+                    format!("+ bucket {} in {}", self.bucket(), self.base.region),
+                    format!("+ {encryption}"),
+                ] }),
+            ))),
+            BucketNow::Exists { ours: false, .. } => Ok(Observation::Done(outputs)),
+            BucketNow::Exists {
+                ours: true,
+                key: k,
+                bucket_key,
+            } => {
+                if key.is_some() && k == key && bucket_key == self.bucket_key() {
+                    Ok(Observation::Done(outputs))
+                } else {
+                    Ok(Observation::Todo(todo(
+                        "update",
+                        json!({ "exists": true, "diff": [format!("~ {encryption}")] }),
+                    )))
+                }
+            }
+        }
+    }
+
+    fn intent(&self, _change: &Value) -> Value {
+        json!({ "bucket": self.bucket(), "tags": self.base.params.get("tags") })
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+        let key_ref = self.base.param("key").unwrap_or_default();
+        let key = key_arn(cx, &self.base.account, &self.base.region, key_ref)
+            .await?
+            .ok_or_else(|| missing(format!("destination key {key_ref} not found yet")))?;
+        let s3 = cx.ctx().aws.s3(&self.base.account, &self.base.region);
+        if let BucketNow::Missing = self.now(cx).await? {
+            let mut req = s3.create_bucket().bucket(self.bucket());
+            if self.base.region != "us-east-1" {
+                req = req.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(
+                            self.base.region.as_str(),
+                        ))
+                        .build(),
+                );
+            }
+            if let Err(e) = req.send().await {
+                let e = s3_error("CreateBucket")(e);
+                if !e.is_code(&["BucketAlreadyOwnedByYou"]) {
+                    return Err(failed(e, &[]));
+                }
+            }
+            // Tags first: they are how a later run knows the bucket is ferry's to configure.
+            let mut tagging = Tagging::builder();
+            for (k, v) in self.tags() {
+                tagging = tagging.tag_set(Tag::builder().key(k).value(v).build().expect("set"));
+            }
+            s3.put_bucket_tagging()
+                .bucket(self.bucket())
+                .tagging(tagging.build().expect("tag set"))
+                .send()
+                .await
+                .map_err(|e| failed(s3_error("PutBucketTagging")(e), FRESH))?;
+        }
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::AwsKms)
+                    .kms_master_key_id(&key)
+                    .build()
+                    .expect("algorithm set"),
+            )
+            .bucket_key_enabled(self.bucket_key())
+            .build();
+        s3.put_bucket_encryption()
+            .bucket(self.bucket())
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .expect("rules set"),
+            )
+            .send()
+            .await
+            .map_err(|e| failed(s3_error("PutBucketEncryption")(e), FRESH))?;
+        Ok(Applied::Done(
+            json!({ "bucket": self.bucket(), "region": self.base.region }),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `s3.allow-replication-role`: the destination bucket policy lets another account's
+/// replication role replicate into it (statements merged by Sid).
+pub struct AllowReplicationRole {
+    base: Base,
+}
+
+impl AllowReplicationRole {
+    pub fn new(spec: &StepSpec) -> Self {
+        AllowReplicationRole {
+            base: Base::new(spec, "s3:PutBucketPolicy"),
+        }
+    }
+    fn bucket(&self) -> &str {
+        self.base.param("bucket").unwrap_or(&self.base.target)
+    }
+
+    fn statements(&self, cx: &Cx) -> Vec<Value> {
+        let account = self.base.param("role_account").unwrap_or_default();
+        let role = super::iam::role_arn(
+            cx.account_id(account),
+            self.base.param("role").unwrap_or_default(),
+        );
+        let sid = format!(
+            "ferry-{}-{}-replication",
+            self.base.param("plan").unwrap_or(&cx.plan),
+            self.base.owner
+        );
+        let b = self.bucket();
+        vec![
+            json!({
+                "Sid": format!("{sid}-objects"),
+                "Effect": "Allow",
+                "Principal": { "AWS": role },
+                "Action": [
+                    "s3:ReplicateObject",
+                    "s3:ReplicateDelete",
+                    "s3:ReplicateTags",
+                    "s3:ObjectOwnerOverrideToBucketOwner"
+                ],
+                "Resource": format!("arn:aws:s3:::{b}/*"),
+            }),
+            json!({
+                "Sid": format!("{sid}-bucket"),
+                "Effect": "Allow",
+                "Principal": { "AWS": role },
+                "Action": ["s3:GetBucketVersioning", "s3:PutBucketVersioning"],
+                "Resource": format!("arn:aws:s3:::{b}"),
+            }),
+        ]
+    }
+
+    async fn current(&self, cx: &StepCx<'_, Cx>) -> Result<Value, StepError> {
+        let out = cx
+            .ctx()
+            .aws
+            .s3(&self.base.account, &self.base.region)
+            .get_bucket_policy()
+            .bucket(self.bucket())
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(serde_json::from_str(o.policy().unwrap_or("{}")).unwrap_or(json!({}))),
+            Err(e) => {
+                let e = s3_error("GetBucketPolicy")(e);
+                if e.is_code(&["NoSuchBucketPolicy", "NoSuchBucket"]) {
+                    Ok(json!({}))
+                } else {
+                    Err(failed(e, &[]))
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for AllowReplicationRole {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+        let before = self.current(cx).await?;
+        let after = policy::merge(&before, &self.statements(cx.ctx()));
+        if policy::same(&before, &after) {
+            return Ok(Observation::Done(json!({ "bucket": self.bucket() })));
+        }
+        Ok(Observation::Todo(todo(
+            "update",
+            json!({ "diff": policy::diff(&before, &after), "policy_before": before }),
+        )))
+    }
+
+    fn intent(&self, change: &Value) -> Value {
+        json!({ "policy_before": change.get("policy_before") })
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+        let before = self.current(cx).await?;
+        let after = policy::merge(&before, &self.statements(cx.ctx()));
+        cx.ctx()
+            .aws
+            .s3(&self.base.account, &self.base.region)
+            .put_bucket_policy()
+            .bucket(self.bucket())
+            .policy(after.to_string())
+            .send()
+            .await
+            // A role made seconds ago is refused as an invalid principal for a while.
+            .map_err(|e| {
+                failed(
+                    s3_error("PutBucketPolicy")(e),
+                    &["MalformedPolicy", "NoSuchBucket"],
+                )
+            })?;
+        Ok(Applied::Done(json!({ "bucket": self.bucket() })))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `s3.put-replication`: ferry's rule in the source bucket's replication configuration, merged
+/// by rule id: every other rule stays exactly as it is.
+pub struct PutReplication {
+    base: Base,
+}
+
+/// A rule as ferry compares and shows it.
+// Rules of the older schema carry their prefix on the rule itself, not in a filter.
+#[allow(deprecated)]
+pub fn rule_json(r: &ReplicationRule) -> Value {
+    let d = r.destination();
+    json!({
+        "id": r.id(),
+        "priority": r.priority(),
+        "status": r.status().as_str(),
+        "prefix": r.filter().and_then(|f| f.prefix()).or(r.prefix()),
+        "delete_markers": r.delete_marker_replication().and_then(|m| m.status()).map(|s| s.as_str()),
+        "sse_kms_encrypted_objects": r
+            .source_selection_criteria()
+            .and_then(|c| c.sse_kms_encrypted_objects())
+            .map(|s| s.status().as_str()),
+        "destination": d.map(|d| d.bucket()),
+        "destination_account": d.and_then(|d| d.account()),
+        "owner_override": d
+            .and_then(|d| d.access_control_translation())
+            .map(|a| a.owner().as_str()),
+        "replica_kms_key_id": d
+            .and_then(|d| d.encryption_configuration())
+            .and_then(|e| e.replica_kms_key_id()),
+    })
+}
+
+/// `rules` with `ours` in place of the rule with its id (or added): every other rule stays
+/// exactly as it is, in its place.
+fn merge_rules(mut rules: Vec<ReplicationRule>, ours: ReplicationRule) -> Vec<ReplicationRule> {
+    match rules.iter().position(|r| r.id() == ours.id()) {
+        Some(i) => rules[i] = ours,
+        None => rules.push(ours),
+    }
+    rules
+}
+
+impl PutReplication {
+    pub fn new(spec: &StepSpec) -> Self {
+        PutReplication {
+            base: Base::new(spec, "s3:PutBucketReplication"),
+        }
+    }
+    fn bucket(&self) -> &str {
+        self.base.param("bucket").unwrap_or(&self.base.target)
+    }
+    fn rule_param(&self, name: &str) -> Option<&Value> {
+        self.base.params.get("rule").and_then(|r| r.get(name))
+    }
+    fn rule_id(&self) -> &str {
+        self.rule_param("id").and_then(Value::as_str).unwrap_or("")
+    }
+    fn role(&self, cx: &Cx) -> String {
+        super::iam::role_arn(
+            cx.account_id(&self.base.account),
+            self.base.param("role").unwrap_or_default(),
+        )
+    }
+
+    fn rule(&self, cx: &Cx, replica_key: &str) -> ReplicationRule {
+        let dst_account = self.base.param("destination_account").unwrap_or_default();
+        let cross = cx.account_id(dst_account) != cx.account_id(&self.base.account);
+        let mut dest = Destination::builder()
+            .bucket(format!(
+                "arn:aws:s3:::{}",
+                self.base.param("destination_bucket").unwrap_or_default()
+            ))
+            .encryption_configuration(
+                EncryptionConfiguration::builder()
+                    .replica_kms_key_id(replica_key)
+                    .build(),
+            );
+        if cross {
+            dest = dest
+                .account(cx.account_id(dst_account))
+                .access_control_translation(
+                    AccessControlTranslation::builder()
+                        .owner(OwnerOverride::Destination)
+                        .build()
+                        .expect("owner set"),
+                );
+        }
+        let delete_markers = if self.rule_param("delete_markers") == Some(&json!(true)) {
+            DeleteMarkerReplicationStatus::Enabled
+        } else {
+            DeleteMarkerReplicationStatus::Disabled
+        };
+        ReplicationRule::builder()
+            .id(self.rule_id())
+            .priority(
+                self.rule_param("priority")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1) as i32,
+            )
+            .status(ReplicationRuleStatus::Enabled)
+            .filter(
+                ReplicationRuleFilter::builder()
+                    .prefix(
+                        self.rule_param("prefix")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                    )
+                    .build(),
+            )
+            .delete_marker_replication(
+                DeleteMarkerReplication::builder()
+                    .status(delete_markers)
+                    .build(),
+            )
+            .source_selection_criteria(
+                SourceSelectionCriteria::builder()
+                    .sse_kms_encrypted_objects(
+                        SseKmsEncryptedObjects::builder()
+                            .status(SseKmsEncryptedObjectsStatus::Enabled)
+                            .build()
+                            .expect("status set"),
+                    )
+                    .build(),
+            )
+            .destination(dest.build().expect("bucket set"))
+            .build()
+            .expect("status set")
+    }
+
+    async fn current(
+        &self,
+        cx: &StepCx<'_, Cx>,
+    ) -> Result<Option<ReplicationConfiguration>, StepError> {
+        let out = cx
+            .ctx()
+            .aws
+            .s3(&self.base.account, &self.base.region)
+            .get_bucket_replication()
+            .bucket(self.bucket())
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(o.replication_configuration),
+            Err(e) => {
+                let e = s3_error("GetBucketReplication")(e);
+                if e.is_code(&["ReplicationConfigurationNotFoundError"]) {
+                    Ok(None)
+                } else {
+                    Err(failed(e, &[]))
+                }
+            }
+        }
+    }
+
+    async fn replica_key(&self, cx: &StepCx<'_, Cx>) -> Result<Option<String>, StepError> {
+        key_arn(
+            cx,
+            self.base.param("destination_account").unwrap_or_default(),
+            region_param(&self.base, "destination"),
+            self.base.param("key").unwrap_or_default(),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for PutReplication {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+        let key = self.replica_key(cx).await?;
+        let wanted = self.rule(
+            cx.ctx(),
+            key.as_deref()
+                .unwrap_or(self.base.param("key").unwrap_or_default()),
+        );
+        let role = self.role(cx.ctx());
+        let now = self.current(cx).await?;
+        let (now_role, now_rule) = match &now {
+            Some(c) => (
+                Some(c.role().to_string()),
+                c.rules()
+                    .iter()
+                    .find(|r| r.id() == Some(self.rule_id()))
+                    .map(rule_json),
+            ),
+            None => (None, None),
+        };
+        let wanted_json = rule_json(&wanted);
+        if key.is_some()
+            && now_role.as_deref() == Some(role.as_str())
+            && now_rule.as_ref() == Some(&wanted_json)
+        {
+            return Ok(Observation::Done(
+                json!({ "bucket": self.bucket(), "rule": self.rule_id() }),
+            ));
+        }
+        let mut diff = Vec::new();
+        if now_role.as_deref() != Some(role.as_str()) {
+            diff.push(format!(
+                "~ role: {} -> {role}",
+                now_role.as_deref().unwrap_or("(none)")
+            ));
+        }
+        if let Some(r) = &now_rule {
+            diff.push(format!("- rule {}", r));
+        }
+        diff.push(format!("+ rule {}", wanted_json));
+        if let Some(c) = &now {
+            for r in c.rules().iter().filter(|r| r.id() != Some(self.rule_id())) {
+                diff.push(format!("= rule {} (kept)", r.id().unwrap_or("(no id)")));
+            }
+        }
+        let action = if now.is_some() { "update" } else { "create" };
+        Ok(Observation::Todo(todo(action, json!({ "diff": diff }))))
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+        let key = self.replica_key(cx).await?.ok_or_else(|| {
+            missing(format!(
+                "destination key {} not found yet",
+                self.base.param("key").unwrap_or_default()
+            ))
+        })?;
+        let wanted = self.rule(cx.ctx(), &key);
+        // Merge into the live configuration, read right before writing.
+        let rules = merge_rules(
+            self.current(cx)
+                .await?
+                .map(|c| c.rules().to_vec())
+                .unwrap_or_default(),
+            wanted,
+        );
+        let config = ReplicationConfiguration::builder()
+            .role(self.role(cx.ctx()))
+            .set_rules(Some(rules))
+            .build()
+            .expect("role and rules set");
+        cx.ctx()
+            .aws
+            .s3(&self.base.account, &self.base.region)
+            .put_bucket_replication()
+            .bucket(self.bucket())
+            .replication_configuration(config)
+            .send()
+            .await
+            .map_err(|e| failed(s3_error("PutBucketReplication")(e), &[]))?;
+        Ok(Applied::Done(
+            json!({ "bucket": self.bucket(), "rule": self.rule_id() }),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// One object of a listing.
+#[derive(Debug, Clone)]
+struct Object {
+    key: String,
+    size: i64,
+    /// Seconds since the epoch.
+    modified: i64,
+}
+
+/// A bucket listing read a page at a time (never the whole listing in memory). Keys come in
+/// S3's order (UTF-8 binary), which is what the merge join relies on.
+struct Listing {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    limiter: Vec<String>,
+    page: VecDeque<Object>,
+    token: Option<String>,
+    done: bool,
+    /// A missing bucket lists as empty (a destination to be created).
+    missing_is_empty: bool,
+}
+
+impl Listing {
+    async fn next(&mut self, limits: &Limits) -> Result<Option<Object>, AwsError> {
+        loop {
+            if let Some(o) = self.page.pop_front() {
+                return Ok(Some(o));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            limits.take(&self.limiter).await;
+            let mut req = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix);
+            if let Some(t) = &self.token {
+                req = req.continuation_token(t);
+            }
+            let out = match req.send().await {
+                Ok(o) => o,
+                Err(e) => {
+                    let e = AwsError::from_sdk("s3", "ListObjectsV2", e);
+                    if self.missing_is_empty && e.is_code(&["NoSuchBucket"]) {
+                        self.done = true;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            self.page.extend(out.contents().iter().map(|o| Object {
+                key: o.key().unwrap_or_default().to_string(),
+                size: o.size().unwrap_or(0),
+                modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
+            }));
+            self.token = out.next_continuation_token().map(str::to_string);
+            self.done = !out.is_truncated().unwrap_or(false) || self.token.is_none();
+        }
+    }
+}
+
+/// The source objects the destination lacks: a merge join of the two sorted listings,
+/// streaming. An object with the same key and size, written no earlier than the source's, is
+/// already there (a copy or a replica of it); an older one is stale and copied again.
+struct Missing {
+    source: Listing,
+    destination: Listing,
+    head: Option<Object>,
+    started: bool,
+    present: u64,
+}
+
+impl Missing {
+    async fn next(&mut self, limits: &Limits) -> Result<Option<Object>, AwsError> {
+        if !self.started {
+            self.head = self.destination.next(limits).await?;
+            self.started = true;
+        }
+        while let Some(s) = self.source.next(limits).await? {
+            while self.head.as_ref().is_some_and(|d| d.key < s.key) {
+                self.head = self.destination.next(limits).await?;
+            }
+            if self
+                .head
+                .as_ref()
+                .is_some_and(|d| d.key == s.key && d.size == s.size && d.modified >= s.modified)
+            {
+                self.present += 1;
+                continue;
+            }
+            return Ok(Some(s));
+        }
+        Ok(None)
+    }
+}
+
+/// S3 copies up to 5 GiB in one CopyObject.
+const COPY_MAX: i64 = 5 * 1024 * 1024 * 1024;
+/// Copies in flight at once.
+const COPY_CONCURRENCY: usize = 32;
+
+/// `s3.backfill`: copy every source object the destination lacks with CopyObject, SSE-KMS
+/// under the destination key, keeping key, metadata and content type. Resumable: objects
+/// already in the destination (same key and size) are skipped, so a resumed run copies only
+/// what is still missing.
+pub struct Backfill {
+    base: Base,
+}
+
+impl Backfill {
+    pub fn new(spec: &StepSpec) -> Self {
+        Backfill {
+            base: Base::new(spec, ""),
+        }
+    }
+    fn src_account(&self) -> &str {
+        self.base.param("source_account").unwrap_or_default()
+    }
+    fn src_bucket(&self) -> &str {
+        self.base.param("bucket").unwrap_or(&self.base.target)
+    }
+    fn dst_bucket(&self) -> &str {
+        self.base.param("destination_bucket").unwrap_or_default()
+    }
+    fn prefix(&self) -> &str {
+        self.base.param("prefix").unwrap_or_default()
+    }
+    fn inline_max(&self) -> u64 {
+        self.base
+            .params
+            .get("inline_max")
+            .and_then(Value::as_u64)
+            .unwrap_or(crate::plan::BACKFILL_INLINE_MAX)
+    }
+
+    fn missing(&self, cx: &Cx) -> Missing {
+        let src_region = region_param(&self.base, "source");
+        let listing = |client, bucket: &str, account: &str, missing_is_empty| Listing {
+            client,
+            bucket: bucket.to_string(),
+            prefix: self.prefix().to_string(),
+            limiter: vec![format!("{account}/{bucket}/s3:read-per-prefix")],
+            page: VecDeque::new(),
+            token: None,
+            done: false,
+            missing_is_empty,
+        };
+        Missing {
+            source: listing(
+                cx.aws.s3(self.src_account(), src_region),
+                self.src_bucket(),
+                self.src_account(),
+                false,
+            ),
+            destination: listing(
+                cx.aws.s3(&self.base.account, &self.base.region),
+                self.dst_bucket(),
+                &self.base.account,
+                true,
+            ),
+            head: None,
+            started: false,
+            present: 0,
+        }
+    }
+
+    fn cross_account(&self, cx: &Cx) -> bool {
+        cx.account_id(self.src_account()) != cx.account_id(&self.base.account)
+    }
+
+    fn batch_message(&self) -> String {
+        format!(
+            "more than {} objects to backfill from {}: ferry plans an S3 Batch Replication job for buckets this large, \
+             and cannot create it yet. Create it yourself once the replication rule exists: \
+             `aws s3control create-job --account-id <source account id> --operation '{{\"S3ReplicateObject\":{{}}}}' \
+             --manifest-generator ...` (S3 user guide: \"Replicating existing objects with S3 Batch Replication\"), \
+             or raise settings.backfill_inline_max to copy inline",
+            self.inline_max(),
+            self.src_bucket()
+        )
+    }
+}
+
+/// Percent-encodes an object key for `x-amz-copy-source` (slashes kept).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The first path segment of a key: S3 scales request rates per prefix.
+fn prefix_of(key: &str) -> &str {
+    key.split_once('/').map(|(p, _)| p).unwrap_or("")
+}
+
+#[derive(Default)]
+struct Tally {
+    objects: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Everything one copy needs, shared by the copy tasks.
+struct Copier {
+    client: aws_sdk_s3::Client,
+    limits: Arc<Limits>,
+    src_bucket: String,
+    dst_bucket: String,
+    dst_account: String,
+    src_account: String,
+    src_region: String,
+    dst_region: String,
+    key: String,
+    bucket_key: bool,
+    tally: Tally,
+}
+
+impl Copier {
+    async fn copy(&self, o: Object) -> Result<(), StepError> {
+        let p = prefix_of(&o.key);
+        let tokens = vec![
+            format!(
+                "{}/{}/{p}/s3:write-per-prefix",
+                self.dst_account, self.dst_bucket
+            ),
+            format!(
+                "{}/{}/{p}/s3:read-per-prefix",
+                self.src_account, self.src_bucket
+            ),
+            bucket(&self.dst_account, &self.dst_region, "kms:cryptographic"),
+            bucket(&self.src_account, &self.src_region, "kms:cryptographic"),
+        ];
+        let mut attempt = 0u32;
+        loop {
+            self.limits.take(&tokens).await;
+            let out = self
+                .client
+                .copy_object()
+                .bucket(&self.dst_bucket)
+                .key(&o.key)
+                .copy_source(format!("{}/{}", self.src_bucket, encode_key(&o.key)))
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(&self.key)
+                .bucket_key_enabled(self.bucket_key)
+                .send()
+                .await;
+            match out {
+                Ok(_) => {
+                    self.limits.succeeded(&tokens);
+                    self.tally.objects.fetch_add(1, Ordering::Relaxed);
+                    self.tally
+                        .bytes
+                        .fetch_add(o.size.max(0) as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let e = s3_error("CopyObject")(e);
+                    let class = crate::aws::classify(&e, &[]);
+                    if class == ErrorClass::Throttled {
+                        self.limits.throttled(&tokens);
+                    }
+                    attempt += 1;
+                    if class == ErrorClass::Permanent || attempt >= 10 {
+                        let mut err = e.into_step_error(&[]);
+                        err.message = format!("copying {}: {}", o.key, err.message);
+                        return Err(err);
+                    }
+                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)));
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for Backfill {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+        let mut m = self.missing(cx.ctx());
+        let (mut objects, mut bytes, mut too_big) = (0u64, 0u64, 0u64);
+        while let Some(o) = m.next(cx.limits()).await.map_err(|e| failed(e, &[]))? {
+            objects += 1;
+            bytes += o.size.max(0) as u64;
+            if o.size > COPY_MAX {
+                too_big += 1;
+            }
+            if objects > self.inline_max() {
+                return Ok(Observation::Todo(todo(
+                    "create",
+                    json!({
+                        "batch_replication": true,
+                        "diff": [
+                            format!("+ S3 Batch Replication job for more than {} objects (not created by this version of ferry: see below)", self.inline_max()),
+                            format!("! {}", self.batch_message()),
+                        ],
+                    }),
+                )));
+            }
+        }
+        if objects == 0 {
+            return Ok(Observation::Done(
+                json!({ "present": m.present, "copied": 0 }),
+            ));
+        }
+        let mut diff = vec![format!(
+            "+ copy {objects} objects ({bytes} bytes) from {} to {}, SSE-KMS with {} ({} already there)",
+            self.src_bucket(),
+            self.dst_bucket(),
+            self.base.param("key").unwrap_or_default(),
+            m.present
+        )];
+        if too_big > 0 {
+            diff.push(format!(
+                "! {too_big} objects are larger than 5 GiB: ferry cannot copy them yet (multipart copy)"
+            ));
+        }
+        if self.cross_account(cx.ctx()) {
+            diff.push(format!(
+                "! the copies run as account `{}`: it must be allowed to read bucket {} and to decrypt with its key (ferry does not grant this)",
+                self.base.account,
+                self.src_bucket()
+            ));
+        }
+        Ok(Observation::Todo(todo(
+            "create",
+            json!({ "objects": objects, "bytes": bytes, "present": m.present, "diff": diff }),
+        )))
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
+        if change.get("batch_replication") == Some(&json!(true)) {
+            return Err(StepError::permanent(
+                "BatchReplicationNotImplemented",
+                self.batch_message(),
+            ));
+        }
+        let key_ref = self.base.param("key").unwrap_or_default();
+        let key = key_arn(cx, &self.base.account, &self.base.region, key_ref)
+            .await?
+            .ok_or_else(|| missing(format!("destination key {key_ref} not found yet")))?;
+        let copier = Arc::new(Copier {
+            client: cx.ctx().aws.s3(&self.base.account, &self.base.region),
+            limits: cx.limits().clone(),
+            src_bucket: self.src_bucket().to_string(),
+            dst_bucket: self.dst_bucket().to_string(),
+            dst_account: self.base.account.clone(),
+            src_account: self.src_account().to_string(),
+            src_region: region_param(&self.base, "source").to_string(),
+            dst_region: self.base.region.clone(),
+            key,
+            bucket_key: self.base.params.get("bucket_key") != Some(&json!(false)),
+            tally: Tally::default(),
+        });
+        let total = change.get("objects").and_then(Value::as_u64).unwrap_or(0);
+        let total_bytes = change.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+        let mut m = self.missing(cx.ctx());
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut first_error: Option<StepError> = None;
+        let mut too_big = 0u64;
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let report = |c: &Copier, done: bool| {
+            let n = c.tally.objects.load(Ordering::Relaxed);
+            let b = c.tally.bytes.load(Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            // Progress in objects and bytes, on stderr (the executor's events carry percentages of
+            // submitted operations only).
+            eprintln!(
+                "{} {}: {n}/{total} objects, {b}/{total_bytes} bytes copied ({:.0} objects/s)",
+                self.base.id,
+                if done { "done" } else { "progress" },
+                n as f64 / secs
+            );
+        };
+        loop {
+            while tasks.len() >= COPY_CONCURRENCY {
+                if let Some(Ok(Err(e))) = tasks.join_next().await {
+                    first_error.get_or_insert(e);
+                }
+            }
+            if first_error.is_some() {
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                report(&copier, false);
+                last_report = Instant::now();
+            }
+            let next = match m.next(cx.limits()).await {
+                Ok(n) => n,
+                Err(e) => {
+                    first_error = Some(failed(e, &[]));
+                    break;
+                }
+            };
+            let Some(o) = next else { break };
+            if o.size > COPY_MAX {
+                too_big += 1;
+                continue;
+            }
+            let c = copier.clone();
+            tasks.spawn(async move { c.copy(o).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                first_error.get_or_insert(e);
+            }
+        }
+        report(&copier, true);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if too_big > 0 {
+            return Err(StepError::permanent(
+                "ObjectTooLarge",
+                format!(
+                    "{too_big} objects larger than 5 GiB were not copied: ferry cannot copy them yet (multipart copy); every other object was"
+                ),
+            ));
+        }
+        Ok(Applied::Done(json!({
+            "copied": copier.tally.objects.load(Ordering::Relaxed),
+            "bytes": copier.tally.bytes.load(Ordering::Relaxed),
+            "present": m.present,
+            "seconds": started.elapsed().as_secs_f64(),
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, prefix: &str) -> ReplicationRule {
+        ReplicationRule::builder()
+            .id(id)
+            .status(ReplicationRuleStatus::Enabled)
+            .filter(ReplicationRuleFilter::builder().prefix(prefix).build())
+            .destination(
+                Destination::builder()
+                    .bucket("arn:aws:s3:::d")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn merging_rules_replaces_only_ours_and_keeps_the_order() {
+        let others = vec![rule("a", "x/"), rule("ferry", "old/"), rule("b", "y/")];
+        let merged = merge_rules(others.clone(), rule("ferry", "new/"));
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[0], others[0]);
+        assert_eq!(merged[2], others[2]);
+        assert_eq!(merged[1].filter().and_then(|f| f.prefix()), Some("new/"));
+        let added = merge_rules(vec![rule("a", "x/")], rule("ferry", ""));
+        assert_eq!(added.len(), 2);
+        assert_eq!(added[1].id(), Some("ferry"));
+    }
+
+    #[test]
+    fn copy_source_keys_are_percent_encoded_but_keep_slashes() {
+        assert_eq!(encode_key("a/b c+d.txt"), "a/b%20c%2Bd.txt");
+        assert_eq!(encode_key("é"), "%C3%A9");
+        assert_eq!(prefix_of("app/2026/x"), "app");
+        assert_eq!(prefix_of("flat"), "");
+    }
+}
