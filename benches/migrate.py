@@ -157,18 +157,28 @@ def seed_objects(ep: str, n: int) -> None:
 
 # ---- plans --------------------------------------------------------------------------------
 
-HEAD = f"""version: 1
-name: bench
-accounts:
-  prod: {{ id: "{A}" }}
-  backup: {{ id: "{B}", role_arn: "arn:aws:iam::{B}:role/ferry-migrator" }}
-keys:
-  dr-west-2: {{ account: prod, region: eu-west-2, alias: alias/bench-dr-west-2, create: true }}
-  dr-west-1: {{ account: prod, region: eu-west-1, alias: alias/bench-dr-west-1, create: true }}
-  backup: {{ account: backup, region: us-east-1, alias: alias/bench-backup }}
-  logs-dr: {{ account: prod, region: eu-west-2, alias: alias/bench-logs-dr, create: true }}
-migrations:
-"""
+def plan_text(snaps: bool, amis: bool, objects: bool) -> str:
+    """The plan of a workload: only the accounts, keys and migrations it uses."""
+    text = f'version: 1\nname: bench\naccounts:\n  prod: {{ id: "{A}" }}\n'
+    if amis:
+        text += f'  backup: {{ id: "{B}", role_arn: "arn:aws:iam::{B}:role/ferry-migrator" }}\n'
+    text += "keys:\n"
+    if snaps:
+        text += "  dr-west-2: { account: prod, region: eu-west-2, alias: alias/bench-dr-west-2, create: true }\n"
+        text += "  dr-west-1: { account: prod, region: eu-west-1, alias: alias/bench-dr-west-1, create: true }\n"
+    if amis:
+        text += "  backup: { account: backup, region: us-east-1, alias: alias/bench-backup }\n"
+    if objects:
+        text += "  logs-dr: { account: prod, region: eu-west-2, alias: alias/bench-logs-dr, create: true }\n"
+    text += "migrations:\n"
+    if snaps:
+        text += SNAPSHOTS
+    if amis:
+        text += AMIS
+    if objects:
+        text += OBJECTS
+    return text
+
 
 SNAPSHOTS = """  - id: east
     type: snapshot-copy
@@ -253,6 +263,12 @@ def counters(ep: str) -> dict:
     mutating = c["totals"]["mutating"]
     throttled = c["totals"]["throttled"]
     describes = sum(r["count"] for r in c["requests"] if r["action"].startswith(("Describe", "Get", "List", "Head")))
+    if os.environ.get("FERRY_BENCH_VERBOSE"):
+        by_action: dict[str, int] = {}
+        for r in c["requests"]:
+            by_action[f'{r["service"]}:{r["action"]}'] = by_action.get(f'{r["service"]}:{r["action"]}', 0) + r["count"]
+        for k, v in sorted(by_action.items(), key=lambda kv: -kv[1]):
+            print(f"    {k:40} {v}", file=sys.stderr)
     return {"total": total, "mutating": mutating, "throttled": throttled, "describe": describes}
 
 
@@ -270,16 +286,13 @@ def workload(name: str) -> dict:
     try:
         ep = emu.endpoint
         control(ep, "/_ferry/config", {"copy_seconds": COPY_SECONDS, "throttle": False})
-        plan = HEAD
         if snaps:
             seed_snapshots(ep, snaps)
-            plan += SNAPSHOTS
         if amis:
             seed_amis(ep, amis)
-            plan += AMIS
         if objects:
             seed_objects(ep, objects)
-            plan += OBJECTS
+        plan = plan_text(bool(snaps), bool(amis), bool(objects))
         # From here on AWS's quotas apply (the emulator's buckets at scale 1.0).
         control(ep, "/_ferry/config", {"throttle": True, "throttle_scale": 1.0})
         control(ep, "/_ferry/counters/reset", {})

@@ -209,6 +209,8 @@ struct Walker<C: Send + Sync + 'static> {
     retry: HashMap<u32, Box<RetryState>>,
     gate_held: HashMap<u32, String>,
     poll_since: HashMap<u32, (String, String, Instant)>,
+    /// When each polled operation should be done, extrapolated from its reported progress.
+    predicted: HashMap<u32, Instant>,
 
     ready: VecDeque<u32>,
     groups: Vec<Group>,
@@ -255,6 +257,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
             retry: HashMap::new(),
             gate_held: HashMap::new(),
             poll_since: HashMap::new(),
+            predicted: HashMap::new(),
             ready: VecDeque::new(),
             groups: Vec::new(),
             group_index: HashMap::new(),
@@ -760,15 +763,26 @@ impl<C: Send + Sync + 'static> Walker<C> {
         }
     }
 
+    /// Next poll: at the earliest predicted finish of a pending operation, but no sooner than
+    /// `poll_interval_busy` and no later than the regular interval (the busy one while work
+    /// waits for a gate and nothing can be predicted). This frees a slot the moment a copy
+    /// finishes without polling every pending copy many times.
     fn poll_every(&self) -> Duration {
-        if self.gates_busy() {
-            self.opts.poll_interval_busy
+        let now = Instant::now();
+        let fastest = self.opts.poll_interval_busy.min(self.opts.poll_interval);
+        let regular = if self.gates_busy() && self.predicted.is_empty() {
+            fastest
         } else {
             self.opts.poll_interval
+        };
+        match self.predicted.values().min() {
+            Some(&at) => at.saturating_duration_since(now).clamp(fastest, regular),
+            None => regular,
         }
     }
 
     fn stop_polling(&mut self, i: u32) {
+        self.predicted.remove(&i);
         if let Some((key, id, _)) = self.poll_since.remove(&i) {
             if let Some(b) = self.batches.get_mut(&key) {
                 b.ids.remove(&id);
@@ -869,6 +883,15 @@ impl<C: Send + Sync + 'static> Walker<C> {
                     };
                     match answer {
                         PollAnswer::Pending { percent } => {
+                            if let (Some(p), Some((_, _, since))) =
+                                (percent.filter(|p| *p > 0.0), self.poll_since.get(&i))
+                            {
+                                // Linear progress: done at since + elapsed * 100 / p.
+                                let elapsed = since.elapsed().as_secs_f64();
+                                let total = elapsed * 100.0 / f64::from(p).min(100.0);
+                                self.predicted
+                                    .insert(i, *since + Duration::from_secs_f64(total));
+                            }
                             if let Some(percent) = percent {
                                 self.emit(Event::StepProgress {
                                     step: self.id(i),
@@ -901,6 +924,10 @@ impl<C: Send + Sync + 'static> Walker<C> {
             }
             // Other poll errors: the ids stay pending and are polled again next tick.
             Err(_) => {}
+        }
+        // The answers may have moved the predicted finishes: schedule the next poll from them.
+        if self.pending_polls > 0 {
+            self.next_poll = Some(Instant::now() + self.poll_every());
         }
         Ok(())
     }
