@@ -41,6 +41,21 @@ pub const DEFAULTS: &[(&str, Quota)] = &[
             per_second: 20.0,
         },
     ),
+    // Non-mutating actions the table does not name share EC2's default bucket: 100 and 20/s.
+    (
+        "ec2:DescribeSnapshotAttribute",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
+        "ec2:DescribeImageAttribute",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
     (
         "ec2:ModifyImageAttribute",
         Quota::Rate {

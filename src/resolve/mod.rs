@@ -74,6 +74,7 @@ pub async fn resolve(
         keys: Default::default(),
         earlier: Default::default(),
         copy_index: Default::default(),
+        memo: Default::default(),
     };
     let mut r = Resolver {
         plan,
@@ -411,6 +412,7 @@ impl Resolver<'_> {
         used: Vec<(String, Option<String>, crate::plan::Span)>,
     ) -> Result<(), ResolveError> {
         let mut keys: Vec<String> = Vec::new();
+        let mut described: BTreeMap<String, Option<kms::KeyFacts>> = BTreeMap::new();
         for (what, key, span) in used {
             let Some(key) = key else {
                 eprintln!(
@@ -418,7 +420,12 @@ impl Resolver<'_> {
                 );
                 continue;
             };
-            match self.describe_key(account, region, &key).await? {
+            // Many snapshots share a few keys: describe each key once.
+            if !described.contains_key(&key) {
+                let facts = self.describe_key(account, region, &key).await?;
+                described.insert(key.clone(), facts);
+            }
+            match described[&key].clone() {
                 None => self.problems.push(
                     Diagnostic::new(format!(
                         "{what} is encrypted with {key}, which account `{account}` cannot describe in {region}"
@@ -537,6 +544,8 @@ impl Resolver<'_> {
         }
 
         let mut used = Vec::new();
+        let mut wanted: Vec<String> = Vec::new();
+        let mut available = Vec::new();
         for (id, span, image) in &images {
             let state = image
                 .state()
@@ -552,32 +561,45 @@ impl Resolver<'_> {
                 .iter()
                 .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
                 .collect();
-            if !snaps.is_empty() {
-                self.limits
-                    .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-                    .await;
-                let out = client
-                    .describe_snapshots()
-                    .filters(
-                        Filter::builder()
-                            .name("snapshot-id")
-                            .set_values(Some(snaps.clone()))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
-                for s in out.snapshots() {
-                    let sid = s.snapshot_id().unwrap_or_default().to_string();
+            wanted.extend(snaps.iter().cloned());
+            self.out
+                .inventory
+                .image_snapshots
+                .insert(id.clone(), snaps.clone());
+            available.push((id.clone(), *span, snaps));
+        }
+        // The snapshots of every AMI, described in batches of 200 (not one call per AMI).
+        let mut found = BTreeMap::new();
+        for chunk in wanted.chunks(200) {
+            self.limits
+                .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+                .await;
+            let out = client
+                .describe_snapshots()
+                .filters(
+                    Filter::builder()
+                        .name("snapshot-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
+            for s in out.snapshots() {
+                found.insert(s.snapshot_id().unwrap_or_default().to_string(), facts(s));
+            }
+        }
+        for (id, span, snaps) in available {
+            for sid in snaps {
+                if let Some(f) = found.get(&sid) {
                     used.push((
                         format!("AMI {id} (its volume snapshot {sid})"),
-                        s.kms_key_id().map(str::to_string),
-                        *span,
+                        f.kms_key_id.clone(),
+                        span,
                     ));
-                    self.out.snapshots.insert(sid, facts(s));
+                    self.out.snapshots.insert(sid, f.clone());
                 }
             }
-            self.out.inventory.image_snapshots.insert(id.clone(), snaps);
         }
         if self.cross_account(account, &dst_account) {
             self.source_keys(&m.id.value, account, region, used).await?;

@@ -136,11 +136,22 @@ impl SnapshotCopy {
 /// The plan's snapshot copies per (account, region), listed once per process and shared by
 /// every copy step's first observation (instead of one DescribeSnapshots per snapshot).
 /// The copies listed in one (account, region), filled once.
-type Listing = Arc<tokio::sync::OnceCell<Vec<SnapshotCopy>>>;
+type Listing<T> = Arc<tokio::sync::OnceCell<Vec<T>>>;
+type Listings<T> = std::sync::Mutex<std::collections::HashMap<(String, String), Listing<T>>>;
+
+/// An image copy ferry made, as found by its tags.
+#[derive(Debug, Clone)]
+pub struct ImageCopy {
+    pub id: String,
+    pub state: String,
+    pub migration: String,
+    pub source: String,
+}
 
 #[derive(Default)]
 pub struct CopyIndex {
-    snapshots: std::sync::Mutex<std::collections::HashMap<(String, String), Listing>>,
+    snapshots: Listings<SnapshotCopy>,
+    images: Listings<ImageCopy>,
     attempted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
@@ -155,6 +166,66 @@ impl CopyIndex {
 
     pub fn attempted(&self, step: &str) -> bool {
         self.attempted.lock().expect("index").contains(step)
+    }
+
+    async fn images(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        account: &str,
+        region: &str,
+    ) -> Result<Vec<ImageCopy>, StepError> {
+        let cell = self
+            .images
+            .lock()
+            .expect("index")
+            .entry((account.to_string(), region.to_string()))
+            .or_default()
+            .clone();
+        let list = cell
+            .get_or_try_init(|| async {
+                cx.limits()
+                    .take(&[bucket(account, region, "ec2:DescribeImages")])
+                    .await;
+                let out = cx
+                    .ctx()
+                    .aws
+                    .ec2(account, region)
+                    .describe_images()
+                    .owners("self")
+                    .filters(
+                        Filter::builder()
+                            .name("tag:ferry:plan")
+                            .values(&cx.ctx().plan)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+                let tag = |i: &aws_sdk_ec2::types::Image, k: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                Ok::<_, StepError>(
+                    out.images()
+                        .iter()
+                        .map(|i| ImageCopy {
+                            id: i.image_id().unwrap_or_default().to_string(),
+                            state: i
+                                .state()
+                                .map(|s| s.as_str().to_string())
+                                .unwrap_or_default(),
+                            migration: tag(i, "ferry:migration"),
+                            source: tag(i, "ferry:source"),
+                        })
+                        .collect(),
+                )
+            })
+            .await?;
+        Ok(list.clone())
     }
 
     async fn snapshots(
@@ -469,6 +540,17 @@ impl CopyImage {
         cx: &StepCx<'_, Cx>,
     ) -> Result<Vec<(String, String)>, StepError> {
         let c = cx.ctx();
+        if !c.copy_index.attempted(&self.base.id) {
+            let all = c
+                .copy_index
+                .images(cx, &self.base.account, &self.base.region)
+                .await?;
+            return Ok(all
+                .into_iter()
+                .filter(|i| i.migration == self.base.owner && i.source == self.source())
+                .map(|i| (i.id, i.state))
+                .collect());
+        }
         cx.limits()
             .take(&[bucket(
                 &self.base.account,
@@ -544,6 +626,7 @@ impl Step<Cx> for CopyImage {
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
         let c = cx.ctx();
+        c.copy_index.attempt(&self.base.id);
         let client = c.aws.ec2(&self.base.account, &self.base.region);
         let failed_copies: Vec<String> = change
             .get("failed_copies")

@@ -32,6 +32,9 @@ pub struct Cx {
     pub earlier: HashMap<String, Value>,
     /// The plan's earlier copies, listed once per (account, region).
     pub copy_index: ec2::CopyIndex,
+    /// Facts read once per process and kept up to date by the steps that change them (the
+    /// dry run and the run that follows it would otherwise read each twice).
+    pub memo: Mutex<HashMap<String, Value>>,
 }
 
 impl Cx {
@@ -53,7 +56,19 @@ impl Cx {
             keys: Mutex::new(keys),
             earlier: HashMap::new(),
             copy_index: Default::default(),
+            memo: Default::default(),
         }
+    }
+
+    pub fn recall(&self, fact: &str) -> Option<Value> {
+        self.memo.lock().expect("memo").get(fact).cloned()
+    }
+
+    pub fn remember(&self, fact: &str, value: Value) {
+        self.memo
+            .lock()
+            .expect("memo")
+            .insert(fact.to_string(), value);
     }
 
     pub fn with_earlier(mut self, earlier: HashMap<String, Value>) -> Cx {

@@ -206,11 +206,40 @@ impl Permission {
         &self.base.owner
     }
 
-    /// Whether `resource` is shared with the other account now.
+    fn fact(&self, resource: &str) -> String {
+        format!(
+            "shared/{}/{resource}/{}",
+            self.base.account, self.sharing.with_account
+        )
+    }
+
+    /// Whether `resource` is shared with the other account now (read once per process; this
+    /// step's own changes keep the answer current).
     async fn shared(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<bool, StepError> {
+        if let Some(v) = cx
+            .ctx()
+            .recall(&self.fact(resource))
+            .and_then(|v| v.as_bool())
+        {
+            return Ok(v);
+        }
+        let shared = self.shared_now(cx, resource).await?;
+        cx.ctx().remember(&self.fact(resource), json!(shared));
+        Ok(shared)
+    }
+
+    async fn shared_now(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<bool, StepError> {
         let c = cx.ctx();
         let client = c.aws.ec2(&self.base.account, &self.base.region);
         let who = c.account_id(&self.sharing.with_account).to_string();
+        let api = if self.image {
+            "ec2:DescribeImageAttribute"
+        } else {
+            "ec2:DescribeSnapshotAttribute"
+        };
+        cx.limits()
+            .take(&[bucket(&self.base.account, &self.base.region, api)])
+            .await;
         if self.image {
             let out = client
                 .describe_image_attribute()
@@ -341,6 +370,7 @@ impl Step<Cx> for Permission {
             .unwrap_or_default();
         for r in &resources {
             self.modify(cx, r).await?;
+            cx.ctx().remember(&self.fact(r), json!(self.add));
         }
         let added: Vec<&String> = if self.add {
             resources.iter().collect()
