@@ -539,3 +539,30 @@ migrations:
 
 #[path = "e2e/s3.rs"]
 mod s3;
+
+/// DescribeSnapshots calls while copies are pending, for `n` snapshots copied at once.
+fn describe_calls_for(n: usize) -> u64 {
+    let w = World::new(json!({ "copy_seconds": 2.0, "max_pending_snapshot_copies": 100 }));
+    let src_key = w.key(SRC, "alias/source");
+    w.snapshots(&src_key, n, |_| true);
+    let plan_file = w.write_plan(&plan(&[]));
+    w.emu.reset_counters();
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(w.emu.counters().copy_totals.snapshots, n as u64);
+    w.emu.counters().requests(PROD, "ec2", "DescribeSnapshots")
+}
+
+#[test]
+fn pending_copies_are_polled_in_batches_not_one_call_each() {
+    // The same copy time for 8 and for 40 snapshots: with one batched call per region per
+    // tick the calls follow the ticks (a few more, as 40 submissions spread the finishes);
+    // one call per pending copy per tick would make them grow at least 5-fold.
+    let few = describe_calls_for(8);
+    let many = describe_calls_for(40);
+    assert!(
+        many < 3 * few.max(4),
+        "DescribeSnapshots calls grew with the number of copies: {few} for 8, {many} for 40"
+    );
+    assert!(many < 40, "fewer calls than copies: {many}");
+}

@@ -545,3 +545,37 @@ fn iam_policy_lists_what_each_account_needs() {
     );
     insta::assert_json_snapshot!("iam-policy-ami-copy", policies);
 }
+
+#[test]
+fn resolved_copies_start_largest_first() {
+    let plan = plan::load(Path::new("plans/snapshot-copy.yaml")).unwrap();
+    let mut inventory = graph::Inventory::default();
+    inventory.tagged.insert(
+        "db-snapshots".into(),
+        vec![
+            "snap-00000000000000001".into(),
+            "snap-00000000000000002".into(),
+        ],
+    );
+    inventory.sizes.insert("snap-00000000000000001".into(), 8);
+    inventory.sizes.insert("snap-00000000000000002".into(), 500);
+    inventory.sizes.insert("snap-0a1b2c3d4e5f60718".into(), 100);
+    let g = graph::compile_resolved(&plan, &inventory).unwrap();
+    let copies: Vec<&str> = g
+        .in_order()
+        .filter(|s| s.kind == graph::StepKind::CopySnapshot)
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            "db-snapshots/snap-00000000000000002/copy",
+            "db-snapshots/snap-0a1b2c3d4e5f60718/copy",
+            "db-snapshots/snap-00000000000000001/copy",
+        ]
+    );
+    assert!(
+        g.get("db-snapshots/tagged/find").is_none(),
+        "the selector was expanded"
+    );
+}

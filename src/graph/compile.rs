@@ -21,6 +21,9 @@ pub struct Inventory {
     /// AMI id -> the snapshots behind its block devices.
     #[serde(default)]
     pub image_snapshots: BTreeMap<String, Vec<String>>,
+    /// Snapshot id -> size in GiB: the largest copies start first (they take longest).
+    #[serde(default)]
+    pub sizes: BTreeMap<String, i32>,
     /// "account/bucket" -> the bucket's region (S3 buckets, looked up or to be created).
     #[serde(default)]
     pub bucket_regions: BTreeMap<String, String>,
@@ -283,6 +286,14 @@ impl<'p> Compiler<'p> {
         }
     }
 
+    /// Copies are started in the order of their steps: the longest (largest) first, so that
+    /// the last one to finish is not a large one started late.
+    fn largest_first(&self, targets: &mut [(String, Target)]) {
+        if let Some(inv) = self.inventory.filter(|i| !i.sizes.is_empty()) {
+            targets.sort_by_key(|(t, _)| std::cmp::Reverse(inv.sizes.get(t).copied().unwrap_or(0)));
+        }
+    }
+
     /// The resources a migration acts on: its explicit ids, plus what its tag selector matched
     /// (resolved), or one `find` step standing for the selector (offline).
     fn selection(
@@ -299,6 +310,7 @@ impl<'p> Compiler<'p> {
             .map(|s| (s.value.clone(), Target::One(s.value.clone())))
             .collect();
         let Some(tags) = tags.filter(|t| !t.value.is_empty()) else {
+            self.largest_first(&mut targets);
             return (targets, None);
         };
         if let Some(found) = self.inventory.and_then(|i| i.tagged.get(id)) {
@@ -309,6 +321,7 @@ impl<'p> Compiler<'p> {
                     targets.push((r.clone(), Target::One(r.clone())));
                 }
             }
+            self.largest_first(&mut targets);
             return (targets, None);
         }
         let mut p = BTreeMap::new();

@@ -96,6 +96,12 @@ pub async fn resolve(
             Migration::S3Replication(m) => r.s3_replication(m).await?,
         }
     }
+    r.out.inventory.sizes = r
+        .out
+        .snapshots
+        .iter()
+        .map(|(id, f)| (id.clone(), f.size_gib))
+        .collect();
     if r.problems.is_empty() {
         Ok(r.out)
     } else {
