@@ -512,43 +512,52 @@ impl<'p> Compiler<'p> {
                     self.b.depends(&u, c);
                 }
             }
-            let revokes = if !manage_access {
-                Vec::new()
-            } else {
-                self.revoke_access(
-                    id,
-                    src_account,
-                    src_region,
-                    access_params.clone(),
-                    m.key_access.as_ref().map(|k| k.value),
-                )
-            };
-            for r in &revokes {
-                for c in &copies {
-                    self.b.depends(r, c);
-                }
-                // The grant step's output says what ferry added, so only that is taken back.
-                for a in &access {
-                    if a.rsplit_once('/').map(|x| x.0) == r.rsplit_once('/').map(|x| x.0) {
-                        self.b.depends(r, a);
-                    }
-                }
+            if manage_access {
+                let how = m.key_access.as_ref().map(|k| k.value);
+                let revokes =
+                    self.revoke_access(id, src_account, src_region, access_params.clone(), how);
+                self.revokes_after(&revokes, &copies, &access);
             }
         }
         if cross {
-            let revokes: Vec<String> = access
-                .iter()
-                .map(|a| a.replace("/grant-access", "/revoke-access"))
-                .filter(|r| self.b.contains(r))
-                .collect();
-            self.shared_keys.push(SharedKeys {
-                migration: id.to_string(),
-                with_account: dst_account.to_string(),
-                grants: access,
-                revokes,
-                copies,
-            });
+            self.remember_shared_keys(id, dst_account, access, copies);
         }
+    }
+
+    /// A migration's revokes wait for its copies, and each for the grant of the same key: the
+    /// grant step's output says what ferry added, so only that is taken back.
+    fn revokes_after(&mut self, revokes: &[String], copies: &[String], grants: &[String]) {
+        let key_part = |s: &str| s.rsplit_once('/').map(|x| x.0.to_string());
+        for r in revokes {
+            for c in copies {
+                self.b.depends(r, c);
+            }
+            for g in grants.iter().filter(|g| key_part(g) == key_part(r)) {
+                self.b.depends(r, g);
+            }
+        }
+    }
+
+    /// Records a cross-account migration's key access, for [`Self::revokes_after_every_copy`].
+    fn remember_shared_keys(
+        &mut self,
+        id: &str,
+        dst_account: &str,
+        grants: Vec<String>,
+        copies: Vec<String>,
+    ) {
+        let revokes: Vec<String> = grants
+            .iter()
+            .map(|a| a.replace("/grant-access", "/revoke-access"))
+            .filter(|r| self.b.contains(r))
+            .collect();
+        self.shared_keys.push(SharedKeys {
+            migration: id.to_string(),
+            with_account: dst_account.to_string(),
+            grants,
+            revokes,
+            copies,
+        });
     }
 
     /// Steps granting the destination account use of each source key: one per key once
@@ -799,42 +808,15 @@ impl<'p> Compiler<'p> {
                     self.b.depends(&u2, c);
                 }
             }
-            let revokes = if !manage_access {
-                Vec::new()
-            } else {
-                self.revoke_access(
-                    id,
-                    src_account,
-                    src_region,
-                    access_params.clone(),
-                    m.key_access.as_ref().map(|k| k.value),
-                )
-            };
-            for r in &revokes {
-                for c in &copies {
-                    self.b.depends(r, c);
-                }
-                // The grant step's output says what ferry added, so only that is taken back.
-                for a in &access {
-                    if a.rsplit_once('/').map(|x| x.0) == r.rsplit_once('/').map(|x| x.0) {
-                        self.b.depends(r, a);
-                    }
-                }
+            if manage_access {
+                let how = m.key_access.as_ref().map(|k| k.value);
+                let revokes =
+                    self.revoke_access(id, src_account, src_region, access_params.clone(), how);
+                self.revokes_after(&revokes, &copies, &access);
             }
         }
         if cross {
-            let revokes: Vec<String> = access
-                .iter()
-                .map(|a| a.replace("/grant-access", "/revoke-access"))
-                .filter(|r| self.b.contains(r))
-                .collect();
-            self.shared_keys.push(SharedKeys {
-                migration: id.to_string(),
-                with_account: dst_account.to_string(),
-                grants: access,
-                revokes,
-                copies,
-            });
+            self.remember_shared_keys(id, dst_account, access, copies);
         }
     }
 
