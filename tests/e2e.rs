@@ -4,6 +4,8 @@
 mod common;
 #[path = "e2e/cross_account.rs"]
 mod cross_account;
+#[path = "e2e/state.rs"]
+mod state;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
