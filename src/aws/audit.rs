@@ -61,6 +61,9 @@ const MUTATING: &[&str] = &[
     "Upload",
 ];
 
+/// In the error of a call the gate refused (so that it is not retried as a transport failure).
+pub const REFUSED: &str = "not sent: the run lost its state lock";
+
 pub fn is_mutating(operation: &str) -> bool {
     MUTATING.iter().any(|p| {
         operation.starts_with(p)

@@ -61,11 +61,17 @@ impl AwsError {
                     .or_else(|| headers.get("x-amz-request-id"))
             })
             .map(str::to_string);
-        let transport = matches!(
+        let mut transport = matches!(
             err,
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
         );
+        let full = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
         let (code, message) = match &err {
+            // Refused by the lease gate before sending: not a transport failure, never retried.
+            _ if full.contains(super::audit::REFUSED) => {
+                transport = false;
+                ("StateLockLost".into(), full.clone())
+            }
             SdkError::ServiceError(se) => (
                 se.err().code().unwrap_or("Unknown").to_string(),
                 se.err().message().unwrap_or_default().to_string(),

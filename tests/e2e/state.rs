@@ -212,31 +212,65 @@ fn state_run_killed_on_one_machine_is_resumed_from_another() {
     assert!(text(&unlock.stdout).contains("was not locked"));
 }
 
+/// Only snapshot copies, at most two in flight (ferry's own limit, so nothing is retried):
+/// between its copies the holder only polls, and a pause there catches no call in flight.
+fn copies_only(prefix: &str) -> String {
+    format!(
+        r#"version: 1
+name: e2e
+accounts:
+  prod: {{ id: "{PROD}" }}
+migrations:
+  - id: nightly
+    type: snapshot-copy
+    source: {{ account: prod, region: {SRC}, tags: {{ Backup: nightly }} }}
+    destination: {{ region: {}, key: alias/dr-ebs }}
+    tags: {{ Purpose: dr }}
+settings:
+  tags: {{ MigratedBy: ferry }}
+  quotas:
+    "ec2:snapshot-copies-in-flight": {{ in_flight: 2 }}
+  state: {}
+"#,
+        super::DST,
+        url(prefix)
+    )
+}
+
 #[test]
 fn state_paused_holder_loses_its_lease_and_makes_no_further_change() {
-    let w = world(json!({ "copy_seconds": 3.0, "max_pending_snapshot_copies": 2 }));
+    let w = world(json!({ "copy_seconds": 3.0 }));
     let src_key = w.key(SRC, "alias/source");
+    let dr = w.key(super::DST, "alias/dr-ebs");
     let all = w.snapshots(&src_key, 8, |_| true);
-    let plan_file = w.write_plan(&with_state(&plan(&[]), "paused"));
+    let plan_file = w.write_plan(&copies_only("paused"));
     let holder = ferry_in(&w, w.dir.path(), 2_000, &["apply", "--yes", &plan_file])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ferry starts");
-    wait_for("the first copies", Duration::from_secs(60), || {
+    wait_for("the first two copies", Duration::from_secs(60), || {
         w.emu.counters().copy_totals.snapshots >= 2
     });
+    // Let the answers of those calls arrive: the holder is then polling, with no call in flight.
+    std::thread::sleep(Duration::from_millis(500));
     stop(&holder, libc::SIGSTOP);
-    assert!(
-        w.emu.counters().copy_totals.snapshots < 8,
+    let paused_at = w.emu.counters().mutating(PROD);
+    assert_eq!(
+        w.emu.counters().copy_totals.snapshots,
+        2,
         "paused with copies still to make"
     );
 
     let b = tempfile::tempdir().unwrap();
     let taker = resume_when_free(&w, b.path(), "paused");
     assert_eq!(taker.status.code(), Some(0), "the taker completes the run");
-    let dr = w.key_arn(super::DST, "alias/dr-ebs").unwrap();
+    assert!(text(&taker.stderr).contains("Took over the state lock of ferry pid"));
     assert_one_copy_each(&w, &all, &dr);
+    assert!(
+        w.emu.counters().mutating(PROD) > paused_at,
+        "the taker copied"
+    );
 
     let before = w.emu.counters();
     stop(&holder, libc::SIGCONT);
@@ -253,6 +287,13 @@ fn state_paused_holder_loses_its_lease_and_makes_no_further_change() {
         after.requests
     );
     assert_eq!(after.copy_totals.snapshots, 8, "no duplicate copy");
+    // The taker's run is the one the state tells of: succeeded, every copy done once.
+    let status = run_in(&w, b.path(), 2_000, &["--state", &url("paused"), "status"]);
+    assert!(
+        text(&status.stdout).contains("succeeded"),
+        "{}",
+        text(&status.stdout)
+    );
 }
 
 /// (account, region, operation) → count.
@@ -290,6 +331,17 @@ fn state_audit_log_lists_every_mutating_call_the_emulator_counted() {
         })
         .collect();
     assert!(counted.len() > 3, "a full run: {counted:?}");
+
+    // What the state cost: the state account's calls (not audited: the state is not the migration).
+    let state_calls: Vec<_> = w
+        .emu
+        .counters()
+        .requests
+        .into_iter()
+        .filter(|r| r.account == STATE)
+        .map(|r| (r.action, r.count))
+        .collect();
+    eprintln!("state calls of the apply: {state_calls:?}");
 
     let state = url("audit");
     let audit = run_in(
