@@ -168,7 +168,7 @@ impl Intercept for AuditInterceptor {
             return Ok(());
         }
         if let Some(g) = self.hooks.gate.read().expect("hooks").as_ref() {
-            g.check().map_err(|why| format!("{op} not sent: {why}"))?;
+            g.check().map_err(|why| format!("{op} {REFUSED} ({why})"))?;
         }
         let req = context.request();
         let resource = resource_of(req.uri(), req.body().bytes());
@@ -391,6 +391,150 @@ mod tests {
             resource_of("https://logs.s3.eu-west-2.amazonaws.com/k", None),
             Some("logs/k".into())
         );
+    }
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_types::body::SdkBody;
+
+    /// An HTTP client that counts what reaches it and answers KMS with an empty success.
+    #[derive(Debug, Clone, Default)]
+    struct FakeKms(Arc<Mutex<Vec<String>>>);
+
+    impl HttpConnector for FakeKms {
+        fn call(&self, request: aws_smithy_runtime_api::http::Request) -> HttpConnectorFuture {
+            let target = request
+                .headers()
+                .get("x-amz-target")
+                .unwrap_or_default()
+                .to_string();
+            self.0.lock().unwrap().push(target);
+            let mut resp = aws_smithy_runtime_api::http::Response::new(
+                200.try_into().unwrap(),
+                SdkBody::from(
+                    r#"{"KeyMetadata":{"KeyId":"k-1","Arn":"arn:aws:kms:us-east-1:1:key/k-1"}}"#,
+                ),
+            );
+            resp.headers_mut().insert("x-amzn-requestid", "req-1");
+            HttpConnectorFuture::ready(Ok(resp))
+        }
+    }
+
+    impl HttpClient for FakeKms {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<AuditRecord>>);
+    impl AuditSink for Sink {
+        fn record(&self, r: AuditRecord) {
+            self.0.lock().unwrap().push(r);
+        }
+    }
+
+    struct Gate(AtomicBool);
+    impl MutationGate for Gate {
+        fn check(&self) -> Result<(), String> {
+            if self.0.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err("its lease ran out".into())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gate_stops_mutating_calls_before_they_are_sent_and_the_sink_records_the_rest() {
+        let http = FakeKms::default();
+        let hooks = Arc::new(Hooks::default());
+        let sink = Arc::new(Sink::default());
+        let gate = Arc::new(Gate(AtomicBool::new(true)));
+        hooks.set_sink(sink.clone());
+        hooks.set_gate(gate.clone());
+        let conf = aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .region(aws_sdk_kms::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "AKIDTEST",
+                "secret-test",
+                None,
+                None,
+                "test",
+            ))
+            .http_client(http.clone())
+            .interceptor(AuditInterceptor {
+                hooks: hooks.clone(),
+                account_name: "prod".into(),
+                account: "111111111111".into(),
+                region: "us-east-1".into(),
+            })
+            .build();
+        let kms = aws_sdk_kms::Client::from_conf(conf);
+
+        kms.create_alias()
+            .alias_name("alias/a")
+            .target_key_id("k-1")
+            .send()
+            .await
+            .unwrap();
+        kms.describe_key().key_id("k-1").send().await.unwrap();
+        {
+            let recs = sink.0.lock().unwrap();
+            assert_eq!(recs.len(), 1, "only the mutating call is recorded");
+            let r = &recs[0];
+            assert_eq!(
+                (
+                    r.operation.as_str(),
+                    r.resource.as_deref(),
+                    r.request_id.as_deref()
+                ),
+                ("CreateAlias", Some("k-1"), Some("req-1"))
+            );
+            assert_eq!(
+                (r.outcome.as_str(), r.account.as_str()),
+                ("ok", "111111111111")
+            );
+            let text = serde_json::to_string(r).unwrap();
+            assert!(!text.contains("secret-test") && !text.contains("AKIDTEST"));
+        }
+
+        gate.0.store(false, Ordering::SeqCst);
+        let err = kms
+            .create_grant()
+            .key_id("k-1")
+            .grantee_principal("p")
+            .send()
+            .await
+            .unwrap_err();
+        let e = crate::aws::AwsError::from_sdk("kms", "CreateGrant", err);
+        assert_eq!(e.code, "StateLockLost");
+        assert_eq!(
+            crate::aws::classify(&e, &[]),
+            crate::exec::ErrorClass::Permanent,
+            "never retried"
+        );
+        // Reads go on (the run winds down); the refused call never reached the wire.
+        kms.describe_key().key_id("k-1").send().await.unwrap();
+        let sent = http.0.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            [
+                "TrentService.CreateAlias",
+                "TrentService.DescribeKey",
+                "TrentService.DescribeKey"
+            ]
+        );
+        assert_eq!(sink.0.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -65,12 +65,17 @@ impl AwsError {
             err,
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
         );
-        let full = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+        // The interceptor's error shows in the Debug form only (a dispatch failure's source).
+        let full = format!("{err:?}");
         let (code, message) = match &err {
             // Refused by the lease gate before sending: not a transport failure, never retried.
             _ if full.contains(super::audit::REFUSED) => {
                 transport = false;
-                ("StateLockLost".into(), full.clone())
+                let why = full
+                    .find(super::audit::REFUSED)
+                    .map(|i| full[i..].split('"').next().unwrap_or_default().to_string())
+                    .unwrap_or_default();
+                ("StateLockLost".into(), format!("{operation} {why}"))
             }
             SdkError::ServiceError(se) => (
                 se.err().code().unwrap_or("Unknown").to_string(),
