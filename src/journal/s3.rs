@@ -120,6 +120,7 @@ impl Store {
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .ssekms_key_id(k);
         }
+        let if_match = matches!(cond, Cond::IfMatch(_));
         req = match cond {
             Cond::None => req,
             Cond::IfNoneMatch => req.if_none_match("*"),
@@ -129,6 +130,8 @@ impl Store {
             Ok(out) => Ok(Put::Written(out.e_tag().unwrap_or_default().to_string())),
             Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
                 Some(412) => Ok(Put::Precondition),
+                // If-Match on an object that is gone: the condition failed as surely.
+                Some(404) if if_match => Ok(Put::Precondition),
                 Some(409) => Ok(Put::Conflict),
                 _ => Err(self.err(rel, e)),
             },

@@ -296,6 +296,58 @@ fn state_paused_holder_loses_its_lease_and_makes_no_further_change() {
     );
 }
 
+#[test]
+fn state_unlock_refuses_a_live_lease_and_force_makes_its_holder_stop() {
+    let w = world(json!({ "copy_seconds": 8.0 }));
+    let src_key = w.key(SRC, "alias/source");
+    w.key(super::DST, "alias/dr-ebs");
+    w.snapshots(&src_key, 6, |_| true);
+    let plan_file = w.write_plan(&copies_only("forced"));
+    let state = url("forced");
+    let holder = ferry_in(&w, w.dir.path(), 6_000, &["apply", "--yes", &plan_file])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry starts");
+    wait_for("the first two copies", Duration::from_secs(60), || {
+        w.emu.counters().copy_totals.snapshots >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&holder, libc::SIGSTOP);
+
+    let b = tempfile::tempdir().unwrap();
+    let refused = run_in(&w, b.path(), 6_000, &["--state", &state, "unlock"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("is locked by ferry pid"));
+    let forced = run_in(
+        &w,
+        b.path(),
+        6_000,
+        &["--state", &state, "unlock", "--force"],
+    );
+    assert_eq!(forced.status.code(), Some(0));
+    assert!(text(&forced.stdout).contains("Released the lock of ferry pid"));
+
+    // The holder's next renewal (due at once: it renews every 2 s) finds its lock gone, well
+    // before its copies complete: it stops, with no further mutating call.
+    let before = w.emu.counters().mutating(PROD);
+    stop(&holder, libc::SIGCONT);
+    let out = holder.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    eprintln!("--- the holder whose lock was removed:\n{err}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("lost the lock on the run state"), "{err}");
+    assert_eq!(w.emu.counters().mutating(PROD), before);
+    // What it did not finish, a resume does.
+    let resumed = run_in(&w, b.path(), 6_000, &["--state", &state, "resume"]);
+    assert_eq!(resumed.status.code(), Some(0));
+    assert_eq!(
+        w.emu.counters().copy_totals.snapshots,
+        6,
+        "no duplicate copy"
+    );
+}
+
 /// (account, region, operation) → count.
 type Calls = BTreeMap<(String, String, String), u64>;
 
