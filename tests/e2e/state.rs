@@ -193,6 +193,7 @@ fn state_run_killed_on_one_machine_is_resumed_from_another() {
     let resumed = resume_when_free(&w, b.path(), "team");
     assert_eq!(resumed.status.code(), Some(0));
     assert!(text(&resumed.stderr).contains("Took over the state lock of ferry pid"));
+    assert!(text(&resumed.stdout).contains("using the plan stored with run"));
     let dr = w.key_arn(super::DST, "alias/dr-ebs").unwrap();
     assert_one_copy_each(&w, &all, &dr);
     assert_eq!(
