@@ -24,6 +24,14 @@ pub struct Global {
     /// Run state: a local directory or s3://bucket/prefix (default: `.ferry` beside the plan).
     #[arg(long, global = true, value_name = "DIR|S3-URL")]
     pub state: Option<String>,
+    /// AWS profile for an S3 state (default: the standard credential chain).
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_STATE_PROFILE",
+        value_name = "PROFILE"
+    )]
+    pub state_profile: Option<String>,
     /// Format of log lines on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -102,6 +110,9 @@ pub enum Command {
     Status {
         /// Run id (default: the latest run).
         run: Option<String>,
+        /// Print the run's audit log: every mutating AWS call it made.
+        #[arg(long)]
+        audit: bool,
     },
     /// List runs with start time, plan and result.
     Runs,

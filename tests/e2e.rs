@@ -4,6 +4,8 @@
 mod common;
 #[path = "e2e/cross_account.rs"]
 mod cross_account;
+#[path = "e2e/state.rs"]
+mod state;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -355,6 +357,21 @@ fn apply_copies_every_snapshot_once_and_a_second_apply_changes_nothing() {
     let status = w.ferry(&["status"]);
     assert_eq!(status.status.code(), Some(0));
     assert!(text(&status.stdout).contains("nightly/"));
+    // The local state keeps an audit log too: the first run's 30 copies, one line each.
+    let runs_text = text(&runs.stdout);
+    let first = runs_text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the first run's id")
+        .to_string();
+    let audit = w.ferry(&["status", &first, "--audit"]);
+    assert_eq!(audit.status.code(), Some(0));
+    assert_eq!(
+        text(&audit.stdout).matches("EC2:CopySnapshot").count(),
+        30,
+        "one audit line per CopySnapshot"
+    );
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

@@ -61,11 +61,22 @@ impl AwsError {
                     .or_else(|| headers.get("x-amz-request-id"))
             })
             .map(str::to_string);
-        let transport = matches!(
+        let mut transport = matches!(
             err,
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
         );
+        // The interceptor's error shows in the Debug form only (a dispatch failure's source).
+        let full = format!("{err:?}");
         let (code, message) = match &err {
+            // Refused by the lease gate before sending: not a transport failure, never retried.
+            _ if full.contains(super::audit::REFUSED) => {
+                transport = false;
+                let why = full
+                    .find(super::audit::REFUSED)
+                    .map(|i| full[i..].split('"').next().unwrap_or_default().to_string())
+                    .unwrap_or_default();
+                ("StateLockLost".into(), format!("{operation} {why}"))
+            }
             SdkError::ServiceError(se) => (
                 se.err().code().unwrap_or("Unknown").to_string(),
                 se.err().message().unwrap_or_default().to_string(),

@@ -2,6 +2,7 @@
 //! clients per (account, region) over one shared HTTP client, and error classification.
 //! No AWS semantics live here: those are in `steps/` and `resolve/`.
 
+pub mod audit;
 pub mod error;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,12 +14,15 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::plan::Plan;
 
+pub use audit::{AuditRecord, AuditSink, Hooks, MutationGate};
 pub use error::{AwsError, classify};
 
 /// Where the calls of one plan account go and with which credentials.
 #[derive(Clone)]
 struct AccountConfig {
     sdk: SdkConfig,
+    /// The AWS account id the plan declares (for the audit log), else empty.
+    id: String,
 }
 
 /// Clients for every (account, region) a plan touches. Cheap to clone clients out of.
@@ -28,6 +32,8 @@ pub struct Aws {
     ec2: Mutex<HashMap<(String, String), aws_sdk_ec2::Client>>,
     kms: Mutex<HashMap<(String, String), aws_sdk_kms::Client>>,
     s3: Mutex<HashMap<(String, String), aws_sdk_s3::Client>>,
+    /// The audit sink and the mutation gate every client's interceptor consults.
+    hooks: Arc<Hooks>,
 }
 
 /// Region for global services (IAM, STS) and for loading credentials when none is configured.
@@ -84,7 +90,8 @@ impl Aws {
                     )
                     .build();
             }
-            accounts.insert(named.name.value.clone(), AccountConfig { sdk });
+            let id = a.id.as_ref().map(|i| i.value.clone()).unwrap_or_default();
+            accounts.insert(named.name.value.clone(), AccountConfig { sdk, id });
         }
         Arc::new(Aws {
             accounts,
@@ -92,7 +99,26 @@ impl Aws {
             ec2: Mutex::default(),
             kms: Mutex::default(),
             s3: Mutex::default(),
+            hooks: Arc::default(),
         })
+    }
+
+    /// The run's audit sink and mutation gate, for every client made before or after.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    fn interceptor(&self, account: &str, region: &str) -> audit::AuditInterceptor {
+        audit::AuditInterceptor {
+            hooks: self.hooks.clone(),
+            account_name: account.to_string(),
+            account: self
+                .accounts
+                .get(account)
+                .map(|a| a.id.clone())
+                .unwrap_or_default(),
+            region: region.to_string(),
+        }
     }
 
     fn sdk(&self, account: &str) -> &SdkConfig {
@@ -111,6 +137,7 @@ impl Aws {
             .or_insert_with(|| {
                 let conf = aws_sdk_ec2::config::Builder::from(self.sdk(account))
                     .region(Region::new(region.to_string()))
+                    .interceptor(self.interceptor(account, region))
                     .build();
                 aws_sdk_ec2::Client::from_conf(conf)
             })
@@ -125,6 +152,7 @@ impl Aws {
             .or_insert_with(|| {
                 let conf = aws_sdk_kms::config::Builder::from(self.sdk(account))
                     .region(Region::new(region.to_string()))
+                    .interceptor(self.interceptor(account, region))
                     .build();
                 aws_sdk_kms::Client::from_conf(conf)
             })
@@ -141,6 +169,7 @@ impl Aws {
                     .region(Region::new(region.to_string()))
                     // A single custom endpoint cannot serve virtual-hosted bucket names.
                     .force_path_style(self.endpoint.is_some())
+                    .interceptor(self.interceptor(account, region))
                     .build();
                 aws_sdk_s3::Client::from_conf(conf)
             })
@@ -150,12 +179,21 @@ impl Aws {
     pub fn iam(&self, account: &str) -> aws_sdk_iam::Client {
         let conf = aws_sdk_iam::config::Builder::from(self.sdk(account))
             .region(Region::new(HOME_REGION))
+            .interceptor(self.interceptor(account, HOME_REGION))
             .build();
         aws_sdk_iam::Client::from_conf(conf)
     }
 
     pub fn sts(&self, account: &str) -> aws_sdk_sts::Client {
-        aws_sdk_sts::Client::new(self.sdk(account))
+        let sdk = self.sdk(account);
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| HOME_REGION.to_string());
+        let conf = aws_sdk_sts::config::Builder::from(sdk)
+            .interceptor(self.interceptor(account, &region))
+            .build();
+        aws_sdk_sts::Client::from_conf(conf)
     }
 
     /// The AWS account id each plan account's credentials belong to (sts:GetCallerIdentity).

@@ -57,7 +57,7 @@ pub fn run(cli: Cli) -> Outcome {
             concurrency,
         } => run::apply(plan, *dry_run, *yes, *concurrency, global),
         Command::Resume { run, replan, .. } => run::resume(run.as_deref(), *replan, global),
-        Command::Status { run } => state::status(run.as_deref(), global),
+        Command::Status { run, audit } => state::status(run.as_deref(), *audit, global),
         Command::Runs => state::runs(global),
         Command::Unlock { force } => state::unlock(*force, global),
     };

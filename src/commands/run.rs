@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Outcome, load};
+use super::{Outcome, load, state};
 use crate::aws::Aws;
 use crate::cli::{Global, Output};
 use crate::exec::{
@@ -47,12 +47,6 @@ async fn prepare(
 ) -> Result<Prepared, Outcome> {
     let plan = load(path).ok_or(Outcome::BadInput)?;
     let plan_text = read_text(path)?;
-    if let Some(state) = state_setting(&plan, global)
-        && state.starts_with("s3://")
-    {
-        eprintln!("error: run state on S3 ({state}) is not implemented yet; use a local directory");
-        return Err(Outcome::BadInput);
-    }
     let aws = Aws::connect(&plan, global.endpoint_url.clone()).await;
     let quotas: BTreeMap<String, _> = plan
         .settings
@@ -86,7 +80,7 @@ async fn prepare(
         .map_err(|e| Outcome::Failed(format!("internal error compiling the plan: {e}")))?;
     let built = steps::build(&specs)
         .map_err(|e| Outcome::Failed(format!("internal error building steps: {e}")))?;
-    let earlier = earlier_additions(&state_dir(&plan, path, global));
+    let earlier = earlier_additions(&plan, path, global);
     let cx = Arc::new(Cx::new(aws, &plan.name.value, &resolution).with_earlier(earlier));
     Ok(Prepared {
         plan,
@@ -102,10 +96,21 @@ async fn prepare(
 
 /// What share and key-access steps of earlier runs in this state added (their outputs merged:
 /// lists united, flags or-ed), so that a later revoke takes back exactly what ferry added.
-fn earlier_additions(dir: &Path) -> std::collections::HashMap<String, Value> {
+fn earlier_additions(
+    plan: &Plan,
+    plan_path: &Path,
+    global: &Global,
+) -> std::collections::HashMap<String, Value> {
     let mut merged: std::collections::HashMap<String, Value> = Default::default();
-    let Ok(backend) = LocalJournal::open(dir) else {
-        return merged;
+    let backend: Box<dyn JournalBackend> = match state_location(plan, plan_path, global) {
+        State::Local(dir) => match LocalJournal::open(dir) {
+            Ok(b) => Box::new(b),
+            Err(_) => return merged,
+        },
+        State::S3(url) => match state::connect_s3(&url, global, None).and_then(|b| b.open()) {
+            Ok(b) => Box::new(b),
+            Err(_) => return merged,
+        },
     };
     for run in backend.list_runs().unwrap_or_default() {
         let Ok(log) = backend.read_log(&run) else {
@@ -143,12 +148,42 @@ fn state_setting(plan: &Plan, global: &Global) -> Option<String> {
         .or_else(|| plan.settings.state.as_ref().map(|s| s.value.clone()))
 }
 
-fn state_dir(plan: &Plan, plan_path: &Path, global: &Global) -> PathBuf {
+/// Where a plan's runs are kept.
+enum State {
+    Local(PathBuf),
+    S3(String),
+}
+
+fn state_location(plan: &Plan, plan_path: &Path, global: &Global) -> State {
     match state_setting(plan, global) {
+        Some(s) if s.starts_with("s3://") => State::S3(s),
         // A relative `settings.state` is relative to the plan, like the default.
-        Some(s) if global.state.is_none() => plan_path.parent().unwrap_or(Path::new(".")).join(s),
-        Some(s) => PathBuf::from(s),
-        None => LocalJournal::default_dir(plan_path),
+        Some(s) if global.state.is_none() => {
+            State::Local(plan_path.parent().unwrap_or(Path::new(".")).join(s))
+        }
+        Some(s) => State::Local(PathBuf::from(s)),
+        None => State::Local(LocalJournal::default_dir(plan_path)),
+    }
+}
+
+fn state_key(plan: &Plan) -> Option<String> {
+    plan.settings.state_key.as_ref().map(|k| k.value.clone())
+}
+
+/// The state a new run goes to, created if needed.
+fn create_backend(p: &Prepared, global: &Global) -> Result<Box<dyn JournalBackend>, Outcome> {
+    match state_location(&p.plan, &p.plan_path, global) {
+        State::Local(dir) => match LocalJournal::create(&dir) {
+            Ok(b) => Ok(Box::new(b)),
+            Err(e) => Err(Outcome::Failed(format!(
+                "cannot use the state {}: {e}",
+                dir.display()
+            ))),
+        },
+        State::S3(url) => match state::connect_s3(&url, global, state_key(&p.plan)) {
+            Ok(b) => Ok(Box::new(b)),
+            Err(e) => Err(Outcome::Failed(format!("cannot use the state {url}: {e}"))),
+        },
     }
 }
 
@@ -354,16 +389,15 @@ pub fn apply(
                 return Outcome::Failed("cancelled".into());
             }
         }
-        let dir = state_dir(&p.plan, path, global);
-        let backend = match LocalJournal::create(&dir) {
+        let backend = match create_backend(&p, global) {
             Ok(b) => b,
-            Err(e) => return Outcome::Failed(format!("cannot use the state {}: {e}", dir.display())),
+            Err(o) => return o,
         };
         let run_id = journal::new_run_id();
         let graph = stored_graph(&p);
         let step_ids: Vec<String> = p.specs.in_order().map(|s| s.id.clone()).collect();
         let prepared = match journal::start_run(
-            &backend,
+            backend.as_ref(),
             NewRun {
                 run_id: &run_id,
                 plan_name: &p.plan.name.value,
@@ -375,7 +409,7 @@ pub fn apply(
             Ok(r) => r,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        execute(&p, prepared, conc, global).await
+        execute(&p, backend.as_ref(), prepared, conc, global).await
     })
 }
 
@@ -387,8 +421,36 @@ fn stored_graph(p: &Prepared) -> Value {
     })
 }
 
+/// The run's audit log as the AWS clients' sink: one durable record per mutating call.
+struct RunAudit {
+    log: std::sync::Mutex<Box<dyn journal::AuditLog>>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl crate::aws::AuditSink for RunAudit {
+    fn record(&self, record: crate::aws::AuditRecord) {
+        let value = serde_json::to_value(&record).expect("JSON");
+        let r = self.log.lock().expect("audit log").append(&value);
+        if let Err(e) = r
+            && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            eprintln!("warning: cannot write the audit log: {e}");
+        }
+    }
+}
+
+/// Refuses mutating calls once the state's lease is lost.
+struct LeaseGate(Arc<journal::Lease>);
+
+impl crate::aws::MutationGate for LeaseGate {
+    fn check(&self) -> Result<(), String> {
+        self.0.check().map_err(|e| e.to_string())
+    }
+}
+
 async fn execute(
     p: &Prepared,
+    backend: &dyn JournalBackend,
     prepared: journal::PreparedRun,
     concurrency: usize,
     global: &Global,
@@ -421,6 +483,36 @@ async fn execute(
     });
     let run_id = prepared.run_id.clone();
     let _lock = prepared.lock;
+    match backend.open_audit(&run_id) {
+        Ok(log) => p.cx.aws.hooks().set_sink(Arc::new(RunAudit {
+            log: std::sync::Mutex::new(log),
+            failed: Default::default(),
+        })),
+        Err(e) => eprintln!("warning: cannot open the audit log: {e}"),
+    }
+    // A lock that is a lease (S3) can be lost: then no mutating call leaves this process (the
+    // gate, checked by every AWS client before sending), no event is journaled (the log checks
+    // too, and the walker stops when it cannot journal an intent), and nothing new starts.
+    if let Some(h) = _lock.took_over_from() {
+        eprintln!("Took over the state lock of {h}: it was no longer held.");
+    }
+    let lease = _lock.lease();
+    let lease_watch = lease.clone().map(|lease| {
+        p.cx.aws
+            .hooks()
+            .set_gate(Arc::new(LeaseGate(lease.clone())));
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if let Err(e) = lease.check() {
+                    eprintln!("\nerror: {e}; stopping before any further change");
+                    cancel.signal();
+                    return;
+                }
+            }
+        })
+    });
     let executor = Executor::new(p.steps.clone(), p.cx.clone(), opts)
         .limits(p.limits.clone())
         .poller(
@@ -433,6 +525,14 @@ async fn execute(
         .subscribe(Box::new(Progress::new(mode)));
     let report = executor.run(cancel.clone()).await;
     watcher.abort();
+    if let Some(w) = lease_watch {
+        w.abort();
+    }
+    if let Some(Err(e)) = lease.as_ref().map(|l| l.check()) {
+        return Outcome::Failed(format!(
+            "{e}; stopped before any further change (another ferry may be running this state: `ferry runs`)"
+        ));
+    }
     let report = match report {
         Ok(r) => r,
         Err(exec::ExecError::Aborted) => {
@@ -520,14 +620,9 @@ fn summarize(report: &exec::RunReport, run_id: &str, quiet: bool) {
     );
 }
 
-/// `ferry resume [RUN]`.
+/// `ferry resume [RUN]`: from `--state` (a directory or s3://bucket/prefix), else `.ferry` here.
 pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
-    let dir = global
-        .state
-        .clone()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".ferry"));
-    let backend = match LocalJournal::open(&dir) {
+    let backend = match state::open_existing(global, None) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -536,7 +631,7 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
     };
     let run_id = match run {
         Some(r) => r.to_string(),
-        None => match journal::latest_unfinished(&backend) {
+        None => match journal::latest_unfinished(backend.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -551,13 +646,32 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
             return Outcome::BadInput;
         }
     };
-    let plan_path = PathBuf::from(stored["plan_path"].as_str().unwrap_or_default());
+    let mut plan_path = PathBuf::from(stored["plan_path"].as_str().unwrap_or_default());
     let resolution: Resolution = match serde_json::from_value(stored["resolution"].clone()) {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("the run's stored graph is unreadable: {e}")),
     };
     let plan_text = match std::fs::read_to_string(&plan_path) {
         Ok(t) => t,
+        // Another machine (a shared state): the plan the run started with is in the state.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !replan => {
+            match stored_plan_copy(backend.as_ref(), &run_id, &plan_path) {
+                Ok((path, text)) => {
+                    if !global.quiet {
+                        println!(
+                            "The plan file {} is not here; using the plan stored with run {run_id}.",
+                            plan_path.display()
+                        );
+                    }
+                    plan_path = path;
+                    text
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Outcome::BadInput;
+                }
+            }
+        }
         Err(e) => {
             eprintln!(
                 "error: the plan of run {run_id} was {}: {e}",
@@ -566,14 +680,23 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
             return Outcome::BadInput;
         }
     };
-    let prepared_run = match journal::resume_run(&backend, Some(&run_id), &plan_text, replan) {
-        Ok(r) => r,
-        Err(e @ journal::JournalError::PlanChanged { .. }) => {
-            eprintln!("error: {e}");
-            return Outcome::BadInput;
-        }
-        Err(e) => return Outcome::Failed(e.to_string()),
+    // The plan may name a key for the state's objects: write with it from here on.
+    let backend = match load(&plan_path).and_then(|p| state_key(&p)) {
+        Some(key) => match state::open_existing(global, Some(key)) {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        },
+        None => backend,
     };
+    let prepared_run =
+        match journal::resume_run(backend.as_ref(), Some(&run_id), &plan_text, replan) {
+            Ok(r) => r,
+            Err(e @ journal::JournalError::PlanChanged { .. }) => {
+                eprintln!("error: {e}");
+                return Outcome::BadInput;
+            }
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
     runtime().block_on(async {
         // A replanned run resolves again; otherwise it works on exactly the stored resources.
         let stored = if replan { None } else { Some(resolution) };
@@ -585,6 +708,24 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
         if !global.quiet {
             println!("Resuming run {run_id} of plan `{}`.", p.plan.name.value);
         }
-        execute(&p, prepared_run, conc, global).await
+        execute(&p, backend.as_ref(), prepared_run, conc, global).await
     })
+}
+
+/// The run's stored plan, written to a private temporary directory under its original name.
+fn stored_plan_copy(
+    backend: &dyn JournalBackend,
+    run_id: &str,
+    original: &Path,
+) -> Result<(PathBuf, String), String> {
+    let text = backend.read_plan(run_id).map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("ferry-{}-{run_id}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = original
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "plan.yaml".into());
+    let path = dir.join(name);
+    std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, text))
 }

@@ -4,33 +4,60 @@ use std::path::PathBuf;
 
 use super::Outcome;
 use crate::cli::Global;
-use crate::journal::{self, JournalBackend, LocalJournal};
+use crate::journal::{self, JournalBackend, JournalError, LocalJournal, S3Journal};
 
-/// The state directory these commands read: `--state`, else `.ferry` here.
-fn backend(global: &Global) -> Result<LocalJournal, Outcome> {
-    let dir = global
-        .state
-        .clone()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".ferry"));
-    if dir.to_string_lossy().starts_with("s3://") {
-        eprintln!("error: run state on S3 is not implemented yet");
-        return Err(Outcome::BadInput);
+/// Reach an S3 state with `--state-profile` (or the standard chain) and `--endpoint-url`.
+pub(crate) fn connect_s3(
+    url: &str,
+    global: &Global,
+    kms_key: Option<String>,
+) -> Result<S3Journal, JournalError> {
+    Ok(S3Journal::connect(
+        url,
+        global.endpoint_url.clone(),
+        global.state_profile.clone(),
+    )?
+    .with_kms_key(kms_key))
+}
+
+/// An existing state: `--state` (a directory or s3://bucket/prefix), else `.ferry` here.
+pub(crate) fn open_existing(
+    global: &Global,
+    kms_key: Option<String>,
+) -> Result<Box<dyn JournalBackend>, JournalError> {
+    let state = global.state.clone().unwrap_or_else(|| ".ferry".into());
+    if state.starts_with("s3://") {
+        return Ok(Box::new(connect_s3(&state, global, kms_key)?.open()?));
     }
-    LocalJournal::open(&dir).map_err(|e| {
+    Ok(Box::new(LocalJournal::open(PathBuf::from(state))?))
+}
+
+fn backend(global: &Global) -> Result<Box<dyn JournalBackend>, Outcome> {
+    open_existing(global, None).map_err(|e| {
         eprintln!("error: {e}");
         Outcome::BadInput
     })
 }
 
-pub fn status(run: Option<&str>, global: &Global) -> Outcome {
+pub fn status(run: Option<&str>, audit: bool, global: &Global) -> Outcome {
     let b = match backend(global) {
         Ok(b) => b,
         Err(o) => return o,
     };
-    match journal::run_status(&b, run) {
-        Ok(st) => {
-            print!("{}", journal::render_status(&st));
+    let st = match journal::run_status(b.as_ref(), run) {
+        Ok(st) => st,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::BadInput;
+        }
+    };
+    if !audit {
+        print!("{}", journal::render_status(&st));
+        return Outcome::Ok;
+    }
+    match b.read_audit(&st.summary.run_id) {
+        Ok(records) => {
+            print!("{}", journal::render_audit(&records));
             Outcome::Ok
         }
         Err(e) => {
@@ -45,7 +72,7 @@ pub fn runs(global: &Global) -> Outcome {
         Ok(b) => b,
         Err(o) => return o,
     };
-    match journal::list_runs(&b) {
+    match journal::list_runs(b.as_ref()) {
         Ok(runs) => {
             print!("{}", journal::render_runs(&runs));
             Outcome::Ok
@@ -63,7 +90,7 @@ pub fn unlock(force: bool, global: &Global) -> Outcome {
         Err(o) => return o,
     };
     if !force {
-        // Taking the lock succeeds only when no live ferry holds it.
+        // Taking the lock succeeds only when no live ferry holds it (no lease still running).
         match b.lock("unlock") {
             Ok(lock) => drop(lock),
             Err(e) => {

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::lock::{self, LockHolder};
 use super::{
-    EventLog, JournalBackend, JournalError, LogContents, NewRun, Result, StateLock, plan_hash,
+    AuditLog, EventLog, JournalBackend, JournalError, LogContents, NewRun, Result, StateLock,
+    plan_hash,
 };
 use crate::exec::Event;
 
@@ -284,5 +285,47 @@ impl JournalBackend for LocalJournal {
 
     fn force_unlock(&self) -> Result<Option<LockHolder>> {
         lock::force_release(&self.lock_path())
+    }
+
+    fn lock_holder(&self) -> Result<Option<LockHolder>> {
+        Ok(lock::read_holder(&self.lock_path()))
+    }
+
+    fn open_audit(&self, run_id: &str) -> Result<Box<dyn AuditLog>> {
+        let path = self.existing_run_dir(run_id)?.join("audit.jsonl");
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(Box::new(LocalLog {
+            path,
+            file,
+            buf: Vec::with_capacity(256),
+        }))
+    }
+
+    fn read_audit(&self, run_id: &str) -> Result<Vec<Value>> {
+        let path = self.existing_run_dir(run_id)?.join("audit.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(JournalError::Io { path, source: e }),
+        };
+        // A torn last line (a crash mid-write) is skipped, like the event log's.
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+}
+
+impl AuditLog for LocalLog {
+    fn append(&mut self, record: &Value) -> Result<()> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, record).map_err(json_err)?;
+        self.buf.push(b'\n');
+        self.file.write_all(&self.buf).map_err(io(&self.path))?;
+        self.file.sync_data().map_err(io(&self.path))
     }
 }

@@ -21,6 +21,9 @@ pub struct LockHolder {
     /// Milliseconds since the Unix epoch.
     pub started_ms: u64,
     pub run_id: String,
+    /// Milliseconds since the Unix epoch when the holder's lease runs out (S3 locks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_ms: Option<u64>,
 }
 
 impl std::fmt::Display for LockHolder {
@@ -33,7 +36,12 @@ impl std::fmt::Display for LockHolder {
             self.host,
             humantime::format_rfc3339_seconds(t),
             self.run_id
-        )
+        )?;
+        if let Some(ms) = self.lease_expires_ms {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            write!(f, ", lease until {}", humantime::format_rfc3339_seconds(t))?;
+        }
+        Ok(())
     }
 }
 
@@ -122,6 +130,7 @@ pub(crate) fn take(path: &Path, run_id: &str) -> Result<LocalLock> {
             host: hostname(),
             started_ms: crate::exec::now_ms(),
             run_id: run_id.to_string(),
+            lease_expires_ms: None,
         };
         file.set_len(0).map_err(io(path))?;
         file.rewind().map_err(io(path))?;

@@ -9,11 +9,17 @@
 //! <state>/runs/<run-id>/graph.json     the resolved graph (opaque to the journal)
 //! <state>/runs/<run-id>/steps.json     step ids in graph order
 //! <state>/runs/<run-id>/events.jsonl   one event per line, fsync'ed per event
+//! <state>/runs/<run-id>/audit.jsonl    every mutating AWS call of the run, one per line
 //! ```
+//!
+//! The S3 backend (`s3://bucket/prefix`, in `s3.rs`: the only file here that knows AWS) keeps the
+//! same things as objects, each event an object of its own; its lock is a lease.
 
 mod fold;
+mod lease;
 mod local;
 mod lock;
+pub mod s3;
 
 use std::path::PathBuf;
 
@@ -24,8 +30,10 @@ use crate::exec::{Event, Subscriber, SubscriberError};
 pub use fold::{
     RunFold, RunStatus, RunSummary, StepState, fold, plan_diff, render_runs, render_status,
 };
+pub use lease::{Lease, LeaseLost};
 pub use local::LocalJournal;
 pub use lock::LockHolder;
+pub use s3::S3Journal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -66,6 +74,10 @@ pub enum JournalError {
     PlanChanged { run: String, diff: String },
     #[error("{0}")]
     Json(String),
+    #[error("{location}: {message}")]
+    Remote { location: String, message: String },
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
 }
 
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
@@ -95,7 +107,13 @@ pub struct LogContents {
     pub torn_tail: bool,
 }
 
-/// Where runs are kept. Local files now; an S3 backend (lock by conditional writes) can follow.
+/// A run's audit log (every mutating AWS call), opened for appending.
+pub trait AuditLog: Send {
+    /// Durable when it returns.
+    fn append(&mut self, record: &Value) -> Result<()>;
+}
+
+/// Where runs are kept: a local directory (`LocalJournal`) or S3 (`S3Journal`).
 pub trait JournalBackend: Send + Sync {
     /// Where this state lives, for messages.
     fn location(&self) -> PathBuf;
@@ -115,12 +133,54 @@ pub trait JournalBackend: Send + Sync {
     fn lock(&self, run_id: &str) -> Result<Box<dyn StateLock>>;
     /// Remove the lock whoever holds it (`ferry unlock`); returns who held it.
     fn force_unlock(&self) -> Result<Option<LockHolder>>;
+    /// Who holds the lock now, if anyone.
+    fn lock_holder(&self) -> Result<Option<LockHolder>>;
+    fn open_audit(&self, run_id: &str) -> Result<Box<dyn AuditLog>>;
+    /// The run's audit records, in the order they were written.
+    fn read_audit(&self, run_id: &str) -> Result<Vec<Value>>;
 }
 
 /// Held while a run works on a state; released on drop.
 pub trait StateLock: Send {
-    /// The stale holder this lock was taken over from (its process had died).
+    /// The stale holder this lock was taken over from (its process had died, or its lease ran out).
     fn took_over_from(&self) -> Option<&LockHolder>;
+    /// The lease, for a lock that lapses unless renewed (`None`: held until released).
+    fn lease(&self) -> Option<std::sync::Arc<Lease>> {
+        None
+    }
+}
+
+/// `ferry status RUN --audit`: one line per mutating call.
+pub fn render_audit(records: &[Value]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        let t = r
+            .get("time_ms")
+            .and_then(Value::as_u64)
+            .map(|ms| {
+                humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                )
+                .to_string()
+            })
+            .unwrap_or_else(|| "-".into());
+        let mut what = s("resource");
+        if let Some(c) = r.get("created").and_then(Value::as_str) {
+            what = format!("{what} -> {c}");
+        }
+        out.push_str(&format!(
+            "{t}  {}  {}  {}:{}  {what}  {}  request {}\n",
+            s("account"),
+            s("region"),
+            s("service"),
+            s("operation"),
+            s("outcome"),
+            s("request_id"),
+        ));
+    }
+    out.push_str(&format!("{} mutating call(s).\n", records.len()));
+    out
 }
 
 /// The journal writer: a subscriber that appends every durable event, fsync'ed, in order.

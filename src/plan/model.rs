@@ -295,6 +295,8 @@ pub struct Settings {
     pub concurrency: Option<Spanned<u32>>,
     /// Local directory (default `.ferry` next to the plan) or `s3://bucket/prefix`.
     pub state: Option<Spanned<String>>,
+    /// KMS key (id, ARN or alias) the S3 state's objects are encrypted with (SSE-KMS).
+    pub state_key: Option<Spanned<String>>,
     /// Added to everything ferry creates.
     #[serde(default)]
     pub tags: Spanned<BTreeMap<String, String>>,
