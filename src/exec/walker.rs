@@ -764,9 +764,9 @@ impl<C: Send + Sync + 'static> Walker<C> {
     }
 
     /// Next poll: at the earliest predicted finish of a pending operation, but no sooner than
-    /// `poll_interval_busy` and no later than the regular interval (the busy one while work
-    /// waits for a gate and nothing can be predicted). This frees a slot the moment a copy
-    /// finishes without polling every pending copy many times.
+    /// `poll_interval_busy` and no later than four regular intervals; without a prediction,
+    /// the regular interval (the busy one while work waits for a gate). This frees a slot the
+    /// moment a copy finishes without polling every pending copy many times.
     fn poll_every(&self) -> Duration {
         let now = Instant::now();
         let fastest = self.opts.poll_interval_busy.min(self.opts.poll_interval);
@@ -776,7 +776,11 @@ impl<C: Send + Sync + 'static> Walker<C> {
             self.opts.poll_interval
         };
         match self.predicted.values().min() {
-            Some(&at) => at.saturating_duration_since(now).clamp(fastest, regular),
+            // Trust a prediction up to four regular intervals out: progress is not always
+            // linear, so a far prediction is checked again before it is due.
+            Some(&at) => at
+                .saturating_duration_since(now)
+                .clamp(fastest, self.opts.poll_interval * 4),
             None => regular,
         }
     }
