@@ -468,7 +468,7 @@ fn plan_from(shape: &Shape) -> Value {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 500, .. ProptestConfig::default() })]
 
     #[test]
     fn random_valid_plans_compile_into_ordered_acyclic_graphs(shape in shape()) {

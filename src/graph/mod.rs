@@ -31,6 +31,8 @@ pub struct GraphBuilder {
     graph: DiGraph<StepSpec, ()>,
     index: HashMap<String, NodeIndex>,
     pending_edges: Vec<(String, String)>,
+    /// Orderings that are wanted but yield to any the graph already implies the other way.
+    soft_edges: Vec<(String, String)>,
     errors: Vec<GraphError>,
 }
 
@@ -61,6 +63,13 @@ impl GraphBuilder {
             .push((step.to_string(), dependency.to_string()));
     }
 
+    /// `step` should run after `dependency`, unless the graph already makes `dependency` wait
+    /// (directly or not) for `step`: then that order wins and this one is dropped.
+    pub fn depends_if_acyclic(&mut self, step: &str, dependency: &str) {
+        self.soft_edges
+            .push((step.to_string(), dependency.to_string()));
+    }
+
     pub fn seal(mut self) -> Result<StepGraph, GraphError> {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
@@ -73,6 +82,19 @@ impl GraphBuilder {
             };
             // Edges point from a dependency to its dependent: the direction work flows.
             if seen.insert((b, a)) {
+                self.graph.add_edge(b, a, ());
+            }
+        }
+        let mut space = petgraph::algo::DfsSpace::new(&self.graph);
+        for (from, to) in std::mem::take(&mut self.soft_edges) {
+            let (Some(&a), Some(&b)) = (self.index.get(&from), self.index.get(&to)) else {
+                return Err(GraphError::UnknownStep { from, to });
+            };
+            // b -> a closes a cycle exactly when a already reaches b.
+            if !seen.contains(&(b, a))
+                && !petgraph::algo::has_path_connecting(&self.graph, a, b, Some(&mut space))
+            {
+                seen.insert((b, a));
                 self.graph.add_edge(b, a, ());
             }
         }
