@@ -296,40 +296,30 @@ impl Resolver<'_> {
             .clone();
         let client = self.cx.aws.ec2(account, region);
 
-        for chunk in m.source.snapshots.chunks(200) {
-            let ids: Vec<String> = chunk.iter().map(|s| s.value.clone()).collect();
-            self.limits
-                .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-                .await;
-            let out = client
-                .describe_snapshots()
-                .filters(
-                    Filter::builder()
-                        .name("snapshot-id")
-                        .set_values(Some(ids))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
-            for wanted in chunk {
-                match out.snapshots().iter().find(|s| s.snapshot_id() == Some(wanted.value.as_str())) {
-                    None => self.problems.push(
-                        Diagnostic::new(format!("snapshot {} does not exist in {account}/{region} (or is not visible to it)", wanted.value))
-                            .at(wanted.span)
-                            .label("unknown snapshot"),
-                    ),
-                    Some(s) if s.state() != Some(&SnapshotState::Completed) => self.problems.push(
-                        Diagnostic::new(format!(
-                            "snapshot {} is {}, not completed: only completed snapshots can be copied",
-                            wanted.value,
-                            s.state().map(|s| s.as_str()).unwrap_or("in an unknown state")
-                        ))
-                        .at(wanted.span),
-                    ),
-                    Some(s) => {
-                        self.out.snapshots.insert(wanted.value.clone(), facts(s));
-                    }
+        let explicit: Vec<String> = m.source.snapshots.iter().map(|s| s.value.clone()).collect();
+        let described: BTreeMap<String, aws_sdk_ec2::types::Snapshot> =
+            crate::steps::ec2::snapshots_by_id(self.cx, self.limits, account, region, &explicit)
+                .await?
+                .into_iter()
+                .map(|s| (s.snapshot_id().unwrap_or_default().to_string(), s))
+                .collect();
+        for wanted in &m.source.snapshots {
+            match described.get(&wanted.value) {
+                None => self.problems.push(
+                    Diagnostic::new(format!("snapshot {} does not exist in {account}/{region} (or is not visible to it)", wanted.value))
+                        .at(wanted.span)
+                        .label("unknown snapshot"),
+                ),
+                Some(s) if s.state() != Some(&SnapshotState::Completed) => self.problems.push(
+                    Diagnostic::new(format!(
+                        "snapshot {} is {}, not completed: only completed snapshots can be copied",
+                        wanted.value,
+                        s.state().map(|s| s.as_str()).unwrap_or("in an unknown state")
+                    ))
+                    .at(wanted.span),
+                ),
+                Some(s) => {
+                    self.out.snapshots.insert(wanted.value.clone(), facts(s));
                 }
             }
         }
@@ -574,27 +564,13 @@ impl Resolver<'_> {
                 .insert(id.clone(), snaps.clone());
             available.push((id.clone(), *span, snaps));
         }
-        // The snapshots of every AMI, described in batches of 200 (not one call per AMI).
-        let mut found = BTreeMap::new();
-        for chunk in wanted.chunks(200) {
-            self.limits
-                .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-                .await;
-            let out = client
-                .describe_snapshots()
-                .filters(
-                    Filter::builder()
-                        .name("snapshot-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
-            for s in out.snapshots() {
-                found.insert(s.snapshot_id().unwrap_or_default().to_string(), facts(s));
-            }
-        }
+        // The snapshots of every AMI, described in batches (not one call per AMI).
+        let found: BTreeMap<String, SnapshotFacts> =
+            crate::steps::ec2::snapshots_by_id(self.cx, self.limits, account, region, &wanted)
+                .await?
+                .iter()
+                .map(|s| (s.snapshot_id().unwrap_or_default().to_string(), facts(s)))
+                .collect();
         for (id, span, snaps) in available {
             for sid in snaps {
                 if let Some(f) = found.get(&sid) {

@@ -30,6 +30,43 @@ fn ec2_error<E: ServiceError>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsEr
 /// EC2 filters take at most 200 values.
 const FILTER_VALUES: usize = 200;
 
+/// Snapshots by id, in batches of 200, through a filter rather than `SnapshotIds` so that a
+/// missing id leaves it out of the answer instead of failing the whole call.
+pub async fn snapshots_by_id(
+    cx: &Cx,
+    limits: &Limits,
+    account: &str,
+    region: &str,
+    ids: &[String],
+) -> Result<Vec<aws_sdk_ec2::types::Snapshot>, AwsError> {
+    let client = cx.aws.ec2(account, region);
+    let mut all = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(FILTER_VALUES) {
+        limits
+            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+            .await;
+        let out = client
+            .describe_snapshots()
+            .filters(
+                Filter::builder()
+                    .name("snapshot-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(ec2_error("DescribeSnapshots"))?;
+        all.extend(out.snapshots().iter().cloned());
+    }
+    Ok(all)
+}
+
+/// `<kind>/<account>/<region>` -> (account, region).
+fn poll_scope(poll_key: &str) -> (&str, &str) {
+    let mut parts = poll_key.splitn(3, '/').skip(1);
+    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
+}
+
 /// `ec2.copy-snapshot`: CopySnapshot into this step's region with `Encrypted` and the
 /// destination key, tagged `ferry:plan`, `ferry:migration`, `ferry:source`.
 pub struct CopySnapshot {
@@ -434,49 +471,29 @@ impl Poller<Cx> for SnapshotPoller {
         poll_key: &str,
         ids: &[String],
     ) -> Result<Vec<(String, PollAnswer)>, StepError> {
-        let mut parts = poll_key.splitn(3, '/');
-        let (_, account, region) = (
-            parts.next(),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        let client = ctx.aws.ec2(account, region);
+        let (account, region) = poll_scope(poll_key);
+        let found = snapshots_by_id(ctx, limits, account, region, ids)
+            .await
+            .map_err(|e| failed(e, &[]))?;
         let mut answers = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(FILTER_VALUES) {
-            limits
-                .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-                .await;
-            // A filter, not SnapshotIds: a missing id must not fail the whole batch.
-            let out = client
-                .describe_snapshots()
-                .filters(
-                    Filter::builder()
-                        .name("snapshot-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
-            for s in out.snapshots() {
-                let id = s.snapshot_id().unwrap_or_default().to_string();
-                let answer = match s.state() {
-                    Some(SnapshotState::Completed) => PollAnswer::Done(json!({
-                        "snapshot_id": id,
-                        "kms_key_id": s.kms_key_id(),
-                        "source": s.tags().iter().find(|t| t.key() == Some("ferry:source")).and_then(|t| t.value()),
-                    })),
-                    Some(SnapshotState::Error) => {
-                        PollAnswer::Failed(copy_failed(&id, s.state_message()))
-                    }
-                    _ => PollAnswer::Pending {
-                        percent: s
-                            .progress()
-                            .and_then(|p| p.trim_end_matches('%').parse().ok()),
-                    },
-                };
-                answers.push((id, answer));
-            }
+        for s in &found {
+            let id = s.snapshot_id().unwrap_or_default().to_string();
+            let answer = match s.state() {
+                Some(SnapshotState::Completed) => PollAnswer::Done(json!({
+                    "snapshot_id": id,
+                    "kms_key_id": s.kms_key_id(),
+                    "source": s.tags().iter().find(|t| t.key() == Some("ferry:source")).and_then(|t| t.value()),
+                })),
+                Some(SnapshotState::Error) => {
+                    PollAnswer::Failed(copy_failed(&id, s.state_message()))
+                }
+                _ => PollAnswer::Pending {
+                    percent: s
+                        .progress()
+                        .and_then(|p| p.trim_end_matches('%').parse().ok()),
+                },
+            };
+            answers.push((id, answer));
         }
         Ok(answers)
     }
