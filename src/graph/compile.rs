@@ -422,22 +422,14 @@ impl<'p> Compiler<'p> {
         let access_params = access_params(dst_account, dst_region, revoke, &targets);
 
         let manage_access = m.key_access.as_ref().map(|k| k.value) != Some(KeyAccess::None);
-        let access = if cross && manage_access {
-            self.key_access(
-                id,
-                src_account,
-                src_region,
-                access_params.clone(),
-                m.key_access.as_ref().map(|k| k.value),
-            )
-        } else {
-            Vec::new()
-        };
-        if let Some(f) = &find {
-            for a in &access {
-                self.b.depends(a, f);
-            }
-        }
+        let access = self.access_steps(
+            id,
+            (src_account, src_region),
+            cross && manage_access,
+            &access_params,
+            m.key_access.as_ref().map(|k| k.value),
+            find.as_deref(),
+        );
         let mut copies = Vec::new();
         let mut shares = Vec::new();
         for (resource, target) in targets {
@@ -522,6 +514,29 @@ impl<'p> Compiler<'p> {
         if cross {
             self.remember_shared_keys(id, dst_account, access, copies);
         }
+    }
+
+    /// The key-access steps of a cross-account migration (none when ferry does not manage key
+    /// access), each after the selector that finds the source keys.
+    fn access_steps(
+        &mut self,
+        id: &str,
+        (src_account, src_region): (&str, &str),
+        wanted: bool,
+        params: &BTreeMap<String, serde_json::Value>,
+        how: Option<KeyAccess>,
+        find: Option<&str>,
+    ) -> Vec<String> {
+        if !wanted {
+            return Vec::new();
+        }
+        let access = self.key_access(id, src_account, src_region, params.clone(), how);
+        if let Some(f) = find {
+            for a in &access {
+                self.b.depends(a, f);
+            }
+        }
+        access
     }
 
     /// A migration's revokes wait for its copies, and each for the grant of the same key: the
@@ -680,22 +695,14 @@ impl<'p> Compiler<'p> {
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
         let access_params = access_params(dst_account, dst_region, revoke, &targets);
         let manage_access = m.key_access.as_ref().map(|k| k.value) != Some(KeyAccess::None);
-        let access = if cross && manage_access {
-            self.key_access(
-                id,
-                src_account,
-                src_region,
-                access_params.clone(),
-                m.key_access.as_ref().map(|k| k.value),
-            )
-        } else {
-            Vec::new()
-        };
-        if let Some(f) = &find {
-            for a in &access {
-                self.b.depends(a, f);
-            }
-        }
+        let access = self.access_steps(
+            id,
+            (src_account, src_region),
+            cross && manage_access,
+            &access_params,
+            m.key_access.as_ref().map(|k| k.value),
+            find.as_deref(),
+        );
         let mut copies = Vec::new();
         let mut shares = Vec::new();
         for (resource, target) in targets {

@@ -67,6 +67,17 @@ fn poll_scope(poll_key: &str) -> (&str, &str) {
     (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
 }
 
+/// The tags a copy carries: the migration's ferry and user tags, and `ferry:source`, by which a
+/// repeated or resumed run finds it.
+fn copy_tags(base: &Base) -> Map<String, Value> {
+    let mut tags = match base.params.get("tags") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    tags.insert("ferry:source".into(), json!(base.target));
+    tags
+}
+
 /// `ec2.copy-snapshot`: CopySnapshot into this step's region with `Encrypted` and the
 /// destination key, tagged `ferry:plan`, `ferry:migration`, `ferry:source`.
 pub struct CopySnapshot {
@@ -90,12 +101,7 @@ impl CopySnapshot {
     }
 
     fn tags(&self) -> Map<String, Value> {
-        let mut tags = match self.base.params.get("tags") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        tags.insert("ferry:source".into(), json!(self.source()));
-        tags
+        copy_tags(&self.base)
     }
 
     /// Copies earlier runs made, found by their ferry tags (CopySnapshot has no client token).
@@ -525,12 +531,7 @@ impl CopyImage {
     }
 
     fn tags(&self) -> Map<String, Value> {
-        let mut tags = match self.base.params.get("tags") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        tags.insert("ferry:source".into(), json!(self.source()));
-        tags
+        copy_tags(&self.base)
     }
 
     /// ≤ 64 ASCII characters, the same for the same (plan, migration, image, destination, key)
