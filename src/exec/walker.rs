@@ -33,9 +33,10 @@ pub struct RunOptions {
     /// On the first failure stop starting new work (running work and polls finish).
     pub fail_fast: bool,
     pub retry: RetryPolicies,
-    /// Poll tick for submitted operations.
+    /// The wait between polls of a submitted operation that reports no progress.
     pub poll_interval: Duration,
-    /// Poll tick while some gate has steps waiting for a slot.
+    /// The shortest wait between two polls of one key; the wait while steps want the slot a
+    /// pending operation without a predicted finish holds.
     pub poll_interval_busy: Duration,
     /// A submitted operation not finished after this long fails the step.
     pub poll_deadline: Duration,
@@ -191,6 +192,9 @@ struct Gate {
 struct PollBatch {
     ids: HashMap<String, u32>,
     in_flight: bool,
+    /// When this key is polled next (each key keeps its own time: copies in one region do
+    /// not make another region's copies be polled).
+    due: Option<Instant>,
 }
 
 struct Walker<C: Send + Sync + 'static> {
@@ -220,7 +224,6 @@ struct Walker<C: Send + Sync + 'static> {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     batches: HashMap<String, PollBatch>,
     pending_polls: usize,
-    next_poll: Option<Instant>,
 
     tasks: JoinSet<Msg>,
     in_flight: usize,
@@ -266,7 +269,6 @@ impl<C: Send + Sync + 'static> Walker<C> {
             timers: BinaryHeap::new(),
             batches: HashMap::new(),
             pending_polls: 0,
-            next_poll: None,
             tasks: JoinSet::new(),
             in_flight: 0,
             inline_budget: INLINE_BUDGET,
@@ -338,7 +340,8 @@ impl<C: Send + Sync + 'static> Walker<C> {
                         self.gate_entry(&gk).used += 1;
                         self.gate_held.insert(i, gk);
                     }
-                    self.start_polling(i, sub);
+                    // Submitted before: looked at straight away.
+                    self.start_polling(i, sub, Some(Instant::now()));
                 } else {
                     self.phase[i as usize] = Phase::Queued;
                     self.ready.push_back(i);
@@ -379,8 +382,9 @@ impl<C: Send + Sync + 'static> Walker<C> {
             }
             let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
             let timers_on = next_timer.is_some() && !self.stopping;
-            let polls_on = self.pending_polls > 0 && !self.cancelled;
-            let next_poll = self.next_poll.unwrap_or_else(Instant::now);
+            let next_poll = self.next_poll();
+            let polls_on = next_poll.is_some() && !self.cancelled;
+            let next_poll = next_poll.unwrap_or_else(Instant::now);
             tokio::select! {
                 biased;
                 changed = cancel_rx.changed() => {
@@ -626,7 +630,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                             id: sub.id.clone(),
                             ts: now_ms(),
                         })?;
-                        self.start_polling(i, sub);
+                        self.start_polling(i, sub, None);
                         Ok(())
                     }
                     Err(e) => self.step_error(i, e),
@@ -649,7 +653,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                             id: sub.id.clone(),
                             ts: now_ms(),
                         })?;
-                        self.start_polling(i, sub);
+                        self.start_polling(i, sub, None);
                         Ok(())
                     }
                     Err(e) => {
@@ -744,45 +748,57 @@ impl<C: Send + Sync + 'static> Walker<C> {
         }
     }
 
-    fn gates_busy(&self) -> bool {
-        self.gates.values().any(|g| !g.waiters.is_empty())
-    }
-
-    fn start_polling(&mut self, i: u32, sub: Submitted) {
+    fn start_polling(&mut self, i: u32, sub: Submitted, first_look: Option<Instant>) {
         self.phase[i as usize] = Phase::Polling;
+        let now = Instant::now();
         self.poll_since
-            .insert(i, (sub.poll_key.clone(), sub.id.clone(), Instant::now()));
-        self.batches
-            .entry(sub.poll_key)
-            .or_default()
-            .ids
-            .insert(sub.id, i);
+            .insert(i, (sub.poll_key.clone(), sub.id.clone(), now));
         self.pending_polls += 1;
-        if self.next_poll.is_none() {
-            self.next_poll = Some(Instant::now() + self.poll_every());
+        let look = first_look.unwrap_or_else(|| self.look_again(i, now));
+        let b = self.batches.entry(sub.poll_key).or_default();
+        // A batch being polled reschedules itself from all its members when the answer comes.
+        if !b.in_flight {
+            b.due = Some(match b.due {
+                Some(due) if !b.ids.is_empty() => due.min(look),
+                _ => look,
+            });
         }
+        b.ids.insert(sub.id, i);
     }
 
-    /// Next poll: at the earliest predicted finish of a pending operation, but no sooner than
-    /// `poll_interval_busy` and no later than four regular intervals; without a prediction,
-    /// the regular interval (the busy one while work waits for a gate). This frees a slot the
-    /// moment a copy finishes without polling every pending copy many times.
-    fn poll_every(&self) -> Duration {
-        let now = Instant::now();
+    /// When to look at pending operation `i` again. With a finish predicted from its progress:
+    /// at that finish if it is near (within four regular intervals), else halfway there, so a
+    /// long copy costs a few polls, not one per interval, and a prediction that was too late
+    /// (progress is not always linear) is corrected before it is due. Without one: the regular
+    /// interval, or the busy one while steps wait for the slot `i` holds.
+    fn look_again(&self, i: u32, now: Instant) -> Instant {
         let fastest = self.opts.poll_interval_busy.min(self.opts.poll_interval);
-        let regular = if self.gates_busy() && self.predicted.is_empty() {
-            fastest
-        } else {
-            self.opts.poll_interval
+        let wait = match self.predicted.get(&i) {
+            Some(&at) => {
+                let left = at.saturating_duration_since(now);
+                left.min((self.opts.poll_interval * 4).max(left / 2))
+            }
+            None if self.slot_wanted(i) => fastest,
+            None => self.opts.poll_interval,
         };
-        match self.predicted.values().min() {
-            // Trust a prediction up to four regular intervals out: progress is not always
-            // linear, so a far prediction is checked again before it is due.
-            Some(&at) => at
-                .saturating_duration_since(now)
-                .clamp(fastest, self.opts.poll_interval * 4),
-            None => regular,
-        }
+        now + wait.max(fastest)
+    }
+
+    /// Whether other steps wait for the gate slot that `i` holds.
+    fn slot_wanted(&self, i: u32) -> bool {
+        self.gate_held
+            .get(&i)
+            .and_then(|gk| self.gates.get(gk))
+            .is_some_and(|g| !g.waiters.is_empty())
+    }
+
+    /// The earliest time a poll key is due, if any can be polled.
+    fn next_poll(&self) -> Option<Instant> {
+        self.batches
+            .values()
+            .filter(|b| !b.in_flight && !b.ids.is_empty())
+            .filter_map(|b| b.due)
+            .min()
     }
 
     fn stop_polling(&mut self, i: u32) {
@@ -827,10 +843,13 @@ impl<C: Send + Sync + 'static> Walker<C> {
             );
             self.fail(i, e)?;
         }
+        // Keys due within a millisecond go together: one wake-up, not two.
+        let soon = now + Duration::from_millis(1);
         let keys: Vec<String> = self
             .batches
             .iter()
             .filter(|(_, b)| !b.in_flight && !b.ids.is_empty())
+            .filter(|(_, b)| b.due.is_some_and(|due| due <= soon))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
@@ -851,6 +870,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
             };
             let b = self.batches.get_mut(&key).unwrap();
             b.in_flight = true;
+            b.due = None;
             let ids: Vec<String> = b.ids.keys().cloned().collect();
             let ctx = self.ctx.clone();
             let limits = self.limits.clone();
@@ -862,11 +882,6 @@ impl<C: Send + Sync + 'static> Walker<C> {
                 Msg::Polled(key, ids, r)
             });
         }
-        self.next_poll = if self.pending_polls > 0 {
-            Some(Instant::now() + self.poll_every())
-        } else {
-            None
-        };
         Ok(())
     }
 
@@ -929,9 +944,18 @@ impl<C: Send + Sync + 'static> Walker<C> {
             // Other poll errors: the ids stay pending and are polled again next tick.
             Err(_) => {}
         }
-        // The answers may have moved the predicted finishes: schedule the next poll from them.
-        if self.pending_polls > 0 {
-            self.next_poll = Some(Instant::now() + self.poll_every());
+        // The answers may have moved the predicted finishes: schedule this key's next poll
+        // from its members.
+        let now = Instant::now();
+        let due = self
+            .batches
+            .get(&key)
+            .into_iter()
+            .flat_map(|b| b.ids.values())
+            .map(|&i| self.look_again(i, now))
+            .min();
+        if let Some(b) = self.batches.get_mut(&key) {
+            b.due = due;
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ pub async fn resolve(
         keys: Default::default(),
         earlier: Default::default(),
         copy_index: Default::default(),
+        shares: Default::default(),
         memo: Default::default(),
     };
     let mut r = Resolver {

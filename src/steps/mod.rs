@@ -32,6 +32,8 @@ pub struct Cx {
     pub earlier: HashMap<String, Value>,
     /// The plan's earlier copies, listed once per (account, region).
     pub copy_index: ec2::CopyIndex,
+    /// What each account already shares with another, listed once per (account, region).
+    pub shares: share::SharedIndex,
     /// Facts read once per process and kept up to date by the steps that change them (the
     /// dry run and the run that follows it would otherwise read each twice).
     pub memo: Mutex<HashMap<String, Value>>,
@@ -56,6 +58,7 @@ impl Cx {
             keys: Mutex::new(keys),
             earlier: HashMap::new(),
             copy_index: Default::default(),
+            shares: Default::default(),
             memo: Default::default(),
         }
     }

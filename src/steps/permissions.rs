@@ -152,17 +152,15 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
             &["ec2:DescribeImages", "ec2:DescribeSnapshots"],
             any(),
         )],
-        StepKind::ShareSnapshot | StepKind::UnshareSnapshot => vec![need(
-            &[
-                "ec2:ModifySnapshotAttribute",
-                "ec2:DescribeSnapshotAttribute",
-            ],
-            vec![snapshots(region)],
-        )],
-        StepKind::ShareImage | StepKind::UnshareImage => vec![need(
-            &["ec2:ModifyImageAttribute", "ec2:DescribeImageAttribute"],
-            vec![images(region)],
-        )],
+        // What is already shared is listed with DescribeSnapshots / DescribeImages.
+        StepKind::ShareSnapshot | StepKind::UnshareSnapshot => vec![
+            need(&["ec2:ModifySnapshotAttribute"], vec![snapshots(region)]),
+            need(&["ec2:DescribeSnapshots"], any()),
+        ],
+        StepKind::ShareImage | StepKind::UnshareImage => vec![
+            need(&["ec2:ModifyImageAttribute"], vec![images(region)]),
+            need(&["ec2:DescribeImages"], any()),
+        ],
         StepKind::CopySnapshot => vec![
             need(
                 &["ec2:CopySnapshot", "ec2:CreateTags"],

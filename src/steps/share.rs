@@ -2,15 +2,16 @@
 //! and use of the source KMS keys (a key policy statement merged by Sid, or a named grant) —
 //! and taking back exactly what ferry added, nothing that was there before.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    Filter, ImageAttributeName, LaunchPermission, LaunchPermissionModifications, OperationType,
-    SnapshotAttributeName,
+    Filter, LaunchPermission, LaunchPermissionModifications, OperationType, SnapshotAttributeName,
 };
 use aws_sdk_kms::types::GrantOperation;
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
 use super::kms::step_identity;
 use super::{Base, Cx, SdkError, ServiceError, bucket, failed, policy, todo};
@@ -176,6 +177,94 @@ fn undone_by(step: &str, undo: &str, done: &str) -> String {
     }
 }
 
+/// What each (account, region) already shares with another account: the AMIs it may launch
+/// (`DescribeImages ExecutableUsers`) and the snapshots it may restore (`DescribeSnapshots
+/// RestorableByUserIds`), listed once per process. AWS answers both with explicit permissions
+/// for that account, which is what a share step adds and an unshare step takes back.
+#[derive(Default)]
+pub struct SharedIndex {
+    lists: std::sync::Mutex<HashMap<SharedKey, SharedList>>,
+}
+
+/// The ids one listing found, filled once.
+type SharedList = Arc<OnceCell<Arc<HashSet<String>>>>;
+
+/// (owner account, region, the other account's id, images rather than snapshots).
+type SharedKey = (String, String, String, bool);
+
+impl SharedIndex {
+    async fn list(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        account: &str,
+        region: &str,
+        with: &str,
+        images: bool,
+    ) -> Result<Arc<HashSet<String>>, StepError> {
+        let cell = self
+            .lists
+            .lock()
+            .expect("shared index")
+            .entry((account.into(), region.into(), with.into(), images))
+            .or_default()
+            .clone();
+        let set = cell
+            .get_or_try_init(|| async {
+                let client = cx.ctx().aws.ec2(account, region);
+                let mut ids = HashSet::new();
+                if images {
+                    let mut pages = client
+                        .describe_images()
+                        .owners("self")
+                        .executable_users(with)
+                        .into_paginator()
+                        .send();
+                    loop {
+                        cx.limits()
+                            .take(&[bucket(account, region, "ec2:DescribeImages")])
+                            .await;
+                        let Some(page) = pages.next().await else {
+                            break;
+                        };
+                        let page = page.map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+                        ids.extend(
+                            page.images()
+                                .iter()
+                                .filter_map(|i| i.image_id())
+                                .map(String::from),
+                        );
+                    }
+                } else {
+                    let mut pages = client
+                        .describe_snapshots()
+                        .owner_ids("self")
+                        .restorable_by_user_ids(with)
+                        .into_paginator()
+                        .send();
+                    loop {
+                        cx.limits()
+                            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+                            .await;
+                        let Some(page) = pages.next().await else {
+                            break;
+                        };
+                        let page =
+                            page.map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
+                        ids.extend(
+                            page.snapshots()
+                                .iter()
+                                .filter_map(|s| s.snapshot_id())
+                                .map(String::from),
+                        );
+                    }
+                }
+                Ok::<_, StepError>(Arc::new(ids))
+            })
+            .await?;
+        Ok(set.clone())
+    }
+}
+
 /// `ec2.share-snapshot` / `ec2.unshare-snapshot` / `ec2.share-image` / `ec2.unshare-image`.
 pub struct Permission {
     base: Base,
@@ -213,8 +302,9 @@ impl Permission {
         )
     }
 
-    /// Whether `resource` is shared with the other account now (read once per process; this
-    /// step's own changes keep the answer current).
+    /// Whether `resource` is shared with the other account now: one listing per account,
+    /// region and kind of everything the other account may use (instead of one attribute read
+    /// per resource); this step's own changes keep the answer current.
     async fn shared(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<bool, StepError> {
         if let Some(v) = cx
             .ctx()
@@ -223,48 +313,13 @@ impl Permission {
         {
             return Ok(v);
         }
-        let shared = self.shared_now(cx, resource).await?;
-        cx.ctx().remember(&self.fact(resource), json!(shared));
-        Ok(shared)
-    }
-
-    async fn shared_now(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<bool, StepError> {
-        let c = cx.ctx();
-        let client = c.aws.ec2(&self.base.account, &self.base.region);
-        let who = c.account_id(&self.sharing.with_account).to_string();
-        let api = if self.image {
-            "ec2:DescribeImageAttribute"
-        } else {
-            "ec2:DescribeSnapshotAttribute"
-        };
-        cx.limits()
-            .take(&[bucket(&self.base.account, &self.base.region, api)])
-            .await;
-        if self.image {
-            let out = client
-                .describe_image_attribute()
-                .image_id(resource)
-                .attribute(ImageAttributeName::LaunchPermission)
-                .send()
-                .await
-                .map_err(|e| failed(ec2_error("DescribeImageAttribute")(e), &[]))?;
-            Ok(out
-                .launch_permissions()
-                .iter()
-                .any(|p| p.user_id() == Some(who.as_str())))
-        } else {
-            let out = client
-                .describe_snapshot_attribute()
-                .snapshot_id(resource)
-                .attribute(SnapshotAttributeName::CreateVolumePermission)
-                .send()
-                .await
-                .map_err(|e| failed(ec2_error("DescribeSnapshotAttribute")(e), &[]))?;
-            Ok(out
-                .create_volume_permissions()
-                .iter()
-                .any(|p| p.user_id() == Some(who.as_str())))
-        }
+        let who = cx.ctx().account_id(&self.sharing.with_account).to_string();
+        let listed = cx
+            .ctx()
+            .shares
+            .list(cx, &self.base.account, &self.base.region, &who, self.image)
+            .await?;
+        Ok(listed.contains(resource))
     }
 
     async fn modify(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<(), StepError> {
