@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -209,15 +210,16 @@ OBJECTS = """  - id: logs
 # ---- lower bound --------------------------------------------------------------------------
 
 
-def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rate: float) -> float:
+def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rate: float, list_s: float) -> float:
     """The least time the limits allow, from the same quotas and durations the emulator uses:
     - per destination region, ceil(snapshot copies / 20 slots) x copy time;
     - per token bucket, (calls - burst) / refill, then one copy time (CopySnapshot 50/5 s,
       CopyImage 100/1 s: the last copy cannot start earlier, and takes a copy time);
     - for AMIs, one copy time (300 image copies may run at once);
-    - for objects, objects / the emulator's own CopyObject throughput (measured just before
-      with the same parallelism ferry uses): no AWS quota binds at this size (3,500 COPY/s
-      per prefix), the emulator's speed does.
+    - for objects, one listing of the source bucket (no backfill can know what to copy
+      without it) + objects / the emulator's own CopyObject throughput, both measured just
+      before under the same throttling: no AWS quota binds at this size (3,500 COPY/s per
+      prefix), the emulator's speed does.
     Workloads in one plan run side by side, so the bound of (d) is the max of its parts."""
     bounds = [0.0]
     for n in snapshots_per_region:
@@ -227,19 +229,20 @@ def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rat
         bounds.append(COPY_SECONDS)
         bounds.append(max(0.0, (amis - COPY_IMAGE[0]) / COPY_IMAGE[1]) + COPY_SECONDS)
     if objects:
-        bounds.append(objects / s3_rate)
+        bounds.append(list_s + objects / s3_rate)
     return max(bounds)
 
 
-def s3_copy_rate(ep: str, n: int = 400, threads: int = 32, rounds: int = 2) -> float:
-    """CopyObject calls per second the emulator sustains: the copies ferry makes (SSE-KMS under
-    a key in the destination region, Bucket Key on, into a versioned bucket), `threads` at a time
-    like ferry's backfill, sent by a bare HTTP client so the client's own CPU takes as little as
-    possible from the emulator on this small machine (boto3 would, and make the bound loose).
-    The best of `rounds` rounds: a lower bound takes the fastest rate seen."""
+def s3_calibration(ep: str, n: int = 400, threads: int = 64, rounds: int = 3) -> tuple[float, float]:
+    """What the emulator can do for a backfill, best of `rounds` rounds (a lower bound takes the
+    fastest seen): the time to list the source bucket, and CopyObject calls per second for the
+    copies ferry makes (SSE-KMS under a key in the destination region, Bucket Key on, into a
+    versioned bucket), `threads` at a time like ferry's backfill. Requests go out from a bare
+    HTTP client so the client's own CPU takes as little as possible from the emulator on this
+    small machine (boto3 would, and make the bound loose)."""
     import http.client
     from concurrent.futures import ThreadPoolExecutor
-    from urllib.parse import urlparse
+    from urllib.parse import quote, urlparse
 
     region = "eu-west-2"
     key = cmk(ep, A, region, "alias/bench-calibration")
@@ -259,6 +262,24 @@ def s3_copy_rate(ep: str, n: int = 400, threads: int = 32, rounds: int = 2) -> f
         "Authorization": f"AWS4-HMAC-SHA256 Credential=AKIA{A}TEST/{day}/{region}/s3/aws4_request, SignedHeaders=host, Signature=0",
     }
 
+    def list_source() -> float:
+        start = time.monotonic()
+        conn = http.client.HTTPConnection(url.hostname, url.port)
+        token = None
+        while True:
+            query = "list-type=2" + (f"&continuation-token={quote(token, safe='')}" if token else "")
+            conn.request("GET", f"/bench-logs?{query}", headers={**headers, "Authorization": headers["Authorization"].replace(region, "us-east-1")})
+            r = conn.getresponse()
+            body = r.read().decode()
+            if r.status != 200:
+                raise SystemExit(f"calibration ListObjectsV2 failed: {r.status} {body[:200]!r}")
+            found = re.search(r"<NextContinuationToken>([^<]+)</NextContinuationToken>", body)
+            if not found:
+                break
+            token = found.group(1)
+        conn.close()
+        return time.monotonic() - start
+
     def copy_all(keys: list[str]) -> None:
         conn = http.client.HTTPConnection(url.hostname, url.port)
         for k in keys:
@@ -269,15 +290,16 @@ def s3_copy_rate(ep: str, n: int = 400, threads: int = 32, rounds: int = 2) -> f
                 raise SystemExit(f"calibration CopyObject failed: {r.status} {body[:200]!r}")
         conn.close()
 
-    best = 0.0
+    rate, listing = 0.0, math.inf
     for _ in range(rounds):
+        listing = min(listing, list_source())
         keys = [f"logs/{i:05d}.json" for i in range(n)]
         shares = [keys[t::threads] for t in range(threads)]
         start = time.monotonic()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(copy_all, shares))
-        best = max(best, n / (time.monotonic() - start))
-    return best
+        rate = max(rate, n / (time.monotonic() - start))
+    return rate, listing
 
 
 # ---- running ------------------------------------------------------------------------------
@@ -346,18 +368,17 @@ def workload(name: str) -> dict:
             seed_snapshots(ep, snaps)
         if amis:
             seed_amis(ep, amis)
-        s3_rate = 0.0
         if objects:
             seed_objects(ep, objects)
-            s3_rate = s3_copy_rate(ep)
         plan = plan_text(bool(snaps), bool(amis), bool(objects))
         # From here on AWS's quotas apply (the emulator's buckets at scale 1.0).
         control(ep, "/_ferry/config", {"throttle": True, "throttle_scale": 1.0})
+        s3_rate, list_s = s3_calibration(ep) if objects else (0.0, 0.0)
         control(ep, "/_ferry/counters/reset", {})
         elapsed, code, rss_kb, cpu_s, err = run_ferry(ep, plan)
         c = counters(ep)
         resources = snaps + amis + objects
-        bound = lower_bound([snaps // 2, snaps // 2] if snaps else [], amis, objects, s3_rate)
+        bound = lower_bound([snaps // 2, snaps // 2] if snaps else [], amis, objects, s3_rate, list_s)
         return {
             "workload": f"({name}) {title}",
             "ok": code == 0,
@@ -372,6 +393,7 @@ def workload(name: str) -> dict:
             "peak_mb": rss_kb / 1024.0,
             "cpu_s": cpu_s,
             "s3_rate": s3_rate,
+            "list_s": list_s,
         }
     finally:
         emu.stop()
@@ -386,7 +408,10 @@ def main(argv: list[str]) -> int:
     print(f"\nferry migration benchmark — {platform.node()}, {os.cpu_count()} cores, copy time {COPY_SECONDS:g} s, poll {POLL_MS} ms\n")
     for r in rows:
         if r.get("s3_rate"):
-            print(f"emulator CopyObject throughput (for the bound of {r['workload'][:3]}): {r['s3_rate']:.0f}/s")
+            print(
+                f"emulator, measured for the bound of {r['workload'][:3]}: CopyObject {r['s3_rate']:.0f}/s,"
+                f" listing the source {r['list_s']:.2f} s"
+            )
     header = f"{'workload':44} {'result':6} {'makespan':>9} {'bound':>7} {'ratio':>6} {'mut/res':>8} {'desc/res':>8} {'thr %':>6} {'calls':>6} {'peak MB':>8} {'CPU s':>6}"
     print(header)
     print("-" * len(header))

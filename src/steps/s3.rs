@@ -819,7 +819,7 @@ impl Missing {
 /// S3 copies up to 5 GiB in one CopyObject.
 const COPY_MAX: i64 = 5 * 1024 * 1024 * 1024;
 /// Copies in flight at once.
-const COPY_CONCURRENCY: usize = 32;
+const COPY_CONCURRENCY: usize = 64;
 
 /// `s3.backfill`: copy every source object the destination lacks with CopyObject, SSE-KMS
 /// under the destination key, keeping key, metadata and content type. Resumable: objects
@@ -827,12 +827,46 @@ const COPY_CONCURRENCY: usize = 32;
 /// what is still missing.
 pub struct Backfill {
     base: Base,
+    /// What the last observation found missing, for the apply that follows it: the run
+    /// observes a step right before applying it (after the replication rule is in place), so
+    /// the apply copies from that listing instead of listing both buckets again. At most
+    /// `inline_max` objects; taken by the apply, so a retried apply lists afresh.
+    listed: std::sync::Mutex<Option<Listed>>,
+}
+
+/// The objects an observation found missing, and how many were already there.
+struct Listed {
+    objects: std::vec::IntoIter<Object>,
+    present: u64,
+}
+
+/// Where an apply takes the objects to copy from.
+enum ToCopy {
+    Listed(Listed),
+    Streaming(Box<Missing>),
+}
+
+impl ToCopy {
+    async fn next(&mut self, limits: &Limits) -> Result<Option<Object>, AwsError> {
+        match self {
+            ToCopy::Listed(l) => Ok(l.objects.next()),
+            ToCopy::Streaming(m) => m.next(limits).await,
+        }
+    }
+
+    fn present(&self) -> u64 {
+        match self {
+            ToCopy::Listed(l) => l.present,
+            ToCopy::Streaming(m) => m.present,
+        }
+    }
 }
 
 impl Backfill {
     pub fn new(spec: &StepSpec) -> Self {
         Backfill {
             base: Base::new(spec, ""),
+            listed: Default::default(),
         }
     }
     fn src_account(&self) -> &str {
@@ -1008,12 +1042,15 @@ impl Step<Cx> for Backfill {
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
         let mut m = self.missing(cx.ctx());
         let (mut objects, mut bytes, mut too_big) = (0u64, 0u64, 0u64);
+        let mut found = Vec::new();
+        *self.listed.lock().expect("listing") = None;
         while let Some(o) = m.next(cx.limits()).await.map_err(|e| failed(e, &[]))? {
             objects += 1;
             bytes += o.size.max(0) as u64;
             if o.size > COPY_MAX {
                 too_big += 1;
             }
+            found.push(o);
             if objects > self.inline_max() {
                 return Ok(Observation::Todo(todo(
                     "create",
@@ -1032,6 +1069,10 @@ impl Step<Cx> for Backfill {
                 json!({ "present": m.present, "copied": 0 }),
             ));
         }
+        *self.listed.lock().expect("listing") = Some(Listed {
+            objects: found.into_iter(),
+            present: m.present,
+        });
         let mut diff = vec![format!(
             "+ copy {objects} objects ({bytes} bytes) from {} to {}, SSE-KMS with {} ({} already there)",
             self.src_bucket(),
@@ -1083,7 +1124,11 @@ impl Step<Cx> for Backfill {
         });
         let total = change.get("objects").and_then(Value::as_u64).unwrap_or(0);
         let total_bytes = change.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-        let mut m = self.missing(cx.ctx());
+        let listed = self.listed.lock().expect("listing").take();
+        let mut m = match listed {
+            Some(l) => ToCopy::Listed(l),
+            None => ToCopy::Streaming(Box::new(self.missing(cx.ctx()))),
+        };
         let mut tasks = tokio::task::JoinSet::new();
         let mut first_error: Option<StepError> = None;
         let mut too_big = 0u64;
@@ -1150,7 +1195,7 @@ impl Step<Cx> for Backfill {
         Ok(Applied::Done(json!({
             "copied": copier.tally.objects.load(Ordering::Relaxed),
             "bytes": copier.tally.bytes.load(Ordering::Relaxed),
-            "present": m.present,
+            "present": m.present(),
             "seconds": started.elapsed().as_secs_f64(),
         })))
     }
