@@ -354,6 +354,72 @@ fn polls_are_batched_per_key() {
     assert_eq!(calls.iter().sum::<usize>(), 60);
 }
 
+/// Answers with whole-percent progress that grows linearly over `duration` from the first poll.
+struct LinearPoller {
+    duration: Duration,
+    seen: Mutex<HashMap<String, tokio::time::Instant>>,
+    outputs: HashMap<String, serde_json::Value>,
+    calls: Mutex<Vec<tokio::time::Instant>>,
+}
+
+#[async_trait::async_trait]
+impl Poller<Mem> for LinearPoller {
+    async fn poll(
+        &self,
+        _mem: &Arc<Mem>,
+        _limits: &Arc<Limits>,
+        _key: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, PollAnswer)>, StepError> {
+        let now = tokio::time::Instant::now();
+        self.calls.lock().unwrap().push(now);
+        let mut seen = self.seen.lock().unwrap();
+        Ok(ids
+            .iter()
+            .map(|rid| {
+                let since = *seen.entry(rid.clone()).or_insert(now);
+                let done = now.duration_since(since).as_secs_f64() / self.duration.as_secs_f64();
+                let id = rid.strip_prefix("r-").unwrap();
+                let answer = if done >= 1.0 {
+                    PollAnswer::Done(self.outputs[id].clone())
+                } else {
+                    PollAnswer::Pending {
+                        percent: Some((done * 100.0).floor() as f32),
+                    }
+                };
+                (rid.clone(), answer)
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn a_long_copy_is_polled_a_few_times_not_once_per_interval() {
+    // One copy with linear progress that takes 300 poll intervals (an hour at the default
+    // 10 s). One poll per interval would be 300; a prediction trusted only four intervals
+    // ahead, 75. Halving the wait to a far prediction needs about a dozen. (Counts, not times:
+    // a slow machine only delays polls, which makes fewer of them.)
+    let fg = fake_graph(&[Spec::with(Behavior::Async(1))], &[]);
+    let poller = Arc::new(LinearPoller {
+        duration: Duration::from_secs(3),
+        seen: Mutex::new(HashMap::new()),
+        outputs: fg.poller.outputs.clone(),
+        calls: Mutex::new(Vec::new()),
+    });
+    let opts = RunOptions {
+        poll_interval: Duration::from_millis(10),
+        poll_interval_busy: Duration::from_millis(3),
+        ..fast_options(4)
+    };
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), opts)
+        .limits(Arc::new(test_limits()))
+        .poller("fake.copy", poller.clone());
+    let report = runtime().block_on(exec.run(Cancel::new())).unwrap();
+    assert_eq!(report.done, 1);
+    let calls = poller.calls.lock().unwrap().len();
+    assert!(calls <= 20, "{calls} polls for one copy");
+}
+
 #[test]
 fn first_cancel_interrupts_then_resume_finishes() {
     let specs = vec![
