@@ -12,8 +12,14 @@ Workloads:
 
 For each: makespan (the whole `ferry apply`, resolve and dry run included), the lower bound
 (see `lower_bound`), their ratio, API calls per migrated resource (mutating / describe),
-throttled responses as % of calls, ferry's peak memory and CPU time (user + system). The last
-line is the headline.
+throttled responses as % of calls, ferry's peak memory and CPU time (user + system). The short
+workloads (b, c) run three times, each in a fresh emulator, and show the run with the median
+ratio and the range of ratios. The last line is the headline.
+
+    FERRY_BENCH_COPY_SECONDS=15   copy time (default 10)
+    FERRY_BENCH_REPEAT=1          runs of every workload
+    FERRY_BENCH_VERBOSE=1         calls per API after each run
+    FERRY_BENCH_KEEP=1            keep each run's directory (plan, journal, audit log)
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -234,9 +241,10 @@ def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rat
 
 
 def s3_calibration(ep: str, n: int = 400, threads: int = 64, rounds: int = 3) -> tuple[float, float]:
-    """What the emulator can do for a backfill, best of `rounds` rounds (a lower bound takes the
-    fastest seen): the time to list the source bucket, and CopyObject calls per second for the
-    copies ferry makes (SSE-KMS under a key in the destination region, Bucket Key on, into a
+    """What the emulator can do for a backfill, the median of `rounds` rounds after one to warm
+    up (this VM's speed drifts by 10-15 %: the fastest round would compare ferry's one run with
+    the luckiest round, the median with a typical one): the time to list the source bucket, and
+    CopyObject calls per second for the copies ferry makes (SSE-KMS under a key in the destination region, Bucket Key on, into a
     versioned bucket), `threads` at a time like ferry's backfill. Requests go out from a bare
     HTTP client so the client's own CPU takes as little as possible from the emulator on this
     small machine (boto3 would, and make the bound loose)."""
@@ -290,16 +298,16 @@ def s3_calibration(ep: str, n: int = 400, threads: int = 64, rounds: int = 3) ->
                 raise SystemExit(f"calibration CopyObject failed: {r.status} {body[:200]!r}")
         conn.close()
 
-    rate, listing = 0.0, math.inf
-    for _ in range(rounds):
-        listing = min(listing, list_source())
+    rates, listings = [], []
+    for _ in range(rounds + 1):
+        listings.append(list_source())
         keys = [f"logs/{i:05d}.json" for i in range(n)]
         shares = [keys[t::threads] for t in range(threads)]
         start = time.monotonic()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(copy_all, shares))
-        rate = max(rate, n / (time.monotonic() - start))
-    return rate, listing
+        rates.append(n / (time.monotonic() - start))
+    return statistics.median(rates[1:]), statistics.median(listings[1:])
 
 
 # ---- running ------------------------------------------------------------------------------
@@ -350,6 +358,10 @@ def counters(ep: str) -> dict:
     return {"total": total, "mutating": mutating, "throttled": throttled, "describe": describes}
 
 
+# Runs per workload: the short ones are repeated and reported by their median ratio, since this
+# small VM's speed drifts by 10-15 % from one minute to the next (FERRY_BENCH_REPEAT overrides).
+REPEATS = {"a": 1, "b": 3, "c": 3, "d": 1}
+
 WORKLOADS = {
     "a": ("400 snapshots, 2 regions -> 2 regions", 400, 0, 0),
     "b": ("40 AMIs x 2 volumes, cross-account", 0, 40, 0),
@@ -399,12 +411,26 @@ def workload(name: str) -> dict:
         emu.stop()
 
 
+def summarize(runs: list[dict]) -> dict:
+    """The run with the median ratio (a failed run, if any), and the range of the ratios."""
+    failed = [r for r in runs if not r["ok"]]
+    row = dict(failed[0] if failed else sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2])
+    ratios = [r["ratio"] for r in runs]
+    row["range"] = f"{min(ratios):.2f}-{max(ratios):.2f}" if len(runs) > 1 else ""
+    row["runs"] = len(runs)
+    return row
+
+
 def main(argv: list[str]) -> int:
     names = [a for a in argv if a in WORKLOADS] or list(WORKLOADS)
     rows = []
     for n in names:
-        print(f"running workload {n}: {WORKLOADS[n][0]} ...", file=sys.stderr, flush=True)
-        rows.append(workload(n))
+        repeat = int(os.environ.get("FERRY_BENCH_REPEAT", REPEATS[n]))
+        runs = []
+        for i in range(repeat):
+            print(f"running workload {n} ({i + 1}/{repeat}): {WORKLOADS[n][0]} ...", file=sys.stderr, flush=True)
+            runs.append(workload(n))
+        rows.append(summarize(runs))
     print(f"\nferry migration benchmark — {platform.node()}, {os.cpu_count()} cores, copy time {COPY_SECONDS:g} s, poll {POLL_MS} ms\n")
     for r in rows:
         if r.get("s3_rate"):
@@ -412,7 +438,7 @@ def main(argv: list[str]) -> int:
                 f"emulator, measured for the bound of {r['workload'][:3]}: CopyObject {r['s3_rate']:.0f}/s,"
                 f" listing the source {r['list_s']:.2f} s"
             )
-    header = f"{'workload':44} {'result':6} {'makespan':>9} {'bound':>7} {'ratio':>6} {'mut/res':>8} {'desc/res':>8} {'thr %':>6} {'calls':>6} {'peak MB':>8} {'CPU s':>6}"
+    header = f"{'workload':44} {'result':6} {'makespan':>9} {'bound':>7} {'ratio':>6} {'mut/res':>8} {'desc/res':>8} {'thr %':>6} {'calls':>6} {'peak MB':>8} {'CPU s':>6} {'runs, ratios':>15}"
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -420,6 +446,7 @@ def main(argv: list[str]) -> int:
             f"{r['workload']:44} {'ok' if r['ok'] else 'FAIL':6} {r['makespan_s']:8.1f}s {r['lower_bound_s']:6.1f}s"
             f" {r['ratio']:6.2f} {r['mutating_per_resource']:8.2f} {r['describe_per_resource']:8.2f}"
             f" {r['throttled_pct']:6.2f} {r['calls']:6d} {r['peak_mb']:8.1f} {r['cpu_s']:6.1f}"
+            f" {(str(r['runs']) + ', ' + r['range']) if r['range'] else '1':>15}"
         )
         for line in r["error"]:
             print(f"    {line}")
