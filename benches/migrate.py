@@ -30,7 +30,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -240,34 +239,41 @@ def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rat
     return max(bounds)
 
 
-def s3_calibration(ep: str, n: int = 400, threads: int = 64, rounds: int = 3) -> tuple[float, float]:
-    """What the emulator can do for a backfill, the median of `rounds` rounds after one to warm
-    up (this VM's speed drifts by 10-15 %: the fastest round would compare ferry's one run with
-    the luckiest round, the median with a typical one): the time to list the source bucket, and
-    CopyObject calls per second for the copies ferry makes (SSE-KMS under a key in the destination region, Bucket Key on, into a
-    versioned bucket), `threads` at a time like ferry's backfill. Requests go out from a bare
-    HTTP client so the client's own CPU takes as little as possible from the emulator on this
-    small machine (boto3 would, and make the bound loose)."""
+def s3_calibration(n: int, threads: int = 64) -> tuple[float, float]:
+    """What the emulator can do for a backfill of `n` objects, measured in an emulator of its own
+    seeded like ferry's (the emulator slows down as it stores more objects: 344/s for the first
+    2,000 copies, 211/s for the sixth 2,000 on this machine, so the calibration must not share
+    ferry's emulator, nor measure more than one round):
+    - the time to list the source bucket (a bare HTTP client: its own CPU takes little from the
+      emulator on this small machine);
+    - CopyObject calls per second for the copies ferry makes (all `n` objects, SSE-KMS under a
+      key in the destination region, Bucket Key on, into a new versioned bucket), `threads` at
+      a time like ferry's backfill, sent by `examples/s3-copy-rate.rs`: the same SDK client
+      ferry uses, and nothing else."""
+    emu = Emulator()
+    try:
+        ep = emu.endpoint
+        seed_objects(ep, n)
+        control(ep, "/_ferry/config", {"throttle": True, "throttle_scale": 1.0})
+        return _calibrate(ep, n, threads)
+    finally:
+        emu.stop()
+
+
+def _calibrate(ep: str, n: int, threads: int) -> tuple[float, float]:
     import http.client
-    from concurrent.futures import ThreadPoolExecutor
     from urllib.parse import quote, urlparse
 
     region = "eu-west-2"
     key = cmk(ep, A, region, "alias/bench-calibration")
     s3 = client(ep, "s3", A, region)
-    s3.create_bucket(Bucket="bench-calibration", CreateBucketConfiguration={"LocationConstraint": region})
-    # Like the replication destination ferry creates: versioned (replication needs it).
-    s3.put_bucket_versioning(Bucket="bench-calibration", VersioningConfiguration={"Status": "Enabled"})
     url = urlparse(ep)
     day = time.strftime("%Y%m%d", time.gmtime())
     headers = {
-        "x-amz-server-side-encryption": "aws:kms",
-        "x-amz-server-side-encryption-aws-kms-key-id": key,
-        "x-amz-server-side-encryption-bucket-key-enabled": "true",
         "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
         "x-amz-date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
         # The emulator reads the account and region from the credential scope; it checks no signature.
-        "Authorization": f"AWS4-HMAC-SHA256 Credential=AKIA{A}TEST/{day}/{region}/s3/aws4_request, SignedHeaders=host, Signature=0",
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=AKIA{A}TEST/{day}/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
     }
 
     def list_source() -> float:
@@ -276,7 +282,7 @@ def s3_calibration(ep: str, n: int = 400, threads: int = 64, rounds: int = 3) ->
         token = None
         while True:
             query = "list-type=2" + (f"&continuation-token={quote(token, safe='')}" if token else "")
-            conn.request("GET", f"/bench-logs?{query}", headers={**headers, "Authorization": headers["Authorization"].replace(region, "us-east-1")})
+            conn.request("GET", f"/bench-logs?{query}", headers=headers)
             r = conn.getresponse()
             body = r.read().decode()
             if r.status != 200:
@@ -288,26 +294,22 @@ def s3_calibration(ep: str, n: int = 400, threads: int = 64, rounds: int = 3) ->
         conn.close()
         return time.monotonic() - start
 
-    def copy_all(keys: list[str]) -> None:
-        conn = http.client.HTTPConnection(url.hostname, url.port)
-        for k in keys:
-            conn.request("PUT", f"/bench-calibration/{k}", headers={**headers, "x-amz-copy-source": f"/bench-logs/{k}"})
-            r = conn.getresponse()
-            body = r.read()
-            if r.status != 200:
-                raise SystemExit(f"calibration CopyObject failed: {r.status} {body[:200]!r}")
-        conn.close()
+    def copy_rate(bucket: str, count: int) -> float:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+        # Like the replication destination ferry creates: versioned (replication needs it).
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        out = subprocess.run(
+            [S3_RATE, ep, region, "bench-logs", bucket, key, str(count), str(threads)],
+            env={**os.environ, "AWS_ACCESS_KEY_ID": f"AKIA{A}TEST", "AWS_SECRET_ACCESS_KEY": "bench"},
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"s3-copy-rate failed: {out.stderr.strip()[-300:]}")
+        return float(out.stdout)
 
-    rates, listings = [], []
-    for _ in range(rounds + 1):
-        listings.append(list_source())
-        keys = [f"logs/{i:05d}.json" for i in range(n)]
-        shares = [keys[t::threads] for t in range(threads)]
-        start = time.monotonic()
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(copy_all, shares))
-        rates.append(n / (time.monotonic() - start))
-    return statistics.median(rates[1:]), statistics.median(listings[1:])
+    listing = list_source()
+    return copy_rate("bench-calibration", n), listing
 
 
 # ---- running ------------------------------------------------------------------------------
@@ -382,10 +384,11 @@ def workload(name: str) -> dict:
             seed_amis(ep, amis)
         if objects:
             seed_objects(ep, objects)
+        # Measured before ferry runs, in an emulator of its own.
+        s3_rate, list_s = s3_calibration(objects) if objects else (0.0, 0.0)
         plan = plan_text(bool(snaps), bool(amis), bool(objects))
         # From here on AWS's quotas apply (the emulator's buckets at scale 1.0).
         control(ep, "/_ferry/config", {"throttle": True, "throttle_scale": 1.0})
-        s3_rate, list_s = s3_calibration(ep) if objects else (0.0, 0.0)
         control(ep, "/_ferry/counters/reset", {})
         elapsed, code, rss_kb, cpu_s, err = run_ferry(ep, plan)
         c = counters(ep)
@@ -462,4 +465,6 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     FERRY = os.environ["FERRY_BIN"]
+    # Built beside ferry by scripts/bench (cargo build --release --example s3-copy-rate).
+    S3_RATE = os.environ.get("FERRY_BENCH_S3_RATE_BIN", os.path.join(os.path.dirname(FERRY), "examples", "s3-copy-rate"))
     sys.exit(main(sys.argv[1:]))
