@@ -13,7 +13,7 @@ Workloads:
 For each: makespan (the whole `ferry apply`, resolve and dry run included), the lower bound
 (see `lower_bound`), their ratio, API calls per migrated resource (mutating / describe),
 throttled responses as % of calls, ferry's peak memory and CPU time (user + system). The short
-workloads (b, c) run three times, each in a fresh emulator, and show the run with the median
+workloads run several times (b three, c five), each in a fresh emulator, and show the run with the median
 ratio and the range of ratios. The last line is the headline.
 
     FERRY_BENCH_COPY_SECONDS=15   copy time (default 10)
@@ -362,7 +362,7 @@ def counters(ep: str) -> dict:
 
 # Runs per workload: the short ones are repeated and reported by their median ratio, since this
 # small VM's speed drifts by 10-15 % from one minute to the next (FERRY_BENCH_REPEAT overrides).
-REPEATS = {"a": 1, "b": 3, "c": 3, "d": 1}
+REPEATS = {"a": 1, "b": 3, "c": 5, "d": 1}
 
 WORKLOADS = {
     "a": ("400 snapshots, 2 regions -> 2 regions", 400, 0, 0),
