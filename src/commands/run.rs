@@ -421,20 +421,61 @@ fn stored_graph(p: &Prepared) -> Value {
     })
 }
 
-/// The run's audit log as the AWS clients' sink: one durable record per mutating call.
+/// The run's audit log as the AWS clients' sink: a record per mutating call, handed to a
+/// writer thread that appends whatever has queued up in one batch (one write and one fsync
+/// locally, one object on S3). A call never waits for the disk or S3, and many calls in flight
+/// share a sync; a record is durable about one sync after its call returned.
 struct RunAudit {
-    log: std::sync::Mutex<Box<dyn journal::AuditLog>>,
-    failed: std::sync::atomic::AtomicBool,
+    queue: std::sync::Mutex<Option<std::sync::mpsc::Sender<serde_json::Value>>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl RunAudit {
+    fn start(mut log: Box<dyn journal::AuditLog>) -> Arc<RunAudit> {
+        let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+        let writer = std::thread::spawn(move || {
+            let mut warned = false;
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                if let Err(e) = log.append_all(&batch)
+                    && !std::mem::replace(&mut warned, true)
+                {
+                    eprintln!("warning: cannot write the audit log: {e}");
+                }
+            }
+        });
+        Arc::new(RunAudit {
+            queue: std::sync::Mutex::new(Some(tx)),
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Writes what is queued and stops the writer; later records are dropped.
+    fn finish(&self) {
+        self.queue.lock().expect("audit queue").take();
+        if let Some(w) = self.writer.lock().expect("audit writer").take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl crate::aws::AuditSink for RunAudit {
     fn record(&self, record: crate::aws::AuditRecord) {
         let value = serde_json::to_value(&record).expect("JSON");
-        let r = self.log.lock().expect("audit log").append(&value);
-        if let Err(e) = r
-            && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            eprintln!("warning: cannot write the audit log: {e}");
+        if let Some(q) = self.queue.lock().expect("audit queue").as_ref() {
+            let _ = q.send(value);
+        }
+    }
+}
+
+/// Flushes the audit log however `execute` returns.
+struct AuditFlush(Option<Arc<RunAudit>>);
+
+impl Drop for AuditFlush {
+    fn drop(&mut self) {
+        if let Some(a) = &self.0 {
+            a.finish();
         }
     }
 }
@@ -483,13 +524,17 @@ async fn execute(
     });
     let run_id = prepared.run_id.clone();
     let _lock = prepared.lock;
-    match backend.open_audit(&run_id) {
-        Ok(log) => p.cx.aws.hooks().set_sink(Arc::new(RunAudit {
-            log: std::sync::Mutex::new(log),
-            failed: Default::default(),
-        })),
-        Err(e) => eprintln!("warning: cannot open the audit log: {e}"),
-    }
+    let _audit = AuditFlush(match backend.open_audit(&run_id) {
+        Ok(log) => {
+            let audit = RunAudit::start(log);
+            p.cx.aws.hooks().set_sink(audit.clone());
+            Some(audit)
+        }
+        Err(e) => {
+            eprintln!("warning: cannot open the audit log: {e}");
+            None
+        }
+    });
     // A lock that is a lease (S3) can be lost: then no mutating call leaves this process (the
     // gate, checked by every AWS client before sending), no event is journaled (the log checks
     // too, and the walker stops when it cannot journal an intent), and nothing new starts.

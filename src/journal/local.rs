@@ -321,10 +321,12 @@ impl JournalBackend for LocalJournal {
 }
 
 impl AuditLog for LocalLog {
-    fn append(&mut self, record: &Value) -> Result<()> {
+    fn append_all(&mut self, records: &[Value]) -> Result<()> {
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, record).map_err(json_err)?;
-        self.buf.push(b'\n');
+        for record in records {
+            serde_json::to_writer(&mut self.buf, record).map_err(json_err)?;
+            self.buf.push(b'\n');
+        }
         self.file.write_all(&self.buf).map_err(io(&self.path))?;
         self.file.sync_data().map_err(io(&self.path))
     }

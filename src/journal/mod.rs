@@ -110,7 +110,11 @@ pub struct LogContents {
 /// A run's audit log (every mutating AWS call), opened for appending.
 pub trait AuditLog: Send {
     /// Durable when it returns.
-    fn append(&mut self, record: &Value) -> Result<()>;
+    fn append(&mut self, record: &Value) -> Result<()> {
+        self.append_all(std::slice::from_ref(record))
+    }
+    /// Several records at once (one write and one sync, or one object): durable when it returns.
+    fn append_all(&mut self, records: &[Value]) -> Result<()>;
 }
 
 /// Where runs are kept: a local directory (`LocalJournal`) or S3 (`S3Journal`).

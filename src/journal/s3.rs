@@ -579,12 +579,18 @@ struct S3Audit {
 }
 
 impl AuditLog for S3Audit {
-    fn append(&mut self, record: &Value) -> Result<()> {
+    /// One object per batch, a record per line.
+    fn append_all(&mut self, records: &[Value]) -> Result<()> {
         let rel = S3Journal::run_rel(
             &self.run_id,
             &format!("audit/{}-{:08}.json", self.writer, self.next),
         );
-        let body = serde_json::to_vec(record).map_err(|e| JournalError::Json(e.to_string()))?;
+        let mut body = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut body, record)
+                .map_err(|e| JournalError::Json(e.to_string()))?;
+            body.push(b'\n');
+        }
         let store = self.store.clone();
         block(async move { store.put_new(&rel, body).await })?;
         self.next += 1;
@@ -787,9 +793,12 @@ impl JournalBackend for S3Journal {
             let keys = store.list(&dir, false).await?;
             store.get_all(keys).await
         })?;
+        // A record per line (a batch per object; older objects hold one record).
         Ok(objects
-            .into_iter()
-            .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
+            .iter()
+            .flat_map(|(_, b)| b.split(|&c| c == b'\n'))
+            .filter(|line| !line.is_empty())
+            .filter_map(|line| serde_json::from_slice(line).ok())
             .collect())
     }
 }
