@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, ResourceType, SnapshotState, Tag, TagSpecification};
+use aws_smithy_async::future::pagination_stream::PaginationStream;
 use serde_json::{Map, Value, json};
 
 use super::kms::step_identity;
@@ -22,6 +23,26 @@ pub const SNAPSHOT_COPY_GATE: &str = "snapshot-copies";
 pub const IMAGE_COPY_GATE: &str = "image-copies";
 /// Poll key prefix of snapshot copies: `ec2.snapshot/<account>/<region>`.
 pub const SNAPSHOT_POLL: &str = "ec2.snapshot";
+
+/// Reads every page of an EC2 listing, each after a token from `action`'s bucket, handing each
+/// page to `each`.
+pub(crate) async fn each_page<O, E: ServiceError>(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    action: &'static str,
+    mut pages: PaginationStream<Result<O, SdkError<E>>>,
+    mut each: impl FnMut(O),
+) -> Result<(), StepError> {
+    let tokens = [bucket(account, region, &format!("ec2:{action}"))];
+    loop {
+        cx.limits().take(&tokens).await;
+        let Some(page) = pages.next().await else {
+            return Ok(());
+        };
+        each(page.map_err(|e| failed(ec2_error(action)(e), &[]))?);
+    }
+}
 
 fn ec2_error<E: ServiceError>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsError {
     move |e| AwsError::from_sdk("ec2", op, e)
@@ -286,8 +307,10 @@ impl CopyIndex {
             .clone();
         let list = cell
             .get_or_try_init(|| async {
-                let client = cx.ctx().aws.ec2(account, region);
-                let mut pages = client
+                let pages = cx
+                    .ctx()
+                    .aws
+                    .ec2(account, region)
                     .describe_snapshots()
                     .owner_ids("self")
                     .filters(
@@ -299,16 +322,10 @@ impl CopyIndex {
                     .into_paginator()
                     .send();
                 let mut all = Vec::new();
-                loop {
-                    cx.limits()
-                        .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-                        .await;
-                    let Some(page) = pages.next().await else {
-                        break;
-                    };
-                    let page = page.map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
-                    all.extend(page.snapshots().iter().map(SnapshotCopy::of));
-                }
+                each_page(cx, account, region, "DescribeSnapshots", pages, |page| {
+                    all.extend(page.snapshots().iter().map(SnapshotCopy::of))
+                })
+                .await?;
                 Ok::<_, StepError>(all)
             })
             .await?;

@@ -13,6 +13,7 @@ use aws_sdk_kms::types::GrantOperation;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use super::ec2::each_page;
 use super::kms::step_identity;
 use super::{Base, Cx, SdkError, ServiceError, bucket, failed, policy, todo};
 use crate::aws::AwsError;
@@ -213,50 +214,37 @@ impl SharedIndex {
                 let client = cx.ctx().aws.ec2(account, region);
                 let mut ids = HashSet::new();
                 if images {
-                    let mut pages = client
+                    let pages = client
                         .describe_images()
                         .owners("self")
                         .executable_users(with)
                         .into_paginator()
                         .send();
-                    loop {
-                        cx.limits()
-                            .take(&[bucket(account, region, "ec2:DescribeImages")])
-                            .await;
-                        let Some(page) = pages.next().await else {
-                            break;
-                        };
-                        let page = page.map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+                    each_page(cx, account, region, "DescribeImages", pages, |page| {
                         ids.extend(
                             page.images()
                                 .iter()
                                 .filter_map(|i| i.image_id())
                                 .map(String::from),
-                        );
-                    }
+                        )
+                    })
+                    .await?;
                 } else {
-                    let mut pages = client
+                    let pages = client
                         .describe_snapshots()
                         .owner_ids("self")
                         .restorable_by_user_ids(with)
                         .into_paginator()
                         .send();
-                    loop {
-                        cx.limits()
-                            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-                            .await;
-                        let Some(page) = pages.next().await else {
-                            break;
-                        };
-                        let page =
-                            page.map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
+                    each_page(cx, account, region, "DescribeSnapshots", pages, |page| {
                         ids.extend(
                             page.snapshots()
                                 .iter()
                                 .filter_map(|s| s.snapshot_id())
                                 .map(String::from),
-                        );
-                    }
+                        )
+                    })
+                    .await?;
                 }
                 Ok::<_, StepError>(Arc::new(ids))
             })
