@@ -67,16 +67,7 @@ pub async fn resolve(
     aws: std::sync::Arc<Aws>,
     limits: &Limits,
 ) -> Result<Resolution, ResolveError> {
-    let cx = Cx {
-        aws,
-        plan: plan.name.value.clone(),
-        account_ids: BTreeMap::new(),
-        keys: Default::default(),
-        earlier: Default::default(),
-        copy_index: Default::default(),
-        shares: Default::default(),
-        memo: Default::default(),
-    };
+    let cx = Cx::bare(aws, &plan.name.value);
     let mut r = Resolver {
         plan,
         cx: &cx,

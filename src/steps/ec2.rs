@@ -9,7 +9,7 @@ use aws_smithy_async::future::pagination_stream::PaginationStream;
 use serde_json::{Map, Value, json};
 
 use super::kms::step_identity;
-use super::{Base, Cx, SdkError, ServiceError, bucket, failed, todo};
+use super::{Base, Cx, ReadOnce, SdkError, ServiceError, bucket, failed, todo};
 use crate::aws::AwsError;
 use crate::exec::{
     Applied, ErrorClass, Limits, Observation, PollAnswer, Poller, Scope, Step, StepCx, StepError,
@@ -197,12 +197,6 @@ impl SnapshotCopy {
     }
 }
 
-/// The plan's snapshot copies per (account, region), listed once per process and shared by
-/// every copy step's first observation (instead of one DescribeSnapshots per snapshot).
-/// The copies listed in one (account, region), filled once.
-type Listing<T> = Arc<tokio::sync::OnceCell<Vec<T>>>;
-type Listings<T> = std::sync::Mutex<std::collections::HashMap<(String, String), Listing<T>>>;
-
 /// An image copy ferry made, as found by its tags.
 #[derive(Debug, Clone)]
 pub struct ImageCopy {
@@ -212,10 +206,12 @@ pub struct ImageCopy {
     pub source: String,
 }
 
+/// The plan's copies per (account, region), listed once per process and shared by every copy
+/// step's first observation (instead of one describe call per snapshot or image).
 #[derive(Default)]
 pub struct CopyIndex {
-    snapshots: Listings<SnapshotCopy>,
-    images: Listings<ImageCopy>,
+    snapshots: ReadOnce<(String, String), Vec<SnapshotCopy>>,
+    images: ReadOnce<(String, String), Vec<ImageCopy>>,
     attempted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
@@ -238,15 +234,8 @@ impl CopyIndex {
         account: &str,
         region: &str,
     ) -> Result<Vec<ImageCopy>, StepError> {
-        let cell = self
-            .images
-            .lock()
-            .expect("index")
-            .entry((account.to_string(), region.to_string()))
-            .or_default()
-            .clone();
-        let list = cell
-            .get_or_try_init(|| async {
+        self.images
+            .get((account.to_string(), region.to_string()), || async {
                 cx.limits()
                     .take(&[bucket(account, region, "ec2:DescribeImages")])
                     .await;
@@ -288,8 +277,7 @@ impl CopyIndex {
                         .collect(),
                 )
             })
-            .await?;
-        Ok(list.clone())
+            .await
     }
 
     async fn snapshots(
@@ -298,15 +286,8 @@ impl CopyIndex {
         account: &str,
         region: &str,
     ) -> Result<Vec<SnapshotCopy>, StepError> {
-        let cell = self
-            .snapshots
-            .lock()
-            .expect("index")
-            .entry((account.to_string(), region.to_string()))
-            .or_default()
-            .clone();
-        let list = cell
-            .get_or_try_init(|| async {
+        self.snapshots
+            .get((account.to_string(), region.to_string()), || async {
                 let pages = cx
                     .ctx()
                     .aws
@@ -328,8 +309,7 @@ impl CopyIndex {
                 .await?;
                 Ok::<_, StepError>(all)
             })
-            .await?;
-        Ok(list.clone())
+            .await
     }
 }
 

@@ -42,7 +42,7 @@ pub struct Cx {
 impl Cx {
     /// The context of a run, from what the resolve stage established.
     pub fn new(aws: Arc<Aws>, plan: &str, resolution: &crate::resolve::Resolution) -> Cx {
-        let keys = resolution
+        let keys: HashMap<_, _> = resolution
             .keys
             .iter()
             .filter_map(|(slot, arn)| {
@@ -52,10 +52,19 @@ impl Cx {
             })
             .collect();
         Cx {
-            aws,
-            plan: plan.to_string(),
             account_ids: resolution.account_ids.clone(),
             keys: Mutex::new(keys),
+            ..Cx::bare(aws, plan)
+        }
+    }
+
+    /// A context that knows nothing yet (what the resolve stage starts from).
+    pub fn bare(aws: Arc<Aws>, plan: &str) -> Cx {
+        Cx {
+            aws,
+            plan: plan.to_string(),
+            account_ids: BTreeMap::new(),
+            keys: Default::default(),
             earlier: HashMap::new(),
             copy_index: Default::default(),
             shares: Default::default(),
@@ -103,6 +112,33 @@ impl Cx {
             (account.to_string(), region.to_string(), key.to_string()),
             arn.to_string(),
         );
+    }
+}
+
+/// Values read once per process per key, however many steps ask at once: the first asker
+/// reads, the others wait for its answer. A failed read is not kept: the next asker reads again.
+pub struct ReadOnce<K, V>(Mutex<HashMap<K, Arc<tokio::sync::OnceCell<V>>>>);
+
+impl<K, V> Default for ReadOnce<K, V> {
+    fn default() -> Self {
+        ReadOnce(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> ReadOnce<K, V> {
+    pub async fn get<F, Fut>(&self, key: K, read: F) -> Result<V, StepError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, StepError>>,
+    {
+        let cell = self
+            .0
+            .lock()
+            .expect("read-once map")
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_try_init(read).await.cloned()
     }
 }
 

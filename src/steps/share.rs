@@ -2,7 +2,7 @@
 //! and use of the source KMS keys (a key policy statement merged by Sid, or a named grant) —
 //! and taking back exactly what ferry added, nothing that was there before.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,11 +11,10 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_kms::types::GrantOperation;
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 use super::ec2::each_page;
 use super::kms::step_identity;
-use super::{Base, Cx, SdkError, ServiceError, bucket, failed, policy, todo};
+use super::{Base, Cx, ReadOnce, SdkError, ServiceError, bucket, failed, policy, todo};
 use crate::aws::AwsError;
 use crate::exec::{Applied, Observation, Scope, Step, StepCx, StepError};
 use crate::graph::{StepKind, StepSpec};
@@ -184,11 +183,8 @@ fn undone_by(step: &str, undo: &str, done: &str) -> String {
 /// for that account, which is what a share step adds and an unshare step takes back.
 #[derive(Default)]
 pub struct SharedIndex {
-    lists: std::sync::Mutex<HashMap<SharedKey, SharedList>>,
+    lists: ReadOnce<SharedKey, Arc<HashSet<String>>>,
 }
-
-/// The ids one listing found, filled once.
-type SharedList = Arc<OnceCell<Arc<HashSet<String>>>>;
 
 /// (owner account, region, the other account's id, images rather than snapshots).
 type SharedKey = (String, String, String, bool);
@@ -202,54 +198,49 @@ impl SharedIndex {
         with: &str,
         images: bool,
     ) -> Result<Arc<HashSet<String>>, StepError> {
-        let cell = self
-            .lists
-            .lock()
-            .expect("shared index")
-            .entry((account.into(), region.into(), with.into(), images))
-            .or_default()
-            .clone();
-        let set = cell
-            .get_or_try_init(|| async {
-                let client = cx.ctx().aws.ec2(account, region);
-                let mut ids = HashSet::new();
-                if images {
-                    let pages = client
-                        .describe_images()
-                        .owners("self")
-                        .executable_users(with)
-                        .into_paginator()
-                        .send();
-                    each_page(cx, account, region, "DescribeImages", pages, |page| {
-                        ids.extend(
-                            page.images()
-                                .iter()
-                                .filter_map(|i| i.image_id())
-                                .map(String::from),
-                        )
-                    })
-                    .await?;
-                } else {
-                    let pages = client
-                        .describe_snapshots()
-                        .owner_ids("self")
-                        .restorable_by_user_ids(with)
-                        .into_paginator()
-                        .send();
-                    each_page(cx, account, region, "DescribeSnapshots", pages, |page| {
-                        ids.extend(
-                            page.snapshots()
-                                .iter()
-                                .filter_map(|s| s.snapshot_id())
-                                .map(String::from),
-                        )
-                    })
-                    .await?;
-                }
-                Ok::<_, StepError>(Arc::new(ids))
-            })
-            .await?;
-        Ok(set.clone())
+        self.lists
+            .get(
+                (account.into(), region.into(), with.into(), images),
+                || async {
+                    let client = cx.ctx().aws.ec2(account, region);
+                    let mut ids = HashSet::new();
+                    if images {
+                        let pages = client
+                            .describe_images()
+                            .owners("self")
+                            .executable_users(with)
+                            .into_paginator()
+                            .send();
+                        each_page(cx, account, region, "DescribeImages", pages, |page| {
+                            ids.extend(
+                                page.images()
+                                    .iter()
+                                    .filter_map(|i| i.image_id())
+                                    .map(String::from),
+                            )
+                        })
+                        .await?;
+                    } else {
+                        let pages = client
+                            .describe_snapshots()
+                            .owner_ids("self")
+                            .restorable_by_user_ids(with)
+                            .into_paginator()
+                            .send();
+                        each_page(cx, account, region, "DescribeSnapshots", pages, |page| {
+                            ids.extend(
+                                page.snapshots()
+                                    .iter()
+                                    .filter_map(|s| s.snapshot_id())
+                                    .map(String::from),
+                            )
+                        })
+                        .await?;
+                    }
+                    Ok::<_, StepError>(Arc::new(ids))
+                },
+            )
+            .await
     }
 }
 
