@@ -36,6 +36,7 @@ async fn main() {
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY is a number");
     // As ferry's clients are built (src/aws/mod.rs).
     let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(ferry::aws::http_client())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(region.clone()))

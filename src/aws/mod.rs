@@ -36,6 +36,21 @@ pub struct Aws {
     hooks: Arc<Hooks>,
 }
 
+/// The one HTTP client: hyper 1 with rustls on ring (the SDK crates' default features, which
+/// would add a second stack and aws-lc, are off). Every SDK configuration ferry makes uses it.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    static CLIENT: std::sync::OnceLock<aws_smithy_runtime_api::client::http::SharedHttpClient> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https()
+        })
+        .clone()
+}
+
 /// Region for global services (IAM, STS) and for loading credentials when none is configured.
 const HOME_REGION: &str = "us-east-1";
 
@@ -44,6 +59,7 @@ impl Aws {
     /// resolved lazily by the SDK on the first request.
     pub async fn connect(plan: &Plan, endpoint: Option<String>) -> Arc<Aws> {
         let mut base_loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client())
             .retry_config(RetryConfig::standard().with_max_attempts(3));
         if let Some(e) = &endpoint {
             base_loader = base_loader.endpoint_url(e);

@@ -284,7 +284,8 @@ impl S3Journal {
             message: "not an S3 state URL (expected s3://bucket/prefix)".into(),
         })?;
         let client = block(async move {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            let mut loader =
+                aws_config::defaults(BehaviorVersion::latest()).http_client(crate::aws::http_client());
             if let Some(e) = &endpoint {
                 loader = loader.endpoint_url(e);
             }

@@ -166,6 +166,7 @@ impl Emulator {
             .region(Region::new(region.to_string()))
             .credentials_provider(credentials)
             .endpoint_url(&self.endpoint)
+            .http_client(ferry::aws::http_client())
             .build()
     }
 
