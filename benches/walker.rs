@@ -14,31 +14,42 @@ use ferry::exec::*;
 use ferry::journal::{self, LocalJournal, NewRun};
 use serde_json::Value;
 
+/// The bench's context: nothing.
+struct Bench;
+
+impl Context for Bench {
+    type Output = Value;
+    type Change = Value;
+}
+
 struct Noop {
     id: String,
-    scope: Scope,
     /// Wait once inside observe, so the call goes through a spawned task (like a real call).
     yields: bool,
 }
 
 #[async_trait]
-impl Step<()> for Noop {
+impl Step<Bench> for Noop {
     fn id(&self) -> &str {
         &self.id
     }
     fn kind(&self) -> &str {
         "bench.noop"
     }
-    fn scope(&self) -> &Scope {
-        &self.scope
-    }
-    async fn observe(&self, _cx: &StepCx<'_, ()>) -> Result<Observation, StepError> {
+    async fn observe(
+        &self,
+        _cx: &StepCx<'_, Bench>,
+    ) -> Result<Observation<Value, Value>, StepError> {
         if self.yields {
             tokio::task::yield_now().await;
         }
         Ok(Observation::Done(Value::Null))
     }
-    async fn apply(&self, _cx: &StepCx<'_, ()>, _change: Value) -> Result<Applied, StepError> {
+    async fn apply(
+        &self,
+        _cx: &StepCx<'_, Bench>,
+        _change: Value,
+    ) -> Result<Applied<Value>, StepError> {
         Ok(Applied::Done(Value::Null))
     }
 }
@@ -56,13 +67,11 @@ fn peak_mb() -> f64 {
 fn scenario(shape: &str, n: usize, with_journal: bool, yields: bool) {
     let t0 = Instant::now();
     let mut b = StepGraphBuilder::new();
-    let scope = Scope::new("acct", "us-east-1", "ec2");
     let mut prev = None;
     for i in 0..n {
         let s = b
             .add_step(Arc::new(Noop {
                 id: format!("bench/res{i}/noop"),
-                scope: scope.clone(),
                 yields,
             }))
             .unwrap();
@@ -79,7 +88,7 @@ fn scenario(shape: &str, n: usize, with_journal: bool, yields: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut exec = Executor::new(
         graph.clone(),
-        Arc::new(()),
+        Arc::new(Bench),
         RunOptions {
             concurrency: 64,
             ..RunOptions::default()

@@ -207,3 +207,8 @@ pub fn default_for(name: &str) -> Option<Quota> {
 pub fn names() -> impl Iterator<Item = &'static str> {
     DEFAULTS.iter().map(|(n, _)| *n)
 }
+
+/// The token bucket of one API call (`ec2:CopySnapshot`) in one account and region.
+pub fn bucket(account: &str, region: &str, api: &str) -> crate::exec::BucketKey {
+    crate::exec::BucketKey::new(&format!("{account}/{region}"), api)
+}

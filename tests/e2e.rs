@@ -4,6 +4,8 @@
 mod common;
 #[path = "e2e/cross_account.rs"]
 mod cross_account;
+#[path = "e2e/iam_policy.rs"]
+mod iam_policy;
 #[path = "e2e/state.rs"]
 mod state;
 
@@ -49,6 +51,7 @@ impl World {
             .env("AWS_SECRET_ACCESS_KEY", "ferry-test")
             .env("AWS_REGION", SRC)
             .env("FERRY_POLL_INTERVAL_MS", "200")
+            .env("FERRY_VISIBILITY_WAIT_MS", "1500")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
             .stdin(Stdio::null());
@@ -277,6 +280,8 @@ fn apply_copies_every_snapshot_once_and_a_second_apply_changes_nothing() {
 
     let out = w.ferry(&["apply", "--yes", &plan_file]);
     assert_eq!(out.status.code(), Some(0));
+    // What the dry run and the apply called is what `ferry iam-policy` allows.
+    iam_policy::assert_policy_covers(&w, &plan_file, &w.path(".ferry"));
     let dr = w
         .key_arn(DST, "alias/dr-ebs")
         .expect("the destination key was created");
@@ -582,4 +587,271 @@ fn pending_copies_are_polled_in_batches_not_one_call_each() {
         "DescribeSnapshots calls grew with the number of copies: {few} for 8, {many} for 40"
     );
     assert!(many < 40, "fewer calls than copies: {many}");
+}
+
+/// The plan of `changed_destination_key…`: three snapshots to eu-west-2 under `key`.
+fn key_plan(sources: &[String], key: &str) -> String {
+    format!(
+        r#"version: 1
+name: e2e
+accounts:
+  prod:
+    id: "{PROD}"
+migrations:
+  - id: nightly
+    type: snapshot-copy
+    source: {{ account: prod, region: {SRC}, snapshots: [{ids}] }}
+    destination: {{ region: {DST}, key: {key} }}
+    tags: {{ Purpose: dr }}
+settings:
+  tags: {{ MigratedBy: ferry }}
+"#,
+        ids = sources.join(", ")
+    )
+}
+
+#[test]
+fn changed_destination_key_makes_a_new_copy_of_each_snapshot_and_keeps_the_old_ones() {
+    let w = World::new(json!({ "copy_seconds": 0.5 }));
+    let src_key = w.key(SRC, "alias/source");
+    let dr1 = w.key(DST, "alias/dr-1");
+    let dr2 = w.key(DST, "alias/dr-2");
+    let sources = w.snapshots(&src_key, 3, |_| false);
+    let plan_file = w.write_plan(&key_plan(&sources, "alias/dr-1"));
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    assert_one_copy_each(&w, &sources, &dr1);
+    let first: Vec<String> = w.copies().into_iter().map(|c| c.0).collect();
+
+    // The key changes: every copy is to be replaced, and the plan names both keys.
+    w.write_plan(&key_plan(&sources, "alias/dr-2"));
+    w.emu.reset_counters();
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert_eq!(dry.status.code(), Some(0));
+    let out = text(&dry.stdout);
+    assert_eq!(out.matches("-/+ nightly/").count(), 3, "{out}");
+    assert_eq!(
+        out.matches("~ key: alias/dr-1 -> alias/dr-2").count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains("0 to create, 0 to update, 3 to replace"),
+        "{out}"
+    );
+    assert_eq!(
+        w.emu.counters().mutating(PROD),
+        0,
+        "ferry plan changes nothing"
+    );
+
+    let applied = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(applied.status.code(), Some(0));
+    let shown = text(&applied.stdout);
+    for id in &first {
+        assert!(
+            shown.contains(&format!("{id} kept (made by ferry under alias/dr-1)")),
+            "the old copy {id} is listed as kept: {shown}"
+        );
+    }
+    assert_eq!(
+        w.emu.counters().copy_totals.snapshots,
+        3,
+        "one new copy each"
+    );
+    let copies = w.copies();
+    assert_eq!(copies.len(), 6, "the old copies are kept: {copies:#?}");
+    for s in &sources {
+        let keys: Vec<&str> = copies
+            .iter()
+            .filter(|c| &c.1 == s && c.3 == "completed")
+            .map(|c| c.2.as_str())
+            .collect();
+        assert!(
+            keys.contains(&dr1.as_str()) && keys.contains(&dr2.as_str()),
+            "{s}: {keys:?}"
+        );
+        assert_eq!(keys.len(), 2, "one copy of {s} under each key");
+    }
+
+    // Again: nothing to do.
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        text(&again.stdout).contains("No changes"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(
+        w.emu.counters().mutating(PROD),
+        0,
+        "{:#?}",
+        w.emu.counters().requests
+    );
+}
+
+#[test]
+fn rotation_switched_off_by_hand_is_shown_and_switched_on_again() {
+    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    let src_key = w.key(SRC, "alias/source");
+    let sources = w.snapshots(&src_key, 1, |_| false);
+    let plan_text = key_plan(&sources, "dr").replace(
+        "migrations:",
+        &format!(
+            "keys:\n  dr: {{ account: prod, region: {DST}, alias: alias/dr, create: true, rotation: true }}\nmigrations:"
+        ),
+    );
+    let plan_file = w.write_plan(&plan_text);
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    let dr = w.key_arn(DST, "alias/dr").expect("key made");
+    let rotation = || {
+        w.rt.block_on(async {
+            w.emu
+                .kms(PROD, DST)
+                .get_key_rotation_status()
+                .key_id(&dr)
+                .send()
+                .await
+                .unwrap()
+                .key_rotation_enabled()
+        })
+    };
+    assert!(rotation());
+    w.rt.block_on(async {
+        w.emu
+            .kms(PROD, DST)
+            .disable_key_rotation()
+            .key_id(&dr)
+            .send()
+            .await
+            .unwrap();
+    });
+    assert!(!rotation());
+
+    let dry = w.ferry(&["plan", &plan_file]);
+    let out = text(&dry.stdout);
+    assert!(out.contains("~ key.dr/key/rotation"), "{out}");
+    assert!(out.contains("~ rotation of alias/dr: off -> on"), "{out}");
+    assert!(out.contains("0 to create, 1 to update"), "{out}");
+
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    assert!(rotation(), "apply switched rotation on again");
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert!(text(&again.stdout).contains("No changes"));
+    assert_eq!(w.emu.counters().mutating(PROD), 0);
+}
+
+#[test]
+fn lost_answers_never_make_a_second_copy() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let src_key = w.key(SRC, "alias/source");
+    let dr = w.key(DST, "alias/dr");
+    let sources = w.snapshots(&src_key, 10, |_| false);
+    let plan_file = w.write_plan(&key_plan(&sources, "alias/dr"));
+    // From here on 40% of mutating calls take effect and lose their answer.
+    w.emu.reset_counters();
+    w.emu
+        .configure(json!({ "lost_response_rate": 0.4, "seed": 11 }));
+    let mut out = w.ferry(&["apply", "--yes", &plan_file]);
+    for _ in 0..3 {
+        if out.status.code() == Some(0) {
+            break;
+        }
+        out = w.ferry(&["resume"]);
+    }
+    assert_eq!(out.status.code(), Some(0), "done, with resumes if need be");
+    let c = w.emu.counters();
+    assert!(c.totals.lost > 0, "answers were lost: {:#?}", c.requests);
+    assert_eq!(
+        c.copy_totals.snapshots,
+        sources.len() as u64,
+        "one CopySnapshot that made a copy per source, none resent"
+    );
+    w.emu.configure(json!({ "lost_response_rate": 0.0 }));
+    assert_one_copy_each(&w, &sources, &dr);
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert!(
+        text(&again.stdout).contains("No changes"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(w.emu.counters().mutating(PROD), 0);
+}
+
+#[test]
+fn an_extra_copy_made_by_ferry_is_shown_and_removed() {
+    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    let src_key = w.key(SRC, "alias/source");
+    let dr = w.key(DST, "alias/dr");
+    let sources = w.snapshots(&src_key, 2, |_| false);
+    let plan_file = w.write_plan(&key_plan(&sources, "alias/dr"));
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    // A second copy of the first source with ferry's tags, as an older ferry made when it
+    // resent a copy whose answer was lost.
+    let first = w.copies().into_iter().find(|c| c.1 == sources[0]).unwrap();
+    let extra = w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, DST);
+        let tags = ec2
+            .describe_snapshots()
+            .snapshot_ids(&first.0)
+            .send()
+            .await
+            .unwrap()
+            .snapshots()[0]
+            .tags()
+            .to_vec();
+        let mut spec = TagSpecification::builder().resource_type(ResourceType::Snapshot);
+        for t in tags {
+            spec = spec.tags(t);
+        }
+        ec2.copy_snapshot()
+            .source_snapshot_id(&sources[0])
+            .source_region(SRC)
+            .encrypted(true)
+            .kms_key_id(&dr)
+            .tag_specifications(spec.build())
+            .send()
+            .await
+            .unwrap()
+            .snapshot_id()
+            .unwrap()
+            .to_string()
+    });
+    w.rt.block_on(async { tokio::time::sleep(Duration::from_millis(600)).await });
+    let dry = w.ferry(&["plan", &plan_file]);
+    let out = text(&dry.stdout);
+    let (keep, gone) = if first.0 < extra {
+        (&first.0, &extra)
+    } else {
+        (&extra, &first.0)
+    };
+    assert!(
+        out.contains(&format!(
+            "- {gone} (an extra copy made by ferry, removed; {keep} is kept)"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    assert_one_copy_each(&w, &sources, &dr);
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert!(text(&again.stdout).contains("No changes"));
+    assert_eq!(w.emu.counters().mutating(PROD), 0);
 }

@@ -1136,6 +1136,50 @@ async fn faults_and_latency_are_configurable_at_runtime() {
     assert!(body.contains("fault_rate"), "{body}");
 }
 
+#[tokio::test]
+async fn a_lost_response_takes_effect_and_loses_only_the_answer() {
+    let emu = Emulator::start_with(json!({ "copy_seconds": 0.1 }));
+    let a = "100000000093";
+    let config = no_retries(&emu.sdk_config(a, SRC));
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let source = snapshot(&ec2, SRC, None).await;
+    emu.configure(json!({ "lost_response_rate": 1.0, "seed": 3 }));
+    // Every mutating call fails for the caller, half with a 500, half with no response.
+    let mut errors = Vec::new();
+    for _ in 0..6 {
+        let err = ec2
+            .copy_snapshot()
+            .source_snapshot_id(&source)
+            .source_region(SRC)
+            .send()
+            .await
+            .expect_err("the answer is lost");
+        errors.push(err.raw_response().map(|r| r.status().as_u16()));
+    }
+    assert!(errors.contains(&Some(500)), "{errors:?}");
+    assert!(
+        errors.contains(&None),
+        "a dropped connection has no response: {errors:?}"
+    );
+    // Reads are answered; and every copy was made.
+    let all = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.snapshots().len(), 7, "the source and six copies");
+    let c = emu.counters();
+    assert_eq!(c.totals.lost, 6);
+    assert_eq!(c.copy_totals.snapshots, 6);
+    let (status, _) = emu.control(
+        "POST",
+        "/_ferry/config",
+        Some(r#"{"lost_response_rate": 1.5}"#),
+    );
+    assert_eq!(status, 400);
+}
+
 // --- counters --------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use ferry::exec::*;
 use ferry::journal::{self, JournalBackend, JournalError, LocalJournal, NewRun, StepState};
+use ferry::report::{JsonReport, Progress, ProgressMode};
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use fake::*;
 
@@ -26,7 +27,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 struct Outcome {
-    report: RunReport,
+    report: RunReport<Value>,
     events: Vec<Event>,
     limits: Arc<Limits>,
 }
@@ -253,7 +254,7 @@ fn retries_per_class() {
     // Each retry starts again from observe.
     assert_eq!(Mem::count(&fg.mem.observes, "own/res0/act"), 3);
     // Throttling slowed the bucket down (AIMD), successes only add back a little.
-    let rate = out.limits.current_rate(BUCKETS[0]).unwrap();
+    let rate = out.limits.current_rate(&bucket_key(BUCKETS[0])).unwrap();
     assert!(rate < 400.0, "rate {rate}");
     let retries = out
         .events
@@ -368,9 +369,9 @@ impl Poller<Mem> for LinearPoller {
         &self,
         _mem: &Arc<Mem>,
         _limits: &Arc<Limits>,
-        _key: &str,
+        _key: &PollKey,
         ids: &[String],
-    ) -> Result<Vec<(String, PollAnswer)>, StepError> {
+    ) -> Result<Vec<(String, PollAnswer<Value>)>, StepError> {
         let now = tokio::time::Instant::now();
         self.calls.lock().unwrap().push(now);
         let mut seen = self.seen.lock().unwrap();
@@ -539,7 +540,7 @@ fn resume_polls_submitted_and_reobserves_intents() {
         },
         Event::StepSubmitted {
             step: "own/res0/act".into(),
-            poll_key: POLL_KEY.into(),
+            poll_key: POLL_KEY.parse().unwrap(),
             id: "r-own/res0/act".into(),
             ts: 2,
         },
@@ -720,6 +721,7 @@ fn journal_round_trip_status_and_runs() {
         Event::StepProgress {
             step: "a/x/copy".into(),
             percent: 3.0,
+            detail: None,
         },
         ev_done("a/x/copy"),
         Event::StepFailed {
@@ -1111,7 +1113,7 @@ proptest! {
     }
 }
 
-fn run_fake_resumed(fg: &FakeGraph, resume: Resume) -> RunReport {
+fn run_fake_resumed(fg: &FakeGraph, resume: Resume<Value>) -> RunReport<Value> {
     let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), fast_options(3))
         .limits(Arc::new(test_limits()))
         .poller("fake.copy", fg.poller.clone())

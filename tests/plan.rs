@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ferry::graph::{self, render};
+use ferry::graph;
 use ferry::plan;
+use ferry::report::graph as render;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -228,24 +229,32 @@ fn plan_offline_json_lists_steps_in_dependency_order() {
     assert_eq!(copy["region"], "eu-west-2");
 }
 
+/// The ids of the steps `id` waits for.
+fn deps_of(g: &graph::PlanGraph, id: &str) -> Vec<String> {
+    g.dependencies(&id.parse().expect("a step id"))
+        .into_iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
 #[test]
 fn cross_account_copies_wait_for_shares_and_key_access() {
     let plan = plan::load(Path::new("plans/ami-copy.yaml")).unwrap();
     let g = graph::compile(&plan).unwrap();
-    let deps = g.dependencies("golden-ami/ami-0123456789abcdef0/copy");
+    let deps = deps_of(&g, "golden-ami/ami-0123456789abcdef0/copy");
     for d in [
         "golden-ami/ami-0123456789abcdef0/share",
         "golden-ami/ami-0123456789abcdef0-snapshots/share",
         "golden-ami/source-keys/grant-access",
     ] {
-        assert!(deps.contains(&d), "{deps:?} contains {d}");
+        assert!(deps.contains(&d.to_string()), "{deps:?} contains {d}");
     }
-    let unshare = g.dependencies("golden-ami/ami-0123456789abcdef0/unshare");
-    assert!(unshare.contains(&"golden-ami/ami-0123456789abcdef0/copy"));
+    let unshare = deps_of(&g, "golden-ami/ami-0123456789abcdef0/unshare");
+    assert!(unshare.contains(&"golden-ami/ami-0123456789abcdef0/copy".to_string()));
     // `depends_on: [golden-ami]`: the second migration's first step waits for the first's last.
-    let find = g.dependencies("golden-ami-west/tagged/find");
+    let find = deps_of(&g, "golden-ami-west/tagged/find");
     assert!(
-        find.contains(&"golden-ami/source-keys/revoke-access"),
+        find.contains(&"golden-ami/source-keys/revoke-access".to_string()),
         "{find:?}"
     );
 }
@@ -489,13 +498,14 @@ proptest! {
             for d in g.dependencies(&s.id) {
                 prop_assert!(position[d] < position[&s.id], "{} runs before {}", d, s.id);
             }
-            prop_assert!(plan.accounts.iter().any(|a| a.name.value == s.scope.account));
+            prop_assert!(plan.accounts.iter().any(|a| a.name.value == s.scope.account.as_str()));
         }
         // A migration that depends on another starts only after all of that one's steps.
         for m in &plan.migrations {
             for dep in m.depends_on() {
-                let last_of_dep = g.in_order().filter(|s| s.owner == dep.value).map(|s| position[&s.id]).max();
-                let first_of_m = g.in_order().filter(|s| s.owner == m.id().value).map(|s| position[&s.id]).min();
+                let owned_by = |s: &&graph::PlannedStep, m: &str| s.id.owner.to_string() == m;
+                let last_of_dep = g.in_order().filter(|s| owned_by(s, &dep.value)).map(|s| position[&s.id]).max();
+                let first_of_m = g.in_order().filter(|s| owned_by(s, &m.id().value)).map(|s| position[&s.id]).min();
                 if let (Some(a), Some(b)) = (last_of_dep, first_of_m) {
                     prop_assert!(a < b);
                 }
@@ -549,7 +559,8 @@ fn iam_policy_lists_what_each_account_needs() {
 #[test]
 fn resolved_copies_start_largest_first() {
     let plan = plan::load(Path::new("plans/snapshot-copy.yaml")).unwrap();
-    let mut inventory = graph::Inventory::default();
+    let mut resolution = ferry::resolve::Resolution::default();
+    let inventory = &mut resolution.inventory;
     inventory.tagged.insert(
         "db-snapshots".into(),
         vec![
@@ -560,11 +571,11 @@ fn resolved_copies_start_largest_first() {
     inventory.sizes.insert("snap-00000000000000001".into(), 8);
     inventory.sizes.insert("snap-00000000000000002".into(), 500);
     inventory.sizes.insert("snap-0a1b2c3d4e5f60718".into(), 100);
-    let g = graph::compile_resolved(&plan, &inventory).unwrap();
-    let copies: Vec<&str> = g
+    let g = graph::compile_resolved(&plan, &resolution).unwrap();
+    let copies: Vec<String> = g
         .in_order()
-        .filter(|s| s.kind == graph::StepKind::CopySnapshot)
-        .map(|s| s.id.as_str())
+        .filter(|s| s.kind() == graph::StepKind::CopySnapshot)
+        .map(|s| s.id.to_string())
         .collect();
     assert_eq!(
         copies,
@@ -575,7 +586,181 @@ fn resolved_copies_start_largest_first() {
         ]
     );
     assert!(
-        g.get("db-snapshots/tagged/find").is_none(),
+        g.get(&"db-snapshots/tagged/find".parse().unwrap())
+            .is_none(),
         "the selector was expanded"
     );
+}
+
+/// The layers of the crate, lowest first: a module may import only modules of lower layers.
+/// (`exec` knows nothing of AWS or of ferry's steps; the stages run plan -> resolve -> graph,
+/// with the steps above the graph they are built from.)
+const LAYERS: &[&[&str]] = &[
+    &["ids", "exec"],
+    &["quotas"],
+    &["plan"],
+    &["aws"],
+    &["journal", "lookup"],
+    &["resolve"],
+    &["graph"],
+    &["steps"],
+    &["report"],
+    &["cli"],
+    &["commands"],
+];
+
+/// Every `crate::<module>` a source tree names, per top-level module.
+fn crate_imports(
+    src: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        let mut files = vec![path.clone()];
+        let mut names = std::collections::BTreeSet::new();
+        while let Some(f) = files.pop() {
+            if f.is_dir() {
+                files.extend(std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, _) in text.match_indices("crate::") {
+                let rest = &text[i + "crate::".len()..];
+                let module: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if module != name && !module.is_empty() {
+                    names.insert(module);
+                }
+            }
+        }
+        out.insert(name, names);
+    }
+    out
+}
+
+fn layering_problems(src: &Path) -> Vec<String> {
+    let layer = |m: &str| LAYERS.iter().position(|l| l.contains(&m));
+    let mut problems = Vec::new();
+    for (module, imports) in crate_imports(src) {
+        let Some(mine) = layer(&module) else {
+            problems.push(format!("module `{module}` is in no layer"));
+            continue;
+        };
+        for i in imports {
+            match layer(&i) {
+                Some(theirs) if theirs < mine => {}
+                _ => problems.push(format!("`{module}` imports `{i}`, which is not below it")),
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn modules_import_only_the_layers_below_them() {
+    let problems = layering_problems(Path::new("src"));
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_planted_circle_breaks_the_layering() {
+    // A copy of the sources where `resolve` uses the steps again (the circle this replaced).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
+        while let Some((f, t)) = stack.pop() {
+            if f.is_dir() {
+                std::fs::create_dir_all(&t).unwrap();
+                for e in std::fs::read_dir(&f).unwrap() {
+                    let p = e.unwrap().path();
+                    stack.push((p.clone(), t.join(p.file_name().unwrap())));
+                }
+            } else {
+                std::fs::copy(&f, &t).unwrap();
+            }
+        }
+    };
+    copy(Path::new("src"), dir.path());
+    let resolve = dir.path().join("resolve/mod.rs");
+    let text = std::fs::read_to_string(&resolve).unwrap();
+    std::fs::write(&resolve, format!("use crate::steps::Cx;\n{text}")).unwrap();
+    let problems = layering_problems(dir.path());
+    assert_eq!(
+        problems,
+        ["`resolve` imports `steps`, which is not below it"],
+        "the planted import is found, and only it"
+    );
+}
+
+#[test]
+fn modules_within_a_layer_do_not_import_each_other_in_a_circle() {
+    for dir in [
+        "src/steps",
+        "src/exec",
+        "src/plan",
+        "src/journal",
+        "src/graph",
+        "src/aws",
+    ] {
+        let mut uses: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .collect();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+            .filter(|n| n != "mod")
+            .collect();
+        for f in &files {
+            let me = f.file_stem().unwrap().to_string_lossy().to_string();
+            if me == "mod" {
+                continue;
+            }
+            let text = std::fs::read_to_string(f).unwrap();
+            let used = names
+                .iter()
+                .filter(|n| **n != me && text.contains(&format!("super::{n}")))
+                .cloned()
+                .collect();
+            uses.insert(me, used);
+        }
+        // Depth-first search for a back edge.
+        fn visit(
+            n: &str,
+            uses: &std::collections::BTreeMap<String, Vec<String>>,
+            path: &mut Vec<String>,
+            done: &mut std::collections::BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(i) = path.iter().position(|p| p == n) {
+                let mut cycle = path[i..].to_vec();
+                cycle.push(n.to_string());
+                return Some(cycle);
+            }
+            if !done.insert(n.to_string()) {
+                return None;
+            }
+            path.push(n.to_string());
+            for m in uses.get(n).into_iter().flatten() {
+                if let Some(c) = visit(m, uses, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            None
+        }
+        let mut done = Default::default();
+        for n in uses.keys() {
+            if let Some(cycle) = visit(n, &uses, &mut Vec::new(), &mut done) {
+                panic!("{dir}: {} import each other", cycle.join(" -> "));
+            }
+        }
+    }
 }

@@ -7,8 +7,9 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{Cli, Command, GraphFormat, Output};
-use crate::graph::{self, render};
+use crate::graph;
 use crate::plan::{self, Plan};
+use crate::report::graph as render;
 
 /// How a command ended; each has one exit status.
 #[derive(Debug)]
@@ -89,7 +90,7 @@ fn validate(paths: &[std::path::PathBuf]) -> Outcome {
     if ok { Outcome::Ok } else { Outcome::BadInput }
 }
 
-fn compile(path: &Path) -> Result<(Plan, graph::StepGraph), Outcome> {
+fn compile(path: &Path) -> Result<(Plan, graph::PlanGraph), Outcome> {
     let plan = load(path).ok_or(Outcome::BadInput)?;
     match graph::compile(&plan) {
         Ok(g) => Ok((plan, g)),
@@ -106,7 +107,7 @@ fn plan_offline(path: &Path, output: Output) -> Outcome {
     };
     match output {
         Output::Text => print!("{}", render::text(&plan.name.value, &g)),
-        Output::Json => println!("{}", render::json(&plan.name.value, &g, true)),
+        Output::Json => println!("{}", render::json(&plan.name.value, &g)),
     }
     Outcome::Ok
 }

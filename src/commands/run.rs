@@ -11,14 +11,14 @@ use serde_json::{Value, json};
 use super::{Outcome, load, state};
 use crate::aws::Aws;
 use crate::cli::{Global, Output};
-use crate::exec::{
-    self, Cancel, Executor, Observation, Progress, ProgressMode, RunOptions, RunResult,
-};
-use crate::graph;
+use crate::exec::{self, Cancel, Executor, RunOptions, RunResult};
+use crate::graph::{self, StepKind};
+use crate::ids::StepId;
 use crate::journal::{self, JournalBackend, LocalJournal, NewRun};
 use crate::plan::{Plan, PlanErrors};
+use crate::report::{self, PlanDocument, Progress, ProgressMode, Style};
 use crate::resolve::{self, Resolution, ResolveError};
-use crate::steps::{self, Cx};
+use crate::steps::{self, Cx, KeptCopy, StepOutput};
 
 /// Everything a run needs, from the plan file to executable steps.
 struct Prepared {
@@ -26,7 +26,7 @@ struct Prepared {
     plan_path: PathBuf,
     plan_text: String,
     resolution: Resolution,
-    specs: graph::StepGraph,
+    specs: graph::PlanGraph,
     steps: Arc<exec::StepGraph<Cx>>,
     cx: Arc<Cx>,
     limits: Arc<exec::Limits>,
@@ -57,8 +57,15 @@ async fn prepare(
     let limits = Arc::new(steps::limits(&quotas));
     let resolution = match stored {
         Some(r) => r,
-        None => match resolve::resolve(&plan, aws.clone(), &limits).await {
-            Ok(r) => r,
+        None => match resolve::resolve(&plan, &aws, &limits).await {
+            Ok(r) => {
+                if !global.quiet {
+                    for n in &r.notes {
+                        eprintln!("note: {n}");
+                    }
+                }
+                r
+            }
             Err(ResolveError::BadInput(diagnostics)) => {
                 let errors = PlanErrors {
                     path: path.display().to_string(),
@@ -76,7 +83,7 @@ async fn prepare(
             }
         },
     };
-    let specs = graph::compile_resolved(&plan, &resolution.inventory)
+    let specs = graph::compile_resolved(&plan, &resolution)
         .map_err(|e| Outcome::Failed(format!("internal error compiling the plan: {e}")))?;
     let built = steps::build(&specs)
         .map_err(|e| Outcome::Failed(format!("internal error building steps: {e}")))?;
@@ -100,8 +107,8 @@ fn earlier_additions(
     plan: &Plan,
     plan_path: &Path,
     global: &Global,
-) -> std::collections::HashMap<String, Value> {
-    let mut merged: std::collections::HashMap<String, Value> = Default::default();
+) -> std::collections::HashMap<StepId, StepOutput> {
+    let mut merged: std::collections::HashMap<StepId, StepOutput> = Default::default();
     let backend: Box<dyn JournalBackend> = match state_location(plan, plan_path, global) {
         State::Local(dir) => match LocalJournal::open(dir) {
             Ok(b) => Box::new(b),
@@ -117,24 +124,31 @@ fn earlier_additions(
             continue;
         };
         for (step, out) in journal::fold(&log.events).resume().done {
-            if !(step.ends_with("/share") || step.ends_with("/grant-access")) {
+            let Ok(id) = step.parse::<StepId>() else {
                 continue;
-            }
-            let entry = merged.entry(step).or_insert_with(|| json!({}));
-            if let Some(list) = out.get("added_by_ferry").and_then(Value::as_array) {
-                let mut all: Vec<Value> = entry["added_by_ferry"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                for v in list {
-                    if !all.contains(v) {
-                        all.push(v.clone());
+            };
+            let kind = match id.action.as_str() {
+                "share" => StepKind::ShareSnapshot,
+                "grant-access" => StepKind::GrantKeyAccess,
+                _ => continue,
+            };
+            let Some(out) = StepOutput::from_journal(kind, out) else {
+                continue;
+            };
+            match (merged.get_mut(&id), out) {
+                (Some(StepOutput::Share(all)), StepOutput::Share(more)) => {
+                    for r in more.added_by_ferry {
+                        if !all.added_by_ferry.contains(&r) {
+                            all.added_by_ferry.push(r);
+                        }
                     }
                 }
-                entry["added_by_ferry"] = Value::Array(all);
-            }
-            if out.get("access_added_by_ferry") == Some(&json!(true)) {
-                entry["access_added_by_ferry"] = json!(true);
+                (Some(StepOutput::KeyAccess(all)), StepOutput::KeyAccess(more)) => {
+                    all.access_added_by_ferry |= more.access_added_by_ferry;
+                }
+                (_, out) => {
+                    merged.insert(id, out);
+                }
             }
         }
     }
@@ -187,137 +201,27 @@ fn create_backend(p: &Prepared, global: &Global) -> Result<Box<dyn JournalBacken
     }
 }
 
-/// One step's line in the dry run.
-struct Planned {
-    id: String,
-    kind: String,
-    account: String,
-    region: Option<String>,
-    depends_on: Vec<String>,
-    change: &'static str,
-    detail: Value,
-}
-
-async fn dry_run(p: &Prepared, concurrency: usize) -> Result<Vec<Planned>, Outcome> {
-    let answers = exec::observe_all(&p.steps, p.cx.clone(), p.limits.clone(), concurrency).await;
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (spec, answer) in p.specs.in_order().zip(answers) {
-        let (change, detail) = match answer {
-            Ok(Observation::Done(v)) => ("no-change", v),
-            Ok(Observation::InProgress(s)) => ("in-progress", json!({ "id": s.id })),
-            Ok(Observation::Todo(v)) => {
-                let action = if v.get("action").and_then(Value::as_str) == Some("update") {
-                    "update"
-                } else {
-                    "create"
-                };
-                (action, v)
-            }
-            Err(e) => {
-                errors.push(format!(
-                    "{}: {e}{}",
-                    spec.id,
-                    e.hint
-                        .as_ref()
-                        .map(|h| format!("\n  hint: {h}"))
-                        .unwrap_or_default()
-                ));
-                ("error", json!({ "error": e.to_string() }))
-            }
-        };
-        out.push(Planned {
-            id: spec.id.clone(),
-            kind: spec.kind.as_str().to_string(),
-            account: spec.scope.account.clone(),
-            region: spec.scope.region.clone(),
-            depends_on: p
-                .specs
-                .dependencies(&spec.id)
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            change,
-            detail,
-        });
-    }
-    if !errors.is_empty() {
+/// The dry run: every step observed, nothing changed.
+async fn dry_run(p: &Prepared, concurrency: usize) -> Result<PlanDocument, Outcome> {
+    let opts = RunOptions {
+        concurrency,
+        plan_name: p.plan.name.value.clone(),
+        ..RunOptions::default()
+    };
+    let answers = Executor::new(p.steps.clone(), p.cx.clone(), opts)
+        .limits(p.limits.clone())
+        .observe_all(Cancel::new())
+        .await
+        .map_err(|e| Outcome::Failed(format!("the dry run stopped: {e}")))?;
+    PlanDocument::live(&p.plan.name.value, &p.specs, answers).map_err(|errors| {
         for e in &errors {
             eprintln!("error: {e}");
         }
-        return Err(Outcome::Failed(format!(
+        Outcome::Failed(format!(
             "{} step(s) could not read their live state",
             errors.len()
-        )));
-    }
-    Ok(out)
-}
-
-fn counts(planned: &[Planned]) -> (usize, usize, usize) {
-    let n = |c: &str| planned.iter().filter(|p| p.change == c).count();
-    (n("create") + n("in-progress"), n("update"), n("no-change"))
-}
-
-fn has_changes(planned: &[Planned]) -> bool {
-    let (c, u, _) = counts(planned);
-    c + u > 0
-}
-
-fn render_text(plan: &str, planned: &[Planned]) -> String {
-    let mut out = format!("Plan `{plan}` against live state:\n\n");
-    for p in planned {
-        let mark = match p.change {
-            "create" => "+",
-            "update" => "~",
-            "in-progress" => ">",
-            _ => "=",
-        };
-        let region = p.region.as_deref().unwrap_or("(looked up)");
-        let what = match p.change {
-            "no-change" => "no change".to_string(),
-            "in-progress" => format!("in progress ({})", p.detail["id"].as_str().unwrap_or("")),
-            c => c.to_string(),
-        };
-        out.push_str(&format!(
-            "  {mark} {}  [{}]  {}/{}  {what}\n",
-            p.id, p.kind, p.account, region
-        ));
-        if let Some(lines) = p.detail.get("diff").and_then(Value::as_array) {
-            for l in lines {
-                out.push_str(&format!("      {}\n", l.as_str().unwrap_or_default()));
-            }
-        }
-        if let Some(r) = p.detail.get("rotation").and_then(Value::as_str) {
-            out.push_str(&format!("      rotation: {r}\n"));
-        }
-    }
-    let (c, u, n) = counts(planned);
-    if c + u == 0 {
-        out.push_str(&format!("\nNo changes: {n} unchanged.\n"));
-    } else {
-        out.push_str(&format!(
-            "\nPlan: {c} to create, {u} to update, {n} unchanged.\n"
-        ));
-    }
-    out
-}
-
-fn render_json(plan: &str, planned: &[Planned]) -> String {
-    let (c, u, n) = counts(planned);
-    let steps: Vec<Value> = planned
-        .iter()
-        .map(|p| {
-            json!({
-                "id": p.id, "kind": p.kind, "account": p.account, "region": p.region,
-                "depends_on": p.depends_on, "change": p.change, "detail": p.detail,
-            })
-        })
-        .collect();
-    serde_json::to_string_pretty(&json!({
-        "format_version": 1, "plan": plan, "offline": false, "steps": steps,
-        "summary": { "create": c, "update": u, "unchanged": n },
-    }))
-    .expect("JSON")
+        ))
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -344,8 +248,8 @@ pub fn plan_live(path: &Path, output: Output, global: &Global) -> Outcome {
             Err(o) => return o,
         };
         match output {
-            Output::Text => print!("{}", render_text(&p.plan.name.value, &planned)),
-            Output::Json => println!("{}", render_json(&p.plan.name.value, &planned)),
+            Output::Text => print!("{}", planned.text(Style::for_stdout())),
+            Output::Json => println!("{}", planned.json()),
         }
         Outcome::Ok
     })
@@ -370,9 +274,9 @@ pub fn apply(
             Err(o) => return o,
         };
         if !global.quiet {
-            print!("{}", render_text(&p.plan.name.value, &planned));
+            print!("{}", planned.text(Style::for_stdout()));
         }
-        if !has_changes(&planned) || dry_run_only {
+        if !planned.has_changes() || dry_run_only {
             return Outcome::Ok;
         }
         if !yes {
@@ -395,7 +299,7 @@ pub fn apply(
         };
         let run_id = journal::new_run_id();
         let graph = stored_graph(&p);
-        let step_ids: Vec<String> = p.specs.in_order().map(|s| s.id.clone()).collect();
+        let step_ids: Vec<String> = p.specs.in_order().map(|s| s.id.to_string()).collect();
         let prepared = match journal::start_run(
             backend.as_ref(),
             NewRun {
@@ -409,7 +313,8 @@ pub fn apply(
             Ok(r) => r,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        execute(&p, backend.as_ref(), prepared, conc, global).await
+        let kept = planned.kept();
+        execute(&p, backend.as_ref(), prepared, conc, global, &kept).await
     })
 }
 
@@ -495,6 +400,7 @@ async fn execute(
     prepared: journal::PreparedRun,
     concurrency: usize,
     global: &Global,
+    kept: &[(String, KeptCopy)],
 ) -> Outcome {
     let opts = RunOptions {
         concurrency,
@@ -565,7 +471,7 @@ async fn execute(
             Arc::new(steps::ec2::SnapshotPoller),
         )
         .poller(steps::ec2::IMAGE_POLL, Arc::new(steps::ec2::ImagePoller))
-        .resume(prepared.resume)
+        .resume(typed_resume(p, prepared.resume))
         .subscribe(Box::new(prepared.writer))
         .subscribe(Box::new(Progress::new(mode)));
     let report = executor.run(cancel.clone()).await;
@@ -586,7 +492,7 @@ async fn execute(
         }
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    summarize(&report, &run_id, global.quiet);
+    summarize(&report, &run_id, global.quiet, kept);
     match report.result {
         RunResult::Succeeded => Outcome::Ok,
         RunResult::Interrupted => {
@@ -609,60 +515,28 @@ fn poll_interval() -> std::time::Duration {
         .unwrap_or(std::time::Duration::from_secs(10))
 }
 
-fn summarize(report: &exec::RunReport, run_id: &str, quiet: bool) {
-    for (step, e) in &report.failed {
-        eprintln!("error: {step}: {e}");
-        if let Some(id) = &e.request_id {
-            eprintln!("  request id: {id}");
-        }
-        if let Some(h) = &e.hint {
-            eprintln!("  hint: {h}");
-        }
-    }
-    for (step, root) in &report.skipped {
-        eprintln!("skipped: {step}: {root} failed");
-    }
-    if quiet {
-        return;
-    }
-    let mut created: Vec<(&String, String)> = report
-        .outputs
-        .iter()
-        .filter_map(|(id, out)| {
-            let r = out
-                .get("snapshot_id")
-                .or_else(|| out.get("image_id"))
-                .or_else(|| out.get("arn"))
-                .and_then(Value::as_str)?;
-            Some((id, r.to_string()))
-        })
+/// The journal's outputs of done steps, read by each step's kind; an output that does not
+/// read (another version's) leaves its step to be observed again.
+fn typed_resume(p: &Prepared, resume: exec::Resume<Value>) -> exec::Resume<StepOutput> {
+    let kinds: std::collections::HashMap<String, StepKind> = p
+        .specs
+        .in_order()
+        .map(|s| (s.id.to_string(), s.kind()))
         .collect();
-    // Backfills: what they copied.
-    created.extend(report.outputs.iter().filter_map(|(id, out)| {
-        let copied = out.get("copied").and_then(Value::as_u64)?;
-        Some((
-            id,
-            format!(
-                "copied {copied} objects ({} bytes); {} were there already",
-                out.get("bytes").and_then(Value::as_u64).unwrap_or(0),
-                out.get("present").and_then(Value::as_u64).unwrap_or(0)
-            ),
-        ))
-    }));
-    created.sort();
-    if !created.is_empty() {
-        println!("\nResources:");
-        for (step, r) in created {
-            println!("  {step}: {r}");
-        }
+    resume.map_outputs(|id, v| StepOutput::from_journal(*kinds.get(id)?, v))
+}
+
+fn summarize(
+    report: &exec::RunReport<StepOutput>,
+    run_id: &str,
+    quiet: bool,
+    kept: &[(String, KeptCopy)],
+) {
+    let s = report::summary(report, run_id, kept);
+    eprint!("{}", s.errors);
+    if !quiet {
+        print!("{}", s.text);
     }
-    println!(
-        "\nRun {run_id}: {} ({} done, {} failed, {} skipped).",
-        report.result,
-        report.done,
-        report.failed.len(),
-        report.skipped.len()
-    );
 }
 
 /// `ferry resume [RUN]`: from `--state` (a directory or s3://bucket/prefix), else `.ferry` here.
@@ -733,7 +607,7 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
         },
         None => backend,
     };
-    let prepared_run =
+    let mut prepared_run =
         match journal::resume_run(backend.as_ref(), Some(&run_id), &plan_text, replan) {
             Ok(r) => r,
             Err(e @ journal::JournalError::PlanChanged { .. }) => {
@@ -742,6 +616,11 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
             }
             Err(e) => return Outcome::Failed(e.to_string()),
         };
+    if replan {
+        // A replanned run trusts nothing it did before: every step, done ones too, looks at the
+        // live state again against the plan as it is now (submitted copies are still followed).
+        prepared_run.resume.done.clear();
+    }
     runtime().block_on(async {
         // A replanned run resolves again; otherwise it works on exactly the stored resources.
         let stored = if replan { None } else { Some(resolution) };
@@ -753,7 +632,7 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
         if !global.quiet {
             println!("Resuming run {run_id} of plan `{}`.", p.plan.name.value);
         }
-        execute(&p, backend.as_ref(), prepared_run, conc, global).await
+        execute(&p, backend.as_ref(), prepared_run, conc, global, &[]).await
     })
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::keys::PollKey;
 use super::step::{ErrorClass, StepError};
 
 /// How a run ended.
@@ -62,7 +63,7 @@ pub enum Event {
     },
     StepSubmitted {
         step: String,
-        poll_key: String,
+        poll_key: PollKey,
         id: String,
         ts: u64,
     },
@@ -94,6 +95,9 @@ pub enum Event {
     StepProgress {
         step: String,
         percent: f32,
+        /// What the step says of its progress (objects and bytes copied, say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// Not journaled: a retry is scheduled.
     StepRetry {

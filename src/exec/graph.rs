@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::step::Step;
+use super::step::{Context, Step};
 
 /// Index of a step in its graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,19 +26,19 @@ pub enum GraphError {
     UnknownIndex(usize),
 }
 
-pub struct StepGraphBuilder<C: Send + Sync + 'static> {
+pub struct StepGraphBuilder<C: Context> {
     steps: Vec<Arc<dyn Step<C>>>,
     ids: HashMap<Arc<str>, u32>,
     edges: Vec<(u32, u32)>, // (dependency, dependent)
 }
 
-impl<C: Send + Sync + 'static> Default for StepGraphBuilder<C> {
+impl<C: Context> Default for StepGraphBuilder<C> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<C: Send + Sync + 'static> StepGraphBuilder<C> {
+impl<C: Context> StepGraphBuilder<C> {
     pub fn new() -> Self {
         StepGraphBuilder {
             steps: Vec::new(),
@@ -139,7 +139,7 @@ impl<C: Send + Sync + 'static> StepGraphBuilder<C> {
 }
 
 /// A sealed, acyclic step graph.
-pub struct StepGraph<C: Send + Sync + 'static> {
+pub struct StepGraph<C: Context> {
     pub(crate) steps: Vec<Arc<dyn Step<C>>>,
     pub(crate) ids: Vec<Arc<str>>,
     index: HashMap<Arc<str>, u32>,
@@ -149,7 +149,7 @@ pub struct StepGraph<C: Send + Sync + 'static> {
     deps: Vec<u32>,
 }
 
-impl<C: Send + Sync + 'static> StepGraph<C> {
+impl<C: Context> StepGraph<C> {
     /// From a petgraph DAG whose edge `a -> b` means "b depends on a".
     pub fn from_petgraph<E>(
         g: &petgraph::graph::DiGraph<Arc<dyn Step<C>>, E>,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::keys::{BucketKey, GateKey};
+
 /// One token bucket: `burst` tokens at most, refilled at `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BucketConfig {
@@ -122,30 +124,25 @@ impl Limits {
             .unwrap_or_default()
     }
 
-    /// The configuration a bucket key resolves to, if it is limited.
-    pub fn bucket_config(&self, key: &str) -> Option<BucketConfig> {
+    /// The configuration a bucket key resolves to, if it is limited: an entry for the whole
+    /// key, else the quota's.
+    pub fn bucket_config(&self, key: &BucketKey) -> Option<BucketConfig> {
         self.table
-            .get(key)
-            .or_else(|| {
-                key.rsplit_once('/')
-                    .and_then(|(_, api)| self.table.get(api))
-            })
+            .get(key.as_str())
+            .or_else(|| self.table.get(key.quota()))
             .copied()
     }
 
     /// Slots of a gate, `None` if unlimited.
-    pub fn gate_slots(&self, key: &str) -> Option<usize> {
+    pub fn gate_slots(&self, key: &GateKey) -> Option<usize> {
         self.gates
-            .get(key)
-            .or_else(|| {
-                key.split_once('/')
-                    .and_then(|(kind, _)| self.gates.get(kind))
-            })
+            .get(key.as_str())
+            .or_else(|| self.gates.get(key.limit()))
             .copied()
     }
 
     /// Current rate of a bucket (after AIMD), if limited.
-    pub fn current_rate(&self, key: &str) -> Option<f64> {
+    pub fn current_rate(&self, key: &BucketKey) -> Option<f64> {
         let mut map = self.buckets.lock().unwrap();
         self.entry(&mut map, key, Instant::now())
             .as_ref()
@@ -155,18 +152,18 @@ impl Limits {
     fn entry<'m>(
         &self,
         map: &'m mut HashMap<String, Option<Bucket>>,
-        key: &str,
+        key: &BucketKey,
         now: Instant,
     ) -> &'m mut Option<Bucket> {
-        if !map.contains_key(key) {
+        if !map.contains_key(key.as_str()) {
             let b = self.bucket_config(key).map(|c| Bucket::new(c, now));
-            map.insert(key.to_string(), b);
+            map.insert(key.as_str().to_string(), b);
         }
-        map.get_mut(key).unwrap()
+        map.get_mut(key.as_str()).unwrap()
     }
 
     /// Take one token from each bucket, all or none. `Err(wait)` says how long until it may work.
-    pub fn try_take(&self, keys: &[String]) -> Result<(), Duration> {
+    pub fn try_take(&self, keys: &[BucketKey]) -> Result<(), Duration> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -186,7 +183,7 @@ impl Limits {
             if let Some(Some(b)) = map.get_mut(k.as_str()) {
                 b.tokens -= 1.0;
                 if let Some(a) = &self.audit {
-                    a.lock().unwrap().push((k.clone(), now));
+                    a.lock().unwrap().push((k.to_string(), now));
                 }
             }
         }
@@ -194,14 +191,14 @@ impl Limits {
     }
 
     /// Wait for and take one token from each bucket (for calls a step makes on its own).
-    pub async fn take(&self, keys: &[String]) {
+    pub async fn take(&self, keys: &[BucketKey]) {
         while let Err(wait) = self.try_take(keys) {
             tokio::time::sleep(wait).await;
         }
     }
 
     /// A call drawing on these buckets was throttled: slow them down and empty them.
-    pub fn throttled(&self, keys: &[String]) {
+    pub fn throttled(&self, keys: &[BucketKey]) {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap();
         for k in keys {
@@ -215,7 +212,7 @@ impl Limits {
     }
 
     /// A call drawing on these buckets succeeded: raise their rate back toward the configured one.
-    pub fn succeeded(&self, keys: &[String]) {
+    pub fn succeeded(&self, keys: &[BucketKey]) {
         if keys.is_empty() {
             return;
         }
@@ -247,7 +244,7 @@ mod tests {
     #[tokio::test]
     async fn burst_then_refill() {
         let l = limits();
-        let k = vec!["a/r/ec2:CopySnapshot".to_string()];
+        let k = vec![BucketKey::new("a/r", "ec2:CopySnapshot")];
         assert!(l.try_take(&k).is_ok());
         assert!(l.try_take(&k).is_ok());
         let wait = l.try_take(&k).unwrap_err();
@@ -256,14 +253,14 @@ mod tests {
         assert!(l.try_take(&k).is_ok());
         // Unknown buckets are not limited.
         for _ in 0..100 {
-            assert!(l.try_take(&["x".to_string()]).is_ok());
+            assert!(l.try_take(&[BucketKey::new("x", "y")]).is_ok());
         }
     }
 
     #[tokio::test]
     async fn aimd_halves_and_recovers() {
         let l = limits();
-        let k = vec!["a/r/ec2:CopySnapshot".to_string()];
+        let k = vec![BucketKey::new("a/r", "ec2:CopySnapshot")];
         l.throttled(&k);
         assert_eq!(l.current_rate(&k[0]), Some(5.0));
         for _ in 0..100 {
@@ -286,7 +283,8 @@ mod tests {
             HashMap::new(),
             HashMap::from([("snapshot-copies".to_string(), 20)]),
         );
-        assert_eq!(l.gate_slots("snapshot-copies/prod/eu-west-2"), Some(20));
-        assert_eq!(l.gate_slots("image-copies/prod/eu-west-2"), None);
+        let gate = |limit| GateKey::new(limit, "prod/eu-west-2");
+        assert_eq!(l.gate_slots(&gate("snapshot-copies")), Some(20));
+        assert_eq!(l.gate_slots(&gate("image-copies")), None);
     }
 }

@@ -21,25 +21,22 @@
 //! ```
 
 mod cancel;
-mod dry_run;
 mod event;
 mod graph;
+mod keys;
 mod limits;
-pub mod progress;
-mod report;
 mod retry;
 mod step;
 mod walker;
 
 pub use cancel::Cancel;
-pub use dry_run::observe_all;
 pub use event::{Event, RunResult, Subscriber, SubscriberError, now_ms};
 pub use graph::{GraphError, StepGraph, StepGraphBuilder, StepIndex};
+pub use keys::{BucketKey, GateKey, PollKey};
 pub use limits::{Aimd, BucketConfig, Limits};
-pub use progress::{Progress, ProgressMode};
-pub use report::JsonReport;
-pub use retry::{RetryPolicies, RetryPolicy};
+pub use retry::{RetryPolicies, RetryPolicy, with_retries};
 pub use step::{
-    Applied, ErrorClass, Observation, PollAnswer, Poller, Scope, Step, StepCx, StepError, Submitted,
+    Applied, Context, ErrorClass, Observation, PollAnswer, Poller, Step, StepCx, StepError,
+    Submitted,
 };
-pub use walker::{ExecError, Executor, Resume, RunOptions, RunReport};
+pub use walker::{ExecError, Executor, Observed, Resume, RunOptions, RunReport};

@@ -70,6 +70,33 @@ impl RetryPolicies {
             quota_exceeded: p,
         }
     }
+    /// For a dry run: a throttled or transient read is tried a few more times, quickly; a
+    /// not-yet-consistent one is reported as it is (nothing was made that could settle).
+    pub fn dry_run() -> Self {
+        let quick = RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_millis(1600),
+            Some(4),
+            None,
+        );
+        RetryPolicies {
+            throttled: quick,
+            transient: quick,
+            not_yet_consistent: RetryPolicy::new(Duration::ZERO, Duration::ZERO, Some(0), None),
+            quota_exceeded: quick,
+        }
+    }
+    /// For the many calls one step makes itself (a backfill's copies): short waits, since
+    /// other calls of the same step go on meanwhile.
+    pub fn within_a_step() -> Self {
+        let ms = Duration::from_millis;
+        RetryPolicies {
+            throttled: RetryPolicy::new(ms(100), ms(6400), Some(10), None),
+            transient: RetryPolicy::new(ms(100), ms(6400), Some(6), None),
+            not_yet_consistent: RetryPolicy::new(ms(500), ms(8000), Some(10), None),
+            quota_exceeded: RetryPolicy::new(ms(500), ms(8000), Some(10), None),
+        }
+    }
     pub fn for_class(&self, class: ErrorClass) -> Option<&RetryPolicy> {
         match class {
             ErrorClass::Throttled => Some(&self.throttled),
@@ -77,6 +104,32 @@ impl RetryPolicies {
             ErrorClass::NotYetConsistent => Some(&self.not_yet_consistent),
             ErrorClass::QuotaExceeded => Some(&self.quota_exceeded),
             ErrorClass::Permanent => None,
+        }
+    }
+}
+
+/// Runs `call` until it succeeds or its error's class has no retries left under `policies`
+/// (backoff with full jitter, as the walker retries steps).
+pub async fn with_retries<T, Fut>(
+    policies: &RetryPolicies,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, super::step::StepError>
+where
+    Fut: std::future::Future<Output = Result<T, super::step::StepError>>,
+{
+    let mut state: Option<Box<RetryState>> = None;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                // Quota-exceeded waits without bound between steps, not inside one.
+                let bounded = e.class != ErrorClass::QuotaExceeded
+                    || state.as_deref().is_none_or(|s| s.attempts < 10);
+                match RetryState::next_delay(&mut state, e.class, policies) {
+                    Some(d) if bounded => tokio::time::sleep(d).await,
+                    _ => return Err(e),
+                }
+            }
         }
     }
 }

@@ -6,37 +6,25 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::keys::{BucketKey, GateKey, PollKey};
 use super::limits::Limits;
 
-/// Where a step's calls go: decides which limiters and clients apply. Plain strings on purpose.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub struct Scope {
-    pub account: String,
-    pub region: String,
-    pub service: String,
-}
-
-impl Scope {
-    pub fn new(
-        account: impl Into<String>,
-        region: impl Into<String>,
-        service: impl Into<String>,
-    ) -> Self {
-        Scope {
-            account: account.into(),
-            region: region.into(),
-            service: service.into(),
-        }
-    }
+/// What a caller's steps exchange through the walker: the walker moves these values around,
+/// journals the outputs (as JSON) and never looks inside.
+pub trait Context: Send + Sync + 'static {
+    /// What a done step hands to its dependents (and, serialized, to the journal).
+    type Output: Clone + std::fmt::Debug + Send + Sync + Serialize + 'static;
+    /// What `observe` found to do, handed to `apply` unchanged.
+    type Change: std::fmt::Debug + Send + Sync + 'static;
 }
 
 /// What a step found when it looked (read-only).
 #[derive(Debug, Clone)]
-pub enum Observation {
+pub enum Observation<O, Ch> {
     /// Nothing to do; these are the step's outputs.
-    Done(Value),
+    Done(O),
     /// Work to do; the change is handed to `apply` unchanged.
-    Todo(Value),
+    Todo(Ch),
     /// The step's own earlier (or concurrent) submission is still running: poll it.
     InProgress(Submitted),
 }
@@ -44,24 +32,24 @@ pub enum Observation {
 /// An asynchronous operation the step started, to be completed by the poller of `poll_key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submitted {
-    /// Names the batch this id is polled in, e.g. `ec2.snapshot/111122223333/eu-west-2`.
-    pub poll_key: String,
+    /// Names the batch this id is polled in, e.g. `ec2.snapshot/prod/eu-west-2`.
+    pub poll_key: PollKey,
     /// The id of the resource being created, e.g. the new snapshot id.
     pub id: String,
 }
 
 /// What `apply` achieved.
 #[derive(Debug, Clone)]
-pub enum Applied {
-    Done(Value),
+pub enum Applied<O> {
+    Done(O),
     Submitted(Submitted),
 }
 
 /// A poller's answer for one id.
 #[derive(Debug, Clone)]
-pub enum PollAnswer {
+pub enum PollAnswer<O> {
     Pending { percent: Option<f32> },
-    Done(Value),
+    Done(O),
     Failed(StepError),
 }
 
@@ -144,26 +132,32 @@ impl StepError {
 }
 
 /// What a step gets when it runs: the caller's context, its dependencies' outputs and the limiter.
-pub struct StepCx<'a, C> {
+pub struct StepCx<'a, C: Context> {
     pub(crate) ctx: &'a Arc<C>,
     pub(crate) limits: &'a Arc<Limits>,
-    pub(crate) inputs: &'a [(Arc<str>, Arc<Value>)],
+    pub(crate) inputs: &'a [(Arc<str>, Arc<C::Output>)],
+    /// Where `progress` goes: the walker, which emits it as an event (none in a dry run).
+    pub(crate) notes: Option<&'a Notes>,
+    pub(crate) step: Option<u32>,
 }
 
-impl<'a, C> StepCx<'a, C> {
+/// Progress a running step reports: (step index, percent, what it says).
+pub(crate) type Notes = tokio::sync::mpsc::UnboundedSender<(u32, f32, String)>;
+
+impl<'a, C: Context> StepCx<'a, C> {
     /// The caller's context (clients, settings). The walker never looks inside it.
     pub fn ctx(&self) -> &'a Arc<C> {
         self.ctx
     }
     /// Output of the dependency with this step id, if it is a dependency.
-    pub fn input(&self, dep_id: &str) -> Option<&'a Value> {
+    pub fn input(&self, dep_id: &str) -> Option<&'a C::Output> {
         self.inputs
             .iter()
             .find(|(id, _)| &**id == dep_id)
             .map(|(_, v)| &**v)
     }
     /// All dependencies' outputs, in the order the dependencies were added.
-    pub fn inputs(&self) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+    pub fn inputs(&self) -> impl Iterator<Item = (&'a str, &'a C::Output)> + 'a {
         self.inputs.iter().map(|(id, v)| (&**id, &**v))
     }
     /// The shared limiter, to draw tokens for calls the walker does not make for you
@@ -171,49 +165,62 @@ impl<'a, C> StepCx<'a, C> {
     pub fn limits(&self) -> &'a Arc<Limits> {
         self.limits
     }
+    /// Reports how far a long `apply` has come; it reaches every subscriber as a
+    /// `StepProgress` event (library code never prints).
+    pub fn progress(&self, percent: f32, detail: String) {
+        if let Some((n, i)) = self.notes.zip(self.step) {
+            let _ = n.send((i, percent, detail));
+        }
+    }
 }
 
 /// One node of the graph. Implementations hold all service semantics; the walker holds none.
 #[async_trait]
-pub trait Step<C: Send + Sync + 'static>: Send + Sync + 'static {
+pub trait Step<C: Context>: Send + Sync + 'static {
     /// Stable across runs: `<owner>/<resource>/<action>`.
     fn id(&self) -> &str;
     /// e.g. `ec2.copy-snapshot`.
     fn kind(&self) -> &str;
-    fn scope(&self) -> &Scope;
     /// Token buckets `apply` draws one token from each (e.g. `prod/us-east-1/ec2:CopySnapshot`).
     /// The walker takes them before `apply`, without holding a concurrency slot while it waits.
-    fn buckets(&self) -> &[String] {
+    fn buckets(&self) -> &[BucketKey] {
         &[]
     }
     /// Concurrency gate held from before `apply` until the submitted operation has finished
     /// (e.g. `snapshot-copies/prod/eu-west-2`).
-    fn gate(&self) -> Option<&str> {
+    fn gate(&self) -> Option<&GateKey> {
         None
     }
     /// Read-only: is the work already done?
     ///
     /// `observe` and `apply` are first polled on the walker's coordinator (a call that finishes
     /// at once costs no task); they must not block the thread before their first `.await`.
-    async fn observe(&self, cx: &StepCx<'_, C>) -> Result<Observation, StepError>;
+    async fn observe(
+        &self,
+        cx: &StepCx<'_, C>,
+    ) -> Result<Observation<C::Output, C::Change>, StepError>;
     /// What `apply` will use to make itself findable or repeatable (client token, tags).
     /// Journaled before `apply` is called. Must not contain secrets.
-    fn intent(&self, _change: &Value) -> Value {
+    fn intent(&self, _change: &C::Change) -> Value {
         Value::Null
     }
     /// Mutate. Called only after `observe` said `Todo`; must be safe to repeat.
-    async fn apply(&self, cx: &StepCx<'_, C>, change: Value) -> Result<Applied, StepError>;
+    async fn apply(
+        &self,
+        cx: &StepCx<'_, C>,
+        change: C::Change,
+    ) -> Result<Applied<C::Output>, StepError>;
 }
 
 /// Answers, for one poll key, about all pending ids of that key at once (one batched call).
 #[async_trait]
-pub trait Poller<C: Send + Sync + 'static>: Send + Sync + 'static {
+pub trait Poller<C: Context>: Send + Sync + 'static {
     /// Must answer for every id; ids left out stay pending.
     async fn poll(
         &self,
         ctx: &Arc<C>,
         limits: &Arc<Limits>,
-        poll_key: &str,
+        poll_key: &PollKey,
         ids: &[String],
-    ) -> Result<Vec<(String, PollAnswer)>, StepError>;
+    ) -> Result<Vec<(String, PollAnswer<C::Output>)>, StepError>;
 }

@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::cancel::Cancel;
 use super::event::{Event, RunResult, Subscriber, SubscriberError, now_ms};
 use super::graph::StepGraph;
+use super::keys::{GateKey, PollKey};
 use super::limits::Limits;
 use super::retry::{RetryPolicies, RetryState};
 use super::step::{
-    Applied, ErrorClass, Observation, PollAnswer, Poller, StepCx, StepError, Submitted,
+    Applied, Context, ErrorClass, Observation, PollAnswer, Poller, StepCx, StepError, Submitted,
 };
 
 /// How a run goes.
@@ -62,19 +62,45 @@ impl Default for RunOptions {
 }
 
 /// What an earlier attempt of this run achieved (folded from its journal).
-#[derive(Debug, Clone, Default)]
-pub struct Resume {
+#[derive(Debug, Clone)]
+pub struct Resume<O> {
     /// Done steps and their outputs: not observed again.
-    pub done: HashMap<String, Value>,
+    pub done: HashMap<String, O>,
     /// Submitted operations: polled again straight away.
     pub submitted: HashMap<String, Submitted>,
     /// This continues an earlier attempt of the run (said so in `run-started`).
     pub resumed: bool,
 }
 
+impl<O> Default for Resume<O> {
+    fn default() -> Self {
+        Resume {
+            done: HashMap::new(),
+            submitted: HashMap::new(),
+            resumed: false,
+        }
+    }
+}
+
+impl<O> Resume<O> {
+    /// The same resume with outputs of another type; an output `f` cannot read leaves its step
+    /// to be observed again (which is always safe).
+    pub fn map_outputs<P>(self, mut f: impl FnMut(&str, O) -> Option<P>) -> Resume<P> {
+        Resume {
+            done: self
+                .done
+                .into_iter()
+                .filter_map(|(id, o)| f(&id, o).map(|p| (id, p)))
+                .collect(),
+            submitted: self.submitted,
+            resumed: self.resumed,
+        }
+    }
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone)]
-pub struct RunReport {
+pub struct RunReport<O> {
     pub result: RunResult,
     pub done: usize,
     /// Root causes only.
@@ -83,7 +109,7 @@ pub struct RunReport {
     pub skipped: Vec<(String, String)>,
     pub not_started: usize,
     /// Outputs of every done step.
-    pub outputs: HashMap<String, Value>,
+    pub outputs: HashMap<String, O>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,17 +123,17 @@ pub enum ExecError {
 }
 
 /// Runs a sealed graph. Build it, set it up, then `run` it once.
-pub struct Executor<C: Send + Sync + 'static> {
+pub struct Executor<C: Context> {
     graph: Arc<StepGraph<C>>,
     ctx: Arc<C>,
     limits: Arc<Limits>,
     pollers: HashMap<String, Arc<dyn Poller<C>>>,
-    resume: Resume,
+    resume: Resume<C::Output>,
     opts: RunOptions,
     subscribers: Vec<Box<dyn Subscriber>>,
 }
 
-impl<C: Send + Sync + 'static> Executor<C> {
+impl<C: Context> Executor<C> {
     pub fn new(graph: Arc<StepGraph<C>>, ctx: Arc<C>, opts: RunOptions) -> Self {
         Executor {
             graph,
@@ -123,12 +149,12 @@ impl<C: Send + Sync + 'static> Executor<C> {
         self.limits = limits;
         self
     }
-    /// Register the poller for a poll key, or for every key starting with `<kind>/`.
-    pub fn poller(mut self, key: impl Into<String>, poller: Arc<dyn Poller<C>>) -> Self {
-        self.pollers.insert(key.into(), poller);
+    /// Register the poller for the poll keys that name it.
+    pub fn poller(mut self, name: impl Into<String>, poller: Arc<dyn Poller<C>>) -> Self {
+        self.pollers.insert(name.into(), poller);
         self
     }
-    pub fn resume(mut self, resume: Resume) -> Self {
+    pub fn resume(mut self, resume: Resume<C::Output>) -> Self {
         self.resume = resume;
         self
     }
@@ -138,11 +164,27 @@ impl<C: Send + Sync + 'static> Executor<C> {
         self
     }
 
-    pub async fn run(self, cancel: Cancel) -> Result<RunReport, ExecError> {
-        let mut w = Walker::new(self);
+    pub async fn run(self, cancel: Cancel) -> Result<RunReport<C::Output>, ExecError> {
+        let mut w = Walker::new(self, false);
         let r = w.run(cancel).await;
         w.tasks.abort_all();
         r
+    }
+
+    /// The dry run: every step observed (read-only), all at once within the concurrency,
+    /// token and retry limits of a run, nothing applied. Steps see no dependency outputs: each
+    /// judges from live state alone. Answers come in the graph's step order.
+    pub async fn observe_all(mut self, cancel: Cancel) -> Result<Vec<Observed<C>>, ExecError> {
+        self.opts.retry = RetryPolicies::dry_run();
+        self.resume = Resume::default();
+        let mut w = Walker::new(self, true);
+        let r = w.run(cancel).await;
+        w.tasks.abort_all();
+        r?;
+        Ok(w.observed
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StepError::permanent("Interrupted", "not observed"))))
+            .collect())
     }
 }
 
@@ -159,14 +201,17 @@ enum Phase {
     Skipped,
 }
 
-enum Msg {
-    Observed(u32, Result<Observation, StepError>),
-    Applied(u32, Result<Applied, StepError>),
-    Polled(
-        String,
-        Vec<String>,
-        Result<Vec<(String, PollAnswer)>, StepError>,
-    ),
+/// What a dry run found for one step.
+pub type Observed<C> =
+    Result<Observation<<C as Context>::Output, <C as Context>::Change>, StepError>;
+
+/// A poller's answers for the ids it was sent.
+type PollAnswers<O> = Result<Vec<(String, PollAnswer<O>)>, StepError>;
+
+enum Msg<C: Context> {
+    Observed(u32, Result<Observation<C::Output, C::Change>, StepError>),
+    Applied(u32, Result<Applied<C::Output>, StepError>),
+    Polled(PollKey, Vec<String>, PollAnswers<C::Output>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -176,7 +221,7 @@ enum Timer {
 }
 
 struct Group {
-    buckets: Vec<String>,
+    buckets: Vec<super::keys::BucketKey>,
     queue: VecDeque<u32>,
     blocked: bool,
     listed: bool,
@@ -197,35 +242,38 @@ struct PollBatch {
     due: Option<Instant>,
 }
 
-struct Walker<C: Send + Sync + 'static> {
+struct Walker<C: Context> {
     g: Arc<StepGraph<C>>,
     ctx: Arc<C>,
     limits: Arc<Limits>,
     pollers: HashMap<String, Arc<dyn Poller<C>>>,
-    resume: Resume,
+    resume: Resume<C::Output>,
     opts: RunOptions,
     subs: Vec<Box<dyn Subscriber>>,
 
     phase: Vec<Phase>,
     remaining: Vec<u32>,
-    outputs: Vec<Option<Arc<Value>>>,
-    changes: HashMap<u32, Value>,
+    outputs: Vec<Option<Arc<C::Output>>>,
+    changes: HashMap<u32, C::Change>,
     retry: HashMap<u32, Box<RetryState>>,
-    gate_held: HashMap<u32, String>,
-    poll_since: HashMap<u32, (String, String, Instant)>,
+    gate_held: HashMap<u32, GateKey>,
+    poll_since: HashMap<u32, (PollKey, String, Instant)>,
     /// When each polled operation should be done, extrapolated from its reported progress.
     predicted: HashMap<u32, Instant>,
 
     ready: VecDeque<u32>,
     groups: Vec<Group>,
-    group_index: HashMap<Vec<String>, u32>,
+    group_index: HashMap<Vec<super::keys::BucketKey>, u32>,
     runnable: VecDeque<u32>,
-    gates: HashMap<String, Gate>,
+    gates: HashMap<GateKey, Gate>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    batches: HashMap<String, PollBatch>,
+    batches: HashMap<PollKey, PollBatch>,
     pending_polls: usize,
 
-    tasks: JoinSet<Msg>,
+    tasks: JoinSet<Msg<C>>,
+    /// Progress that running steps report, emitted as events by the coordinator.
+    notes_tx: super::step::Notes,
+    notes_rx: tokio::sync::mpsc::UnboundedReceiver<(u32, f32, String)>,
     in_flight: usize,
     /// Step calls still allowed to run inline this turn (the coordinator must get back to its
     /// loop to see Ctrl-C and timers).
@@ -233,7 +281,10 @@ struct Walker<C: Send + Sync + 'static> {
     finished: usize,
     stopping: bool,
     cancelled: bool,
-    report: RunReport,
+    report: RunReport<C::Output>,
+    /// A dry run: observe every step, apply none.
+    dry: bool,
+    observed: Vec<Option<Observed<C>>>,
 }
 
 const INLINE_BUDGET: u32 = 256;
@@ -242,10 +293,13 @@ fn panic_error() -> StepError {
     StepError::permanent("Panic", "the step panicked (a bug in ferry)")
 }
 
-impl<C: Send + Sync + 'static> Walker<C> {
-    fn new(e: Executor<C>) -> Self {
+impl<C: Context> Walker<C> {
+    fn new(e: Executor<C>, dry: bool) -> Self {
         let n = e.graph.len();
+        let (notes_tx, notes_rx) = tokio::sync::mpsc::unbounded_channel();
         Walker {
+            notes_tx,
+            notes_rx,
             g: e.graph,
             ctx: e.ctx,
             limits: e.limits,
@@ -283,7 +337,21 @@ impl<C: Send + Sync + 'static> Walker<C> {
                 not_started: 0,
                 outputs: HashMap::new(),
             },
+            dry,
+            observed: if dry {
+                (0..n).map(|_| None).collect()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// A dry run's answer for step `i`: kept, and the step counts as finished.
+    fn observed(&mut self, i: u32, r: Observed<C>) {
+        self.retry.remove(&i);
+        self.phase[i as usize] = Phase::Done;
+        self.finished += 1;
+        self.observed[i as usize] = Some(r);
     }
 
     fn emit(&mut self, ev: Event) -> Result<(), ExecError> {
@@ -297,7 +365,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         self.g.ids[i as usize].to_string()
     }
 
-    async fn run(&mut self, cancel: Cancel) -> Result<RunReport, ExecError> {
+    async fn run(&mut self, cancel: Cancel) -> Result<RunReport<C::Output>, ExecError> {
         let n = self.g.len();
         // Steps done in an earlier attempt cost nothing: mark them before anything starts.
         let mut already = 0;
@@ -325,18 +393,22 @@ impl<C: Send + Sync + 'static> Walker<C> {
             if self.phase[i as usize] == Phase::Done {
                 continue;
             }
-            let r = self
-                .g
-                .deps_of(i)
-                .iter()
-                .filter(|&&d| self.phase[d as usize] != Phase::Done)
-                .count();
+            // A dry run observes every step at once: nothing it waits for will change.
+            let r = if self.dry {
+                0
+            } else {
+                self.g
+                    .deps_of(i)
+                    .iter()
+                    .filter(|&&d| self.phase[d as usize] != Phase::Done)
+                    .count()
+            };
             self.remaining[i as usize] = r as u32;
             if r == 0 {
                 if let Some(sub) = self.resume.submitted.remove(&*self.g.ids[i as usize]) {
                     // Already running in the world: it holds its gate slot, over the limit if need be.
                     if let Some(gk) = self.g.steps[i as usize].gate() {
-                        let gk = gk.to_string();
+                        let gk = gk.clone();
                         self.gate_entry(&gk).used += 1;
                         self.gate_held.insert(i, gk);
                     }
@@ -407,6 +479,9 @@ impl<C: Send + Sync + 'static> Walker<C> {
                 _ = tokio::time::sleep_until(next_poll), if polls_on => {
                     self.poll_tick()?;
                 }
+                Some((i, percent, detail)) = self.notes_rx.recv() => {
+                    self.emit(Event::StepProgress { step: self.id(i), percent, detail: Some(detail) })?;
+                }
             }
         }
         self.finish()
@@ -417,7 +492,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         self.cancelled |= cancelled;
     }
 
-    fn finish(&mut self) -> Result<RunReport, ExecError> {
+    fn finish(&mut self) -> Result<RunReport<C::Output>, ExecError> {
         let n = self.g.len();
         let root = self.report.failed.first().map(|(id, _)| id.clone());
         if !self.cancelled
@@ -472,15 +547,13 @@ impl<C: Send + Sync + 'static> Walker<C> {
         ))
     }
 
-    fn inputs(&self, i: u32) -> Vec<(Arc<str>, Arc<Value>)> {
+    fn inputs(&self, i: u32) -> Vec<(Arc<str>, Arc<C::Output>)> {
         self.g
             .deps_of(i)
             .iter()
-            .map(|&d| {
-                (
-                    self.g.ids[d as usize].clone(),
-                    self.outputs[d as usize].clone().unwrap_or_default(),
-                )
+            .filter_map(|&d| {
+                let out = self.outputs[d as usize].clone()?;
+                Some((self.g.ids[d as usize].clone(), out))
             })
             .collect()
     }
@@ -531,7 +604,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
     /// finish at once (no-op steps, answers from memory) then cost no task and no wake-up.
     fn run_or_spawn(
         &mut self,
-        fut: impl Future<Output = Msg> + Send + 'static,
+        fut: impl Future<Output = Msg<C>> + Send + 'static,
     ) -> Result<(), ExecError> {
         let mut fut = Box::pin(fut);
         if self.inline_budget == 0 {
@@ -561,11 +634,14 @@ impl<C: Send + Sync + 'static> Walker<C> {
         let ctx = self.ctx.clone();
         let limits = self.limits.clone();
         let inputs = self.inputs(i);
+        let notes = self.notes_tx.clone();
         self.run_or_spawn(async move {
             let cx = StepCx {
                 ctx: &ctx,
                 limits: &limits,
                 inputs: &inputs,
+                notes: Some(&notes),
+                step: Some(i),
             };
             let r = AssertUnwindSafe(step.observe(&cx))
                 .catch_unwind()
@@ -577,7 +653,16 @@ impl<C: Send + Sync + 'static> Walker<C> {
 
     fn start_apply(&mut self, i: u32) -> Result<(), ExecError> {
         let step = self.g.steps[i as usize].clone();
-        let change = self.changes.remove(&i).unwrap_or_default();
+        let Some(change) = self.changes.remove(&i) else {
+            // Only an observed step is queued for apply: a missing change is a walker bug.
+            return self.fail(
+                i,
+                StepError::permanent(
+                    "NoChange",
+                    "apply without an observed change (a bug in ferry)",
+                ),
+            );
+        };
         // The intent is durable before the mutating call is made.
         self.emit(Event::StepIntent {
             step: self.id(i),
@@ -589,11 +674,14 @@ impl<C: Send + Sync + 'static> Walker<C> {
         let ctx = self.ctx.clone();
         let limits = self.limits.clone();
         let inputs = self.inputs(i);
+        let notes = self.notes_tx.clone();
         self.run_or_spawn(async move {
             let cx = StepCx {
                 ctx: &ctx,
                 limits: &limits,
                 inputs: &inputs,
+                notes: Some(&notes),
+                step: Some(i),
             };
             let r = AssertUnwindSafe(step.apply(&cx, change))
                 .catch_unwind()
@@ -603,7 +691,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         })
     }
 
-    fn on_task(&mut self, res: Result<Msg, tokio::task::JoinError>) -> Result<(), ExecError> {
+    fn on_task(&mut self, res: Result<Msg<C>, tokio::task::JoinError>) -> Result<(), ExecError> {
         let Ok(msg) = res else {
             // Tasks catch their panics; a join error means the task was aborted at shutdown.
             return Ok(());
@@ -611,6 +699,15 @@ impl<C: Send + Sync + 'static> Walker<C> {
         match msg {
             Msg::Observed(i, r) => {
                 self.in_flight -= 1;
+                if self.dry {
+                    return match r {
+                        Err(e) => self.step_error(i, e),
+                        Ok(o) => {
+                            self.observed(i, Ok(o));
+                            Ok(())
+                        }
+                    };
+                }
                 match r {
                     Ok(Observation::Done(out)) => self.step_done(i, out),
                     Ok(Observation::Todo(change)) => {
@@ -620,7 +717,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                     }
                     Ok(Observation::InProgress(sub)) => {
                         if let Some(gk) = self.g.steps[i as usize].gate() {
-                            let gk = gk.to_string();
+                            let gk = gk.clone();
                             self.gate_entry(&gk).used += 1;
                             self.gate_held.insert(i, gk);
                         }
@@ -669,11 +766,11 @@ impl<C: Send + Sync + 'static> Walker<C> {
         }
     }
 
-    fn gate_entry(&mut self, key: &str) -> &mut Gate {
+    fn gate_entry(&mut self, key: &GateKey) -> &mut Gate {
         if !self.gates.contains_key(key) {
             let slots = self.limits.gate_slots(key).unwrap_or(usize::MAX).max(1);
             self.gates.insert(
-                key.to_string(),
+                key.clone(),
                 Gate {
                     slots,
                     used: 0,
@@ -687,7 +784,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
     /// Observed as todo: get a gate slot (if the step has a gate), then queue for tokens + permit.
     fn want_apply(&mut self, i: u32) {
         if let Some(gk) = self.g.steps[i as usize].gate() {
-            let gk = gk.to_string();
+            let gk = gk.clone();
             let gate = self.gate_entry(&gk);
             if gate.used >= gate.slots {
                 gate.waiters.push_back(i);
@@ -733,7 +830,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         self.release_more(&gk);
     }
 
-    fn release_more(&mut self, gk: &str) {
+    fn release_more(&mut self, gk: &GateKey) {
         loop {
             let gate = self.gates.get_mut(gk).unwrap();
             if gate.used >= gate.slots {
@@ -743,7 +840,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                 return;
             };
             gate.used += 1;
-            self.gate_held.insert(w, gk.to_string());
+            self.gate_held.insert(w, gk.clone());
             self.queue_apply(w);
         }
     }
@@ -811,14 +908,8 @@ impl<C: Send + Sync + 'static> Walker<C> {
         }
     }
 
-    fn poller_for(&self, key: &str) -> Option<Arc<dyn Poller<C>>> {
-        self.pollers
-            .get(key)
-            .or_else(|| {
-                key.split_once('/')
-                    .and_then(|(kind, _)| self.pollers.get(kind))
-            })
-            .cloned()
+    fn poller_for(&self, key: &PollKey) -> Option<Arc<dyn Poller<C>>> {
+        self.pollers.get(&key.poller).cloned()
     }
 
     /// One batched call per poll key; deadlines checked here.
@@ -845,7 +936,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
         }
         // Keys due within a millisecond go together: one wake-up, not two.
         let soon = now + Duration::from_millis(1);
-        let keys: Vec<String> = self
+        let keys: Vec<PollKey> = self
             .batches
             .iter()
             .filter(|(_, b)| !b.in_flight && !b.ids.is_empty())
@@ -887,9 +978,9 @@ impl<C: Send + Sync + 'static> Walker<C> {
 
     fn on_polled(
         &mut self,
-        key: String,
+        key: PollKey,
         sent: Vec<String>,
-        r: Result<Vec<(String, PollAnswer)>, StepError>,
+        r: PollAnswers<C::Output>,
     ) -> Result<(), ExecError> {
         if let Some(b) = self.batches.get_mut(&key) {
             b.in_flight = false;
@@ -915,6 +1006,7 @@ impl<C: Send + Sync + 'static> Walker<C> {
                                 self.emit(Event::StepProgress {
                                     step: self.id(i),
                                     percent,
+                                    detail: None,
                                 })?;
                             }
                         }
@@ -987,10 +1079,12 @@ impl<C: Send + Sync + 'static> Walker<C> {
         }
     }
 
-    fn step_done(&mut self, i: u32, out: Value) -> Result<(), ExecError> {
+    fn step_done(&mut self, i: u32, out: C::Output) -> Result<(), ExecError> {
+        // JSON from here on: the journal's and the report's form.
+        let outputs = serde_json::to_value(&out).unwrap_or(serde_json::Value::Null);
         self.emit(Event::StepDone {
             step: self.id(i),
-            outputs: out.clone(),
+            outputs,
             ts: now_ms(),
         })?;
         self.retry.remove(&i);
@@ -1051,6 +1145,10 @@ impl<C: Send + Sync + 'static> Walker<C> {
     }
 
     fn fail(&mut self, i: u32, e: StepError) -> Result<(), ExecError> {
+        if self.dry {
+            self.observed(i, Err(e));
+            return Ok(());
+        }
         let id = self.id(i);
         self.emit(Event::StepFailed {
             step: id.clone(),

@@ -1,54 +1,37 @@
 //! Plan -> steps and their order. Dependencies encode what AWS needs first: a key before any
 //! copy that uses it, key access and shares before a cross-account copy, versioning and the
-//! role before replication, and the migrations' own `depends_on`.
+//! role before replication, and the migrations' own `depends_on`. Every step gets its whole
+//! desired state as a typed spec; the destination key is resolved here, once per use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use serde_json::json;
-
-use super::step::{Scope, StepKind, StepSpec, Target};
-use super::{GraphBuilder, GraphError, StepGraph};
-use crate::plan::{AmiCopy, KeyAccess, Migration, Plan, S3Replication, SnapshotCopy, Spanned};
-
-/// What the resolve stage found for selectors, so that compiling can expand them.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Inventory {
-    /// Migration id -> ids of the resources its tag selector matched.
-    pub tagged: BTreeMap<String, Vec<String>>,
-    /// Migration id -> ARNs of the KMS keys behind its source resources (cross-account).
-    #[serde(default)]
-    pub source_keys: BTreeMap<String, Vec<String>>,
-    /// AMI id -> the snapshots behind its block devices.
-    #[serde(default)]
-    pub image_snapshots: BTreeMap<String, Vec<String>>,
-    /// Snapshot id -> size in GiB: the largest copies start first (they take longest).
-    #[serde(default)]
-    pub sizes: BTreeMap<String, i32>,
-    /// "account/bucket" -> the bucket's region (S3 buckets, looked up or to be created).
-    #[serde(default)]
-    pub bucket_regions: BTreeMap<String, String>,
-}
-
-/// The key of [`Inventory::bucket_regions`].
-pub fn bucket_slot(account: &str, bucket: &str) -> String {
-    format!("{account}/{bucket}")
-}
+use super::step::*;
+use super::{CompileError, GraphBuilder, PlanGraph};
+use crate::ids::{
+    AccountName, BucketName, ImageId, KeyArn, KeyName, MigrationId, Owner, Region, SnapshotId,
+    StepId,
+};
+use crate::plan::{
+    AmiCopy, KeyAccess, KeyRef, Migration, Plan, S3Replication, SnapshotCopy, Spanned,
+};
+use crate::resolve::Resolution;
 
 /// Compile a checked plan offline. Selectors that need AWS to expand (tags, source keys) stay
 /// as one step each, marked by their [`Target`]; see [`compile_resolved`].
-pub fn compile(plan: &Plan) -> Result<StepGraph, GraphError> {
+pub fn compile(plan: &Plan) -> Result<PlanGraph, CompileError> {
     compile_with(plan, None)
 }
 
-/// Compile with the resolve stage's findings: tag selectors become one step per resource.
-pub fn compile_resolved(plan: &Plan, inventory: &Inventory) -> Result<StepGraph, GraphError> {
-    compile_with(plan, Some(inventory))
+/// Compile with the resolve stage's findings: tag selectors become one step per resource, and
+/// destination keys are the ARNs found (or the steps that make them).
+pub fn compile_resolved(plan: &Plan, resolution: &Resolution) -> Result<PlanGraph, CompileError> {
+    compile_with(plan, Some(resolution))
 }
 
-fn compile_with(plan: &Plan, inventory: Option<&Inventory>) -> Result<StepGraph, GraphError> {
+fn compile_with(plan: &Plan, resolution: Option<&Resolution>) -> Result<PlanGraph, CompileError> {
     let mut c = Compiler {
         plan,
-        inventory,
+        resolution,
         b: GraphBuilder::new(),
         migration_steps: BTreeMap::new(),
         shared_keys: Vec::new(),
@@ -62,7 +45,7 @@ fn compile_with(plan: &Plan, inventory: Option<&Inventory>) -> Result<StepGraph,
             Migration::AmiCopy(a) => c.ami_copy(a),
             Migration::S3Replication(r) => c.s3_replication(r),
         }
-        let ids: Vec<String> = (before..c.b.graph.node_count())
+        let ids: Vec<StepId> = (before..c.b.graph.node_count())
             .map(|i| c.b.graph[petgraph::graph::NodeIndex::new(i)].id.clone())
             .collect();
         let ends = Ends::of(&ids, &c.b.pending_edges[edges_before..]);
@@ -75,135 +58,109 @@ fn compile_with(plan: &Plan, inventory: Option<&Inventory>) -> Result<StepGraph,
 
 struct Compiler<'p> {
     plan: &'p Plan,
-    inventory: Option<&'p Inventory>,
+    resolution: Option<&'p Resolution>,
     b: GraphBuilder,
     /// First and last steps of each migration.
     migration_steps: BTreeMap<String, Ends>,
-    /// Per cross-account migration: (destination account, its key-access steps, its
-    /// revoke-access steps, its copies), for ordering revokes after everyone's copies.
+    /// Per cross-account migration: who it shares with, its key-access steps, its revokes and
+    /// its copies, for ordering revokes after everyone's copies.
     shared_keys: Vec<SharedKeys>,
 }
 
 struct SharedKeys {
     migration: String,
     with_account: String,
-    grants: Vec<String>,
-    revokes: Vec<String>,
-    copies: Vec<String>,
+    /// (source key, grant step)
+    grants: Vec<(SourceKey, StepId)>,
+    revokes: Vec<(SourceKey, StepId)>,
+    copies: Vec<StepId>,
 }
 
 /// A migration's steps that wait for nothing else in it (`first`) and that nothing in it waits
 /// for (`last`): `depends_on` connects the `last` of one to the `first` of the other.
 struct Ends {
-    first: Vec<String>,
-    last: Vec<String>,
+    first: Vec<StepId>,
+    last: Vec<StepId>,
 }
 
 impl Ends {
-    fn of(ids: &[String], edges: &[(String, String)]) -> Ends {
-        let own: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let mut waits = std::collections::HashSet::new();
-        let mut awaited = std::collections::HashSet::new();
+    fn of(ids: &[StepId], edges: &[(StepId, StepId)]) -> Ends {
+        let own: HashSet<&StepId> = ids.iter().collect();
+        let mut waits = HashSet::new();
+        let mut awaited = HashSet::new();
         for (step, dep) in edges {
-            if own.contains(step.as_str()) && own.contains(dep.as_str()) {
-                waits.insert(step.as_str());
-                awaited.insert(dep.as_str());
+            if own.contains(step) && own.contains(dep) {
+                waits.insert(step);
+                awaited.insert(dep);
             }
         }
         Ends {
-            first: ids
-                .iter()
-                .filter(|i| !waits.contains(i.as_str()))
-                .cloned()
-                .collect(),
+            first: ids.iter().filter(|i| !waits.contains(i)).cloned().collect(),
             last: ids
                 .iter()
-                .filter(|i| !awaited.contains(i.as_str()))
+                .filter(|i| !awaited.contains(i))
                 .cloned()
                 .collect(),
         }
     }
 }
 
-fn key_owner(name: &str) -> String {
-    format!("key.{name}")
+fn key_owner(name: &str) -> Owner {
+    Owner::Key(KeyName::new(name))
 }
 
-/// What every step that shares with another account needs: who, where its copies go, and
-/// whether the share is taken back afterwards (then a finished copy makes sharing unneeded).
-fn share_params(
-    dst_account: &str,
-    dst_region: &str,
-    revoke: bool,
-) -> BTreeMap<String, serde_json::Value> {
-    let mut p = BTreeMap::new();
-    p.insert("with_account".into(), json!(dst_account));
-    p.insert("destination_region".into(), json!(dst_region));
-    p.insert("revoke_after".into(), json!(revoke));
-    p
-}
-
-/// Share parameters plus the migration's known source resources (for key access).
-fn access_params(
-    dst_account: &str,
-    dst_region: &str,
-    revoke: bool,
-    targets: &[(String, Target)],
-) -> BTreeMap<String, serde_json::Value> {
-    let mut p = share_params(dst_account, dst_region, revoke);
-    let sources: Vec<&str> = targets
-        .iter()
-        .filter_map(|(_, t)| match t {
-            Target::One(id) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
-    p.insert("sources".into(), json!(sources));
-    p
+fn migration_owner(id: &str) -> Owner {
+    Owner::Migration(MigrationId::new(id))
 }
 
 /// Tags ferry puts on everything it creates for a migration (plan-format.md, "Tags").
-fn ferry_tags(plan: &Plan, migration: &str, extra: &BTreeMap<String, String>) -> serde_json::Value {
+fn ferry_tags(plan: &Plan, migration: &str, extra: &BTreeMap<String, String>) -> Tags {
     let mut tags = plan.settings.tags.value.clone();
     tags.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     tags.insert("ferry:plan".into(), plan.name.value.clone());
     tags.insert("ferry:migration".into(), migration.into());
-    json!(tags)
+    tags
+}
+
+/// One resource of a migration: its name in step ids, and what it is.
+#[derive(Clone)]
+struct Selected {
+    resource: String,
+    target: Target,
 }
 
 impl<'p> Compiler<'p> {
-    // Every argument is one part of the step's identity or inputs; a struct would only rename them.
-    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
-        owner: &str,
-        resource: &str,
-        action: &str,
-        kind: StepKind,
+        id: StepId,
         account: &str,
         region: Option<&str>,
         target: Target,
-        params: BTreeMap<String, serde_json::Value>,
-    ) -> String {
-        self.b.add(StepSpec {
-            id: format!("{owner}/{resource}/{action}"),
-            kind,
+        spec: StepSpec,
+    ) -> StepId {
+        self.b.add(PlannedStep {
+            id,
             scope: Scope {
-                account: account.to_string(),
-                region: region.map(str::to_string),
+                account: AccountName::new(account),
+                region: region.map(Region::new),
             },
-            owner: owner.to_string(),
             target,
-            params,
+            spec,
         })
+    }
+
+    /// A key's ARN in `account`/`region` as the resolve stage found it.
+    fn known_key(&self, account: &str, region: &str, reference: &str) -> Option<KeyArn> {
+        self.resolution?.key_arn(account, region, reference)
     }
 
     fn keys(&mut self) {
         for named in &self.plan.keys {
             let k = &named.value;
-            let owner = key_owner(&named.name.value);
+            let name = named.name.value.as_str();
+            let owner = key_owner(name);
             let account = k.account.value.as_str();
-            let region = Some(k.region.value.as_str());
+            let region = k.region.value.as_str();
             let key_ref = k
                 .alias
                 .as_ref()
@@ -211,75 +168,76 @@ impl<'p> Compiler<'p> {
                 .map(|s| s.value.clone())
                 .unwrap_or_default();
             let create = k.creates().then(|| {
-                let mut p = BTreeMap::new();
-                p.insert("alias".into(), json!(key_ref));
-                p.insert("multi_region".into(), json!(k.is_multi_region()));
-                if let Some(d) = &k.description {
-                    p.insert("description".into(), json!(d.value));
-                }
                 let mut tags = self.plan.settings.tags.value.clone();
                 tags.insert("ferry:plan".into(), self.plan.name.value.clone());
-                tags.insert("ferry:key".into(), named.name.value.clone());
-                p.insert("tags".into(), json!(tags));
+                tags.insert("ferry:key".into(), name.to_string());
+                let spec = StepSpec::CreateKey(CreateKeySpec {
+                    name: KeyName::new(name),
+                    alias: key_ref.clone(),
+                    multi_region: k.is_multi_region(),
+                    description: k.description.as_ref().map(|d| d.value.clone()),
+                    tags,
+                });
                 self.step(
-                    &owner,
-                    "key",
-                    "create",
-                    StepKind::CreateKey,
+                    StepId::new(owner.clone(), "key", "create"),
                     account,
-                    region,
+                    Some(region),
                     Target::One(key_ref.clone()),
-                    p,
+                    spec,
                 )
             });
-            let after_create = |b: &mut GraphBuilder, id: &str| {
+            let after_create = |b: &mut GraphBuilder, id: &StepId| {
                 if let Some(c) = &create {
                     b.depends(id, c);
                 }
             };
             if k.rotates() {
                 let id = self.step(
-                    &owner,
-                    "key",
-                    "rotation",
-                    StepKind::EnableKeyRotation,
+                    StepId::new(owner.clone(), "key", "rotation"),
                     account,
-                    region,
+                    Some(region),
                     Target::One(key_ref.clone()),
-                    BTreeMap::new(),
+                    StepSpec::EnableKeyRotation(KeyRotationSpec {
+                        key: key_ref.clone(),
+                    }),
                 );
                 after_create(&mut self.b, &id);
             }
             if let Some(replicas) = &k.replicas {
                 for r in &replicas.value {
-                    let mut p = BTreeMap::new();
-                    p.insert("primary_region".into(), json!(k.region.value));
                     let id = self.step(
-                        &owner,
-                        &format!("replica-{}", r.value),
-                        "replicate",
-                        StepKind::ReplicateKey,
+                        StepId::new(owner.clone(), format!("replica-{}", r.value), "replicate"),
                         account,
                         Some(&r.value),
                         Target::One(key_ref.clone()),
-                        p,
+                        StepSpec::ReplicateKey(ReplicateKeySpec {
+                            key: key_ref.clone(),
+                            primary_region: Region::new(region),
+                        }),
                     );
                     after_create(&mut self.b, &id);
                 }
             }
             if let Some(statements) = &k.policy_statements {
-                let mut p = BTreeMap::new();
-                let st: Vec<&serde_json::Value> = statements.iter().map(|s| &s.value).collect();
-                p.insert("statements".into(), json!(st));
+                let key = match (self.known_key(account, region, &key_ref), &create) {
+                    (Some(arn), _) => DestKey::Existing(arn),
+                    (None, Some(c)) => DestKey::MadeBy(c.clone()),
+                    (None, None) => DestKey::Unresolved(key_ref.clone()),
+                };
                 let id = self.step(
-                    &owner,
-                    "policy",
-                    "merge",
-                    StepKind::MergeKeyPolicy,
+                    StepId::new(owner.clone(), "policy", "merge"),
                     account,
-                    region,
+                    Some(region),
                     Target::One(key_ref.clone()),
-                    p,
+                    StepSpec::MergeKeyPolicy(KeyPolicySpec {
+                        key: DestinationKey {
+                            shown: key_ref.clone(),
+                            key,
+                        },
+                        statements: Statements::Given(
+                            statements.iter().map(|s| s.value.clone()).collect(),
+                        ),
+                    }),
                 );
                 after_create(&mut self.b, &id);
             }
@@ -288,9 +246,11 @@ impl<'p> Compiler<'p> {
 
     /// Copies are started in the order of their steps: the longest (largest) first, so that
     /// the last one to finish is not a large one started late.
-    fn largest_first(&self, targets: &mut [(String, Target)]) {
-        if let Some(inv) = self.inventory.filter(|i| !i.sizes.is_empty()) {
-            targets.sort_by_key(|(t, _)| std::cmp::Reverse(inv.sizes.get(t).copied().unwrap_or(0)));
+    fn largest_first(&self, targets: &mut [Selected]) {
+        if let Some(r) = self.resolution.filter(|r| !r.inventory.sizes.is_empty()) {
+            targets.sort_by_key(|t| {
+                std::cmp::Reverse(r.inventory.sizes.get(&t.resource).copied().unwrap_or(0))
+            });
         }
     }
 
@@ -301,74 +261,110 @@ impl<'p> Compiler<'p> {
         id: &str,
         explicit: &[Spanned<String>],
         tags: Option<&Spanned<BTreeMap<String, String>>>,
-        find_kind: StepKind,
+        images: bool,
         account: &str,
         region: &str,
-    ) -> (Vec<(String, Target)>, Option<String>) {
-        let mut targets: Vec<(String, Target)> = explicit
+    ) -> (Vec<Selected>, Option<StepId>) {
+        let mut targets: Vec<Selected> = explicit
             .iter()
-            .map(|s| (s.value.clone(), Target::One(s.value.clone())))
+            .map(|s| Selected {
+                resource: s.value.clone(),
+                target: Target::One(s.value.clone()),
+            })
             .collect();
         let Some(tags) = tags.filter(|t| !t.value.is_empty()) else {
             self.largest_first(&mut targets);
             return (targets, None);
         };
-        if let Some(found) = self.inventory.and_then(|i| i.tagged.get(id)) {
-            let mut named: std::collections::HashSet<String> =
-                targets.iter().map(|(t, _)| t.clone()).collect();
+        if let Some(found) = self.resolution.and_then(|r| r.inventory.tagged.get(id)) {
+            let mut named: HashSet<String> = targets.iter().map(|t| t.resource.clone()).collect();
             for r in found {
                 if named.insert(r.clone()) {
-                    targets.push((r.clone(), Target::One(r.clone())));
+                    targets.push(Selected {
+                        resource: r.clone(),
+                        target: Target::One(r.clone()),
+                    });
                 }
             }
             self.largest_first(&mut targets);
             return (targets, None);
         }
-        let mut p = BTreeMap::new();
-        p.insert("tags".into(), json!(tags.value));
+        let find = FindSpec {
+            tags: tags.value.clone(),
+        };
         let find = self.step(
-            id,
-            "tagged",
-            "find",
-            find_kind,
+            StepId::new(migration_owner(id), "tagged", "find"),
             account,
             Some(region),
             Target::Tagged(tags.value.clone()),
-            p,
+            if images {
+                StepSpec::FindImages(find)
+            } else {
+                StepSpec::FindSnapshots(find)
+            },
         );
-        targets.push(("tagged".into(), Target::Tagged(tags.value.clone())));
+        targets.push(Selected {
+            resource: "tagged".into(),
+            target: Target::Tagged(tags.value.clone()),
+        });
         (targets, Some(find))
     }
 
     /// The steps a use of `key` (a plan key name, or a literal) in `region` must wait for.
-    fn key_steps(&self, key: &str, region: &str) -> Vec<String> {
+    fn key_steps(&self, key: &str, region: &str) -> Vec<StepId> {
         let Some(named) = self.plan.keys.iter().find(|k| k.name.value == key) else {
             return Vec::new();
         };
         let owner = key_owner(key);
         let mut ids = vec![
-            format!("{owner}/key/create"),
-            format!("{owner}/policy/merge"),
+            StepId::new(owner.clone(), "key", "create"),
+            StepId::new(owner.clone(), "policy", "merge"),
         ];
         if named.value.region.value != region {
-            ids.push(format!("{owner}/replica-{region}/replicate"));
+            ids.push(StepId::new(owner, format!("replica-{region}"), "replicate"));
         }
         ids.into_iter().filter(|id| self.b.contains(id)).collect()
     }
 
-    fn destination_key_params(&self, key: &str) -> BTreeMap<String, serde_json::Value> {
-        let mut p = BTreeMap::new();
-        match self.plan.keys.iter().find(|k| k.name.value == key) {
-            Some(named) => {
-                let r = named.value.alias.as_ref().or(named.value.arn.as_ref());
-                p.insert("key".into(), json!(r.map(|s| s.value.clone())));
-                p.insert("key_name".into(), json!(key));
+    /// The destination key as steps use it: its ARN when it exists, else the plan step that
+    /// makes it in that region, else (offline) the reference to look up.
+    fn destination_key(
+        &self,
+        written: &str,
+        account: &str,
+        region: Option<&str>,
+    ) -> DestinationKey {
+        let key_ref = self.plan.key_ref(written);
+        let shown = key_ref
+            .as_ref()
+            .map(|k| k.lookup().to_string())
+            .unwrap_or_else(|| written.to_string());
+        let found = region.and_then(|r| self.known_key(account, r, &shown));
+        let key = match (found, &key_ref, region) {
+            (Some(arn), _, _) => DestKey::Existing(arn),
+            (None, Some(KeyRef::Plan { name, .. }), Some(r)) => {
+                let home = self
+                    .plan
+                    .keys
+                    .iter()
+                    .find(|k| k.name.value == name.as_str())
+                    .map(|k| k.value.region.value.clone());
+                let owner = Owner::Key(name.clone());
+                let maker = if home.as_deref() == Some(r) {
+                    StepId::new(owner, "key", "create")
+                } else {
+                    StepId::new(owner, format!("replica-{r}"), "replicate")
+                };
+                if self.b.contains(&maker) {
+                    DestKey::MadeBy(maker)
+                } else {
+                    DestKey::Unresolved(shown.clone())
+                }
             }
-            None => {
-                p.insert("key".into(), json!(key));
-            }
-        }
-        p
+            (None, Some(KeyRef::Arn(arn)), _) => DestKey::Existing(arn.clone()),
+            _ => DestKey::Unresolved(shown.clone()),
+        };
+        DestinationKey { shown, key }
     }
 
     fn account_of<'a>(
@@ -394,8 +390,26 @@ impl<'p> Compiler<'p> {
         !matches!((id(a), id(b)), (Some(x), Some(y)) if x == y)
     }
 
+    fn sharing(
+        &self,
+        id: &str,
+        dst_account: &str,
+        dst_region: &str,
+        revoke: bool,
+        copies_under: Option<DestinationKey>,
+    ) -> Sharing {
+        Sharing {
+            migration: MigrationId::new(id),
+            with_account: AccountName::new(dst_account),
+            destination_region: Region::new(dst_region),
+            revoke_after: revoke,
+            copies_under,
+        }
+    }
+
     fn snapshot_copy(&mut self, m: &'p SnapshotCopy) {
         let id = m.id.value.as_str();
+        let owner = migration_owner(id);
         let src_account = m.source.account.value.as_str();
         let src_region = m.source.region.value.as_str();
         let dst_account = self.account_of(&m.destination.account, &m.source.account);
@@ -408,68 +422,71 @@ impl<'p> Compiler<'p> {
             .as_str();
         let cross = self.is_cross_account(src_account, dst_account);
         let key_deps = self.key_steps(&m.destination.key.value, dst_region);
+        let key = self.destination_key(&m.destination.key.value, dst_account, Some(dst_region));
         let tags = ferry_tags(self.plan, id, &m.tags.value);
 
         let (targets, find) = self.selection(
             id,
             &m.source.snapshots,
             m.source.tags.as_ref(),
-            StepKind::FindSnapshots,
+            false,
             src_account,
             src_region,
         );
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
-        let access_params = access_params(dst_account, dst_region, revoke, &targets);
-
-        let manage_access = m.key_access.as_ref().map(|k| k.value) != Some(KeyAccess::None);
-        let access = self.access_steps(
-            id,
-            (src_account, src_region),
-            cross && manage_access,
-            &access_params,
-            m.key_access.as_ref().map(|k| k.value),
-            find.as_deref(),
-        );
+        let sharing = self.sharing(id, dst_account, dst_region, revoke, Some(key.clone()));
+        let sources = known_sources(&targets);
+        let how = m.key_access.as_ref().map(|k| k.value).unwrap_or_default();
+        let manage_access = how != KeyAccess::None;
+        let access = if cross && manage_access {
+            self.key_access(
+                id,
+                src_account,
+                src_region,
+                &sharing,
+                how,
+                &sources,
+                find.as_ref(),
+            )
+        } else {
+            Vec::new()
+        };
         let mut copies = Vec::new();
         let mut shares = Vec::new();
-        for (resource, target) in targets {
+        for t in targets {
+            let later = t.target.is_expanded_later();
             let share = cross.then(|| {
-                let mut p = BTreeMap::new();
-                p.extend(share_params(dst_account, dst_region, revoke));
                 let s = self.step(
-                    id,
-                    &resource,
-                    "share",
-                    StepKind::ShareSnapshot,
+                    StepId::new(owner.clone(), t.resource.clone(), "share"),
                     src_account,
                     Some(src_region),
-                    target.clone(),
-                    p,
+                    t.target.clone(),
+                    StepSpec::ShareSnapshot(ShareSpec {
+                        shared: Shared::Snapshot(SnapshotId::new(t.resource.clone())),
+                        sharing: sharing.clone(),
+                        undoes: None,
+                    }),
                 );
-                if let Some(f) = &find
-                    && target.is_expanded_later()
-                {
+                if let (Some(f), true) = (&find, later) {
                     self.b.depends(&s, f);
                 }
                 s
             });
-            let mut p = self.destination_key_params(&m.destination.key.value);
-            p.insert("source_account".into(), json!(src_account));
-            p.insert("source_region".into(), json!(src_region));
-            p.insert("tags".into(), tags.clone());
             let copy = self.step(
-                id,
-                &resource,
-                "copy",
-                StepKind::CopySnapshot,
+                StepId::new(owner.clone(), t.resource.clone(), "copy"),
                 dst_account,
                 Some(dst_region),
-                target.clone(),
-                p,
+                t.target.clone(),
+                StepSpec::CopySnapshot(CopySnapshotSpec {
+                    migration: MigrationId::new(id),
+                    source: SnapshotId::new(t.resource.clone()),
+                    source_account: AccountName::new(src_account),
+                    source_region: Region::new(src_region),
+                    key: key.clone(),
+                    tags: tags.clone(),
+                }),
             );
-            if let Some(f) = &find
-                && target.is_expanded_later()
-            {
+            if let (Some(f), true) = (&find, later) {
                 self.b.depends(&copy, f);
             }
             for k in &key_deps {
@@ -477,26 +494,25 @@ impl<'p> Compiler<'p> {
             }
             if let Some(s) = &share {
                 self.b.depends(&copy, s);
-                shares.push((resource.clone(), target.clone(), s.clone()));
+                shares.push((t.clone(), s.clone()));
             }
-            for a in &access {
+            for (_, a) in &access {
                 self.b.depends(&copy, a);
             }
             copies.push(copy);
         }
         if cross && revoke {
-            for (resource, target, share) in shares {
-                let mut p = BTreeMap::new();
-                p.extend(share_params(dst_account, dst_region, revoke));
+            for (t, share) in shares {
                 let u = self.step(
-                    id,
-                    &resource,
-                    "unshare",
-                    StepKind::UnshareSnapshot,
+                    share.with_action("unshare"),
                     src_account,
                     Some(src_region),
-                    target,
-                    p,
+                    t.target,
+                    StepSpec::UnshareSnapshot(ShareSpec {
+                        shared: Shared::Snapshot(SnapshotId::new(t.resource)),
+                        sharing: sharing.clone(),
+                        undoes: Some(share.clone()),
+                    }),
                 );
                 // The share step's output says whether ferry added the permission.
                 self.b.depends(&u, &share);
@@ -505,50 +521,105 @@ impl<'p> Compiler<'p> {
                 }
             }
             if manage_access {
-                let how = m.key_access.as_ref().map(|k| k.value);
-                let revokes =
-                    self.revoke_access(id, src_account, src_region, access_params.clone(), how);
-                self.revokes_after(&revokes, &copies, &access);
+                let revokes = self.revoke_access(src_account, src_region, &sharing, how, &access);
+                self.revokes_after(&revokes, &copies);
+                self.remember_shared_keys(id, dst_account, access, revokes, copies);
+                return;
             }
         }
         if cross {
-            self.remember_shared_keys(id, dst_account, access, copies);
+            self.remember_shared_keys(id, dst_account, access, Vec::new(), copies);
         }
     }
 
-    /// The key-access steps of a cross-account migration (none when ferry does not manage key
-    /// access), each after the selector that finds the source keys.
-    fn access_steps(
+    /// The steps granting the destination account use of each source key: one per key once
+    /// resolved, one standing for "every source key" offline. Each waits for the selector.
+    #[allow(clippy::too_many_arguments)]
+    fn key_access(
         &mut self,
         id: &str,
-        (src_account, src_region): (&str, &str),
-        wanted: bool,
-        params: &BTreeMap<String, serde_json::Value>,
-        how: Option<KeyAccess>,
-        find: Option<&str>,
-    ) -> Vec<String> {
-        if !wanted {
-            return Vec::new();
-        }
-        let access = self.key_access(id, src_account, src_region, params.clone(), how);
-        if let Some(f) = find {
-            for a in &access {
-                self.b.depends(a, f);
+        src_account: &str,
+        src_region: &str,
+        sharing: &Sharing,
+        how: KeyAccess,
+        sources: &[String],
+        find: Option<&StepId>,
+    ) -> Vec<(SourceKey, StepId)> {
+        let sid = format!("ferry-{}-{}", self.plan.name.value, sharing.with_account);
+        let keys: Vec<SourceKey> = match self
+            .resolution
+            .and_then(|r| r.inventory.source_keys.get(id))
+        {
+            Some(keys) => keys
+                .iter()
+                .map(|k| SourceKey::Known(KeyArn::new(k.as_str())))
+                .collect(),
+            None => vec![SourceKey::Unresolved],
+        };
+        let mut out = Vec::new();
+        for key in keys {
+            let (resource, target) = source_key_names(&key);
+            let step = self.step(
+                StepId::new(migration_owner(id), resource, "grant-access"),
+                src_account,
+                Some(src_region),
+                target,
+                StepSpec::GrantKeyAccess(KeyAccessSpec {
+                    key: key.clone(),
+                    how,
+                    sid: sid.clone(),
+                    sharing: sharing.clone(),
+                    sources: sources.to_vec(),
+                    undoes: None,
+                }),
+            );
+            if let Some(f) = find {
+                self.b.depends(&step, f);
             }
+            out.push((key, step));
         }
-        access
+        out
     }
 
-    /// A migration's revokes wait for its copies, and each for the grant of the same key: the
-    /// grant step's output says what ferry added, so only that is taken back.
-    fn revokes_after(&mut self, revokes: &[String], copies: &[String], grants: &[String]) {
-        let key_part = |s: &str| s.rsplit_once('/').map(|x| x.0.to_string());
-        for r in revokes {
+    /// One revoke per grant step: it takes back exactly what that step added.
+    fn revoke_access(
+        &mut self,
+        src_account: &str,
+        src_region: &str,
+        sharing: &Sharing,
+        how: KeyAccess,
+        grants: &[(SourceKey, StepId)],
+    ) -> Vec<(SourceKey, StepId)> {
+        let sid = format!("ferry-{}-{}", self.plan.name.value, sharing.with_account);
+        let mut out = Vec::new();
+        for (key, grant) in grants {
+            let (_, target) = source_key_names(key);
+            let step = self.step(
+                grant.with_action("revoke-access"),
+                src_account,
+                Some(src_region),
+                target,
+                StepSpec::RevokeKeyAccess(KeyAccessSpec {
+                    key: key.clone(),
+                    how,
+                    sid: sid.clone(),
+                    sharing: sharing.clone(),
+                    sources: Vec::new(),
+                    undoes: Some(grant.clone()),
+                }),
+            );
+            // The grant step's output says what ferry added, so only that is taken back.
+            self.b.depends(&step, grant);
+            out.push((key.clone(), step));
+        }
+        out
+    }
+
+    /// A migration's revokes wait for its copies.
+    fn revokes_after(&mut self, revokes: &[(SourceKey, StepId)], copies: &[StepId]) {
+        for (_, r) in revokes {
             for c in copies {
                 self.b.depends(r, c);
-            }
-            for g in grants.iter().filter(|g| key_part(g) == key_part(r)) {
-                self.b.depends(r, g);
             }
         }
     }
@@ -558,14 +629,10 @@ impl<'p> Compiler<'p> {
         &mut self,
         id: &str,
         dst_account: &str,
-        grants: Vec<String>,
-        copies: Vec<String>,
+        grants: Vec<(SourceKey, StepId)>,
+        revokes: Vec<(SourceKey, StepId)>,
+        copies: Vec<StepId>,
     ) {
-        let revokes: Vec<String> = grants
-            .iter()
-            .map(|a| a.replace("/grant-access", "/revoke-access"))
-            .filter(|r| self.b.contains(r))
-            .collect();
         self.shared_keys.push(SharedKeys {
             migration: id.to_string(),
             with_account: dst_account.to_string(),
@@ -575,97 +642,9 @@ impl<'p> Compiler<'p> {
         });
     }
 
-    /// Steps granting the destination account use of each source key: one per key once
-    /// resolved, one standing for "every source key" offline.
-    fn key_access(
-        &mut self,
-        id: &str,
-        src_account: &str,
-        src_region: &str,
-        mut p: BTreeMap<String, serde_json::Value>,
-        how: Option<KeyAccess>,
-    ) -> Vec<String> {
-        let dst_account = p["with_account"].as_str().unwrap_or_default().to_string();
-        p.insert("how".into(), json!(how.unwrap_or_default()));
-        p.insert(
-            "sid".into(),
-            json!(format!("ferry-{}-{}", self.plan.name.value, dst_account)),
-        );
-        self.per_source_key(
-            id,
-            "grant-access",
-            StepKind::GrantKeyAccess,
-            src_account,
-            src_region,
-            p,
-        )
-    }
-
-    fn revoke_access(
-        &mut self,
-        id: &str,
-        src_account: &str,
-        src_region: &str,
-        mut p: BTreeMap<String, serde_json::Value>,
-        how: Option<KeyAccess>,
-    ) -> Vec<String> {
-        let dst_account = p["with_account"].as_str().unwrap_or_default().to_string();
-        p.insert("how".into(), json!(how.unwrap_or_default()));
-        p.insert(
-            "sid".into(),
-            json!(format!("ferry-{}-{}", self.plan.name.value, dst_account)),
-        );
-        self.per_source_key(
-            id,
-            "revoke-access",
-            StepKind::RevokeKeyAccess,
-            src_account,
-            src_region,
-            p,
-        )
-    }
-
-    fn per_source_key(
-        &mut self,
-        id: &str,
-        action: &str,
-        kind: StepKind,
-        account: &str,
-        region: &str,
-        params: BTreeMap<String, serde_json::Value>,
-    ) -> Vec<String> {
-        match self.inventory.and_then(|i| i.source_keys.get(id)) {
-            Some(keys) => keys
-                .iter()
-                .map(|arn| {
-                    let key_id = arn.rsplit('/').next().unwrap_or(arn);
-                    self.step(
-                        id,
-                        key_id,
-                        action,
-                        kind,
-                        account,
-                        Some(region),
-                        Target::One(arn.clone()),
-                        params.clone(),
-                    )
-                })
-                .collect(),
-            None => vec![self.step(
-                id,
-                "source-keys",
-                action,
-                kind,
-                account,
-                Some(region),
-                Target::SourceKeys,
-                params,
-            )],
-        }
-    }
-
     fn ami_copy(&mut self, m: &'p AmiCopy) {
         let id = m.id.value.as_str();
+        let owner = migration_owner(id);
         let src_account = m.source.account.value.as_str();
         let src_region = m.source.region.value.as_str();
         let dst_account = self.account_of(&m.destination.account, &m.source.account);
@@ -682,62 +661,73 @@ impl<'p> Compiler<'p> {
             Some(k) if copy_wanted => self.key_steps(&k.value, dst_region),
             _ => Vec::new(),
         };
+        let key = m
+            .destination
+            .key
+            .as_ref()
+            .filter(|_| copy_wanted)
+            .map(|k| self.destination_key(&k.value, dst_account, Some(dst_region)));
         let tags = ferry_tags(self.plan, id, &m.tags.value);
 
         let (targets, find) = self.selection(
             id,
             &m.source.images,
             m.source.tags.as_ref(),
-            StepKind::FindImages,
+            true,
             src_account,
             src_region,
         );
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
-        let access_params = access_params(dst_account, dst_region, revoke, &targets);
-        let manage_access = m.key_access.as_ref().map(|k| k.value) != Some(KeyAccess::None);
-        let access = self.access_steps(
-            id,
-            (src_account, src_region),
-            cross && manage_access,
-            &access_params,
-            m.key_access.as_ref().map(|k| k.value),
-            find.as_deref(),
-        );
+        let sharing = self.sharing(id, dst_account, dst_region, revoke, key.clone());
+        let sources = known_sources(&targets);
+        let how = m.key_access.as_ref().map(|k| k.value).unwrap_or_default();
+        let manage_access = how != KeyAccess::None;
+        let access = if cross && manage_access {
+            self.key_access(
+                id,
+                src_account,
+                src_region,
+                &sharing,
+                how,
+                &sources,
+                find.as_ref(),
+            )
+        } else {
+            Vec::new()
+        };
         let mut copies = Vec::new();
         let mut shares = Vec::new();
-        for (resource, target) in targets {
-            let later = target.is_expanded_later();
+        for t in targets {
+            let later = t.target.is_expanded_later();
+            let image = ImageId::new(t.resource.clone());
             let mut image_shares = Vec::new();
             if cross {
-                let mut p = BTreeMap::new();
-                p.extend(share_params(dst_account, dst_region, revoke));
                 let launch = self.step(
-                    id,
-                    &resource,
-                    "share",
-                    StepKind::ShareImage,
+                    StepId::new(owner.clone(), t.resource.clone(), "share"),
                     src_account,
                     Some(src_region),
-                    target.clone(),
-                    p.clone(),
+                    t.target.clone(),
+                    StepSpec::ShareImage(ShareSpec {
+                        shared: Shared::Image(image.clone()),
+                        sharing: sharing.clone(),
+                        undoes: None,
+                    }),
                 );
                 // The snapshots behind the image: known once resolved.
-                p.insert("backing_snapshots_of".into(), json!(resource));
-                if let Some(snaps) = self
-                    .inventory
-                    .and_then(|i| i.image_snapshots.get(&resource))
-                {
-                    p.insert("snapshots".into(), json!(snaps));
-                }
+                let backing = self.backing_snapshots(&t.resource);
                 let snaps = self.step(
-                    id,
-                    &format!("{resource}-snapshots"),
-                    "share",
-                    StepKind::ShareSnapshot,
+                    StepId::new(owner.clone(), format!("{}-snapshots", t.resource), "share"),
                     src_account,
                     Some(src_region),
-                    target.clone(),
-                    p,
+                    t.target.clone(),
+                    StepSpec::ShareSnapshot(ShareSpec {
+                        shared: Shared::SnapshotsOf {
+                            image: image.clone(),
+                            snapshots: backing,
+                        },
+                        sharing: sharing.clone(),
+                        undoes: None,
+                    }),
                 );
                 for s in [&launch, &snaps] {
                     if let (Some(f), true) = (&find, later) {
@@ -746,67 +736,61 @@ impl<'p> Compiler<'p> {
                 }
                 image_shares.push(launch.clone());
                 image_shares.push(snaps.clone());
-                shares.push((resource.clone(), target.clone(), launch, snaps));
+                shares.push((t.clone(), launch, snaps));
             }
-            if copy_wanted {
-                let mut p = m
-                    .destination
-                    .key
-                    .as_ref()
-                    .map(|k| self.destination_key_params(&k.value))
-                    .unwrap_or_default();
-                p.insert("source_account".into(), json!(src_account));
-                p.insert("source_region".into(), json!(src_region));
-                p.insert("tags".into(), tags.clone());
+            if let Some(key) = &key {
                 let copy = self.step(
-                    id,
-                    &resource,
-                    "copy",
-                    StepKind::CopyImage,
+                    StepId::new(owner.clone(), t.resource.clone(), "copy"),
                     dst_account,
                     Some(dst_region),
-                    target.clone(),
-                    p,
+                    t.target.clone(),
+                    StepSpec::CopyImage(CopyImageSpec {
+                        migration: MigrationId::new(id),
+                        source: image.clone(),
+                        source_account: AccountName::new(src_account),
+                        source_region: Region::new(src_region),
+                        key: key.clone(),
+                        tags: tags.clone(),
+                    }),
                 );
                 if let (Some(f), true) = (&find, later) {
                     self.b.depends(&copy, f);
                 }
-                for dep in key_deps.iter().chain(&image_shares).chain(access.iter()) {
+                let access_steps = access.iter().map(|(_, a)| a);
+                for dep in key_deps.iter().chain(&image_shares).chain(access_steps) {
                     self.b.depends(&copy, dep);
                 }
                 copies.push(copy);
             }
         }
         if cross && revoke {
-            for (resource, target, launch, snaps) in shares {
-                let mut p = BTreeMap::new();
-                p.extend(share_params(dst_account, dst_region, revoke));
+            for (t, launch, snaps) in shares {
+                let image = ImageId::new(t.resource.clone());
                 let u1 = self.step(
-                    id,
-                    &resource,
-                    "unshare",
-                    StepKind::UnshareImage,
+                    launch.with_action("unshare"),
                     src_account,
                     Some(src_region),
-                    target.clone(),
-                    p.clone(),
+                    t.target.clone(),
+                    StepSpec::UnshareImage(ShareSpec {
+                        shared: Shared::Image(image.clone()),
+                        sharing: sharing.clone(),
+                        undoes: Some(launch.clone()),
+                    }),
                 );
-                p.insert("backing_snapshots_of".into(), json!(resource));
-                if let Some(list) = self
-                    .inventory
-                    .and_then(|i| i.image_snapshots.get(&resource))
-                {
-                    p.insert("snapshots".into(), json!(list));
-                }
+                let backing = self.backing_snapshots(&t.resource);
                 let u2 = self.step(
-                    id,
-                    &format!("{resource}-snapshots"),
-                    "unshare",
-                    StepKind::UnshareSnapshot,
+                    snaps.with_action("unshare"),
                     src_account,
                     Some(src_region),
-                    target,
-                    p,
+                    t.target,
+                    StepSpec::UnshareSnapshot(ShareSpec {
+                        shared: Shared::SnapshotsOf {
+                            image,
+                            snapshots: backing,
+                        },
+                        sharing: sharing.clone(),
+                        undoes: Some(snaps.clone()),
+                    }),
                 );
                 self.b.depends(&u1, &launch);
                 self.b.depends(&u2, &snaps);
@@ -816,61 +800,63 @@ impl<'p> Compiler<'p> {
                 }
             }
             if manage_access {
-                let how = m.key_access.as_ref().map(|k| k.value);
-                let revokes =
-                    self.revoke_access(id, src_account, src_region, access_params.clone(), how);
-                self.revokes_after(&revokes, &copies, &access);
+                let revokes = self.revoke_access(src_account, src_region, &sharing, how, &access);
+                self.revokes_after(&revokes, &copies);
+                self.remember_shared_keys(id, dst_account, access, revokes, copies);
+                return;
             }
         }
         if cross {
-            self.remember_shared_keys(id, dst_account, access, copies);
+            self.remember_shared_keys(id, dst_account, access, Vec::new(), copies);
         }
+    }
+
+    fn backing_snapshots(&self, image: &str) -> Option<Vec<SnapshotId>> {
+        self.resolution
+            .and_then(|r| r.inventory.image_snapshots.get(image))
+            .map(|l| l.iter().map(|s| SnapshotId::new(s.as_str())).collect())
     }
 
     fn s3_replication(&mut self, m: &'p S3Replication) {
         let id = m.id.value.as_str();
+        let owner = migration_owner(id);
         let src_account = m.source.account.value.as_str();
         let dst_account = self.account_of(&m.destination.account, &m.source.account);
         let src_bucket = m.source.bucket.value.as_str();
         let dst_bucket = m.destination.bucket.value.as_str();
         // Bucket regions are looked up by the resolve stage; offline only a declared one is known.
-        let looked_up = |account: &str, bucket: &str| {
-            self.inventory
-                .and_then(|i| i.bucket_regions.get(&bucket_slot(account, bucket)))
-                .map(String::as_str)
-        };
+        let looked_up =
+            |account: &str, bucket: &str| self.resolution?.bucket_region(account, bucket);
         let src_region = looked_up(src_account, src_bucket);
         let dst_region = m
             .destination
             .region
             .as_ref()
-            .map(|r| r.value.as_str())
+            .map(|r| r.value.clone())
             .or_else(|| looked_up(dst_account, dst_bucket));
+        let src_region = src_region.as_deref();
+        let dst_region = dst_region.as_deref();
         let cross = self.is_cross_account(src_account, dst_account);
         let key_deps = dst_region
             .map(|r| self.key_steps(&m.destination.key.value, r))
             .unwrap_or_default();
-        let source_keys = self
-            .inventory
-            .and_then(|i| i.source_keys.get(id))
-            .cloned()
+        let key = self.destination_key(&m.destination.key.value, dst_account, dst_region);
+        let source_keys: Vec<KeyArn> = self
+            .resolution
+            .and_then(|r| r.inventory.source_keys.get(id))
+            .map(|keys| keys.iter().map(|k| KeyArn::new(k.as_str())).collect())
             .unwrap_or_default();
-        let regions = json!({ "source": src_region, "destination": dst_region });
-        let bucket_param = |b: &str| {
-            let mut p = BTreeMap::new();
-            p.insert("bucket".into(), json!(b));
-            p
-        };
+        let bucket_key = m.bucket_key.as_ref().is_none_or(|b| b.value);
+        let one = |b: &str| Target::One(b.to_string());
 
         let src_versioning = self.step(
-            id,
-            "source-bucket",
-            "versioning",
-            StepKind::EnableVersioning,
+            StepId::new(owner.clone(), "source-bucket", "versioning"),
             src_account,
             src_region,
-            Target::One(src_bucket.into()),
-            bucket_param(src_bucket),
+            one(src_bucket),
+            StepSpec::EnableVersioning(VersioningSpec {
+                bucket: BucketName::new(src_bucket),
+            }),
         );
         let create = m
             .destination
@@ -878,22 +864,18 @@ impl<'p> Compiler<'p> {
             .as_ref()
             .is_some_and(|c| c.value)
             .then(|| {
-                let mut p = bucket_param(dst_bucket);
-                p.extend(self.destination_key_params(&m.destination.key.value));
-                p.insert(
-                    "bucket_key".into(),
-                    json!(m.bucket_key.as_ref().is_none_or(|b| b.value)),
-                );
-                p.insert("tags".into(), ferry_tags(self.plan, id, &BTreeMap::new()));
                 let c = self.step(
-                    id,
-                    "destination-bucket",
-                    "create",
-                    StepKind::CreateBucket,
+                    StepId::new(owner.clone(), "destination-bucket", "create"),
                     dst_account,
                     dst_region,
-                    Target::One(dst_bucket.into()),
-                    p,
+                    one(dst_bucket),
+                    StepSpec::CreateBucket(CreateBucketSpec {
+                        migration: MigrationId::new(id),
+                        bucket: BucketName::new(dst_bucket),
+                        key: key.clone(),
+                        bucket_key,
+                        tags: ferry_tags(self.plan, id, &BTreeMap::new()),
+                    }),
                 );
                 for k in &key_deps {
                     self.b.depends(&c, k);
@@ -901,87 +883,81 @@ impl<'p> Compiler<'p> {
                 c
             });
         let dst_versioning = self.step(
-            id,
-            "destination-bucket",
-            "versioning",
-            StepKind::EnableVersioning,
+            StepId::new(owner.clone(), "destination-bucket", "versioning"),
             dst_account,
             dst_region,
-            Target::One(dst_bucket.into()),
-            bucket_param(dst_bucket),
+            one(dst_bucket),
+            StepSpec::EnableVersioning(VersioningSpec {
+                bucket: BucketName::new(dst_bucket),
+            }),
         );
         if let Some(c) = &create {
             self.b.depends(&dst_versioning, c);
         }
 
         let mut role_deps = Vec::new();
-        let role_target = match (&m.role.name, &m.role.arn) {
+        let role = match (&m.role.name, &m.role.arn) {
             (Some(n), _) => {
-                let mut p = BTreeMap::new();
-                p.insert("name".into(), json!(n.value));
-                p.insert("source_bucket".into(), json!(src_bucket));
-                p.insert("destination_bucket".into(), json!(dst_bucket));
-                p.insert("destination_account".into(), json!(dst_account));
-                p.insert("regions".into(), regions.clone());
-                p.insert("source_keys".into(), json!(source_keys));
-                p.extend(self.destination_key_params(&m.destination.key.value));
-                p.insert("tags".into(), ferry_tags(self.plan, id, &BTreeMap::new()));
                 let r = self.step(
-                    id,
-                    "role",
-                    "ensure",
-                    StepKind::EnsureRole,
+                    StepId::new(owner.clone(), "role", "ensure"),
                     src_account,
                     Some("global"),
-                    Target::One(n.value.clone()),
-                    p,
+                    one(&n.value),
+                    StepSpec::EnsureRole(RoleSpec {
+                        migration: MigrationId::new(id),
+                        name: n.value.clone(),
+                        source_bucket: BucketName::new(src_bucket),
+                        source_region: src_region.map(Region::new),
+                        destination_bucket: BucketName::new(dst_bucket),
+                        destination_account: AccountName::new(dst_account),
+                        destination_region: dst_region.map(Region::new),
+                        source_keys,
+                        key: key.clone(),
+                        tags: ferry_tags(self.plan, id, &BTreeMap::new()),
+                    }),
                 );
                 // The inline policy names the destination key's ARN.
                 for k in &key_deps {
                     self.b.depends(&r, k);
                 }
                 role_deps.push(r);
-                n.value.clone()
+                RoleRef::Name(n.value.clone())
             }
-            (None, Some(a)) => a.value.clone(),
-            (None, None) => String::new(),
+            (None, Some(a)) => RoleRef::Arn(a.value.clone()),
+            // The checks require one of the two.
+            (None, None) => RoleRef::Name(String::new()),
         };
 
-        let mut p = self.destination_key_params(&m.destination.key.value);
-        p.insert("role".into(), json!(role_target));
-        p.insert("role_account".into(), json!(src_account));
-        p.insert(
-            "sid".into(),
-            json!(format!("ferry-{}-{}-replication", self.plan.name.value, id)),
-        );
         let key_policy = self.step(
-            id,
-            "destination-key",
-            "allow-role",
-            StepKind::MergeKeyPolicy,
+            StepId::new(owner.clone(), "destination-key", "allow-role"),
             dst_account,
             dst_region,
             Target::One(m.destination.key.value.clone()),
-            p,
+            StepSpec::MergeKeyPolicy(KeyPolicySpec {
+                key: key.clone(),
+                statements: Statements::ReplicationRole {
+                    role: role.clone(),
+                    role_account: AccountName::new(src_account),
+                    sid: format!("ferry-{}-{}-replication", self.plan.name.value, id),
+                },
+            }),
         );
         for d in role_deps.iter().chain(&key_deps) {
             self.b.depends(&key_policy, d);
         }
 
         let bucket_policy = cross.then(|| {
-            let mut p = bucket_param(dst_bucket);
-            p.insert("role".into(), json!(role_target));
-            p.insert("role_account".into(), json!(src_account));
-            p.insert("plan".into(), json!(self.plan.name.value));
             let s = self.step(
-                id,
-                "destination-bucket",
-                "allow-role",
-                StepKind::AllowReplicationRole,
+                StepId::new(owner.clone(), "destination-bucket", "allow-role"),
                 dst_account,
                 dst_region,
-                Target::One(dst_bucket.into()),
-                p,
+                one(dst_bucket),
+                StepSpec::AllowReplicationRole(BucketPolicySpec {
+                    bucket: BucketName::new(dst_bucket),
+                    role: role.clone(),
+                    role_account: AccountName::new(src_account),
+                    sid: format!("ferry-{}-{}-replication", self.plan.name.value, id),
+                }),
             );
             for d in role_deps.iter().chain(create.iter()) {
                 self.b.depends(&s, d);
@@ -990,34 +966,38 @@ impl<'p> Compiler<'p> {
         });
 
         let rule = m.rule.as_ref().map(|r| &r.value);
-        let mut p = bucket_param(src_bucket);
-        p.insert("destination_bucket".into(), json!(dst_bucket));
-        p.insert("destination_account".into(), json!(dst_account));
-        p.insert("role".into(), json!(role_target));
-        p.insert("regions".into(), regions.clone());
-        p.extend(self.destination_key_params(&m.destination.key.value));
-        p.insert(
-            "rule".into(),
-            json!({
-                "id": rule.and_then(|r| r.id.as_ref()).map(|s| s.value.clone()).unwrap_or_else(|| format!("ferry-{id}")),
-                "prefix": rule.and_then(|r| r.prefix.as_ref()).map(|s| s.value.clone()).unwrap_or_default(),
-                "priority": rule.and_then(|r| r.priority.as_ref()).map(|s| s.value).unwrap_or(1),
-                "delete_markers": rule.and_then(|r| r.delete_markers.as_ref()).is_some_and(|s| s.value),
-            }),
-        );
-        p.insert(
-            "bucket_key".into(),
-            json!(m.bucket_key.as_ref().is_none_or(|b| b.value)),
-        );
+        let prefix = rule
+            .and_then(|r| r.prefix.as_ref())
+            .map(|s| s.value.clone())
+            .unwrap_or_default();
         let replication = self.step(
-            id,
-            "replication",
-            "put",
-            StepKind::PutReplication,
+            StepId::new(owner.clone(), "replication", "put"),
             src_account,
             src_region,
-            Target::One(src_bucket.into()),
-            p,
+            one(src_bucket),
+            StepSpec::PutReplication(ReplicationSpec {
+                bucket: BucketName::new(src_bucket),
+                destination_bucket: BucketName::new(dst_bucket),
+                destination_account: AccountName::new(dst_account),
+                destination_region: dst_region.map(Region::new),
+                role,
+                key: key.clone(),
+                rule: RuleSpec {
+                    id: rule
+                        .and_then(|r| r.id.as_ref())
+                        .map(|s| s.value.clone())
+                        .unwrap_or_else(|| format!("ferry-{id}")),
+                    prefix: prefix.clone(),
+                    priority: rule
+                        .and_then(|r| r.priority.as_ref())
+                        .map(|s| s.value)
+                        .unwrap_or(1),
+                    delete_markers: rule
+                        .and_then(|r| r.delete_markers.as_ref())
+                        .is_some_and(|s| s.value),
+                },
+                bucket_key,
+            }),
         );
         for d in [&src_versioning, &dst_versioning, &key_policy]
             .into_iter()
@@ -1028,43 +1008,27 @@ impl<'p> Compiler<'p> {
         }
 
         if m.backfill.as_ref().is_some_and(|b| b.value) {
-            let mut p = bucket_param(src_bucket);
-            p.insert("destination_bucket".into(), json!(dst_bucket));
-            p.insert("source_account".into(), json!(src_account));
-            p.insert("regions".into(), regions.clone());
-            p.insert(
-                "prefix".into(),
-                json!(
-                    rule.and_then(|r| r.prefix.as_ref())
-                        .map(|s| s.value.clone())
-                        .unwrap_or_default()
-                ),
-            );
-            p.insert(
-                "bucket_key".into(),
-                json!(m.bucket_key.as_ref().is_none_or(|b| b.value)),
-            );
-            p.insert(
-                "inline_max".into(),
-                json!(
-                    self.plan
+            let b = self.step(
+                StepId::new(owner.clone(), "backfill", "copy"),
+                dst_account,
+                dst_region,
+                one(src_bucket),
+                StepSpec::Backfill(BackfillSpec {
+                    source_bucket: BucketName::new(src_bucket),
+                    source_account: AccountName::new(src_account),
+                    source_region: src_region.map(Region::new),
+                    destination_bucket: BucketName::new(dst_bucket),
+                    prefix,
+                    key,
+                    bucket_key,
+                    inline_max: self
+                        .plan
                         .settings
                         .backfill_inline_max
                         .as_ref()
                         .map(|v| v.value)
-                        .unwrap_or(crate::plan::BACKFILL_INLINE_MAX)
-                ),
-            );
-            p.extend(self.destination_key_params(&m.destination.key.value));
-            let b = self.step(
-                id,
-                "backfill",
-                "copy",
-                StepKind::Backfill,
-                dst_account,
-                dst_region,
-                Target::One(src_bucket.into()),
-                p,
+                        .unwrap_or(crate::plan::BACKFILL_INLINE_MAX),
+                }),
             );
             self.b.depends(&b, &replication);
         }
@@ -1073,10 +1037,6 @@ impl<'p> Compiler<'p> {
     /// A statement or grant for one account on one key serves every migration that shares that
     /// key with that account: taking it back must wait for all their copies, not only its own.
     fn revokes_after_every_copy(&mut self) {
-        let key_of = |step: &str| {
-            step.rsplit_once('/')
-                .map(|x| x.0.rsplit_once('/').map_or(x.0, |y| y.1).to_string())
-        };
         let mut edges = Vec::new();
         for r in &self.shared_keys {
             for other in &self.shared_keys {
@@ -1087,13 +1047,9 @@ impl<'p> Compiler<'p> {
                 {
                     continue;
                 }
-                for revoke in &r.revokes {
-                    let k = key_of(revoke);
-                    let shares_key = other.grants.iter().any(|g| {
-                        let gk = key_of(g);
-                        gk == k
-                            || gk.as_deref() == Some("source-keys")
-                            || k.as_deref() == Some("source-keys")
+                for (k, revoke) in &r.revokes {
+                    let shares_key = other.grants.iter().any(|(gk, _)| {
+                        gk == k || *gk == SourceKey::Unresolved || *k == SourceKey::Unresolved
                     });
                     if shares_key {
                         edges.extend(other.copies.iter().map(|c| (revoke.clone(), c.clone())));
@@ -1111,7 +1067,7 @@ impl<'p> Compiler<'p> {
     /// Whether migration `a` waits, directly or not, for migration `b`.
     fn runs_after(&self, a: &str, b: &str) -> bool {
         let mut stack = vec![a];
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         while let Some(m) = stack.pop() {
             if !seen.insert(m) {
                 continue;
@@ -1145,4 +1101,22 @@ impl<'p> Compiler<'p> {
             }
         }
     }
+}
+
+/// A key-access step's resource name and target: the key id once resolved, else "every
+/// source key".
+fn source_key_names(key: &SourceKey) -> (String, Target) {
+    match key {
+        SourceKey::Known(arn) => (arn.key_id().to_string(), Target::One(arn.to_string())),
+        SourceKey::Unresolved => ("source-keys".to_string(), Target::SourceKeys),
+    }
+}
+
+/// The migration's source resources known by id (not the ones a selector finds later).
+fn known_sources(targets: &[Selected]) -> Vec<String> {
+    targets
+        .iter()
+        .filter(|t| !t.target.is_expanded_later())
+        .map(|t| t.resource.clone())
+        .collect()
 }

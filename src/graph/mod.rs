@@ -1,10 +1,9 @@
 //! Compile a checked plan into a DAG of steps. Pure: no AWS, no I/O.
 //!
 //! Two types, two phases: a [`GraphBuilder`] collects steps and edges; [`GraphBuilder::seal`]
-//! checks the result is acyclic and yields a [`StepGraph`] with a fixed execution order.
+//! checks the result is acyclic and yields a [`PlanGraph`] with a fixed execution order.
 
 mod compile;
-pub mod render;
 mod step;
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -12,28 +11,30 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-pub use compile::{Inventory, bucket_slot, compile, compile_resolved};
-pub use step::{Scope, StepKind, StepSpec, Target};
+pub use compile::{compile, compile_resolved};
+pub use step::*;
+
+use crate::ids::StepId;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum GraphError {
+pub enum CompileError {
     #[error("two steps have the id `{0}`")]
-    DuplicateStep(String),
+    DuplicateStep(StepId),
     #[error("step `{from}` depends on `{to}`, which does not exist")]
-    UnknownStep { from: String, to: String },
-    #[error("the steps form a cycle: {}", .0.join(" -> "))]
-    Cycle(Vec<String>),
+    UnknownStep { from: Box<StepId>, to: Box<StepId> },
+    #[error("the steps form a cycle: {}", .0.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" -> "))]
+    Cycle(Vec<StepId>),
 }
 
 /// A graph being built: steps may be added and connected in any order.
 #[derive(Default)]
 pub struct GraphBuilder {
-    graph: DiGraph<StepSpec, ()>,
-    index: HashMap<String, NodeIndex>,
-    pending_edges: Vec<(String, String)>,
+    graph: DiGraph<PlannedStep, ()>,
+    index: HashMap<StepId, NodeIndex>,
+    pending_edges: Vec<(StepId, StepId)>,
     /// Orderings that are wanted but yield to any the graph already implies the other way.
-    soft_edges: Vec<(String, String)>,
-    errors: Vec<GraphError>,
+    soft_edges: Vec<(StepId, StepId)>,
+    errors: Vec<CompileError>,
 }
 
 impl GraphBuilder {
@@ -42,10 +43,10 @@ impl GraphBuilder {
     }
 
     /// Adds a step; returns its id for convenience.
-    pub fn add(&mut self, step: StepSpec) -> String {
+    pub fn add(&mut self, step: PlannedStep) -> StepId {
         let id = step.id.clone();
         if self.index.contains_key(&id) {
-            self.errors.push(GraphError::DuplicateStep(id.clone()));
+            self.errors.push(CompileError::DuplicateStep(id.clone()));
             return id;
         }
         let n = self.graph.add_node(step);
@@ -53,24 +54,22 @@ impl GraphBuilder {
         id
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    pub fn contains(&self, id: &StepId) -> bool {
         self.index.contains_key(id)
     }
 
     /// `step` runs only after `dependency` is done.
-    pub fn depends(&mut self, step: &str, dependency: &str) {
-        self.pending_edges
-            .push((step.to_string(), dependency.to_string()));
+    pub fn depends(&mut self, step: &StepId, dependency: &StepId) {
+        self.pending_edges.push((step.clone(), dependency.clone()));
     }
 
     /// `step` should run after `dependency`, unless the graph already makes `dependency` wait
     /// (directly or not) for `step`: then that order wins and this one is dropped.
-    pub fn depends_if_acyclic(&mut self, step: &str, dependency: &str) {
-        self.soft_edges
-            .push((step.to_string(), dependency.to_string()));
+    pub fn depends_if_acyclic(&mut self, step: &StepId, dependency: &StepId) {
+        self.soft_edges.push((step.clone(), dependency.clone()));
     }
 
-    pub fn seal(mut self) -> Result<StepGraph, GraphError> {
+    pub fn seal(mut self) -> Result<PlanGraph, CompileError> {
         if let Some(e) = self.errors.into_iter().next() {
             return Err(e);
         }
@@ -78,7 +77,10 @@ impl GraphBuilder {
         let mut seen = std::collections::HashSet::new();
         for (from, to) in std::mem::take(&mut self.pending_edges) {
             let (Some(&a), Some(&b)) = (self.index.get(&from), self.index.get(&to)) else {
-                return Err(GraphError::UnknownStep { from, to });
+                return Err(CompileError::UnknownStep {
+                    from: Box::new(from),
+                    to: Box::new(to),
+                });
             };
             // Edges point from a dependency to its dependent: the direction work flows.
             if seen.insert((b, a)) {
@@ -88,7 +90,10 @@ impl GraphBuilder {
         let mut space = petgraph::algo::DfsSpace::new(&self.graph);
         for (from, to) in std::mem::take(&mut self.soft_edges) {
             let (Some(&a), Some(&b)) = (self.index.get(&from), self.index.get(&to)) else {
-                return Err(GraphError::UnknownStep { from, to });
+                return Err(CompileError::UnknownStep {
+                    from: Box::new(from),
+                    to: Box::new(to),
+                });
             };
             // b -> a closes a cycle exactly when a already reaches b.
             if !seen.contains(&(b, a))
@@ -99,7 +104,7 @@ impl GraphBuilder {
             }
         }
         let order = stable_topological_order(&self.graph).map_err(|cycle| {
-            GraphError::Cycle(
+            CompileError::Cycle(
                 cycle
                     .into_iter()
                     .map(|n| self.graph[n].id.clone())
@@ -110,7 +115,7 @@ impl GraphBuilder {
         for (i, n) in order.iter().enumerate() {
             rank[n.index()] = i;
         }
-        Ok(StepGraph {
+        Ok(PlanGraph {
             graph: self.graph,
             index: self.index,
             order,
@@ -121,7 +126,9 @@ impl GraphBuilder {
 
 /// Kahn's algorithm, always taking the earliest-added ready step: the same plan always prints
 /// the same order.
-fn stable_topological_order(g: &DiGraph<StepSpec, ()>) -> Result<Vec<NodeIndex>, Vec<NodeIndex>> {
+fn stable_topological_order(
+    g: &DiGraph<PlannedStep, ()>,
+) -> Result<Vec<NodeIndex>, Vec<NodeIndex>> {
     let mut indegree: Vec<usize> = g
         .node_indices()
         .map(|n| g.neighbors_directed(n, Direction::Incoming).count())
@@ -167,16 +174,16 @@ fn stable_topological_order(g: &DiGraph<StepSpec, ()>) -> Result<Vec<NodeIndex>,
     }
 }
 
-/// A sealed, acyclic graph of steps with its execution order.
-pub struct StepGraph {
-    graph: DiGraph<StepSpec, ()>,
-    index: HashMap<String, NodeIndex>,
+/// A sealed, acyclic graph of planned steps with its execution order.
+pub struct PlanGraph {
+    graph: DiGraph<PlannedStep, ()>,
+    index: HashMap<StepId, NodeIndex>,
     order: Vec<NodeIndex>,
     /// Position of each node (by index) in `order`.
     rank: Vec<usize>,
 }
 
-impl StepGraph {
+impl PlanGraph {
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }
@@ -186,16 +193,16 @@ impl StepGraph {
     }
 
     /// Steps in execution order: each after all of its dependencies.
-    pub fn in_order(&self) -> impl Iterator<Item = &StepSpec> {
+    pub fn in_order(&self) -> impl Iterator<Item = &PlannedStep> {
         self.order.iter().map(|n| &self.graph[*n])
     }
 
-    pub fn get(&self, id: &str) -> Option<&StepSpec> {
+    pub fn get(&self, id: &StepId) -> Option<&PlannedStep> {
         self.index.get(id).map(|n| &self.graph[*n])
     }
 
     /// Ids of the steps `id` waits for, in execution order.
-    pub fn dependencies(&self, id: &str) -> Vec<&str> {
+    pub fn dependencies(&self, id: &StepId) -> Vec<&StepId> {
         let Some(&n) = self.index.get(id) else {
             return Vec::new();
         };
@@ -204,13 +211,11 @@ impl StepGraph {
             .neighbors_directed(n, Direction::Incoming)
             .collect();
         deps.sort_by_key(|d| self.rank[d.index()]);
-        deps.into_iter()
-            .map(|d| self.graph[d].id.as_str())
-            .collect()
+        deps.into_iter().map(|d| &self.graph[d].id).collect()
     }
 
     /// The underlying petgraph (edges run from a dependency to its dependent).
-    pub fn petgraph(&self) -> &DiGraph<StepSpec, ()> {
+    pub fn petgraph(&self) -> &DiGraph<PlannedStep, ()> {
         &self.graph
     }
 }

@@ -1,10 +1,16 @@
-//! What one node of the graph does, as data: the step id, its kind, where it runs and the inputs
-//! the AWS implementation needs. Pure: nothing here talks to AWS.
+//! What one node of the graph does, as data: its id, where it runs, and its spec, the whole
+//! desired state of one step kind with typed fields. Pure: nothing here talks to AWS.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
+use serde_json::Value;
+
+use crate::ids::{
+    AccountName, BucketName, ImageId, KeyArn, KeyName, MigrationId, Region, SnapshotId, StepId,
+};
+use crate::plan::KeyAccess;
 
 /// One step kind per AWS operation family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -76,11 +82,6 @@ impl StepKind {
             StepKind::EnsureRole => "iam.ensure-role",
         }
     }
-
-    /// The AWS service a step of this kind talks to.
-    pub fn service(self) -> &'static str {
-        self.as_str().split('.').next().unwrap_or("")
-    }
 }
 
 impl fmt::Display for StepKind {
@@ -92,17 +93,17 @@ impl fmt::Display for StepKind {
 /// Where a step's API calls go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Scope {
-    /// The plan's account name.
-    pub account: String,
+    pub account: AccountName,
     /// `None` until resolved (an S3 source bucket's region is looked up); IAM is `global`.
-    pub region: Option<String>,
+    pub region: Option<Region>,
 }
 
-/// Which resources a step acts on: one known id, or every resource a selector resolves to.
+/// Which resources a step acts on, as shown: one known id, or every resource a selector
+/// resolves to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
-    /// A single resource (a snapshot id, an AMI id, a key name, a bucket).
+    /// A single resource (a snapshot id, an AMI id, a key, a bucket).
     One(String),
     /// Every resource of the migration's tag selector, expanded by the resolve stage.
     Tagged(BTreeMap<String, String>),
@@ -129,16 +130,305 @@ impl fmt::Display for Target {
     }
 }
 
+pub type Tags = BTreeMap<String, String>;
+
+/// A key a step encrypts with or edits, as the resolve stage found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestKey {
+    /// It exists: this ARN.
+    Existing(KeyArn),
+    /// It does not exist yet; this step of the plan makes it (its output has the ARN).
+    MadeBy(StepId),
+    /// Not resolved (an offline plan): found by this reference when needed.
+    Unresolved(String),
+}
+
+/// A destination key: how the plan names it, and where its ARN comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationKey {
+    /// The alias or ARN as the plan gives it (what a person reads in `ferry plan`).
+    pub shown: String,
+    pub key: DestKey,
+}
+
+/// An IAM role given by name (ferry manages it) or by ARN (used untouched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleRef {
+    Name(String),
+    Arn(String),
+}
+
 /// A node of the step graph.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepSpec {
-    /// Stable across runs: `<owner>/<resource>/<action>`.
-    pub id: String,
-    pub kind: StepKind,
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    pub id: StepId,
     pub scope: Scope,
-    /// The plan element the step belongs to: `key.<name>` or a migration id.
-    pub owner: String,
+    /// What the step acts on, as shown.
     pub target: Target,
-    /// Inputs the AWS implementation needs beyond the target (destination key, tags, ...).
-    pub params: BTreeMap<String, serde_json::Value>,
+    pub spec: StepSpec,
+}
+
+impl PlannedStep {
+    pub fn kind(&self) -> StepKind {
+        self.spec.kind()
+    }
+}
+
+/// The whole desired state of one step, by kind.
+#[derive(Debug, Clone)]
+pub enum StepSpec {
+    CreateKey(CreateKeySpec),
+    EnableKeyRotation(KeyRotationSpec),
+    ReplicateKey(ReplicateKeySpec),
+    MergeKeyPolicy(KeyPolicySpec),
+    GrantKeyAccess(KeyAccessSpec),
+    RevokeKeyAccess(KeyAccessSpec),
+    FindSnapshots(FindSpec),
+    FindImages(FindSpec),
+    ShareSnapshot(ShareSpec),
+    UnshareSnapshot(ShareSpec),
+    ShareImage(ShareSpec),
+    UnshareImage(ShareSpec),
+    CopySnapshot(CopySnapshotSpec),
+    CopyImage(CopyImageSpec),
+    CreateBucket(CreateBucketSpec),
+    EnableVersioning(VersioningSpec),
+    AllowReplicationRole(BucketPolicySpec),
+    PutReplication(ReplicationSpec),
+    Backfill(BackfillSpec),
+    EnsureRole(RoleSpec),
+}
+
+impl StepSpec {
+    pub fn kind(&self) -> StepKind {
+        match self {
+            StepSpec::CreateKey(_) => StepKind::CreateKey,
+            StepSpec::EnableKeyRotation(_) => StepKind::EnableKeyRotation,
+            StepSpec::ReplicateKey(_) => StepKind::ReplicateKey,
+            StepSpec::MergeKeyPolicy(_) => StepKind::MergeKeyPolicy,
+            StepSpec::GrantKeyAccess(_) => StepKind::GrantKeyAccess,
+            StepSpec::RevokeKeyAccess(_) => StepKind::RevokeKeyAccess,
+            StepSpec::FindSnapshots(_) => StepKind::FindSnapshots,
+            StepSpec::FindImages(_) => StepKind::FindImages,
+            StepSpec::ShareSnapshot(_) => StepKind::ShareSnapshot,
+            StepSpec::UnshareSnapshot(_) => StepKind::UnshareSnapshot,
+            StepSpec::ShareImage(_) => StepKind::ShareImage,
+            StepSpec::UnshareImage(_) => StepKind::UnshareImage,
+            StepSpec::CopySnapshot(_) => StepKind::CopySnapshot,
+            StepSpec::CopyImage(_) => StepKind::CopyImage,
+            StepSpec::CreateBucket(_) => StepKind::CreateBucket,
+            StepSpec::EnableVersioning(_) => StepKind::EnableVersioning,
+            StepSpec::AllowReplicationRole(_) => StepKind::AllowReplicationRole,
+            StepSpec::PutReplication(_) => StepKind::PutReplication,
+            StepSpec::Backfill(_) => StepKind::Backfill,
+            StepSpec::EnsureRole(_) => StepKind::EnsureRole,
+        }
+    }
+}
+
+/// `kms.create-key`: a symmetric customer managed key and its alias (the alias is the marker).
+#[derive(Debug, Clone)]
+pub struct CreateKeySpec {
+    pub name: KeyName,
+    pub alias: String,
+    pub multi_region: bool,
+    pub description: Option<String>,
+    pub tags: Tags,
+}
+
+/// `kms.enable-key-rotation`: yearly automatic rotation of the key found by `key`.
+#[derive(Debug, Clone)]
+pub struct KeyRotationSpec {
+    pub key: String,
+}
+
+/// `kms.replicate-key`: a replica (in the step's region) of the multi-Region key `key`.
+#[derive(Debug, Clone)]
+pub struct ReplicateKeySpec {
+    /// The alias (made in the replica's region too) or ARN of the primary key.
+    pub key: String,
+    pub primary_region: Region,
+}
+
+/// `kms.merge-key-policy`: statements merged into a key policy by Sid.
+#[derive(Debug, Clone)]
+pub struct KeyPolicySpec {
+    pub key: DestinationKey,
+    pub statements: Statements,
+}
+
+#[derive(Debug, Clone)]
+pub enum Statements {
+    /// The plan's `policy_statements`.
+    Given(Vec<Value>),
+    /// s3-replication: the replication role may encrypt replicas with the key.
+    ReplicationRole {
+        role: RoleRef,
+        role_account: AccountName,
+        sid: String,
+    },
+}
+
+/// Which source key a key-access step acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKey {
+    Known(KeyArn),
+    /// Offline: every key behind the migration's resources, found by the resolve stage.
+    Unresolved,
+}
+
+/// `kms.grant-key-access` / `kms.revoke-key-access`: the destination account's use of a source key.
+#[derive(Debug, Clone)]
+pub struct KeyAccessSpec {
+    pub key: SourceKey,
+    pub how: KeyAccess,
+    /// The statement's Sid, or the grant's name.
+    pub sid: String,
+    pub sharing: Sharing,
+    /// The migration's source resources, when known (their copies make access unneeded).
+    pub sources: Vec<String>,
+    /// For a revoke: the grant step whose addition it takes back.
+    pub undoes: Option<StepId>,
+}
+
+/// What a share (or key access) step knows about the other account.
+#[derive(Debug, Clone)]
+pub struct Sharing {
+    pub migration: MigrationId,
+    pub with_account: AccountName,
+    pub destination_region: Region,
+    /// The share is taken back after the copies: a finished copy makes sharing unneeded.
+    pub revoke_after: bool,
+    /// The key copies are made under: only a copy under it makes the share unneeded.
+    pub copies_under: Option<DestinationKey>,
+}
+
+/// `ec2.find-snapshots` / `ec2.find-images`: a tag selector, expanded by the resolve stage
+/// (offline plans only).
+#[derive(Debug, Clone)]
+pub struct FindSpec {
+    pub tags: Tags,
+}
+
+/// What a share step shares.
+#[derive(Debug, Clone)]
+pub enum Shared {
+    Snapshot(SnapshotId),
+    Image(ImageId),
+    /// The snapshots behind an AMI's block devices (`None` until resolved).
+    SnapshotsOf {
+        image: ImageId,
+        snapshots: Option<Vec<SnapshotId>>,
+    },
+}
+
+/// `ec2.share-*` / `ec2.unshare-*`: createVolumePermission or launch permission for the other
+/// account.
+#[derive(Debug, Clone)]
+pub struct ShareSpec {
+    pub shared: Shared,
+    pub sharing: Sharing,
+    /// For an unshare: the share step whose additions it takes back.
+    pub undoes: Option<StepId>,
+}
+
+/// `ec2.copy-snapshot`: a copy of `source` in the step's account and region under `key`.
+#[derive(Debug, Clone)]
+pub struct CopySnapshotSpec {
+    pub migration: MigrationId,
+    pub source: SnapshotId,
+    pub source_account: AccountName,
+    pub source_region: Region,
+    pub key: DestinationKey,
+    /// ferry's tags and the migration's; `ferry:source` and `ferry:key` are added per copy.
+    pub tags: Tags,
+}
+
+/// `ec2.copy-image`: a copy of `source` in the step's account and region, every volume under
+/// `key`.
+#[derive(Debug, Clone)]
+pub struct CopyImageSpec {
+    pub migration: MigrationId,
+    pub source: ImageId,
+    pub source_account: AccountName,
+    pub source_region: Region,
+    pub key: DestinationKey,
+    pub tags: Tags,
+}
+
+/// `s3.create-bucket`: the destination bucket, with default SSE-KMS under `key`.
+#[derive(Debug, Clone)]
+pub struct CreateBucketSpec {
+    pub migration: MigrationId,
+    pub bucket: BucketName,
+    pub key: DestinationKey,
+    pub bucket_key: bool,
+    pub tags: Tags,
+}
+
+/// `s3.enable-versioning`.
+#[derive(Debug, Clone)]
+pub struct VersioningSpec {
+    pub bucket: BucketName,
+}
+
+/// `s3.allow-replication-role`: the destination bucket policy lets another account's
+/// replication role replicate into it.
+#[derive(Debug, Clone)]
+pub struct BucketPolicySpec {
+    pub bucket: BucketName,
+    pub role: RoleRef,
+    pub role_account: AccountName,
+    /// Prefix of the statements' Sids.
+    pub sid: String,
+}
+
+/// The replication rule ferry owns in the source bucket's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub id: String,
+    pub prefix: String,
+    pub priority: u32,
+    pub delete_markers: bool,
+}
+
+/// `s3.put-replication`: ferry's rule in the source bucket's replication configuration.
+#[derive(Debug, Clone)]
+pub struct ReplicationSpec {
+    pub bucket: BucketName,
+    pub destination_bucket: BucketName,
+    pub destination_account: AccountName,
+    pub destination_region: Option<Region>,
+    pub role: RoleRef,
+    pub key: DestinationKey,
+    pub rule: RuleSpec,
+    pub bucket_key: bool,
+}
+
+/// `s3.backfill`: objects that existed before the rule, copied under `key`.
+#[derive(Debug, Clone)]
+pub struct BackfillSpec {
+    pub source_bucket: BucketName,
+    pub source_account: AccountName,
+    pub source_region: Option<Region>,
+    pub destination_bucket: BucketName,
+    pub prefix: String,
+    pub key: DestinationKey,
+    pub bucket_key: bool,
+    pub inline_max: u64,
+}
+
+/// `iam.ensure-role`: the replication role with its trust policy and ferry's inline policy.
+#[derive(Debug, Clone)]
+pub struct RoleSpec {
+    pub migration: MigrationId,
+    pub name: String,
+    pub source_bucket: BucketName,
+    pub source_region: Option<Region>,
+    pub destination_bucket: BucketName,
+    pub destination_account: AccountName,
+    pub destination_region: Option<Region>,
+    pub source_keys: Vec<KeyArn>,
+    pub key: DestinationKey,
+    pub tags: Tags,
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::exec::{Event, Resume, RunResult, StepError, Submitted};
+use crate::exec::{Event, PollKey, Resume, RunResult, StepError, Submitted};
 
 /// The last known state of one step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -20,7 +20,7 @@ pub enum StepState {
         intent: Value,
     },
     Submitted {
-        poll_key: String,
+        poll_key: PollKey,
         id: String,
     },
     Done {
@@ -123,7 +123,7 @@ pub fn fold(events: &[Event]) -> RunFold {
 impl RunFold {
     /// What a resumed run takes over: done steps (not observed again) and submitted operations
     /// (polled again). Intent-without-outcome, failed and skipped steps start from observe.
-    pub fn resume(&self) -> Resume {
+    pub fn resume(&self) -> Resume<Value> {
         let mut r = Resume {
             resumed: true,
             ..Resume::default()

@@ -76,6 +76,9 @@ pub enum JournalError {
     Json(String),
     #[error("{location}: {message}")]
     Remote { location: String, message: String },
+    /// The event log's writer failed earlier (or stopped): the run must not go on.
+    #[error("writing the run's journal failed: {0}")]
+    Writer(String),
     #[error(transparent)]
     LeaseLost(#[from] LeaseLost),
 }
@@ -227,7 +230,7 @@ pub struct PreparedRun {
     pub plan_hash: String,
     /// The stored resolved graph (for resume; the one given for a new run).
     pub graph: Value,
-    pub resume: crate::exec::Resume,
+    pub resume: crate::exec::Resume<serde_json::Value>,
     pub writer: JournalWriter,
     pub lock: Box<dyn StateLock>,
 }

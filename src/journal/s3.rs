@@ -284,15 +284,18 @@ impl S3Journal {
             message: "not an S3 state URL (expected s3://bucket/prefix)".into(),
         })?;
         let client = block(async move {
-            let mut loader =
-                aws_config::defaults(BehaviorVersion::latest()).http_client(crate::aws::http_client());
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .http_client(crate::aws::http_client());
             if let Some(e) = &endpoint {
                 loader = loader.endpoint_url(e);
             }
             if let Some(p) = &profile {
                 // The profile's own credentials, not the environment's (which the plan's accounts
                 // may use): the state can live in an account of its own.
+                let providers = aws_config::provider_config::ProviderConfig::default()
+                    .with_http_client(crate::aws::http_client());
                 let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .configure(&providers)
                     .profile_name(p)
                     .build();
                 loader = loader.profile_name(p).credentials_provider(creds);
@@ -360,6 +363,13 @@ impl S3Journal {
                 known.join(", ")
             },
         }
+    }
+
+    /// The keys of a run's event objects, in order.
+    fn event_objects(&self, run_id: &str) -> Result<Vec<String>> {
+        let store = self.store.clone();
+        let dir = Self::run_rel(run_id, "events/");
+        block(async move { store.list(&dir, false).await })
     }
 
     fn read_text(&self, run_id: &str, name: &str) -> Result<String> {
@@ -520,29 +530,80 @@ impl Drop for S3Lock {
     }
 }
 
+/// The run's event log on S3, written by a thread of its own: an event a mutation depends on
+/// (`step-intent`, and the run's start and end) is acknowledged only once it is in S3; the
+/// others are batched, whatever queued up while the last object was written going into the next
+/// one. A crash can lose only batched events, and those a resume finds again by observing.
 struct S3Log {
+    queue: Option<std::sync::mpsc::Sender<Write>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// The first error the writer met: every later append reports it, so the run stops.
+    failed: Arc<Mutex<Option<JournalError>>>,
+    lease: Option<Arc<Lease>>,
+}
+
+enum Write {
+    Event(Value),
+    /// Answered once everything before it is written.
+    Sync(std::sync::mpsc::Sender<()>),
+}
+
+/// What the writer thread keeps: where the next object goes and the run's summary.
+struct S3LogWriter {
     store: Store,
     run_id: String,
     next: u64,
-    lease: Option<Arc<Lease>>,
     summary: Value,
     summary_etag: Option<String>,
 }
 
-impl EventLog for S3Log {
-    fn append(&mut self, event: &Event) -> Result<()> {
-        if let Some(l) = &self.lease {
-            l.check()?;
+impl S3LogWriter {
+    fn run(
+        mut self,
+        rx: std::sync::mpsc::Receiver<Write>,
+        failed: Arc<Mutex<Option<JournalError>>>,
+    ) {
+        while let Ok(first) = rx.recv() {
+            let mut events = Vec::new();
+            let mut syncs = Vec::new();
+            for w in std::iter::once(first).chain(rx.try_iter()) {
+                match w {
+                    Write::Event(e) => events.push(e),
+                    Write::Sync(reply) => syncs.push(reply),
+                }
+            }
+            if failed.lock().expect("journal").is_none()
+                && let Err(e) = self.write(&events)
+            {
+                *failed.lock().expect("journal") = Some(e);
+            }
+            // A sync is answered either way; the append that waits reads `failed`.
+            for reply in syncs {
+                let _ = reply.send(());
+            }
         }
-        let value = serde_json::to_value(event).map_err(|e| JournalError::Json(e.to_string()))?;
-        let kind = value["event"].as_str().unwrap_or_default().to_string();
+    }
+
+    /// One object for the batch, then the summary when the run started or ended in it.
+    fn write(&mut self, events: &[Value]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut body = Vec::new();
+        for v in events {
+            serde_json::to_writer(&mut body, v).map_err(|e| JournalError::Json(e.to_string()))?;
+            body.push(b'\n');
+        }
         let rel = S3Journal::run_rel(&self.run_id, &format!("events/{:010}.json", self.next));
-        let body = serde_json::to_vec(&value).map_err(|e| JournalError::Json(e.to_string()))?;
         let store = self.store.clone();
         block(async move { store.put_new(&rel, body).await })?;
         self.next += 1;
         // The summary changes with the run's own life only (not per step), by compare and swap.
-        if kind == "run-started" || kind == "run-finished" {
+        for value in events {
+            let kind = value["event"].as_str().unwrap_or_default().to_string();
+            if kind != "run-started" && kind != "run-finished" {
+                continue;
+            }
             self.summary["events"] = json!(self.next);
             self.summary["updated_ms"] = json!(now_ms());
             self.summary["last_event"] = json!(kind);
@@ -569,6 +630,66 @@ impl EventLog for S3Log {
             }
         }
         Ok(())
+    }
+}
+
+impl S3Log {
+    fn start(writer: S3LogWriter, lease: Option<Arc<Lease>>) -> S3Log {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let failed = Arc::new(Mutex::new(None));
+        let shared = failed.clone();
+        let handle = std::thread::Builder::new()
+            .name("ferry-journal".into())
+            .spawn(move || writer.run(rx, shared))
+            .expect("a journal writer thread");
+        S3Log {
+            queue: Some(tx),
+            writer: Some(handle),
+            failed,
+            lease,
+        }
+    }
+
+    fn failure(&self) -> Result<()> {
+        match self.failed.lock().expect("journal").as_ref() {
+            // The error as the writer met it (it names the object).
+            Some(e) => Err(JournalError::Writer(e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl EventLog for S3Log {
+    fn append(&mut self, event: &Event) -> Result<()> {
+        if let Some(l) = &self.lease {
+            l.check()?;
+        }
+        self.failure()?;
+        let value = serde_json::to_value(event).map_err(|e| JournalError::Json(e.to_string()))?;
+        let durable_now = matches!(
+            event,
+            Event::StepIntent { .. } | Event::RunStarted { .. } | Event::RunFinished { .. }
+        );
+        let closed = || JournalError::Writer("the writer stopped".into());
+        let queue = self.queue.as_ref().ok_or_else(closed)?;
+        queue.send(Write::Event(value)).map_err(|_| closed())?;
+        if durable_now {
+            let (tx, rx) = std::sync::mpsc::channel();
+            queue.send(Write::Sync(tx)).map_err(|_| closed())?;
+            rx.recv().map_err(|_| closed())?;
+            self.failure()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for S3Log {
+    /// Writes what is queued before the log goes.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -639,32 +760,32 @@ impl JournalBackend for S3Journal {
 
     fn open_log(&self, run_id: &str) -> Result<Box<dyn EventLog>> {
         self.check_lease()?;
-        let next = self.read_log(run_id)?.events.len() as u64;
+        let next = self.event_objects(run_id)?.len() as u64;
         let store = self.store.clone();
         let rel = Self::run_rel(run_id, "run.json");
         let (summary, summary_etag) = match block(async move { store.get(&rel).await })? {
             Some((b, e)) => (serde_json::from_slice(&b).unwrap_or(json!({})), Some(e)),
             None => (json!({ "run_id": run_id }), None),
         };
-        Ok(Box::new(S3Log {
+        let writer = S3LogWriter {
             store: self.store.clone(),
             run_id: run_id.to_string(),
             next,
-            lease: self.lease.lock().expect("lease").clone(),
             summary,
             summary_etag,
-        }))
+        };
+        Ok(Box::new(S3Log::start(
+            writer,
+            self.lease.lock().expect("lease").clone(),
+        )))
     }
 
     fn read_log(&self, run_id: &str) -> Result<LogContents> {
         // Every run has its plan: that tells an unknown run from one without events yet.
         self.read_plan_hash(run_id)?;
+        let keys = self.event_objects(run_id)?;
         let store = self.store.clone();
-        let dir = Self::run_rel(run_id, "events/");
-        let objects = block(async move {
-            let keys = store.list(&dir, false).await?;
-            store.get_all(keys).await
-        })?;
+        let objects = block(async move { store.get_all(keys).await })?;
         let mut events = Vec::with_capacity(objects.len());
         for (n, (key, bytes)) in objects.into_iter().enumerate() {
             let path = PathBuf::from(self.store.url(&key));
@@ -677,15 +798,16 @@ impl JournalBackend for S3Journal {
                     message: format!("event {n} is missing"),
                 });
             }
-            let mut parsed = super::local::parse_log(&path, &bytes)?;
-            if parsed.torn_tail || parsed.events.len() != 1 {
+            // One event per object (earlier versions), or a batch of them, one per line.
+            let parsed = super::local::parse_log(&path, &bytes)?;
+            if parsed.torn_tail || parsed.events.is_empty() {
                 return Err(JournalError::Corrupt {
                     path,
                     line: n + 1,
-                    message: "not exactly one event".into(),
+                    message: "no complete event".into(),
                 });
             }
-            events.push(parsed.events.remove(0));
+            events.extend(parsed.events);
         }
         Ok(LogContents {
             events,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::de::{Spanned, one_of, suggest};
 use super::diagnostic::{Diagnostic, Span};
+use super::key_ref::KeyRef;
 use super::load::Broken;
 use super::model::*;
 use super::regions;
@@ -73,20 +74,6 @@ pub fn parse_arn(s: &str) -> Option<Arn<'_>> {
         resource: parts.next()?,
     };
     (!arn.service.is_empty() && !arn.resource.is_empty()).then_some(arn)
-}
-
-fn is_key_id(s: &str) -> bool {
-    let uuid = |t: &str| {
-        let groups: Vec<&str> = t.split('-').collect();
-        groups.len() == 5
-            && groups
-                .iter()
-                .zip([8, 4, 4, 4, 12])
-                .all(|(g, n)| g.len() == n && g.bytes().all(|c| c.is_ascii_hexdigit()))
-    };
-    uuid(s)
-        || s.strip_prefix("mrk-")
-            .is_some_and(|h| h.len() == 32 && h.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// S3 bucket naming rules (general purpose buckets).
@@ -470,37 +457,35 @@ impl<'p> Checker<'p> {
         if self.broken.keys.contains(value) {
             return;
         }
-        if value.starts_with("alias/") && value.len() > 6 {
-            return;
-        }
-        if is_key_id(value) {
-            return;
-        }
-        if value.starts_with("arn:") {
-            if let Some(a) = parse_arn(value)
-                && a.service == "kms"
-            {
-                if a.region != region {
-                    self.err(
-                        key.span,
-                        format!(
-                            "this key is in region `{}` but the destination region is `{region}`",
-                            a.region
-                        ),
-                    )
-                    .help =
-                        Some("KMS keys are regional: use a key in the destination region".into());
-                }
-                if let Some(id) = self.account_id(account)
-                    && a.account != id
+        match self.plan.key_ref(value) {
+            Some(KeyRef::Plan { .. } | KeyRef::Alias(_) | KeyRef::Id(_)) => return,
+            Some(KeyRef::Arn(_)) => {
+                if let Some(a) = parse_arn(value)
+                    && a.service == "kms"
                 {
-                    self.err(key.span, format!("this key is in account {} but the destination account `{account}` is {id}", a.account))
-                                .help = Some("copies are encrypted with a key of the destination account".into());
+                    if a.region != region {
+                        self.err(
+                            key.span,
+                            format!(
+                                "this key is in region `{}` but the destination region is `{region}`",
+                                a.region
+                            ),
+                        )
+                        .help =
+                            Some("KMS keys are regional: use a key in the destination region".into());
+                    }
+                    if let Some(id) = self.account_id(account)
+                        && a.account != id
+                    {
+                        self.err(key.span, format!("this key is in account {} but the destination account `{account}` is {id}", a.account))
+                                    .help = Some("copies are encrypted with a key of the destination account".into());
+                    }
+                    return;
                 }
+                self.err(key.span, format!("`{value}` is not a KMS key ARN"));
                 return;
             }
-            self.err(key.span, format!("`{value}` is not a KMS key ARN"));
-            return;
+            None => {}
         }
         let known: Vec<&str> = self
             .plan
@@ -815,12 +800,7 @@ impl<'p> Checker<'p> {
 
     fn key_reference_exists(&mut self, key: &Spanned<String>) {
         let v = key.value.as_str();
-        if self.key(v).is_some()
-            || self.broken.keys.contains(v)
-            || (v.starts_with("alias/") && v.len() > 6)
-            || v.starts_with("arn:")
-            || is_key_id(v)
-        {
+        if self.broken.keys.contains(v) || self.plan.key_ref(v).is_some() {
             return;
         }
         let known: Vec<&str> = self

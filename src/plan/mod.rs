@@ -6,6 +6,7 @@
 pub mod check;
 pub mod de;
 pub mod diagnostic;
+pub mod key_ref;
 pub mod load;
 pub mod model;
 pub mod regions;
@@ -15,6 +16,7 @@ use std::path::Path;
 
 pub use de::Spanned;
 pub use diagnostic::{Diagnostic, PlanErrors, Span};
+pub use key_ref::KeyRef;
 pub use model::*;
 
 /// Load and check a plan from text; `path` is only used to name the file in errors.

@@ -11,9 +11,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{Aws, AwsError};
 use crate::exec::Limits;
-use crate::graph::Inventory;
+use crate::ids::KeyArn;
+use crate::lookup::{self, KeyFacts};
 use crate::plan::{Diagnostic, Migration, Plan, Spanned};
-use crate::steps::{Cx, bucket, kms};
+use crate::quotas::bucket;
+
+/// What the resolve stage found for selectors, so that compiling can expand them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Migration id -> ids of the resources its tag selector matched.
+    pub tagged: BTreeMap<String, Vec<String>>,
+    /// Migration id -> ARNs of the KMS keys behind its source resources (cross-account).
+    #[serde(default)]
+    pub source_keys: BTreeMap<String, Vec<String>>,
+    /// AMI id -> the snapshots behind its block devices.
+    #[serde(default)]
+    pub image_snapshots: BTreeMap<String, Vec<String>>,
+    /// Snapshot id -> size in GiB: the largest copies start first (they take longest).
+    #[serde(default)]
+    pub sizes: BTreeMap<String, i32>,
+    /// "account/bucket" -> the bucket's region (S3 buckets, looked up or to be created).
+    #[serde(default)]
+    pub bucket_regions: BTreeMap<String, String>,
+}
+
+/// The key of [`Inventory::bucket_regions`].
+fn bucket_slot(account: &str, bucket: &str) -> String {
+    format!("{account}/{bucket}")
+}
 
 /// What the resolve stage established; stored with the run so that a resume works on exactly
 /// the same resources.
@@ -26,6 +51,46 @@ pub struct Resolution {
     pub snapshots: BTreeMap<String, SnapshotFacts>,
     /// Keys that exist already: "account/region/reference" -> ARN.
     pub keys: BTreeMap<String, String>,
+    /// What the user should know that is no problem (an unencrypted source, say).
+    #[serde(default, skip_serializing)]
+    pub notes: Vec<String>,
+}
+
+impl Resolution {
+    /// The ARN of the key `reference` names in `account`/`region`, if it existed when resolved.
+    pub fn key_arn(&self, account: &str, region: &str, reference: &str) -> Option<KeyArn> {
+        self.keys
+            .get(&key_slot(account, region, reference))
+            .map(|a| KeyArn::new(a.as_str()))
+    }
+
+    fn record_key(&mut self, account: &str, region: &str, reference: &str, arn: &KeyArn) {
+        self.keys
+            .insert(key_slot(account, region, reference), arn.to_string());
+    }
+
+    /// Known keys as (account, region, reference, ARN).
+    pub fn known_keys(&self) -> impl Iterator<Item = (&str, &str, &str, KeyArn)> {
+        self.keys.iter().filter_map(|(slot, arn)| {
+            let mut parts = slot.splitn(3, '/');
+            let (a, r, k) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((a, r, k, KeyArn::new(arn.as_str())))
+        })
+    }
+
+    /// Where a bucket is, as looked up (or declared for one to be created).
+    pub fn bucket_region(&self, account: &str, bucket: &str) -> Option<String> {
+        self.inventory
+            .bucket_regions
+            .get(&bucket_slot(account, bucket))
+            .cloned()
+    }
+
+    pub(crate) fn record_bucket_region(&mut self, account: &str, bucket: &str, region: String) {
+        self.inventory
+            .bucket_regions
+            .insert(bucket_slot(account, bucket), region);
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -49,28 +114,23 @@ impl From<AwsError> for ResolveError {
     }
 }
 
-pub fn key_slot(account: &str, region: &str, reference: &str) -> String {
+fn key_slot(account: &str, region: &str, reference: &str) -> String {
     format!("{account}/{region}/{reference}")
 }
 
 struct Resolver<'a> {
     plan: &'a Plan,
-    cx: &'a Cx,
+    aws: &'a Aws,
     limits: &'a Limits,
     problems: Vec<Diagnostic>,
     out: Resolution,
 }
 
-/// Resolves `plan` with read-only calls. `cx` carries the clients; its account ids are unused.
-pub async fn resolve(
-    plan: &Plan,
-    aws: std::sync::Arc<Aws>,
-    limits: &Limits,
-) -> Result<Resolution, ResolveError> {
-    let cx = Cx::bare(aws, &plan.name.value);
+/// Resolves `plan` with read-only calls.
+pub async fn resolve(plan: &Plan, aws: &Aws, limits: &Limits) -> Result<Resolution, ResolveError> {
     let mut r = Resolver {
         plan,
-        cx: &cx,
+        aws,
         limits,
         problems: Vec::new(),
         out: Resolution::default(),
@@ -105,7 +165,7 @@ impl Resolver<'_> {
     async fn accounts(&mut self) -> Result<(), ResolveError> {
         for named in &self.plan.accounts {
             let name = &named.name.value;
-            let actual = self.cx.aws.caller_account(name).await?;
+            let actual = self.aws.caller_account(name).await?;
             if let Some(declared) = &named.value.id
                 && declared.value != actual
             {
@@ -128,8 +188,8 @@ impl Resolver<'_> {
         account: &str,
         region: &str,
         key: &str,
-    ) -> Result<Option<kms::KeyFacts>, ResolveError> {
-        Ok(kms::describe(self.cx, self.limits, account, region, key).await?)
+    ) -> Result<Option<KeyFacts>, ResolveError> {
+        Ok(lookup::describe_key(self.aws, self.limits, account, region, key).await?)
     }
 
     /// Keys declared by ARN must exist; keys that will be created are checked if they already do.
@@ -174,9 +234,11 @@ impl Resolver<'_> {
                             .help("a single-Region key cannot become multi-Region; use a new alias with `multi_region: true`"),
                         );
                     }
-                    self.out.keys.insert(
-                        key_slot(&k.account.value, &k.region.value, &reference.value),
-                        facts.arn.clone(),
+                    self.out.record_key(
+                        &k.account.value,
+                        &k.region.value,
+                        &reference.value,
+                        &facts.arn,
                     );
                 }
             }
@@ -192,20 +254,21 @@ impl Resolver<'_> {
         region: &str,
     ) -> Result<(), ResolveError> {
         // A plan key that ferry creates (or replicates) there is checked by its own steps.
-        let (reference, will_exist) =
-            match self.plan.keys.iter().find(|k| k.name.value == key.value) {
-                Some(named) => {
-                    let k = &named.value;
-                    let r = k
-                        .alias
-                        .as_ref()
-                        .or(k.arn.as_ref())
-                        .map(|s| s.value.clone())
-                        .unwrap_or_default();
-                    (r, k.creates())
-                }
-                None => (key.value.clone(), false),
-            };
+        let key_ref = self.plan.key_ref(&key.value);
+        let reference = key_ref
+            .as_ref()
+            .map(|k| k.lookup().to_string())
+            .unwrap_or_else(|| key.value.clone());
+        let will_exist = key_ref
+            .as_ref()
+            .and_then(|k| k.plan_key())
+            .and_then(|name| {
+                self.plan
+                    .keys
+                    .iter()
+                    .find(|k| k.name.value == name.as_str())
+            })
+            .is_some_and(|k| k.value.creates());
         let facts = self.describe_key(account, region, &reference).await?;
         let Some(f) = facts else {
             if !will_exist {
@@ -228,8 +291,8 @@ impl Resolver<'_> {
             .get(account)
             .cloned()
             .unwrap_or_default();
-        let arn_region = f.arn.split(':').nth(3).unwrap_or_default();
-        let arn_account = f.arn.split(':').nth(4).unwrap_or_default();
+        let arn_region = f.arn.region();
+        let arn_account = f.arn.account();
         let mut problem = |msg: String, help: &str| {
             self.problems
                 .push(Diagnostic::new(msg).at(key.span).help(help));
@@ -263,9 +326,7 @@ impl Resolver<'_> {
                 "EBS and S3 encrypt only with symmetric encryption keys",
             );
         }
-        self.out
-            .keys
-            .insert(key_slot(account, region, &reference), f.arn);
+        self.out.record_key(account, region, &reference, &f.arn);
         Ok(())
     }
 
@@ -286,11 +347,11 @@ impl Resolver<'_> {
             .unwrap_or(&m.source.region)
             .value
             .clone();
-        let client = self.cx.aws.ec2(account, region);
+        let client = self.aws.ec2(account, region);
 
         let explicit: Vec<String> = m.source.snapshots.iter().map(|s| s.value.clone()).collect();
         let described: BTreeMap<String, aws_sdk_ec2::types::Snapshot> =
-            crate::steps::ec2::snapshots_by_id(self.cx, self.limits, account, region, &explicit)
+            lookup::snapshots_by_id(self.aws, self.limits, account, region, &explicit)
                 .await?
                 .into_iter()
                 .map(|s| (s.snapshot_id().unwrap_or_default().to_string(), s))
@@ -400,12 +461,12 @@ impl Resolver<'_> {
         used: Vec<(String, Option<String>, crate::plan::Span)>,
     ) -> Result<(), ResolveError> {
         let mut keys: Vec<String> = Vec::new();
-        let mut described: BTreeMap<String, Option<kms::KeyFacts>> = BTreeMap::new();
+        let mut described: BTreeMap<String, Option<KeyFacts>> = BTreeMap::new();
         for (what, key, span) in used {
             let Some(key) = key else {
-                eprintln!(
-                    "note: {what} is not encrypted; its copy will be encrypted with the destination key"
-                );
+                self.out.notes.push(format!(
+                    "{what} is not encrypted; its copy will be encrypted with the destination key"
+                ));
                 continue;
             };
             // Many snapshots share a few keys: describe each key once.
@@ -432,8 +493,8 @@ impl Resolver<'_> {
                     )),
                 ),
                 Some(f) => {
-                    if !keys.contains(&f.arn) {
-                        keys.push(f.arn);
+                    if !keys.contains(&f.arn.to_string()) {
+                        keys.push(f.arn.to_string());
                     }
                 }
             }
@@ -463,7 +524,7 @@ impl Resolver<'_> {
             .unwrap_or(&m.source.region)
             .value
             .clone();
-        let client = self.cx.aws.ec2(account, region);
+        let client = self.aws.ec2(account, region);
         let mut images: Vec<(String, crate::plan::Span, aws_sdk_ec2::types::Image)> = Vec::new();
 
         if !m.source.images.is_empty() {
@@ -558,7 +619,7 @@ impl Resolver<'_> {
         }
         // The snapshots of every AMI, described in batches (not one call per AMI).
         let found: BTreeMap<String, SnapshotFacts> =
-            crate::steps::ec2::snapshots_by_id(self.cx, self.limits, account, region, &wanted)
+            lookup::snapshots_by_id(self.aws, self.limits, account, region, &wanted)
                 .await?
                 .iter()
                 .map(|s| (s.snapshot_id().unwrap_or_default().to_string(), facts(s)))

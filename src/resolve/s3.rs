@@ -3,7 +3,6 @@
 //! and whether the source bucket's replication configuration leaves room for ferry's rule.
 
 use crate::aws::AwsError;
-use crate::graph::bucket_slot;
 use crate::plan::{Diagnostic, S3Replication};
 
 use super::{ResolveError, Resolver};
@@ -28,7 +27,6 @@ pub(crate) fn region_of_constraint(c: Option<&str>) -> String {
 impl Resolver<'_> {
     async fn locate(&self, account: &str, bucket: &str) -> Result<Location, ResolveError> {
         let out = self
-            .cx
             .aws
             .s3(account, "us-east-1")
             .get_bucket_location()
@@ -91,10 +89,8 @@ impl Resolver<'_> {
                 return Ok(());
             }
         };
-        self.out.inventory.bucket_regions.insert(
-            bucket_slot(&src_account, &src_bucket.value),
-            src_region.clone(),
-        );
+        self.out
+            .record_bucket_region(&src_account, &src_bucket.value, src_region.clone());
 
         let dst_region = match self.locate(&dst_account, &dst_bucket.value).await? {
             Location::In(r) => {
@@ -140,10 +136,8 @@ impl Resolver<'_> {
                 return Ok(());
             }
         };
-        self.out.inventory.bucket_regions.insert(
-            bucket_slot(&dst_account, &dst_bucket.value),
-            dst_region.clone(),
-        );
+        self.out
+            .record_bucket_region(&dst_account, &dst_bucket.value, dst_region.clone());
 
         self.source_bucket_keys(m, &src_account, &src_region, &dst_account)
             .await?;
@@ -187,7 +181,6 @@ impl Resolver<'_> {
         dst_account: &str,
     ) -> Result<(), ResolveError> {
         let out = self
-            .cx
             .aws
             .s3(account, region)
             .get_bucket_encryption()
@@ -211,11 +204,11 @@ impl Resolver<'_> {
         };
         let mut keys = Vec::new();
         match key {
-            None => eprintln!(
-                "note: source bucket {} has no default SSE-KMS key; ferry's role may decrypt no key, \
+            None => self.out.notes.push(format!(
+                "source bucket {} has no default SSE-KMS key; ferry's role may decrypt no key, \
                  so only objects not under SSE-KMS replicate",
                 m.source.bucket.value
-            ),
+            )),
             Some(k) => match self.describe_key(account, region, &k).await? {
                 None => self.problems.push(
                     Diagnostic::new(format!(
@@ -235,7 +228,7 @@ impl Resolver<'_> {
                             .help("re-encrypt the source objects under a customer managed key first"),
                         );
                     }
-                    keys.push(f.arn);
+                    keys.push(f.arn.to_string());
                 }
             },
         }
@@ -255,7 +248,6 @@ impl Resolver<'_> {
         region: &str,
     ) -> Result<(), ResolveError> {
         let out = self
-            .cx
             .aws
             .s3(account, region)
             .get_bucket_replication()

@@ -1,217 +1,135 @@
-//! EC2 steps: snapshot copies (re-encrypting, tagged so a repeat finds them), and the batched
-//! poller that follows every pending copy of one account and region with one call per tick.
+//! EC2 steps: snapshot and image copies (re-encrypting, tagged so a repeat finds them), and the
+//! batched pollers that follow every pending copy of one account and region with one call per
+//! tick. A copy under another key than the plan's is drift: a new copy is made under the
+//! plan's key and the old one is kept.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::types::{Filter, ResourceType, SnapshotState, Tag, TagSpecification};
-use aws_smithy_async::future::pagination_stream::PaginationStream;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::kms::step_identity;
-use super::{Base, Cx, ReadOnce, SdkError, ServiceError, bucket, failed, todo};
+use super::output::{ImageCopyOutput, SnapshotCopyOutput};
+use super::{
+    Action, Base, Change, Cx, KeptCopy, ReadOnce, StepOutput, Todo, bucket, change, each_page,
+    existing_key_arn, failed, key_arn, sdk_error, step_identity,
+};
 use crate::aws::AwsError;
 use crate::exec::{
-    Applied, ErrorClass, Limits, Observation, PollAnswer, Poller, Scope, Step, StepCx, StepError,
-    Submitted,
+    Applied, ErrorClass, GateKey, Limits, Observation, PollAnswer, PollKey, Poller, Step, StepCx,
+    StepError, Submitted,
 };
-use crate::graph::StepSpec;
+use crate::graph::{CopyImageSpec, CopySnapshotSpec, DestinationKey, PlannedStep, Tags};
+use crate::ids::KeyArn;
+use crate::lookup::{FILTER_VALUES, snapshots_by_id};
+
+type Observed = Result<Observation<StepOutput, Change>, StepError>;
+type Done = Result<Applied<StepOutput>, StepError>;
 
 /// Gate on snapshot copies in flight per destination (account, region) (AWS: 20).
 pub const SNAPSHOT_COPY_GATE: &str = "snapshot-copies";
 /// Gate on image copies in flight per destination (account, region) (AWS: 300).
 pub const IMAGE_COPY_GATE: &str = "image-copies";
-/// Poll key prefix of snapshot copies: `ec2.snapshot/<account>/<region>`.
+/// The poller of snapshot copies.
 pub const SNAPSHOT_POLL: &str = "ec2.snapshot";
+/// The poller of image copies.
+pub const IMAGE_POLL: &str = "ec2.image";
 
-/// Reads every page of an EC2 listing, each after a token from `action`'s bucket, handing each
-/// page to `each`.
-pub(crate) async fn each_page<O, E: ServiceError>(
-    cx: &StepCx<'_, Cx>,
-    account: &str,
-    region: &str,
-    action: &'static str,
-    mut pages: PaginationStream<Result<O, SdkError<E>>>,
-    mut each: impl FnMut(O),
-) -> Result<(), StepError> {
-    let tokens = [bucket(account, region, &format!("ec2:{action}"))];
-    loop {
-        cx.limits().take(&tokens).await;
-        let Some(page) = pages.next().await else {
-            return Ok(());
-        };
-        each(page.map_err(|e| failed(ec2_error(action)(e), &[]))?);
-    }
+fn ec2_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError {
+    sdk_error("ec2", op)
 }
 
-fn ec2_error<E: ServiceError>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsError {
-    move |e| AwsError::from_sdk("ec2", op, e)
-}
-
-/// EC2 filters take at most 200 values.
-const FILTER_VALUES: usize = 200;
-
-/// Snapshots by id, in batches of 200, through a filter rather than `SnapshotIds` so that a
-/// missing id leaves it out of the answer instead of failing the whole call.
-pub async fn snapshots_by_id(
-    cx: &Cx,
-    limits: &Limits,
-    account: &str,
-    region: &str,
-    ids: &[String],
-) -> Result<Vec<aws_sdk_ec2::types::Snapshot>, AwsError> {
-    let client = cx.aws.ec2(account, region);
-    let mut all = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(FILTER_VALUES) {
-        limits
-            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-            .await;
-        let out = client
-            .describe_snapshots()
-            .filters(
-                Filter::builder()
-                    .name("snapshot-id")
-                    .set_values(Some(chunk.to_vec()))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(ec2_error("DescribeSnapshots"))?;
-        all.extend(out.snapshots().iter().cloned());
-    }
-    Ok(all)
-}
-
-/// `<kind>/<account>/<region>` -> (account, region).
-fn poll_scope(poll_key: &str) -> (&str, &str) {
-    let mut parts = poll_key.splitn(3, '/').skip(1);
-    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
-}
-
-/// The tags a copy carries: the migration's ferry and user tags, and `ferry:source`, by which a
-/// repeated or resumed run finds it.
-fn copy_tags(base: &Base) -> Map<String, Value> {
-    let mut tags = match base.params.get("tags") {
-        Some(Value::Object(m)) => m.clone(),
-        _ => Map::new(),
-    };
-    tags.insert("ferry:source".into(), json!(base.target));
+/// The tags a copy carries: the migration's ferry and user tags, `ferry:source`, by which a
+/// repeated or resumed run finds it, and `ferry:key`, the key as the plan named it (how a
+/// later plan shows a copy it keeps under another key).
+fn copy_tags(tags: &Tags, source: &str, key: &DestinationKey) -> Tags {
+    let mut tags = tags.clone();
+    tags.insert("ferry:source".into(), source.to_string());
+    tags.insert("ferry:key".into(), key.shown.clone());
     tags
 }
 
-/// `ec2.copy-snapshot`: CopySnapshot into this step's region with `Encrypted` and the
-/// destination key, tagged `ferry:plan`, `ferry:migration`, `ferry:source`.
-pub struct CopySnapshot {
-    base: Base,
-    gate: String,
-    poll_key: String,
+fn tag_of(tags: &[aws_sdk_ec2::types::Tag], k: &str) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key() == Some(k))
+        .and_then(|t| t.value())
+        .map(str::to_string)
 }
 
-impl CopySnapshot {
-    pub fn new(spec: &StepSpec) -> Self {
-        let base = Base::new(spec, "ec2:CopySnapshot");
-        CopySnapshot {
-            gate: format!("{SNAPSHOT_COPY_GATE}/{}/{}", base.account, base.region),
-            poll_key: format!("{SNAPSHOT_POLL}/{}/{}", base.account, base.region),
-            base,
-        }
-    }
-
-    fn source(&self) -> &str {
-        &self.base.target
-    }
-
-    fn tags(&self) -> Map<String, Value> {
-        copy_tags(&self.base)
-    }
-
-    /// Copies earlier runs made, found by their ferry tags (CopySnapshot has no client token).
-    async fn earlier_copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<SnapshotCopy>, StepError> {
-        let c = cx.ctx();
-        // One listing of the plan's copies per (account, region) serves every step's first look;
-        // after an apply attempt a step asks AWS directly, so it never misses its own copy.
-        if !c.copy_index.attempted(&self.base.id) {
-            let all = c
-                .copy_index
-                .snapshots(cx, &self.base.account, &self.base.region)
-                .await?;
-            return Ok(all
-                .iter()
-                .filter(|s| s.migration == self.base.owner && s.source == self.source())
-                .cloned()
-                .collect());
-        }
-        cx.limits()
-            .take(&[bucket(
-                &self.base.account,
-                &self.base.region,
-                "ec2:DescribeSnapshots",
-            )])
-            .await;
-        let tags = self.tags();
-        let mut req = c
-            .aws
-            .ec2(&self.base.account, &self.base.region)
-            .describe_snapshots()
-            .owner_ids("self");
-        for k in ["ferry:plan", "ferry:migration", "ferry:source"] {
-            if let Some(v) = tags.get(k).and_then(Value::as_str) {
-                req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
-            }
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
-        Ok(out.snapshots().iter().map(SnapshotCopy::of).collect())
-    }
-}
-
-/// A snapshot copy ferry made, as found by its tags.
+/// A copy ferry made (snapshot or image), as found by its tags.
 #[derive(Debug, Clone)]
-pub struct SnapshotCopy {
+pub struct Copy {
     pub id: String,
-    pub state: SnapshotState,
+    pub state: CopyState,
+    /// The ARN of the key it is encrypted with, when known.
     pub key: Option<String>,
+    /// Its `ferry:key` tag: the key as the plan that made it named it.
+    pub key_shown: Option<String>,
     pub migration: String,
     pub source: String,
 }
 
-impl SnapshotCopy {
-    fn of(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotCopy {
-        let tag = |k: &str| {
-            s.tags()
-                .iter()
-                .find(|t| t.key() == Some(k))
-                .and_then(|t| t.value())
-                .unwrap_or_default()
-                .to_string()
-        };
-        SnapshotCopy {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyState {
+    Pending,
+    Done,
+    Failed,
+}
+
+impl Copy {
+    fn of_snapshot(s: &aws_sdk_ec2::types::Snapshot) -> Copy {
+        Copy {
             id: s.snapshot_id().unwrap_or_default().to_string(),
-            state: s.state().cloned().unwrap_or(SnapshotState::Pending),
+            state: match s.state() {
+                Some(SnapshotState::Completed) => CopyState::Done,
+                Some(SnapshotState::Error) => CopyState::Failed,
+                _ => CopyState::Pending,
+            },
             key: s.kms_key_id().map(str::to_string),
-            migration: tag("ferry:migration"),
-            source: tag("ferry:source"),
+            key_shown: tag_of(s.tags(), "ferry:key"),
+            migration: tag_of(s.tags(), "ferry:migration").unwrap_or_default(),
+            source: tag_of(s.tags(), "ferry:source").unwrap_or_default(),
         }
     }
-}
 
-/// An image copy ferry made, as found by its tags.
-#[derive(Debug, Clone)]
-pub struct ImageCopy {
-    pub id: String,
-    pub state: String,
-    pub migration: String,
-    pub source: String,
+    fn of_image(i: &aws_sdk_ec2::types::Image) -> (Copy, Vec<String>) {
+        let copy = Copy {
+            id: i.image_id().unwrap_or_default().to_string(),
+            state: match i.state().map(|s| s.as_str()) {
+                Some("available") => CopyState::Done,
+                Some("pending") | None => CopyState::Pending,
+                _ => CopyState::Failed,
+            },
+            key: None,
+            key_shown: tag_of(i.tags(), "ferry:key"),
+            migration: tag_of(i.tags(), "ferry:migration").unwrap_or_default(),
+            source: tag_of(i.tags(), "ferry:source").unwrap_or_default(),
+        };
+        let snapshots = i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect();
+        (copy, snapshots)
+    }
+
+    /// How a person names the key this copy is under.
+    fn key_shown(&self) -> String {
+        self.key_shown
+            .clone()
+            .or_else(|| self.key.clone())
+            .unwrap_or_else(|| "an unknown key".into())
+    }
 }
 
 /// The plan's copies per (account, region), listed once per process and shared by every copy
 /// step's first observation (instead of one describe call per snapshot or image).
 #[derive(Default)]
 pub struct CopyIndex {
-    snapshots: ReadOnce<(String, String), Vec<SnapshotCopy>>,
-    images: ReadOnce<(String, String), Vec<ImageCopy>>,
+    snapshots: ReadOnce<(String, String), Arc<Vec<Copy>>>,
+    images: ReadOnce<(String, String), Arc<Vec<Copy>>>,
     attempted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
@@ -228,64 +146,12 @@ impl CopyIndex {
         self.attempted.lock().expect("index").contains(step)
     }
 
-    async fn images(
-        &self,
-        cx: &StepCx<'_, Cx>,
-        account: &str,
-        region: &str,
-    ) -> Result<Vec<ImageCopy>, StepError> {
-        self.images
-            .get((account.to_string(), region.to_string()), || async {
-                cx.limits()
-                    .take(&[bucket(account, region, "ec2:DescribeImages")])
-                    .await;
-                let out = cx
-                    .ctx()
-                    .aws
-                    .ec2(account, region)
-                    .describe_images()
-                    .owners("self")
-                    .filters(
-                        Filter::builder()
-                            .name("tag:ferry:plan")
-                            .values(&cx.ctx().plan)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
-                let tag = |i: &aws_sdk_ec2::types::Image, k: &str| {
-                    i.tags()
-                        .iter()
-                        .find(|t| t.key() == Some(k))
-                        .and_then(|t| t.value())
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                Ok::<_, StepError>(
-                    out.images()
-                        .iter()
-                        .map(|i| ImageCopy {
-                            id: i.image_id().unwrap_or_default().to_string(),
-                            state: i
-                                .state()
-                                .map(|s| s.as_str().to_string())
-                                .unwrap_or_default(),
-                            migration: tag(i, "ferry:migration"),
-                            source: tag(i, "ferry:source"),
-                        })
-                        .collect(),
-                )
-            })
-            .await
-    }
-
     async fn snapshots(
         &self,
         cx: &StepCx<'_, Cx>,
         account: &str,
         region: &str,
-    ) -> Result<Vec<SnapshotCopy>, StepError> {
+    ) -> Result<Arc<Vec<Copy>>, StepError> {
         self.snapshots
             .get((account.to_string(), region.to_string()), || async {
                 let pages = cx
@@ -294,22 +160,264 @@ impl CopyIndex {
                     .ec2(account, region)
                     .describe_snapshots()
                     .owner_ids("self")
-                    .filters(
-                        Filter::builder()
-                            .name("tag:ferry:plan")
-                            .values(&cx.ctx().plan)
-                            .build(),
-                    )
+                    .filters(ferry_plan_filter(cx.ctx()))
                     .into_paginator()
                     .send();
                 let mut all = Vec::new();
-                each_page(cx, account, region, "DescribeSnapshots", pages, |page| {
-                    all.extend(page.snapshots().iter().map(SnapshotCopy::of))
-                })
+                each_page(
+                    cx.limits(),
+                    account,
+                    region,
+                    "DescribeSnapshots",
+                    pages,
+                    |p| all.extend(p.snapshots().iter().map(Copy::of_snapshot)),
+                )
                 .await?;
-                Ok::<_, StepError>(all)
+                Ok::<_, StepError>(Arc::new(all))
             })
             .await
+    }
+
+    /// The plan's image copies, each with the key of its volumes (from one batched describe
+    /// of their snapshots).
+    async fn images(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        account: &str,
+        region: &str,
+    ) -> Result<Arc<Vec<Copy>>, StepError> {
+        self.images
+            .get((account.to_string(), region.to_string()), || async {
+                let pages = cx
+                    .ctx()
+                    .aws
+                    .ec2(account, region)
+                    .describe_images()
+                    .owners("self")
+                    .filters(ferry_plan_filter(cx.ctx()))
+                    .into_paginator()
+                    .send();
+                let mut found = Vec::new();
+                each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
+                    found.extend(p.images().iter().map(Copy::of_image))
+                })
+                .await?;
+                Ok::<_, StepError>(Arc::new(
+                    with_volume_keys(cx, account, region, found).await?,
+                ))
+            })
+            .await
+    }
+}
+
+fn ferry_plan_filter(cx: &Cx) -> Filter {
+    Filter::builder()
+        .name("tag:ferry:plan")
+        .values(&cx.plan)
+        .build()
+}
+
+/// Image copies with the key of their first volume's snapshot.
+async fn with_volume_keys(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    images: Vec<(Copy, Vec<String>)>,
+) -> Result<Vec<Copy>, StepError> {
+    let wanted: Vec<String> = images.iter().flat_map(|(_, s)| s.clone()).collect();
+    let keys: HashMap<String, String> = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        snapshots_by_id(&cx.ctx().aws, cx.limits(), account, region, &wanted)
+            .await
+            .map_err(|e| failed(e, &[]))?
+            .iter()
+            .filter_map(|s| Some((s.snapshot_id()?.to_string(), s.kms_key_id()?.to_string())))
+            .collect()
+    };
+    Ok(images
+        .into_iter()
+        .map(|(mut c, snaps)| {
+            c.key = snaps.iter().find_map(|s| keys.get(s).cloned());
+            c
+        })
+        .collect())
+}
+
+/// What the copies of one source say: done under the plan's key, pending under it, and the
+/// rest (failed ones to remove, others under other keys to keep).
+struct Found {
+    done: Option<Copy>,
+    pending: Option<Copy>,
+    failed: Vec<String>,
+    kept: Vec<KeptCopy>,
+    /// More copies under the plan's key than the one kept as the copy: made by ferry twice
+    /// (an earlier version resent a copy whose answer was lost, or two ferries raced).
+    extra: Vec<String>,
+}
+
+fn sort_copies(copies: &[Copy], wanted: Option<&KeyArn>) -> Found {
+    let under_wanted = |c: &Copy| match (wanted, &c.key) {
+        (Some(w), Some(k)) => w.as_str() == k,
+        // A key that does not exist yet cannot have copies under it.
+        (None, _) => false,
+        // Unknown key of a copy (an image whose volumes could not be read): trust it.
+        (Some(_), None) => true,
+    };
+    let mut f = Found {
+        done: None,
+        pending: None,
+        failed: Vec::new(),
+        kept: Vec::new(),
+        extra: Vec::new(),
+    };
+    // In id order, so that every look keeps the same copy of several.
+    let mut copies: Vec<&Copy> = copies.iter().collect();
+    copies.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut pending = Vec::new();
+    for c in copies {
+        match c.state {
+            // Failed copies are ferry's own: removed before copying again.
+            CopyState::Failed => f.failed.push(c.id.clone()),
+            CopyState::Done if under_wanted(c) => match f.done {
+                None => f.done = Some(c.clone()),
+                Some(_) => f.extra.push(c.id.clone()),
+            },
+            CopyState::Pending if under_wanted(c) => pending.push(c.clone()),
+            _ => f.kept.push(KeptCopy {
+                id: c.id.clone(),
+                key: c.key_shown(),
+            }),
+        }
+    }
+    // A finished copy is the copy; pending ones beside it (or beyond the first) are extra.
+    let mut pending = pending.into_iter();
+    if f.done.is_none() {
+        f.pending = pending.next();
+    }
+    f.extra.extend(pending.map(|c| c.id));
+    f
+}
+
+/// The plan's lines for extra copies: removed, the one kept named.
+fn extras_change(keep: &Copy, found: &Found) -> Change {
+    let mut diff: Vec<String> = found
+        .extra
+        .iter()
+        .map(|id| {
+            format!(
+                "- {id} (an extra copy made by ferry, removed; {} is kept)",
+                keep.id
+            )
+        })
+        .collect();
+    diff.extend(
+        found
+            .failed
+            .iter()
+            .map(|id| format!("- {id} (a failed copy made by ferry, removed)")),
+    );
+    let mut gone = found.extra.clone();
+    gone.extend(found.failed.iter().cloned());
+    change(
+        Action::Update,
+        diff,
+        Todo::Extras {
+            keep: keep.id.clone(),
+            done: keep.state == CopyState::Done,
+            extra: gone,
+            kept: found.kept.clone(),
+        },
+    )
+}
+
+/// The plan's lines for a copy to make: `+` a new one, or `-/+` one beside copies under
+/// other keys, naming both keys.
+fn copy_change(what: &str, source: &str, key: &DestinationKey, found: Found) -> Change {
+    let mut diff = Vec::new();
+    let action = if found.kept.is_empty() {
+        diff.push(format!("+ {what} of {source} under {}", key.shown));
+        Action::Create
+    } else {
+        for k in &found.kept {
+            diff.push(format!(
+                "~ key: {} -> {} (a new copy; {} is kept: made by ferry under {})",
+                k.key, key.shown, k.id, k.key
+            ));
+        }
+        diff.push(format!("+ {what} of {source} under {}", key.shown));
+        Action::Replace
+    };
+    for id in &found.failed {
+        diff.push(format!("- {id} (a failed copy made by ferry, removed)"));
+    }
+    change(
+        action,
+        diff,
+        Todo::Copy {
+            failed: found.failed,
+            kept: found.kept,
+        },
+    )
+}
+
+/// `ec2.copy-snapshot`: CopySnapshot into this step's region with `Encrypted` and the
+/// destination key, tagged `ferry:plan`, `ferry:migration`, `ferry:source`, `ferry:key`.
+pub struct CopySnapshot {
+    base: Base,
+    spec: CopySnapshotSpec,
+    gate: GateKey,
+    poll_key: PollKey,
+}
+
+impl CopySnapshot {
+    pub fn new(step: &PlannedStep, spec: CopySnapshotSpec) -> Self {
+        let base = Base::new(step, "ec2:CopySnapshot");
+        CopySnapshot {
+            gate: base.gate(SNAPSHOT_COPY_GATE),
+            poll_key: PollKey::new(SNAPSHOT_POLL, &base.account, &base.region),
+            base,
+            spec,
+        }
+    }
+
+    fn tags(&self) -> Tags {
+        copy_tags(&self.spec.tags, self.spec.source.as_str(), &self.spec.key)
+    }
+
+    /// Copies this migration made of this source, found by their ferry tags (CopySnapshot has
+    /// no client token).
+    async fn earlier_copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<Copy>, StepError> {
+        let c = cx.ctx();
+        let (account, region) = (&self.base.account, &self.base.region);
+        let mine = |s: &Copy| {
+            s.migration == self.spec.migration.as_str() && s.source == self.spec.source.as_str()
+        };
+        // One listing of the plan's copies per (account, region) serves every step's first look;
+        // after an apply attempt a step asks AWS directly, so it never misses its own copy.
+        if !c.copy_index.attempted(&self.base.id_text) {
+            let all = c.copy_index.snapshots(cx, account, region).await?;
+            return Ok(all.iter().filter(|s| mine(s)).cloned().collect());
+        }
+        cx.limits()
+            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+            .await;
+        let tags = self.tags();
+        let mut req = c
+            .aws
+            .ec2(account, region)
+            .describe_snapshots()
+            .owner_ids("self");
+        for k in ["ferry:plan", "ferry:migration", "ferry:source"] {
+            if let Some(v) = tags.get(k) {
+                req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+            }
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
+        Ok(out.snapshots().iter().map(Copy::of_snapshot).collect())
     }
 }
 
@@ -317,86 +425,141 @@ impl CopyIndex {
 impl Step<Cx> for CopySnapshot {
     step_identity!();
 
-    fn gate(&self) -> Option<&str> {
+    fn gate(&self) -> Option<&GateKey> {
         Some(&self.gate)
     }
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let copies = self.earlier_copies(cx).await?;
-        let state = |wanted: SnapshotState| copies.iter().find(|c| c.state == wanted);
-        if let Some(c) = state(SnapshotState::Completed) {
-            return Ok(Observation::Done(
-                json!({ "snapshot_id": c.id, "source": self.source(), "kms_key_id": c.key }),
-            ));
+        let (account, region) = (&self.base.account, &self.base.region);
+        let wanted = key_arn(cx, &self.spec.key, account, region).await?;
+        let found = sort_copies(&copies, wanted.as_ref());
+        if let Some(keep) = found.done.as_ref().or(found.pending.as_ref())
+            && !found.extra.is_empty()
+        {
+            return Ok(Observation::Todo(extras_change(keep, &found)));
         }
-        if let Some(c) = state(SnapshotState::Pending) {
+        if let Some(c) = &found.done {
+            return Ok(Observation::Done(StepOutput::SnapshotCopy(
+                SnapshotCopyOutput {
+                    snapshot_id: c.id.clone(),
+                    source: Some(self.spec.source.to_string()),
+                    kms_key_id: c.key.clone(),
+                    kept: found.kept,
+                },
+            )));
+        }
+        if let Some(c) = &found.pending {
             return Ok(Observation::InProgress(Submitted {
                 poll_key: self.poll_key.clone(),
                 id: c.id.clone(),
             }));
         }
-        // Failed copies are ferry's own: removed before copying again, so none is left behind.
-        let failed_copies: Vec<&String> = copies.iter().map(|c| &c.id).collect();
-        Ok(Observation::Todo(todo(
-            "create",
-            json!({ "copy_of": self.source(), "key": self.base.param("key"), "failed_copies": failed_copies }),
+        // The last CopySnapshot got no answer: its copy may exist and not show yet. Copying
+        // again now could make a second one; look again until it shows or surely never will.
+        if let Some(left) = cx.ctx().still_settling(&self.base.id_text) {
+            return Err(StepError::new(
+                ErrorClass::NotYetConsistent,
+                "CopyNotVisibleYet",
+                format!(
+                    "the last CopySnapshot of {} got no answer; looking for the copy it may have made for {} more",
+                    self.spec.source,
+                    humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
+                ),
+            ));
+        }
+        Ok(Observation::Todo(copy_change(
+            "copy",
+            self.spec.source.as_str(),
+            &self.spec.key,
+            found,
         )))
     }
 
-    fn intent(&self, _change: &Value) -> Value {
+    fn intent(&self, _change: &Change) -> Value {
         json!({ "tags": self.tags() })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
-        cx.ctx().copy_index.attempt(&self.base.id);
-        let client = cx.ctx().aws.ec2(&self.base.account, &self.base.region);
-        for id in change
-            .get("failed_copies")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
+        let (account, region) = (&self.base.account, &self.base.region);
+        cx.ctx().copy_index.attempt(&self.base.id_text);
+        let client = cx.ctx().aws.ec2(account, region);
+        if let Todo::Extras {
+            keep,
+            done,
+            extra,
+            kept,
+        } = &change.todo
         {
-            client
-                .delete_snapshot()
-                .snapshot_id(id)
-                .send()
-                .await
-                .map_err(|e| failed(ec2_error("DeleteSnapshot")(e), &[]))?;
+            for id in extra {
+                let r = client.delete_snapshot().snapshot_id(id).send().await;
+                if let Err(e) = r.map_err(ec2_error("DeleteSnapshot"))
+                    && !e.is_not_found()
+                {
+                    return Err(failed(e, &[]));
+                }
+            }
+            if !done {
+                return Ok(Applied::Submitted(Submitted {
+                    poll_key: self.poll_key.clone(),
+                    id: keep.clone(),
+                }));
+            }
+            return Ok(Applied::Done(StepOutput::SnapshotCopy(
+                SnapshotCopyOutput {
+                    snapshot_id: keep.clone(),
+                    source: Some(self.spec.source.to_string()),
+                    kms_key_id: Some(
+                        existing_key_arn(cx, &self.spec.key, account, region)
+                            .await?
+                            .to_string(),
+                    ),
+                    kept: kept.clone(),
+                },
+            )));
         }
-        let key = key_arn(cx, &self.base).await?;
-        let source_region = self
-            .base
-            .param("source_region")
-            .unwrap_or(&self.base.region);
+        if let Todo::Copy { failed: gone, .. } = &change.todo {
+            for id in gone {
+                client
+                    .delete_snapshot()
+                    .snapshot_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| failed(ec2_error("DeleteSnapshot")(e), &[]))?;
+            }
+        }
+        let key = existing_key_arn(cx, &self.spec.key, account, region).await?;
         let mut tags = TagSpecification::builder().resource_type(ResourceType::Snapshot);
         for (k, v) in self.tags() {
-            tags = tags.tags(
-                Tag::builder()
-                    .key(k)
-                    .value(v.as_str().unwrap_or_default())
-                    .build(),
-            );
+            tags = tags.tags(Tag::builder().key(k).value(v).build());
         }
-        let out = cx
-            .ctx()
-            .aws
-            .ec2(&self.base.account, &self.base.region)
+        let out = client
             .copy_snapshot()
-            .source_snapshot_id(self.source())
-            .source_region(source_region)
+            .source_snapshot_id(self.spec.source.as_str())
+            .source_region(self.spec.source_region.as_str())
             .encrypted(true)
-            .kms_key_id(&key)
+            .kms_key_id(key.as_str())
             .description(format!(
                 "ferry: copy of {} ({}/{})",
-                self.source(),
+                self.spec.source,
                 cx.ctx().plan,
-                self.base.owner
+                self.spec.migration
             ))
             .tag_specifications(tags.build())
+            // No client token: sent once. A lost answer is resolved by looking (observe).
+            .customize()
+            .config_override(
+                aws_sdk_ec2::config::Builder::new().retry_config(RetryConfig::disabled()),
+            )
             .send()
             .await
-            .map_err(|e| failed(ec2_error("CopySnapshot")(e), &[]))?;
+            .map_err(|e| {
+                let e = failed(ec2_error("CopySnapshot")(e), &[]);
+                if e.class == ErrorClass::Transient {
+                    cx.ctx().ambiguous_attempt(&self.base.id_text);
+                }
+                e
+            })?;
         let id = out.snapshot_id().unwrap_or_default().to_string();
         if id.is_empty() {
             return Err(StepError::permanent(
@@ -409,43 +572,6 @@ impl Step<Cx> for CopySnapshot {
             id,
         }))
     }
-}
-
-/// The destination key's ARN: from the step that made it, from the resolve stage, or
-/// looked up.
-async fn key_arn(cx: &StepCx<'_, Cx>, base: &Base) -> Result<String, StepError> {
-    let key = base.param("key").unwrap_or_default();
-    if let Some(name) = base.param("key_name") {
-        let replica = format!("key.{name}/replica-{}/replicate", base.region);
-        let created = format!("key.{name}/key/create");
-        for dep in [replica, created] {
-            if let Some(arn) = cx
-                .input(&dep)
-                .and_then(|o| o.get("arn"))
-                .and_then(Value::as_str)
-                && arn.split(':').nth(3) == Some(base.region.as_str())
-            {
-                return Ok(arn.to_string());
-            }
-        }
-    }
-    if let Some(arn) = cx.ctx().known_key(&base.account, &base.region, key) {
-        return Ok(arn);
-    }
-    let k = super::kms::describe(cx.ctx(), cx.limits(), &base.account, &base.region, key)
-        .await
-        .map_err(|e| failed(e, &["NotFoundException"]))?
-        .ok_or_else(|| {
-            StepError::new(
-                ErrorClass::NotYetConsistent,
-                "NotFoundException",
-                format!(
-                    "destination key {key} not found in {}/{}",
-                    base.account, base.region
-                ),
-            )
-        })?;
-    Ok(k.arn)
 }
 
 /// A copy that AWS reports as failed; a KMS message gets the fix in the hint.
@@ -471,22 +597,24 @@ impl Poller<Cx> for SnapshotPoller {
         &self,
         ctx: &Arc<Cx>,
         limits: &Arc<Limits>,
-        poll_key: &str,
+        key: &PollKey,
         ids: &[String],
-    ) -> Result<Vec<(String, PollAnswer)>, StepError> {
-        let (account, region) = poll_scope(poll_key);
-        let found = snapshots_by_id(ctx, limits, account, region, ids)
+    ) -> Result<Vec<(String, PollAnswer<StepOutput>)>, StepError> {
+        let found = snapshots_by_id(&ctx.aws, limits, &key.account, &key.region, ids)
             .await
             .map_err(|e| failed(e, &[]))?;
         let mut answers = Vec::with_capacity(ids.len());
         for s in &found {
             let id = s.snapshot_id().unwrap_or_default().to_string();
             let answer = match s.state() {
-                Some(SnapshotState::Completed) => PollAnswer::Done(json!({
-                    "snapshot_id": id,
-                    "kms_key_id": s.kms_key_id(),
-                    "source": s.tags().iter().find(|t| t.key() == Some("ferry:source")).and_then(|t| t.value()),
-                })),
+                Some(SnapshotState::Completed) => {
+                    PollAnswer::Done(StepOutput::SnapshotCopy(SnapshotCopyOutput {
+                        snapshot_id: id.clone(),
+                        kms_key_id: s.kms_key_id().map(str::to_string),
+                        source: tag_of(s.tags(), "ferry:source"),
+                        kept: Vec::new(),
+                    }))
+                }
                 Some(SnapshotState::Error) => {
                     PollAnswer::Failed(copy_failed(&id, s.state_message()))
                 }
@@ -502,33 +630,28 @@ impl Poller<Cx> for SnapshotPoller {
     }
 }
 
-/// Poll key prefix of image copies: `ec2.image/<account>/<region>`.
-pub const IMAGE_POLL: &str = "ec2.image";
-
 /// `ec2.copy-image`: CopyImage into this step's account and region, re-encrypting every volume
 /// with the destination key, with a deterministic `ClientToken` so a repeat never copies twice.
 pub struct CopyImage {
     base: Base,
-    gate: String,
-    poll_key: String,
+    spec: CopyImageSpec,
+    gate: GateKey,
+    poll_key: PollKey,
 }
 
 impl CopyImage {
-    pub fn new(spec: &StepSpec) -> Self {
-        let base = Base::new(spec, "ec2:CopyImage");
+    pub fn new(step: &PlannedStep, spec: CopyImageSpec) -> Self {
+        let base = Base::new(step, "ec2:CopyImage");
         CopyImage {
-            gate: format!("{IMAGE_COPY_GATE}/{}/{}", base.account, base.region),
-            poll_key: format!("{IMAGE_POLL}/{}/{}", base.account, base.region),
+            gate: base.gate(IMAGE_COPY_GATE),
+            poll_key: PollKey::new(IMAGE_POLL, &base.account, &base.region),
             base,
+            spec,
         }
     }
 
-    fn source(&self) -> &str {
-        &self.base.target
-    }
-
-    fn tags(&self) -> Map<String, Value> {
-        copy_tags(&self.base)
+    fn tags(&self) -> Tags {
+        copy_tags(&self.spec.tags, self.spec.source.as_str(), &self.spec.key)
     }
 
     /// ≤ 64 ASCII characters, the same for the same (plan, migration, image, destination, key)
@@ -538,49 +661,35 @@ impl CopyImage {
         let material = format!(
             "{}|{}|{}|{}|{}|{}|{}",
             cx.plan,
-            self.base.owner,
-            self.source(),
-            cx.account_id(&self.base.account),
+            self.spec.migration,
+            self.spec.source,
+            cx.account_id(&crate::ids::AccountName::new(self.base.account.as_str())),
             self.base.region,
-            self.base.param("key").unwrap_or_default(),
+            self.spec.key.shown,
             attempt
         );
         let digest = hex::encode(sha2::Sha256::digest(material.as_bytes()));
         format!("ferry-{}", &digest[..58])
     }
 
-    /// Copies of this image this migration made earlier: (id, state).
-    async fn earlier_copies(
-        &self,
-        cx: &StepCx<'_, Cx>,
-    ) -> Result<Vec<(String, String)>, StepError> {
+    /// Copies of this image this migration made earlier.
+    async fn earlier_copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<Copy>, StepError> {
         let c = cx.ctx();
-        if !c.copy_index.attempted(&self.base.id) {
-            let all = c
-                .copy_index
-                .images(cx, &self.base.account, &self.base.region)
-                .await?;
-            return Ok(all
-                .into_iter()
-                .filter(|i| i.migration == self.base.owner && i.source == self.source())
-                .map(|i| (i.id, i.state))
-                .collect());
+        let (account, region) = (&self.base.account, &self.base.region);
+        let mine = |i: &Copy| {
+            i.migration == self.spec.migration.as_str() && i.source == self.spec.source.as_str()
+        };
+        if !c.copy_index.attempted(&self.base.id_text) {
+            let all = c.copy_index.images(cx, account, region).await?;
+            return Ok(all.iter().filter(|i| mine(i)).cloned().collect());
         }
         cx.limits()
-            .take(&[bucket(
-                &self.base.account,
-                &self.base.region,
-                "ec2:DescribeImages",
-            )])
+            .take(&[bucket(account, region, "ec2:DescribeImages")])
             .await;
         let tags = self.tags();
-        let mut req = c
-            .aws
-            .ec2(&self.base.account, &self.base.region)
-            .describe_images()
-            .owners("self");
+        let mut req = c.aws.ec2(account, region).describe_images().owners("self");
         for k in ["ferry:plan", "ferry:migration", "ferry:source"] {
-            if let Some(v) = tags.get(k).and_then(Value::as_str) {
+            if let Some(v) = tags.get(k) {
                 req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
             }
         }
@@ -588,18 +697,8 @@ impl CopyImage {
             .send()
             .await
             .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
-        Ok(out
-            .images()
-            .iter()
-            .map(|i| {
-                (
-                    i.image_id().unwrap_or_default().to_string(),
-                    i.state()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect())
+        let found = out.images().iter().map(Copy::of_image).collect();
+        with_volume_keys(cx, account, region, found).await
     }
 }
 
@@ -607,58 +706,56 @@ impl CopyImage {
 impl Step<Cx> for CopyImage {
     step_identity!();
 
-    fn gate(&self) -> Option<&str> {
+    fn gate(&self) -> Option<&GateKey> {
         Some(&self.gate)
     }
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let copies = self.earlier_copies(cx).await?;
-        if let Some((id, _)) = copies.iter().find(|(_, s)| s == "available") {
-            return Ok(Observation::Done(
-                json!({ "image_id": id, "source": self.source() }),
-            ));
+        let (account, region) = (&self.base.account, &self.base.region);
+        let wanted = key_arn(cx, &self.spec.key, account, region).await?;
+        let found = sort_copies(&copies, wanted.as_ref());
+        if let Some(c) = &found.done {
+            return Ok(Observation::Done(StepOutput::ImageCopy(ImageCopyOutput {
+                image_id: c.id.clone(),
+                source: Some(self.spec.source.to_string()),
+                snapshots: Vec::new(),
+                kept: found.kept,
+            })));
         }
-        if let Some((id, _)) = copies.iter().find(|(_, s)| s == "pending") {
+        if let Some(c) = &found.pending {
             return Ok(Observation::InProgress(Submitted {
                 poll_key: self.poll_key.clone(),
-                id: id.clone(),
+                id: c.id.clone(),
             }));
         }
-        let failed_copies: Vec<&String> = copies.iter().map(|(id, _)| id).collect();
-        Ok(Observation::Todo(todo(
-            "create",
-            json!({ "copy_of": self.source(), "key": self.base.param("key"), "failed_copies": failed_copies }),
+        Ok(Observation::Todo(copy_change(
+            "image copy",
+            self.spec.source.as_str(),
+            &self.spec.key,
+            found,
         )))
     }
 
-    fn intent(&self, change: &Value) -> Value {
-        let attempt = change
-            .get("failed_copies")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        json!({ "tags": self.tags(), "attempt": attempt })
+    fn intent(&self, change: &Change) -> Value {
+        json!({ "tags": self.tags(), "attempt": attempt(change) })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         let c = cx.ctx();
-        c.copy_index.attempt(&self.base.id);
-        let client = c.aws.ec2(&self.base.account, &self.base.region);
-        let failed_copies: Vec<String> = change
-            .get("failed_copies")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (account, region) = (&self.base.account, &self.base.region);
+        c.copy_index.attempt(&self.base.id_text);
+        let client = c.aws.ec2(account, region);
+        let gone: Vec<String> = match &change.todo {
+            Todo::Copy { failed, .. } => failed.clone(),
+            _ => Vec::new(),
+        };
         // A failed copy is ferry's own (tagged): clear it and its snapshots away, so nothing
         // half-done stays behind and the next copy can take the name.
-        if !failed_copies.is_empty() {
+        if !gone.is_empty() {
             let out = client
                 .describe_images()
-                .set_image_ids(Some(failed_copies.clone()))
+                .set_image_ids(Some(gone.clone()))
                 .send()
                 .await
                 .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
@@ -681,40 +778,40 @@ impl Step<Cx> for CopyImage {
                 }
             }
         }
-        let key = key_arn(cx, &self.base).await?;
-        let source_region = self
-            .base
-            .param("source_region")
-            .unwrap_or(&self.base.region);
+        let key = existing_key_arn(cx, &self.spec.key, account, region).await?;
         let mut image_tags = TagSpecification::builder().resource_type(ResourceType::Image);
         let mut snapshot_tags = TagSpecification::builder().resource_type(ResourceType::Snapshot);
         for (k, v) in self.tags() {
-            let t = Tag::builder()
-                .key(k)
-                .value(v.as_str().unwrap_or_default())
-                .build();
+            let t = Tag::builder().key(k).value(v).build();
             image_tags = image_tags.tags(t.clone());
             snapshot_tags = snapshot_tags.tags(t);
         }
+        // Copies under other keys keep their names: a new name per key.
+        let name = match &change.todo {
+            Todo::Copy { kept, .. } if !kept.is_empty() => format!(
+                "ferry-{}-{}-{}-{}",
+                c.plan,
+                self.spec.migration,
+                self.spec.source,
+                key.key_id()
+            ),
+            _ => format!(
+                "ferry-{}-{}-{}",
+                c.plan, self.spec.migration, self.spec.source
+            ),
+        };
         let out = client
             .copy_image()
-            .source_image_id(self.source())
-            .source_region(source_region)
-            .name(format!(
-                "ferry-{}-{}-{}",
-                c.plan,
-                self.base.owner,
-                self.source()
-            ))
+            .source_image_id(self.spec.source.as_str())
+            .source_region(self.spec.source_region.as_str())
+            .name(name)
             .description(format!(
                 "ferry: copy of {} ({}/{})",
-                self.source(),
-                c.plan,
-                self.base.owner
+                self.spec.source, c.plan, self.spec.migration
             ))
             .encrypted(true)
-            .kms_key_id(&key)
-            .client_token(self.client_token(c, failed_copies.len()))
+            .kms_key_id(key.as_str())
+            .client_token(self.client_token(c, attempt(&change)))
             .tag_specifications(image_tags.build())
             .tag_specifications(snapshot_tags.build())
             .send()
@@ -734,6 +831,14 @@ impl Step<Cx> for CopyImage {
     }
 }
 
+/// Which attempt a copy is: the failed copies before it give it a fresh client token.
+fn attempt(change: &Change) -> usize {
+    match &change.todo {
+        Todo::Copy { failed, .. } => failed.len(),
+        _ => 0,
+    }
+}
+
 /// Follows pending image copies: one DescribeImages per (account, region) per tick.
 pub struct ImagePoller;
 
@@ -743,15 +848,10 @@ impl Poller<Cx> for ImagePoller {
         &self,
         ctx: &Arc<Cx>,
         limits: &Arc<Limits>,
-        poll_key: &str,
+        key: &PollKey,
         ids: &[String],
-    ) -> Result<Vec<(String, PollAnswer)>, StepError> {
-        let mut parts = poll_key.splitn(3, '/');
-        let (_, account, region) = (
-            parts.next(),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
+    ) -> Result<Vec<(String, PollAnswer<StepOutput>)>, StepError> {
+        let (account, region) = (key.account.as_str(), key.region.as_str());
         let client = ctx.aws.ec2(account, region);
         let mut answers = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(FILTER_VALUES) {
@@ -772,9 +872,11 @@ impl Poller<Cx> for ImagePoller {
             for i in out.images() {
                 let id = i.image_id().unwrap_or_default().to_string();
                 let answer = match i.state().map(|s| s.as_str()) {
-                    Some("available") => PollAnswer::Done(json!({
-                        "image_id": id,
-                        "snapshots": i.block_device_mappings().iter().filter_map(|b| b.ebs().and_then(|e| e.snapshot_id())).collect::<Vec<_>>(),
+                    Some("available") => PollAnswer::Done(StepOutput::ImageCopy(ImageCopyOutput {
+                        image_id: id.clone(),
+                        source: tag_of(i.tags(), "ferry:source"),
+                        snapshots: Copy::of_image(i).1,
+                        kept: Vec::new(),
                     })),
                     Some("failed") | Some("error") | Some("invalid") | Some("deregistered") => {
                         PollAnswer::Failed(copy_failed(

@@ -4,20 +4,19 @@ use async_trait::async_trait;
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
-use super::kms::step_identity;
-use super::{Base, Cx, failed, policy, todo};
+use super::output::RoleOutput;
+use super::{
+    Action, Base, Change, Cx, StepOutput, Todo, change, existing_key_arn, failed, key_arn, policy,
+    sdk_error, step_identity,
+};
 use crate::aws::AwsError;
-use crate::exec::{Applied, ErrorClass, Observation, Scope, Step, StepCx, StepError};
-use crate::graph::StepSpec;
+use crate::exec::{Applied, Observation, Step, StepCx, StepError};
+use crate::graph::{PlannedStep, RoleSpec};
+use crate::ids::AccountName;
+use crate::lookup::role_arn;
 
-/// The ARN of a role given by name (in `account_id`) or already as an ARN.
-pub fn role_arn(account_id: &str, name_or_arn: &str) -> String {
-    if name_or_arn.starts_with("arn:") {
-        name_or_arn.to_string()
-    } else {
-        format!("arn:aws:iam::{account_id}:role/{name_or_arn}")
-    }
-}
+type Observed = Result<Observation<StepOutput, Change>, StepError>;
+type Done = Result<Applied<StepOutput>, StepError>;
 
 /// IAM returns policy documents URL-encoded (RFC 3986).
 fn decode_document(doc: &str) -> Value {
@@ -66,17 +65,15 @@ fn trust_statement() -> Value {
     })
 }
 
-fn iam_error<E>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError
-where
-    E: super::ServiceError,
-{
-    move |e| AwsError::from_sdk("iam", op, e)
+fn iam_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError {
+    sdk_error("iam", op)
 }
 
 /// `iam.ensure-role`: the replication role (trust `s3.amazonaws.com`) with ferry's inline
 /// least-privilege policy. Other policies on the role are left as they are.
 pub struct EnsureRole {
     base: Base,
+    spec: RoleSpec,
 }
 
 /// What the role has now.
@@ -87,51 +84,45 @@ struct Current {
 }
 
 impl EnsureRole {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: RoleSpec) -> Self {
         EnsureRole {
-            base: Base::new(spec, "iam:PutRolePolicy"),
+            base: Base::new(step, "iam:PutRolePolicy"),
+            spec,
         }
     }
 
     fn name(&self) -> &str {
-        self.base.param("name").unwrap_or(&self.base.target)
+        &self.spec.name
     }
 
     fn policy_name(&self) -> String {
-        format!("ferry-{}", self.base.owner)
+        format!("ferry-{}", self.spec.migration)
     }
 
-    fn region(&self, which: &str) -> &str {
-        self.base
-            .params
-            .get("regions")
-            .and_then(|r| r.get(which))
-            .and_then(Value::as_str)
+    fn destination_region(&self) -> &str {
+        self.spec
+            .destination_region
+            .as_ref()
+            .map(|r| r.as_str())
             .unwrap_or("")
     }
 
-    /// The destination key's ARN, once the key exists.
-    async fn destination_key(&self, cx: &StepCx<'_, Cx>) -> Result<Option<String>, StepError> {
-        let account = self.base.param("destination_account").unwrap_or_default();
-        let region = self.region("destination");
-        let key = self.base.param("key").unwrap_or_default();
-        if let Some(arn) = cx.ctx().known_key(account, region, key) {
-            return Ok(Some(arn));
-        }
-        let found = super::kms::describe(cx.ctx(), cx.limits(), account, region, key)
-            .await
-            .map_err(|e| failed(e, &[]))?;
-        Ok(found.map(|k| k.arn))
+    fn source_region(&self) -> &str {
+        self.spec
+            .source_region
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or("")
     }
 
     /// ferry's inline policy: replication reads on the source, replicate writes on the
     /// destination, Decrypt on the source keys and Encrypt on the destination key, each only
     /// through S3 in its region.
     fn inline_policy(&self, cx: &Cx, destination_key: &str) -> Value {
-        let src = self.base.param("source_bucket").unwrap_or_default();
-        let dst = self.base.param("destination_bucket").unwrap_or_default();
-        let cross = cx.account_id(&self.base.account)
-            != cx.account_id(self.base.param("destination_account").unwrap_or_default());
+        let src = &self.spec.source_bucket;
+        let dst = &self.spec.destination_bucket;
+        let cross = cx.account_id(&AccountName::new(self.base.account.as_str()))
+            != cx.account_id(&self.spec.destination_account);
         let mut writes = vec![
             "s3:ReplicateObject",
             "s3:ReplicateDelete",
@@ -164,13 +155,12 @@ impl EnsureRole {
                 "Resource": format!("arn:aws:s3:::{dst}/*"),
             }),
         ];
-        let source_keys: Vec<Value> = self
-            .base
-            .params
-            .get("source_keys")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let source_keys: Vec<String> = self
+            .spec
+            .source_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         if !source_keys.is_empty() {
             statements.push(json!({
                 "Sid": "DecryptSource",
@@ -178,7 +168,7 @@ impl EnsureRole {
                 "Action": "kms:Decrypt",
                 "Resource": source_keys,
                 "Condition": { "StringEquals": {
-                    "kms:ViaService": format!("s3.{}.amazonaws.com", self.region("source"))
+                    "kms:ViaService": format!("s3.{}.amazonaws.com", self.source_region())
                 } },
             }));
         }
@@ -188,7 +178,7 @@ impl EnsureRole {
             "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
             "Resource": destination_key,
             "Condition": { "StringEquals": {
-                "kms:ViaService": format!("s3.{}.amazonaws.com", self.region("destination"))
+                "kms:ViaService": format!("s3.{}.amazonaws.com", self.destination_region())
             } },
         }));
         json!({ "Version": "2012-10-17", "Statement": statements })
@@ -238,11 +228,13 @@ impl EnsureRole {
 impl Step<Cx> for EnsureRole {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        let key = self.destination_key(cx).await?;
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let account = self.spec.destination_account.as_str();
+        let key = key_arn(cx, &self.spec.key, account, self.destination_region()).await?;
         let wanted = self.inline_policy(
             cx.ctx(),
-            key.as_deref()
+            key.as_ref()
+                .map(|k| k.as_str())
                 .unwrap_or("(the destination key, once it exists)"),
         );
         let Some(now) = self.current(cx).await? else {
@@ -251,7 +243,11 @@ impl Step<Cx> for EnsureRole {
             diff.extend(policy::diff(&json!({}), &trust));
             diff.push(format!("+ inline policy {}:", self.policy_name()));
             diff.extend(policy::diff(&json!({}), &wanted));
-            return Ok(Observation::Todo(todo("create", json!({ "diff": diff }))));
+            return Ok(Observation::Todo(change(
+                Action::Create,
+                diff,
+                Todo::Nothing,
+            )));
         };
         let trust = policy::merge(&now.trust, &[trust_statement()]);
         let trust_ok = policy::same(&trust, &now.trust)
@@ -268,7 +264,9 @@ impl Step<Cx> for EnsureRole {
                 .as_ref()
                 .is_some_and(|p| policy::same(p, &wanted));
         if trust_ok && inline_ok {
-            return Ok(Observation::Done(json!({ "arn": now.arn })));
+            return Ok(Observation::Done(StepOutput::Role(RoleOutput {
+                arn: now.arn,
+            })));
         }
         let mut diff = Vec::new();
         if !trust_ok {
@@ -282,27 +280,20 @@ impl Step<Cx> for EnsureRole {
                 &wanted,
             ));
         }
-        Ok(Observation::Todo(todo(
-            "update",
-            json!({ "diff": diff, "arn": now.arn }),
+        Ok(Observation::Todo(change(
+            Action::Update,
+            diff,
+            Todo::Nothing,
         )))
     }
 
-    fn intent(&self, _change: &Value) -> Value {
-        json!({ "role": self.name(), "tags": self.base.params.get("tags") })
+    fn intent(&self, _change: &Change) -> Value {
+        json!({ "role": self.name(), "tags": self.spec.tags })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
-        let key = self.destination_key(cx).await?.ok_or_else(|| {
-            StepError::new(
-                ErrorClass::NotYetConsistent,
-                "NotFoundException",
-                format!(
-                    "destination key {} not found yet",
-                    self.base.param("key").unwrap_or_default()
-                ),
-            )
-        })?;
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
+        let account = self.spec.destination_account.as_str();
+        let key = existing_key_arn(cx, &self.spec.key, account, self.destination_region()).await?;
         let iam = cx.ctx().aws.iam(&self.base.account);
         let arn = match self.current(cx).await? {
             None => {
@@ -312,25 +303,29 @@ impl Step<Cx> for EnsureRole {
                     .role_name(self.name())
                     .assume_role_policy_document(trust.to_string())
                     .description("S3 replication role made by ferry");
-                if let Some(Value::Object(tags)) = self.base.params.get("tags") {
-                    for (k, v) in tags {
-                        req = req.tags(
-                            Tag::builder()
-                                .key(k)
-                                .value(v.as_str().unwrap_or_default())
-                                .build()
-                                .expect("key and value set"),
-                        );
-                    }
+                for (k, v) in &self.spec.tags {
+                    req = req.tags(
+                        Tag::builder()
+                            .key(k)
+                            .value(v)
+                            .build()
+                            .expect("key and value set"),
+                    );
                 }
-                match req.send().await {
-                    Ok(o) => o.role.map(|r| r.arn).unwrap_or_default(),
+                // Sent once: a role made by a call whose answer was lost is found by name.
+                let once = aws_sdk_iam::config::Builder::new()
+                    .retry_config(aws_sdk_iam::config::retry::RetryConfig::disabled());
+                match req.customize().config_override(once).send().await {
+                    Ok(o) => o.role.map(|r| r.arn).ok_or_else(|| {
+                        StepError::permanent("NoRole", "CreateRole returned no role")
+                    })?,
                     Err(e) => {
                         let e = iam_error("CreateRole")(e);
                         if !e.is_code(&["EntityAlreadyExists"]) {
                             return Err(failed(e, &[]));
                         }
-                        role_arn(cx.ctx().account_id(&self.base.account), self.name())
+                        let me = AccountName::new(self.base.account.as_str());
+                        role_arn(cx.ctx().account_id(&me), self.name())
                     }
                 }
             }
@@ -350,11 +345,11 @@ impl Step<Cx> for EnsureRole {
         iam.put_role_policy()
             .role_name(self.name())
             .policy_name(self.policy_name())
-            .policy_document(self.inline_policy(cx.ctx(), &key).to_string())
+            .policy_document(self.inline_policy(cx.ctx(), key.as_str()).to_string())
             .send()
             .await
             .map_err(|e| failed(iam_error("PutRolePolicy")(e), &["NoSuchEntity"]))?;
-        Ok(Applied::Done(json!({ "arn": arn })))
+        Ok(Applied::Done(StepOutput::Role(RoleOutput { arn })))
     }
 }
 
@@ -372,6 +367,7 @@ mod tests {
 
     #[test]
     fn role_arn_from_name_or_arn() {
+        use crate::lookup::role_arn;
         assert_eq!(
             role_arn("111111111111", "r"),
             "arn:aws:iam::111111111111:role/r"

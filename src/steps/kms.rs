@@ -2,128 +2,75 @@
 //! policy statements merged by Sid.
 
 use async_trait::async_trait;
-use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, Tag};
+use aws_sdk_kms::types::{KeySpec, KeyUsageType, Tag};
 use serde_json::{Value, json};
 
-use super::{Base, Cx, bucket, failed, policy, todo};
+use super::output::{KeyOutput, KeyPolicyOutput, RotationOutput};
+use super::{
+    Action, Base, Change, Cx, StepOutput, Todo, bucket, change, existing_key_arn, failed, key_arn,
+    policy, sdk_error, step_identity,
+};
 use crate::aws::AwsError;
-use crate::exec::{Applied, Observation, Scope, Step, StepCx, StepError};
-use crate::graph::StepSpec;
+use crate::exec::{Applied, ErrorClass, GateKey, Observation, Step, StepCx, StepError};
+use crate::graph::{
+    CreateKeySpec, KeyPolicySpec, KeyRotationSpec, PlannedStep, ReplicateKeySpec, RoleRef,
+    Statements,
+};
+use crate::lookup::{KeyFacts, describe_key, role_arn};
 
-/// A key as ferry needs to know it.
-#[derive(Debug, Clone)]
-pub struct KeyFacts {
-    pub key_id: String,
-    pub arn: String,
-    pub enabled: bool,
-    pub state: String,
-    pub customer_managed: bool,
-    pub symmetric_encrypt_decrypt: bool,
-    pub multi_region: bool,
-}
+type Observed = Result<Observation<StepOutput, Change>, StepError>;
+type Done = Result<Applied<StepOutput>, StepError>;
 
-impl KeyFacts {
-    pub fn outputs(&self) -> Value {
-        json!({ "key_id": self.key_id, "arn": self.arn })
-    }
-}
-
-/// DescribeKey by id, ARN or alias; `None` when it does not exist (or is pending deletion).
-pub async fn describe(
-    cx: &Cx,
-    limits: &crate::exec::Limits,
-    account: &str,
-    region: &str,
-    key: &str,
-) -> Result<Option<KeyFacts>, AwsError> {
-    limits
-        .take(&[bucket(account, region, "kms:DescribeKey")])
-        .await;
-    let out = cx
-        .aws
-        .kms(account, region)
-        .describe_key()
-        .key_id(key)
-        .send()
-        .await;
-    let meta = match out {
-        Ok(o) => o.key_metadata,
-        Err(e) => {
-            let e = AwsError::from_sdk("kms", "DescribeKey", e);
-            return if e.is_not_found() { Ok(None) } else { Err(e) };
-        }
-    };
-    let Some(m) = meta else { return Ok(None) };
-    let state = m
-        .key_state()
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_default();
-    if matches!(
-        m.key_state(),
-        Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion)
-    ) {
-        return Ok(None);
-    }
-    Ok(Some(KeyFacts {
-        key_id: m.key_id().to_string(),
-        arn: m.arn().unwrap_or_default().to_string(),
-        enabled: m.enabled() && m.key_state() != Some(&KeyState::Disabled),
-        state,
-        customer_managed: m.key_manager().is_none_or(|km| km.as_str() == "CUSTOMER"),
-        symmetric_encrypt_decrypt: m.key_spec().is_none_or(|s| *s == KeySpec::SymmetricDefault)
-            && m.key_usage()
-                .is_none_or(|u| *u == KeyUsageType::EncryptDecrypt),
-        multi_region: m.multi_region().unwrap_or(false),
-    }))
-}
-
-fn kms_error<E>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError
-where
-    E: super::ServiceError,
-{
-    move |e| AwsError::from_sdk("kms", op, e)
+fn kms_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError {
+    sdk_error("kms", op)
 }
 
 /// Codes that right after a create mean "not visible yet".
 const FRESH: &[&str] = &["NotFoundException", "KMSInvalidStateException"];
 
-macro_rules! step_identity {
-    () => {
-        fn id(&self) -> &str {
-            &self.base.id
-        }
-        fn kind(&self) -> &str {
-            &self.base.kind
-        }
-        fn scope(&self) -> &Scope {
-            &self.base.scope
-        }
-        fn buckets(&self) -> &[String] {
-            &self.base.buckets
-        }
-    };
+fn key_output(k: &KeyFacts) -> StepOutput {
+    StepOutput::Key(KeyOutput {
+        key_id: k.key_id.clone(),
+        arn: k.arn.clone(),
+    })
 }
-pub(crate) use step_identity;
+
+async fn describe(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    key: &str,
+) -> Result<Option<KeyFacts>, StepError> {
+    describe_key(&cx.ctx().aws, cx.limits(), account, region, key)
+        .await
+        .map_err(|e| failed(e, FRESH))
+}
+
+fn missing_key(key: &str, account: &str, region: &str) -> StepError {
+    StepError::new(
+        ErrorClass::NotYetConsistent,
+        "NotFoundException",
+        format!("key {key} not found in {account}/{region}"),
+    )
+}
 
 /// `kms.create-key`: a symmetric customer managed key and its alias.
 pub struct CreateKey {
     base: Base,
+    spec: CreateKeySpec,
 }
 
 impl CreateKey {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: CreateKeySpec) -> Self {
         CreateKey {
-            base: Base::new(spec, "kms:CreateKey"),
+            base: Base::new(step, "kms:CreateKey"),
+            spec,
         }
-    }
-    fn alias(&self) -> &str {
-        self.base.param("alias").unwrap_or(&self.base.target)
     }
 
     /// A key this plan created earlier whose alias was never made (ferry was stopped between
     /// CreateKey and CreateAlias): found by its ferry tags, adopted instead of creating another.
     async fn orphan(&self, cx: &Cx) -> Result<Option<String>, AwsError> {
-        let key_name = self.base.owner.trim_start_matches("key.");
         let client = cx.aws.kms(&self.base.account, &self.base.region);
         let mut pages = client.list_keys().into_paginator().send();
         while let Some(page) = pages.next().await {
@@ -139,7 +86,7 @@ impl CreateKey {
                         .iter()
                         .any(|t| t.tag_key() == k && t.tag_value() == v)
                 };
-                if has("ferry:plan", &cx.plan) && has("ferry:key", key_name) {
+                if has("ferry:plan", &cx.plan) && has("ferry:key", self.spec.name.as_str()) {
                     return Ok(Some(id.to_string()));
                 }
             }
@@ -152,145 +99,146 @@ impl CreateKey {
 impl Step<Cx> for CreateKey {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let c = cx.ctx();
-        let found = describe(
-            c,
-            cx.limits(),
-            &self.base.account,
-            &self.base.region,
-            self.alias(),
-        )
-        .await
-        .map_err(|e| failed(e, &[]))?;
-        if let Some(k) = found {
-            c.remember_key(&self.base.account, &self.base.region, self.alias(), &k.arn);
-            return Ok(Observation::Done(k.outputs()));
+        let alias = &self.spec.alias;
+        if let Some(k) = describe(cx, &self.base.account, &self.base.region, alias).await? {
+            c.remember_key(&self.base.account, &self.base.region, alias, &k.arn);
+            return Ok(Observation::Done(key_output(&k)));
         }
         let orphan = self.orphan(c).await.map_err(|e| failed(e, &[]))?;
-        Ok(Observation::Todo(todo(
-            "create",
-            json!({ "alias": self.alias(), "adopt": orphan }),
+        let mut diff = vec![format!(
+            "+ symmetric customer managed key{} with alias {alias}",
+            if self.spec.multi_region {
+                " (multi-Region primary)"
+            } else {
+                ""
+            }
+        )];
+        if let Some(id) = &orphan {
+            diff.push(format!(
+                "~ adopt key {id}, made by an earlier run of this plan without its alias"
+            ));
+        }
+        Ok(Observation::Todo(change(
+            Action::Create,
+            diff,
+            Todo::AdoptKey(orphan),
         )))
     }
 
-    fn intent(&self, _change: &Value) -> Value {
-        json!({ "alias": self.alias(), "tags": self.base.params.get("tags") })
+    fn intent(&self, _change: &Change) -> Value {
+        json!({ "alias": self.spec.alias, "tags": self.spec.tags })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         let c = cx.ctx();
         let client = c.aws.kms(&self.base.account, &self.base.region);
-        let key_id = match change.get("adopt").and_then(Value::as_str) {
-            Some(id) => id.to_string(),
+        let adopt = match change.todo {
+            Todo::AdoptKey(id) => id,
+            _ => None,
+        };
+        let key_id = match adopt {
+            Some(id) => id,
             None => {
                 let mut req = client
                     .create_key()
                     .key_spec(KeySpec::SymmetricDefault)
                     .key_usage(KeyUsageType::EncryptDecrypt)
-                    .multi_region(self.base.params.get("multi_region") == Some(&json!(true)));
-                if let Some(d) = self.base.param("description") {
+                    .multi_region(self.spec.multi_region);
+                if let Some(d) = &self.spec.description {
                     req = req.description(d);
                 }
-                if let Some(Value::Object(tags)) = self.base.params.get("tags") {
-                    for (k, v) in tags {
-                        req = req.tags(
-                            Tag::builder()
-                                .tag_key(k)
-                                .tag_value(v.as_str().unwrap_or_default())
-                                .build()
-                                .expect("key and value set"),
-                        );
-                    }
+                for (k, v) in &self.spec.tags {
+                    req = req.tags(
+                        Tag::builder()
+                            .tag_key(k)
+                            .tag_value(v)
+                            .build()
+                            .expect("key and value set"),
+                    );
                 }
+                // No client token: sent once. After a lost answer the next look finds the key by
+                // its ferry tags (an orphan without its alias) and adopts it.
                 let out = req
+                    .customize()
+                    .config_override(
+                        aws_sdk_kms::config::Builder::new()
+                            .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled()),
+                    )
                     .send()
                     .await
                     .map_err(|e| failed(kms_error("CreateKey")(e), &[]))?;
                 out.key_metadata()
                     .map(|m| m.key_id().to_string())
-                    .unwrap_or_default()
+                    .ok_or_else(|| StepError::permanent("NoKeyId", "CreateKey returned no key"))?
             }
         };
-        let alias = client
+        let alias = &self.spec.alias;
+        let made = client
             .create_alias()
-            .alias_name(self.alias())
+            .alias_name(alias)
             .target_key_id(&key_id)
             .send()
             .await;
-        if let Err(e) = alias {
+        if let Err(e) = made {
             let e = kms_error("CreateAlias")(e);
             // Someone (or an earlier attempt) made the alias: describe says which key it names.
             if !e.is_code(&["AlreadyExistsException"]) {
                 return Err(failed(e, FRESH));
             }
         }
-        let k = describe(
-            c,
-            cx.limits(),
-            &self.base.account,
-            &self.base.region,
-            self.alias(),
-        )
-        .await
-        .map_err(|e| failed(e, FRESH))?
-        .ok_or_else(|| {
-            StepError::new(
-                crate::exec::ErrorClass::NotYetConsistent,
-                "NotFoundException",
-                format!("alias {} not visible yet", self.alias()),
-            )
-        })?;
-        c.remember_key(&self.base.account, &self.base.region, self.alias(), &k.arn);
-        Ok(Applied::Done(k.outputs()))
+        let k = describe(cx, &self.base.account, &self.base.region, alias)
+            .await?
+            .ok_or_else(|| {
+                StepError::new(
+                    ErrorClass::NotYetConsistent,
+                    "NotFoundException",
+                    format!("alias {alias} not visible yet"),
+                )
+            })?;
+        c.remember_key(&self.base.account, &self.base.region, alias, &k.arn);
+        Ok(Applied::Done(key_output(&k)))
     }
-}
-
-/// The key a step acts on, by the reference the plan gives (alias or ARN).
-async fn existing_key(
-    cx: &StepCx<'_, Cx>,
-    base: &Base,
-    region: &str,
-) -> Result<Option<KeyFacts>, StepError> {
-    describe(cx.ctx(), cx.limits(), &base.account, region, &base.target)
-        .await
-        .map_err(|e| failed(e, FRESH))
-}
-
-fn missing_key(base: &Base, region: &str) -> StepError {
-    StepError::new(
-        crate::exec::ErrorClass::NotYetConsistent,
-        "NotFoundException",
-        format!(
-            "key {} not found in {}/{}",
-            base.target, base.account, region
-        ),
-    )
 }
 
 /// `kms.enable-key-rotation`: yearly automatic rotation.
 pub struct EnableRotation {
     base: Base,
+    spec: KeyRotationSpec,
 }
 
 impl EnableRotation {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: KeyRotationSpec) -> Self {
         EnableRotation {
-            base: Base::new(spec, "kms:EnableKeyRotation"),
+            base: Base::new(step, "kms:EnableKeyRotation"),
+            spec,
         }
     }
+}
+
+fn rotation_on(key_id: &str) -> StepOutput {
+    StepOutput::Rotation(RotationOutput {
+        key_id: key_id.to_string(),
+        rotation: true,
+    })
 }
 
 #[async_trait]
 impl Step<Cx> for EnableRotation {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        let Some(k) = existing_key(cx, &self.base, &self.base.region).await? else {
-            return Ok(Observation::Todo(todo(
-                "update",
-                json!({ "rotation": "off -> on" }),
-            )));
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let todo = || {
+            Ok(Observation::Todo(change(
+                Action::Update,
+                vec![format!("~ rotation of {}: off -> on", self.spec.key)],
+                Todo::Nothing,
+            )))
+        };
+        let Some(k) = describe(cx, &self.base.account, &self.base.region, &self.spec.key).await?
+        else {
+            return todo();
         };
         let on = cx
             .ctx()
@@ -303,32 +251,26 @@ impl Step<Cx> for EnableRotation {
             .map_err(|e| failed(kms_error("GetKeyRotationStatus")(e), FRESH))?
             .key_rotation_enabled();
         if on {
-            Ok(Observation::Done(
-                json!({ "key_id": k.key_id, "rotation": true }),
-            ))
+            Ok(Observation::Done(rotation_on(&k.key_id)))
         } else {
-            Ok(Observation::Todo(todo(
-                "update",
-                json!({ "key_id": k.key_id, "rotation": "off -> on" }),
-            )))
+            todo()
         }
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
-        let k = existing_key(cx, &self.base, &self.base.region)
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let k = describe(cx, account, region, &self.spec.key)
             .await?
-            .ok_or_else(|| missing_key(&self.base, &self.base.region))?;
+            .ok_or_else(|| missing_key(&self.spec.key, account, region))?;
         cx.ctx()
             .aws
-            .kms(&self.base.account, &self.base.region)
+            .kms(account, region)
             .enable_key_rotation()
             .key_id(&k.key_id)
             .send()
             .await
             .map_err(|e| failed(kms_error("EnableKeyRotation")(e), FRESH))?;
-        Ok(Applied::Done(
-            json!({ "key_id": k.key_id, "rotation": true }),
-        ))
+        Ok(Applied::Done(rotation_on(&k.key_id)))
     }
 }
 
@@ -336,35 +278,23 @@ impl Step<Cx> for EnableRotation {
 /// alias there (aliases are regional).
 pub struct ReplicateKey {
     base: Base,
-    primary_region: String,
+    spec: ReplicateKeySpec,
 }
 
 impl ReplicateKey {
-    pub fn new(spec: &StepSpec) -> Self {
-        let mut base = Base::new(spec, "kms:ReplicateKey");
-        let primary_region = base.param("primary_region").unwrap_or_default().to_string();
+    pub fn new(step: &PlannedStep, spec: ReplicateKeySpec) -> Self {
+        let mut base = Base::new(step, "kms:ReplicateKey");
         // ReplicateKey is called in the primary region and drawn from its quota.
-        base.buckets = vec![bucket(&base.account, &primary_region, "kms:ReplicateKey")];
-        ReplicateKey {
-            base,
-            primary_region,
-        }
+        base.buckets = vec![bucket(
+            &base.account,
+            spec.primary_region.as_str(),
+            "kms:ReplicateKey",
+        )];
+        ReplicateKey { base, spec }
     }
 
-    async fn replica(
-        &self,
-        cx: &StepCx<'_, Cx>,
-        key_id: &str,
-    ) -> Result<Option<KeyFacts>, StepError> {
-        describe(
-            cx.ctx(),
-            cx.limits(),
-            &self.base.account,
-            &self.base.region,
-            key_id,
-        )
-        .await
-        .map_err(|e| failed(e, FRESH))
+    fn alias(&self) -> Option<&str> {
+        Some(self.spec.key.as_str()).filter(|k| k.starts_with("alias/"))
     }
 
     async fn alias_names(&self, cx: &StepCx<'_, Cx>, key_id: &str) -> Result<bool, StepError> {
@@ -380,7 +310,7 @@ impl ReplicateKey {
         Ok(out
             .aliases()
             .iter()
-            .any(|a| a.alias_name() == Some(self.base.target.as_str())))
+            .any(|a| a.alias_name() == Some(self.spec.key.as_str())))
     }
 }
 
@@ -388,49 +318,57 @@ impl ReplicateKey {
 impl Step<Cx> for ReplicateKey {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        let Some(primary) = existing_key(cx, &self.base, &self.primary_region).await? else {
-            return Ok(Observation::Todo(todo(
-                "create",
-                json!({ "replica_of": self.base.target }),
-            )));
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let create = |diff: String| {
+            Ok(Observation::Todo(change(
+                Action::Create,
+                vec![diff],
+                Todo::Nothing,
+            )))
         };
-        match self.replica(cx, &primary.key_id).await? {
-            Some(r)
-                if !self.base.target.starts_with("alias/")
-                    || self.alias_names(cx, &r.key_id).await? =>
-            {
-                cx.ctx().remember_key(
-                    &self.base.account,
-                    &self.base.region,
-                    &self.base.target,
-                    &r.arn,
-                );
-                Ok(Observation::Done(r.outputs()))
+        let primary = self.spec.primary_region.as_str();
+        let Some(p) = describe(cx, account, primary, &self.spec.key).await? else {
+            return create(format!("+ replica of {} in {region}", self.spec.key));
+        };
+        match describe(cx, account, region, &p.key_id).await? {
+            Some(r) if self.alias().is_none() || self.alias_names(cx, &r.key_id).await? => {
+                cx.ctx()
+                    .remember_key(account, region, &self.spec.key, &r.arn);
+                Ok(Observation::Done(key_output(&r)))
             }
-            Some(r) => Ok(Observation::Todo(todo(
-                "update",
-                json!({ "key_id": r.key_id, "alias": self.base.target, "replica_exists": true }),
+            Some(r) => Ok(Observation::Todo(change(
+                Action::Update,
+                vec![format!(
+                    "+ alias {} for replica {} in {region}",
+                    self.spec.key, r.key_id
+                )],
+                Todo::Nothing,
             ))),
-            None => Ok(Observation::Todo(todo(
-                "create",
-                json!({ "key_id": primary.key_id, "replica_of": self.base.target }),
-            ))),
+            None => create(format!(
+                "+ replica of {} ({}) in {region}",
+                self.spec.key, p.key_id
+            )),
         }
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
         let c = cx.ctx();
-        let primary = existing_key(cx, &self.base, &self.primary_region)
+        let (account, region) = (&self.base.account, &self.base.region);
+        let primary_region = self.spec.primary_region.as_str();
+        let primary = describe(cx, account, primary_region, &self.spec.key)
             .await?
-            .ok_or_else(|| missing_key(&self.base, &self.primary_region))?;
-        if self.replica(cx, &primary.key_id).await?.is_none() {
+            .ok_or_else(|| missing_key(&self.spec.key, account, primary_region))?;
+        if describe(cx, account, region, &primary.key_id)
+            .await?
+            .is_none()
+        {
             let r = c
                 .aws
-                .kms(&self.base.account, &self.primary_region)
+                .kms(account, primary_region)
                 .replicate_key()
                 .key_id(&primary.key_id)
-                .replica_region(&self.base.region)
+                .replica_region(region)
                 .send()
                 .await;
             if let Err(e) = r {
@@ -440,12 +378,12 @@ impl Step<Cx> for ReplicateKey {
                 }
             }
         }
-        if self.base.target.starts_with("alias/") {
+        if let Some(alias) = self.alias() {
             let a = c
                 .aws
-                .kms(&self.base.account, &self.base.region)
+                .kms(account, region)
                 .create_alias()
-                .alias_name(&self.base.target)
+                .alias_name(alias)
                 .target_key_id(&primary.key_id)
                 .send()
                 .await;
@@ -456,67 +394,55 @@ impl Step<Cx> for ReplicateKey {
                 }
             }
         }
-        let r = self
-            .replica(cx, &primary.key_id)
+        let r = describe(cx, account, region, &primary.key_id)
             .await?
-            .ok_or_else(|| missing_key(&self.base, &self.base.region))?;
-        c.remember_key(
-            &self.base.account,
-            &self.base.region,
-            &self.base.target,
-            &r.arn,
-        );
-        Ok(Applied::Done(r.outputs()))
+            .ok_or_else(|| missing_key(&self.spec.key, account, region))?;
+        c.remember_key(account, region, &self.spec.key, &r.arn);
+        Ok(Applied::Done(key_output(&r)))
     }
 }
 
 /// `kms.merge-key-policy`: statements merged into the key policy by Sid; the rest untouched.
 pub struct MergeKeyPolicy {
     base: Base,
-    gate: String,
+    spec: KeyPolicySpec,
+    gate: GateKey,
 }
 
 impl MergeKeyPolicy {
-    pub fn new(spec: &StepSpec) -> Self {
-        let mut base = Base::new(spec, "kms:PutKeyPolicy");
-        // A migration's step names the key by the reference the plan resolves it to.
-        if let Some(k) = base.param("key") {
-            base.target = k.to_string();
-        }
-        MergeKeyPolicy {
-            gate: format!(
-                "{}/{}/{}/{}",
-                super::KEY_POLICY_GATE,
-                base.account,
-                base.region,
-                base.target
-            ),
-            base,
-        }
+    pub fn new(step: &PlannedStep, spec: KeyPolicySpec) -> Self {
+        let base = Base::new(step, "kms:PutKeyPolicy");
+        let gate = GateKey::new(
+            super::KEY_POLICY_GATE,
+            &format!("{}/{}/{}", base.account, base.region, spec.key.shown),
+        );
+        MergeKeyPolicy { base, spec, gate }
     }
 
     fn statements(&self, cx: &Cx) -> Vec<Value> {
-        if let (Some(role), Some(sid)) = (self.base.param("role"), self.base.param("sid")) {
-            // s3-replication: the replication role may encrypt replicas with this key.
-            let account = self.base.param("role_account").unwrap_or_default();
-            let arn = super::iam::role_arn(cx.account_id(account), role);
-            return vec![json!({
-                "Sid": sid,
-                "Effect": "Allow",
-                "Principal": { "AWS": arn },
-                "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
-                "Resource": "*",
-            })];
+        match &self.spec.statements {
+            Statements::Given(list) => list.clone(),
+            Statements::ReplicationRole {
+                role,
+                role_account,
+                sid,
+            } => {
+                let arn = match role {
+                    RoleRef::Name(n) => role_arn(cx.account_id(role_account), n),
+                    RoleRef::Arn(a) => a.clone(),
+                };
+                vec![json!({
+                    "Sid": sid,
+                    "Effect": "Allow",
+                    "Principal": { "AWS": arn },
+                    "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+                    "Resource": "*",
+                })]
+            }
         }
-        self.base
-            .params
-            .get("statements")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
     }
 
-    async fn current(&self, cx: &StepCx<'_, Cx>, key_id: &str) -> Result<Value, StepError> {
+    async fn current(&self, cx: &StepCx<'_, Cx>, key: &str) -> Result<Value, StepError> {
         cx.limits()
             .take(&[bucket(
                 &self.base.account,
@@ -529,12 +455,18 @@ impl MergeKeyPolicy {
             .aws
             .kms(&self.base.account, &self.base.region)
             .get_key_policy()
-            .key_id(key_id)
+            .key_id(key)
             .policy_name("default")
             .send()
             .await
             .map_err(|e| failed(kms_error("GetKeyPolicy")(e), FRESH))?;
         Ok(serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or(json!({})))
+    }
+
+    fn done(arn: &crate::ids::KeyArn) -> StepOutput {
+        StepOutput::KeyPolicy(KeyPolicyOutput {
+            key_id: Some(arn.key_id().to_string()),
+        })
     }
 }
 
@@ -542,47 +474,56 @@ impl MergeKeyPolicy {
 impl Step<Cx> for MergeKeyPolicy {
     step_identity!();
 
-    fn gate(&self) -> Option<&str> {
+    fn gate(&self) -> Option<&GateKey> {
         Some(&self.gate)
     }
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let statements = self.statements(cx.ctx());
-        let Some(k) = existing_key(cx, &self.base, &self.base.region).await? else {
-            let lines: Vec<String> = statements
-                .iter()
-                .map(|s| format!("+ {}", serde_json::to_string(s).unwrap_or_default()))
-                .collect();
-            return Ok(Observation::Todo(todo("update", json!({ "diff": lines }))));
+        let (account, region) = (&self.base.account, &self.base.region);
+        let Some(arn) = key_arn(cx, &self.spec.key, account, region).await? else {
+            let mut diff = vec![format!(
+                "~ policy of {} (made by this plan) gains:",
+                self.spec.key.shown
+            )];
+            diff.extend(policy::diff(
+                &json!({}),
+                &policy::merge(&json!({}), &statements),
+            ));
+            return Ok(Observation::Todo(change(
+                Action::Update,
+                diff,
+                Todo::Nothing,
+            )));
         };
-        let before = self.current(cx, &k.key_id).await?;
+        let before = self.current(cx, arn.as_str()).await?;
         let after = policy::merge(&before, &statements);
         if policy::same(&before, &after) {
-            return Ok(Observation::Done(json!({ "key_id": k.key_id })));
+            return Ok(Observation::Done(Self::done(&arn)));
         }
-        Ok(Observation::Todo(todo(
-            "update",
-            json!({ "key_id": k.key_id, "diff": policy::diff(&before, &after), "policy_before": before }),
+        Ok(Observation::Todo(change(
+            Action::Update,
+            policy::diff(&before, &after),
+            Todo::Policy { before },
         )))
     }
 
-    fn intent(&self, change: &Value) -> Value {
-        // The policy as it was before ferry's first edit, kept in the journal for rollback.
-        json!({ "policy_before": change.get("policy_before") })
+    fn intent(&self, change: &Change) -> Value {
+        // The policy as it was before ferry's edit, kept in the journal for rollback.
+        json!({ "policy_before": change.policy_before() })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
-        let k = existing_key(cx, &self.base, &self.base.region)
-            .await?
-            .ok_or_else(|| missing_key(&self.base, &self.base.region))?;
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let arn = existing_key_arn(cx, &self.spec.key, account, region).await?;
         // Read again right before writing: the merge must start from the live document.
-        let before = self.current(cx, &k.key_id).await?;
+        let before = self.current(cx, arn.as_str()).await?;
         let after = policy::merge(&before, &self.statements(cx.ctx()));
         cx.ctx()
             .aws
-            .kms(&self.base.account, &self.base.region)
+            .kms(account, region)
             .put_key_policy()
-            .key_id(&k.key_id)
+            .key_id(arn.as_str())
             .policy_name("default")
             .policy(after.to_string())
             .send()
@@ -593,6 +534,6 @@ impl Step<Cx> for MergeKeyPolicy {
                     &["MalformedPolicyDocumentException"],
                 )
             })?;
-        Ok(Applied::Done(json!({ "key_id": k.key_id })))
+        Ok(Applied::Done(Self::done(&arn)))
     }
 }

@@ -1,9 +1,11 @@
 //! The AWS side of every step kind: observe (read-only), apply (idempotent), batched polls.
-//! Each module is one AWS area; `build` turns the compiled [`StepSpec`]s into executable steps.
+//! Each module is one AWS area; `build` turns the compiled [`PlannedStep`]s into executable
+//! steps, each holding its typed spec.
 
 pub mod ec2;
 pub mod iam;
 pub mod kms;
+pub mod output;
 pub mod permissions;
 pub mod policy;
 pub mod s3;
@@ -12,12 +14,18 @@ pub mod share;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
+use aws_smithy_async::future::pagination_stream::PaginationStream;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::aws::{Aws, AwsError};
-use crate::exec::{self, BucketConfig, Limits, Step, StepError};
-use crate::graph::{StepKind, StepSpec};
+use crate::exec::{self, BucketConfig, BucketKey, ErrorClass, GateKey, Limits, Step, StepError};
+use crate::graph::{DestKey, DestinationKey, PlanGraph, PlannedStep, StepSpec};
+use crate::ids::{AccountName, KeyArn, StepId};
 use crate::quotas::{self, Quota};
+
+pub use crate::quotas::bucket;
+pub use output::StepOutput;
 
 /// What every step can reach: the clients, and facts the resolve stage established.
 pub struct Cx {
@@ -25,81 +33,81 @@ pub struct Cx {
     pub plan: String,
     /// Plan account name -> AWS account id (checked with GetCallerIdentity).
     pub account_ids: BTreeMap<String, String>,
-    /// (account, region, key reference as written) -> key ARN, for keys that already exist.
-    pub keys: Mutex<HashMap<(String, String, String), String>>,
+    /// (account, region, key reference) -> key ARN, for keys known to exist.
+    pub keys: Mutex<HashMap<(String, String, String), KeyArn>>,
     /// Outputs of steps done in earlier runs of this state (newest wins): how an undo step
     /// knows what ferry added before, so it takes back exactly that.
-    pub earlier: HashMap<String, Value>,
+    pub earlier: HashMap<StepId, StepOutput>,
     /// The plan's earlier copies, listed once per (account, region).
     pub copy_index: ec2::CopyIndex,
     /// What each account already shares with another, listed once per (account, region).
     pub shares: share::SharedIndex,
-    /// Facts read once per process and kept up to date by the steps that change them (the
-    /// dry run and the run that follows it would otherwise read each twice).
-    pub memo: Mutex<HashMap<String, Value>>,
+    /// Shares this process made or took back, so that a run after its dry run sees them
+    /// without listing again.
+    pub shared_now: Mutex<HashMap<share::ShareFact, bool>>,
+    /// Steps whose last mutating call failed without an answer (a 5xx, a reset, a timeout): the
+    /// work may have been done, and may not show yet. Step id -> when.
+    pub ambiguous: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl exec::Context for Cx {
+    type Output = StepOutput;
+    type Change = Change;
 }
 
 impl Cx {
     /// The context of a run, from what the resolve stage established.
     pub fn new(aws: Arc<Aws>, plan: &str, resolution: &crate::resolve::Resolution) -> Cx {
         let keys: HashMap<_, _> = resolution
-            .keys
-            .iter()
-            .filter_map(|(slot, arn)| {
-                let mut parts = slot.splitn(3, '/');
-                let (a, r, k) = (parts.next()?, parts.next()?, parts.next()?);
-                Some(((a.to_string(), r.to_string(), k.to_string()), arn.clone()))
-            })
+            .known_keys()
+            .map(|(a, r, k, arn)| ((a.to_string(), r.to_string(), k.to_string()), arn))
             .collect();
-        Cx {
-            account_ids: resolution.account_ids.clone(),
-            keys: Mutex::new(keys),
-            ..Cx::bare(aws, plan)
-        }
-    }
-
-    /// A context that knows nothing yet (what the resolve stage starts from).
-    pub fn bare(aws: Arc<Aws>, plan: &str) -> Cx {
         Cx {
             aws,
             plan: plan.to_string(),
-            account_ids: BTreeMap::new(),
-            keys: Default::default(),
+            account_ids: resolution.account_ids.clone(),
+            keys: Mutex::new(keys),
             earlier: HashMap::new(),
             copy_index: Default::default(),
             shares: Default::default(),
-            memo: Default::default(),
+            shared_now: Default::default(),
+            ambiguous: Default::default(),
         }
     }
 
-    pub fn recall(&self, fact: &str) -> Option<Value> {
-        self.memo.lock().expect("memo").get(fact).cloned()
-    }
-
-    pub fn remember(&self, fact: &str, value: Value) {
-        self.memo
+    /// Records that `step`'s call may have taken effect without an answer.
+    pub fn ambiguous_attempt(&self, step: &str) {
+        self.ambiguous
             .lock()
-            .expect("memo")
-            .insert(fact.to_string(), value);
+            .expect("ambiguous")
+            .insert(step.to_string(), std::time::Instant::now());
     }
 
-    pub fn with_earlier(mut self, earlier: HashMap<String, Value>) -> Cx {
+    /// How much longer a look for `step`'s possibly made resource must go on before making it
+    /// again: new resources show in listings only after a while (eventual consistency).
+    pub fn still_settling(&self, step: &str) -> Option<std::time::Duration> {
+        let since = *self.ambiguous.lock().expect("ambiguous").get(step)?;
+        (*VISIBILITY_WAIT).checked_sub(since.elapsed())
+    }
+
+    pub fn with_earlier(mut self, earlier: HashMap<StepId, StepOutput>) -> Cx {
         self.earlier = earlier;
         self
     }
 
-    pub fn earlier_output(&self, step: &str) -> Option<Value> {
-        self.earlier.get(step).cloned()
+    pub fn earlier_output(&self, step: &StepId) -> Option<&StepOutput> {
+        self.earlier.get(step)
     }
 
-    pub fn account_id(&self, account: &str) -> &str {
+    /// The AWS account id of a plan account (resolved before any step runs).
+    pub fn account_id(&self, account: &AccountName) -> &str {
         self.account_ids
-            .get(account)
+            .get(account.as_str())
             .map(String::as_str)
             .unwrap_or("")
     }
 
-    pub fn known_key(&self, account: &str, region: &str, key: &str) -> Option<String> {
+    pub fn known_key(&self, account: &str, region: &str, key: &str) -> Option<KeyArn> {
         self.keys
             .lock()
             .expect("key cache")
@@ -107,12 +115,146 @@ impl Cx {
             .cloned()
     }
 
-    pub fn remember_key(&self, account: &str, region: &str, key: &str, arn: &str) {
+    pub fn remember_key(&self, account: &str, region: &str, key: &str, arn: &KeyArn) {
         self.keys.lock().expect("key cache").insert(
             (account.to_string(), region.to_string(), key.to_string()),
-            arn.to_string(),
+            arn.clone(),
         );
     }
+}
+
+/// How long a resource made by a call whose answer was lost may take to show in listings.
+/// EC2's Describe calls are eventually consistent; a minute covers what AWS documents as
+/// "typically seconds". `FERRY_VISIBILITY_WAIT_MS` sets it (tests).
+static VISIBILITY_WAIT: std::sync::LazyLock<std::time::Duration> = std::sync::LazyLock::new(|| {
+    std::env::var("FERRY_VISIBILITY_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(std::time::Duration::from_secs(60))
+});
+
+/// What a step found to do: what a dry run shows, and what `apply` needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub action: Action,
+    /// The lines a person reads under the step in `ferry plan` (`+ …`, `- …`, `~ …`).
+    pub diff: Vec<String>,
+    /// What `apply` acts on, as `observe` found it.
+    #[serde(skip)]
+    pub todo: Todo,
+}
+
+/// What a change does to the resource, as Terraform says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// `+`: the resource does not exist yet.
+    Create,
+    /// `~`: it exists and some properties change.
+    Update,
+    /// `-/+`: a new resource takes the old one's place (the old one is kept; see the diff).
+    Replace,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+        }
+    }
+}
+
+/// What `apply` needs from its observation, per kind of step.
+#[derive(Debug, Clone, Default)]
+pub enum Todo {
+    #[default]
+    Nothing,
+    /// CreateKey: a key of this plan whose alias was never made, to adopt instead of creating.
+    AdoptKey(Option<String>),
+    /// A copy: ferry's failed copies to remove first, and its copies under other keys (kept).
+    Copy {
+        failed: Vec<String>,
+        kept: Vec<KeptCopy>,
+    },
+    /// Copies made twice: remove `extra` (and failed ones), `keep` is the copy.
+    Extras {
+        keep: String,
+        done: bool,
+        extra: Vec<String>,
+        kept: Vec<KeptCopy>,
+    },
+    /// Shares: the resources to share or stop sharing.
+    Resources(Vec<String>),
+    /// A policy edit, with the document before it (journaled for rollback).
+    Policy { before: Value },
+    /// A grant to revoke.
+    Grant { id: Option<String> },
+    /// A backfill: what the listing found.
+    Backfill {
+        objects: u64,
+        bytes: u64,
+        batch: bool,
+    },
+}
+
+/// A copy ferry made earlier under another key than the plan's: kept, never deleted (only a
+/// retention setting would delete copies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeptCopy {
+    pub id: String,
+    /// The key it is under, as ferry tagged it (`ferry:key`) or else its ARN.
+    pub key: String,
+}
+
+impl Change {
+    /// A policy edit's document before it (`null` for other changes): journaled with the
+    /// intent, for rollback.
+    pub fn policy_before(&self) -> Value {
+        match &self.todo {
+            Todo::Policy { before } => before.clone(),
+            _ => Value::Null,
+        }
+    }
+}
+
+pub(crate) fn change(action: Action, diff: Vec<String>, todo: Todo) -> Change {
+    Change { action, diff, todo }
+}
+
+/// The SDK's error for an operation whose service error is `E`.
+pub(crate) type SdkError<E> =
+    aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>;
+
+/// What every operation's service error offers.
+pub(crate) trait ServiceError:
+    aws_smithy_types::error::metadata::ProvideErrorMetadata
+    + aws_types::request_id::RequestId
+    + std::error::Error
+    + 'static
+{
+}
+impl<T> ServiceError for T where
+    T: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + aws_types::request_id::RequestId
+        + std::error::Error
+        + 'static
+{
+}
+
+/// A step error from a failed AWS call, with the codes that mean "not yet" for this call.
+pub(crate) fn failed(e: AwsError, not_yet_consistent: &[&str]) -> StepError {
+    e.into_step_error(not_yet_consistent)
+}
+
+/// Maps an SDK error of `service:op` into ferry's.
+pub(crate) fn sdk_error<E: ServiceError>(
+    service: &'static str,
+    op: &'static str,
+) -> impl Fn(SdkError<E>) -> AwsError {
+    move |e| AwsError::from_sdk(service, op, e)
 }
 
 /// Values read once per process per key, however many steps ask at once: the first asker
@@ -142,49 +284,154 @@ impl<K: Eq + std::hash::Hash, V: Clone> ReadOnce<K, V> {
     }
 }
 
-/// The SDK's error for an operation whose service error is `E`.
-pub(crate) type SdkError<E> =
-    aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>;
-
-/// What every operation's service error offers.
-pub(crate) trait ServiceError:
-    aws_smithy_types::error::metadata::ProvideErrorMetadata
-    + aws_types::request_id::RequestId
-    + std::error::Error
-    + 'static
-{
-}
-impl<T> ServiceError for T where
-    T: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + aws_types::request_id::RequestId
-        + std::error::Error
-        + 'static
-{
-}
-
-/// A step error from a failed AWS call, with the codes that mean "not yet" for this call.
-pub(crate) fn failed(e: AwsError, not_yet_consistent: &[&str]) -> StepError {
-    e.into_step_error(not_yet_consistent)
-}
-
-/// The `Todo` change of a step: `action` is what a dry run shows (`create`, `update`), `diff`
-/// the lines that would change.
-pub fn todo(action: &str, detail: Value) -> Value {
-    let mut v = json!({ "action": action });
-    if let (Value::Object(m), Value::Object(d)) = (&mut v, detail) {
-        m.extend(d);
+/// Reads every page of an EC2 listing, each after a token from `action`'s bucket, handing each
+/// page to `each`.
+pub(crate) async fn each_page<O, E: ServiceError>(
+    limits: &Limits,
+    account: &str,
+    region: &str,
+    action: &'static str,
+    mut pages: PaginationStream<Result<O, SdkError<E>>>,
+    mut each: impl FnMut(O),
+) -> Result<(), StepError> {
+    let tokens = [bucket(account, region, &format!("ec2:{action}"))];
+    loop {
+        limits.take(&tokens).await;
+        let Some(page) = pages.next().await else {
+            return Ok(());
+        };
+        each(page.map_err(|e| failed(AwsError::from_sdk("ec2", action, e), &[]))?);
     }
-    v
+}
+
+/// The id, kind and token buckets every step has, from its planned step.
+macro_rules! step_identity {
+    () => {
+        fn id(&self) -> &str {
+            &self.base.id_text
+        }
+        fn kind(&self) -> &str {
+            self.base.kind
+        }
+        fn buckets(&self) -> &[crate::exec::BucketKey] {
+            &self.base.buckets
+        }
+    };
+}
+pub(crate) use step_identity;
+
+/// What every step keeps of its planned step.
+#[derive(Debug, Clone)]
+pub(crate) struct Base {
+    pub id_text: String,
+    pub kind: &'static str,
+    pub account: String,
+    pub region: String,
+    pub buckets: Vec<BucketKey>,
+}
+
+impl Base {
+    /// `api`: the quota the step's mutating call draws from (empty: none).
+    pub fn new(step: &PlannedStep, api: &str) -> Base {
+        let region = step
+            .scope
+            .region
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        let account = step.scope.account.to_string();
+        let buckets = if api.is_empty() {
+            Vec::new()
+        } else {
+            vec![bucket(&account, &region, api)]
+        };
+        Base {
+            id_text: step.id.to_string(),
+            kind: step.kind().as_str(),
+            account,
+            region,
+            buckets,
+        }
+    }
+
+    /// The gate of `limit` for this step's account and region.
+    pub fn gate(&self, limit: &str) -> GateKey {
+        GateKey::new(limit, &format!("{}/{}", self.account, self.region))
+    }
+}
+
+/// The destination key's ARN: as resolved, or from the step that made it. `None` while it
+/// does not exist (a dry run before the key is made: no copy can be under it yet).
+pub(crate) async fn key_arn(
+    cx: &exec::StepCx<'_, Cx>,
+    key: &DestinationKey,
+    account: &str,
+    region: &str,
+) -> Result<Option<KeyArn>, StepError> {
+    match &key.key {
+        DestKey::Existing(arn) => Ok(Some(arn.clone())),
+        DestKey::MadeBy(step) => Ok(made_key(cx, step, region)),
+        DestKey::Unresolved(reference) => lookup_key(cx, account, region, reference).await,
+    }
+}
+
+/// The key `step` made in `region`, from its output.
+fn made_key(cx: &exec::StepCx<'_, Cx>, step: &StepId, region: &str) -> Option<KeyArn> {
+    cx.input(&step.to_string())
+        .and_then(StepOutput::key_arn)
+        .filter(|arn| arn.region() == region)
+        .cloned()
+}
+
+async fn lookup_key(
+    cx: &exec::StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    reference: &str,
+) -> Result<Option<KeyArn>, StepError> {
+    if let Some(arn) = cx.ctx().known_key(account, region, reference) {
+        return Ok(Some(arn));
+    }
+    let found = crate::lookup::describe_key(&cx.ctx().aws, cx.limits(), account, region, reference)
+        .await
+        .map_err(|e| failed(e, &["NotFoundException"]))?;
+    if let Some(k) = &found {
+        cx.ctx().remember_key(account, region, reference, &k.arn);
+    }
+    Ok(found.map(|k| k.arn))
+}
+
+/// The destination key's ARN where the key must exist (in `apply`): a key made by a step that
+/// did not hand it on (an earlier run) is looked up by its reference.
+pub(crate) async fn existing_key_arn(
+    cx: &exec::StepCx<'_, Cx>,
+    key: &DestinationKey,
+    account: &str,
+    region: &str,
+) -> Result<KeyArn, StepError> {
+    let found = match &key.key {
+        DestKey::Existing(arn) => Some(arn.clone()),
+        DestKey::MadeBy(step) => match made_key(cx, step, region) {
+            Some(arn) => Some(arn),
+            None => lookup_key(cx, account, region, &key.shown).await?,
+        },
+        DestKey::Unresolved(reference) => lookup_key(cx, account, region, reference).await?,
+    };
+    found.ok_or_else(|| {
+        StepError::new(
+            ErrorClass::NotYetConsistent,
+            "NotFoundException",
+            format!(
+                "destination key {} not found in {account}/{region} yet",
+                key.shown
+            ),
+        )
+    })
 }
 
 /// Gate serializing edits of one key's policy (`key-policy/<key>`): PutKeyPolicy replaces the
 /// whole document, so two read-merge-write edits of one key must not overlap.
 pub const KEY_POLICY_GATE: &str = "key-policy";
-
-/// Token bucket key for one API call in one account and region.
-pub fn bucket(account: &str, region: &str, api: &str) -> String {
-    format!("{account}/{region}/{api}")
-}
 
 /// The limiter for a plan: the default quota table with the plan's overrides.
 pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limits {
@@ -213,129 +460,64 @@ pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limit
     Limits::new(buckets, gates)
 }
 
-/// Turns compiled step specs into executable steps, in the graph's order, with its edges.
-pub fn build(graph: &crate::graph::StepGraph) -> Result<exec::StepGraph<Cx>, exec::GraphError> {
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("step `{0}` stands for a selector that was not expanded (an offline plan cannot run)")]
+    NotExpanded(StepId),
+    #[error(transparent)]
+    Graph(#[from] exec::GraphError),
+}
+
+/// Turns planned steps into executable steps, in the graph's order, with its edges.
+pub fn build(graph: &PlanGraph) -> Result<exec::StepGraph<Cx>, BuildError> {
     let mut b = exec::StepGraphBuilder::<Cx>::new();
-    for spec in graph.in_order() {
-        b.add_step(step_for(spec))?;
+    for step in graph.in_order() {
+        b.add_step(step_for(step)?)?;
     }
-    for spec in graph.in_order() {
-        let me = b.index_of(&spec.id).expect("just added");
-        for dep in graph.dependencies(&spec.id) {
-            let d = b.index_of(dep).expect("dependencies are steps");
+    for step in graph.in_order() {
+        let me = b.index_of(&step.id.to_string()).expect("just added");
+        for dep in graph.dependencies(&step.id) {
+            let d = b
+                .index_of(&dep.to_string())
+                .expect("dependencies are steps");
             b.add_dependency(me, d)?;
         }
     }
-    b.seal()
+    Ok(b.seal()?)
 }
 
-fn step_for(spec: &StepSpec) -> Arc<dyn Step<Cx>> {
-    match spec.kind {
-        StepKind::CreateKey => Arc::new(kms::CreateKey::new(spec)),
-        StepKind::EnableKeyRotation => Arc::new(kms::EnableRotation::new(spec)),
-        StepKind::ReplicateKey => Arc::new(kms::ReplicateKey::new(spec)),
-        StepKind::MergeKeyPolicy => Arc::new(kms::MergeKeyPolicy::new(spec)),
-        StepKind::CopySnapshot => Arc::new(ec2::CopySnapshot::new(spec)),
-        StepKind::CopyImage => Arc::new(ec2::CopyImage::new(spec)),
-        StepKind::ShareSnapshot
-        | StepKind::UnshareSnapshot
-        | StepKind::ShareImage
-        | StepKind::UnshareImage => Arc::new(share::Permission::new(spec)),
-        StepKind::GrantKeyAccess | StepKind::RevokeKeyAccess => {
-            Arc::new(share::KeyAccess::new(spec))
+fn step_for(step: &PlannedStep) -> Result<Arc<dyn Step<Cx>>, BuildError> {
+    if step.target.is_expanded_later() {
+        return Err(BuildError::NotExpanded(step.id.clone()));
+    }
+    Ok(match &step.spec {
+        StepSpec::CreateKey(s) => Arc::new(kms::CreateKey::new(step, s.clone())),
+        StepSpec::EnableKeyRotation(s) => Arc::new(kms::EnableRotation::new(step, s.clone())),
+        StepSpec::ReplicateKey(s) => Arc::new(kms::ReplicateKey::new(step, s.clone())),
+        StepSpec::MergeKeyPolicy(s) => Arc::new(kms::MergeKeyPolicy::new(step, s.clone())),
+        StepSpec::CopySnapshot(s) => Arc::new(ec2::CopySnapshot::new(step, s.clone())),
+        StepSpec::CopyImage(s) => Arc::new(ec2::CopyImage::new(step, s.clone())),
+        StepSpec::ShareSnapshot(s) | StepSpec::ShareImage(s) => {
+            Arc::new(share::Permission::new(step, s.clone(), true))
         }
-        StepKind::EnableVersioning => Arc::new(s3::EnableVersioning::new(spec)),
-        StepKind::CreateBucket => Arc::new(s3::CreateBucket::new(spec)),
-        StepKind::AllowReplicationRole => Arc::new(s3::AllowReplicationRole::new(spec)),
-        StepKind::PutReplication => Arc::new(s3::PutReplication::new(spec)),
-        StepKind::Backfill => Arc::new(s3::Backfill::new(spec)),
-        StepKind::EnsureRole => Arc::new(iam::EnsureRole::new(spec)),
-        _ => Arc::new(NotYet::new(spec)),
-    }
-}
-
-/// A step kind whose AWS side is not built yet: it fails with a clear message (and its
-/// dependents are skipped), never pretends to have done anything.
-struct NotYet {
-    base: Base,
-}
-
-impl NotYet {
-    fn new(spec: &StepSpec) -> Self {
-        NotYet {
-            base: Base::new(spec, ""),
+        StepSpec::UnshareSnapshot(s) | StepSpec::UnshareImage(s) => {
+            Arc::new(share::Permission::new(step, s.clone(), false))
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl Step<Cx> for NotYet {
-    fn id(&self) -> &str {
-        &self.base.id
-    }
-    fn kind(&self) -> &str {
-        &self.base.kind
-    }
-    fn scope(&self) -> &exec::Scope {
-        &self.base.scope
-    }
-    async fn observe(&self, _cx: &exec::StepCx<'_, Cx>) -> Result<exec::Observation, StepError> {
-        Err(StepError::permanent(
-            "NotImplemented",
-            format!("ferry cannot run `{}` steps yet", self.base.kind),
-        ))
-    }
-    async fn apply(
-        &self,
-        _cx: &exec::StepCx<'_, Cx>,
-        _change: Value,
-    ) -> Result<exec::Applied, StepError> {
-        Err(StepError::permanent(
-            "NotImplemented",
-            format!("ferry cannot run `{}` steps yet", self.base.kind),
-        ))
-    }
-}
-
-/// What every step keeps from its spec.
-pub(crate) struct Base {
-    pub id: String,
-    pub kind: String,
-    pub scope: exec::Scope,
-    pub account: String,
-    pub region: String,
-    pub params: BTreeMap<String, Value>,
-    pub target: String,
-    pub owner: String,
-    pub buckets: Vec<String>,
-}
-
-impl Base {
-    pub fn new(spec: &StepSpec, api: &str) -> Base {
-        let region = spec.scope.region.clone().unwrap_or_default();
-        let account = spec.scope.account.clone();
-        let buckets = if api.is_empty() {
-            Vec::new()
-        } else {
-            vec![bucket(&account, &region, api)]
-        };
-        Base {
-            id: spec.id.clone(),
-            kind: spec.kind.as_str().to_string(),
-            scope: exec::Scope::new(&account, &region, spec.kind.service()),
-            account,
-            region,
-            params: spec.params.clone(),
-            target: match &spec.target {
-                crate::graph::Target::One(t) => t.clone(),
-                other => other.to_string(),
-            },
-            owner: spec.owner.clone(),
-            buckets,
+        StepSpec::GrantKeyAccess(s) => Arc::new(share::SourceKeyAccess::new(step, s.clone(), true)),
+        StepSpec::RevokeKeyAccess(s) => {
+            Arc::new(share::SourceKeyAccess::new(step, s.clone(), false))
         }
-    }
-
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).and_then(Value::as_str)
-    }
+        StepSpec::EnableVersioning(s) => Arc::new(s3::EnableVersioning::new(step, s.clone())),
+        StepSpec::CreateBucket(s) => Arc::new(s3::CreateBucket::new(step, s.clone())),
+        StepSpec::AllowReplicationRole(s) => {
+            Arc::new(s3::AllowReplicationRole::new(step, s.clone()))
+        }
+        StepSpec::PutReplication(s) => Arc::new(s3::PutReplication::new(step, s.clone())),
+        StepSpec::Backfill(s) => Arc::new(s3::Backfill::new(step, s.clone())),
+        StepSpec::EnsureRole(s) => Arc::new(iam::EnsureRole::new(step, s.clone())),
+        // Selectors are expanded by the resolve stage: a find step never runs (checked above).
+        StepSpec::FindSnapshots(_) | StepSpec::FindImages(_) => {
+            return Err(BuildError::NotExpanded(step.id.clone()));
+        }
+    })
 }

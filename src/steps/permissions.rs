@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::graph::{StepGraph, StepKind, StepSpec, Target};
+use crate::graph::{PlanGraph, PlannedStep, StepKind, StepSpec, Target};
+use crate::plan::KeyAccess;
 use crate::plan::Plan;
 
 /// One statement's worth: actions on resources, maybe under a condition.
@@ -42,10 +43,20 @@ const EBS_KMS: &[&str] = &[
     "kms:ReEncryptTo",
 ];
 
-fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> String) -> Vec<Need> {
-    let region = spec.scope.region.as_deref().unwrap_or("*");
+fn needs(
+    step: &PlannedStep,
+    account: &str,
+    plan: &str,
+    id_of: &dyn Fn(&str) -> String,
+) -> Vec<Need> {
+    let region = step
+        .scope
+        .region
+        .as_ref()
+        .map(|r| r.as_str())
+        .unwrap_or("*");
     let keys = format!("arn:aws:kms:{region}:{account}:key/*");
-    let one = match &spec.target {
+    let one = match &step.target {
         Target::One(t) => Some(t.as_str()),
         _ => None,
     };
@@ -60,17 +71,13 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
     let any = || vec!["*".to_string()];
     // EBS uses the destination key and the source keys (in the source account and region).
     let copy_keys = || {
-        let src_account = spec
-            .params
-            .get("source_account")
-            .and_then(Value::as_str)
-            .map(id_of)
-            .unwrap_or_else(|| "*".into());
-        let src_region = spec
-            .params
-            .get("source_region")
-            .and_then(Value::as_str)
-            .unwrap_or("*");
+        let (src_account, src_region) = match &step.spec {
+            StepSpec::CopySnapshot(c) => {
+                (id_of(c.source_account.as_str()), c.source_region.as_str())
+            }
+            StepSpec::CopyImage(c) => (id_of(c.source_account.as_str()), c.source_region.as_str()),
+            _ => ("*".to_string(), "*"),
+        };
         let mut k = vec![
             keys.clone(),
             format!("arn:aws:kms:{src_region}:{src_account}:key/*"),
@@ -78,7 +85,7 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
         k.dedup();
         k
     };
-    match spec.kind {
+    match step.kind() {
         StepKind::CreateKey => vec![
             // CreateKey cannot be scoped to a resource: the key does not exist yet.
             need(&["kms:CreateKey", "kms:ListKeys", "kms:ListAliases"], any()),
@@ -108,11 +115,10 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
             vec![keys],
         )],
         StepKind::ReplicateKey => {
-            let primary = spec
-                .params
-                .get("primary_region")
-                .and_then(Value::as_str)
-                .unwrap_or("*");
+            let primary = match &step.spec {
+                StepSpec::ReplicateKey(r) => r.primary_region.as_str(),
+                _ => "*",
+            };
             vec![
                 need(
                     &["kms:ReplicateKey", "kms:DescribeKey"],
@@ -138,7 +144,11 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
         )],
         StepKind::GrantKeyAccess | StepKind::RevokeKeyAccess => {
             let key = one.map(str::to_string).unwrap_or(keys);
-            if spec.params.get("how") == Some(&json!("grant")) {
+            let grant = matches!(
+                &step.spec,
+                StepSpec::GrantKeyAccess(a) | StepSpec::RevokeKeyAccess(a) if a.how == KeyAccess::Grant
+            );
+            if grant {
                 vec![need(
                     &["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
                     vec![key],
@@ -199,17 +209,18 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
                 "s3:CreateBucket",
                 "s3:PutEncryptionConfiguration",
                 "s3:PutBucketTagging",
+                "s3:GetBucketTagging",
                 "s3:GetEncryptionConfiguration",
             ],
-            vec![bucket_arn(spec)],
+            vec![bucket_arn(step)],
         )],
         StepKind::EnableVersioning => vec![need(
             &["s3:GetBucketVersioning", "s3:PutBucketVersioning"],
-            vec![bucket_arn(spec)],
+            vec![bucket_arn(step)],
         )],
         StepKind::AllowReplicationRole => vec![need(
             &["s3:GetBucketPolicy", "s3:PutBucketPolicy"],
-            vec![bucket_arn(spec)],
+            vec![bucket_arn(step)],
         )],
         StepKind::PutReplication => vec![
             need(
@@ -218,7 +229,7 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
                     "s3:PutReplicationConfiguration",
                     "s3:GetBucketLocation",
                 ],
-                vec![bucket_arn(spec)],
+                vec![bucket_arn(step)],
             ),
             need(
                 &["iam:PassRole"],
@@ -226,12 +237,11 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
             ),
         ],
         StepKind::Backfill => {
-            let dst = spec
-                .params
-                .get("destination_bucket")
-                .and_then(Value::as_str)
-                .unwrap_or("*");
-            let src = bucket_arn(spec);
+            let dst = match &step.spec {
+                StepSpec::Backfill(b) => b.destination_bucket.as_str(),
+                _ => "*",
+            };
+            let src = bucket_arn(step);
             vec![
                 need(
                     &["s3:ListBucket"],
@@ -268,12 +278,16 @@ fn needs(spec: &StepSpec, account: &str, plan: &str, id_of: &dyn Fn(&str) -> Str
     }
 }
 
-fn bucket_arn(spec: &StepSpec) -> String {
-    let bucket = spec
-        .params
-        .get("bucket")
-        .and_then(Value::as_str)
-        .unwrap_or("*");
+/// The bucket a step acts on (the source bucket of a backfill), as an ARN.
+fn bucket_arn(step: &PlannedStep) -> String {
+    let bucket = match &step.spec {
+        StepSpec::CreateBucket(b) => b.bucket.as_str(),
+        StepSpec::EnableVersioning(b) => b.bucket.as_str(),
+        StepSpec::AllowReplicationRole(b) => b.bucket.as_str(),
+        StepSpec::PutReplication(b) => b.bucket.as_str(),
+        StepSpec::Backfill(b) => b.source_bucket.as_str(),
+        _ => "*",
+    };
     format!("arn:aws:s3:::{bucket}")
 }
 
@@ -287,7 +301,7 @@ const RESOLVE: &[&str] = &[
 ];
 
 /// Per plan account: the least-privilege policy for the identity ferry runs as there.
-pub fn iam_policies(plan: &Plan, graph: &StepGraph) -> Value {
+pub fn iam_policies(plan: &Plan, graph: &PlanGraph) -> Value {
     type Grouped = BTreeMap<(Vec<String>, String), Vec<&'static str>>;
     let mut per_account: BTreeMap<String, Grouped> = BTreeMap::new();
     let account_id = |name: &str| {
@@ -306,12 +320,12 @@ pub fn iam_policies(plan: &Plan, graph: &StepGraph) -> Value {
             .or_default()
             .extend(RESOLVE);
     }
-    for spec in graph.in_order() {
-        let id = account_id(&spec.scope.account);
-        for n in needs(spec, &id, &plan.name.value, &account_id) {
+    for step in graph.in_order() {
+        let id = account_id(step.scope.account.as_str());
+        for n in needs(step, &id, &plan.name.value, &account_id) {
             let condition = n.condition.map(|c| c.to_string()).unwrap_or_default();
             let actions = per_account
-                .entry(spec.scope.account.clone())
+                .entry(step.scope.account.to_string())
                 .or_default()
                 .entry((n.resources, condition))
                 .or_default();

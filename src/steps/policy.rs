@@ -52,30 +52,72 @@ pub fn same(a: &Value, b: &Value) -> bool {
     normalized(a) == normalized(b)
 }
 
-/// The statements added and removed between two policies, as JSON lines (for `ferry plan`).
+/// What changes between two policies, for `ferry plan`: each statement that is added, removed
+/// or changed, as pretty-printed JSON, every line marked `+ ` (added), `- ` (removed) or `  `
+/// (unchanged, inside a changed statement). Statements are matched by Sid.
 pub fn diff(before: &Value, after: &Value) -> Vec<String> {
     let b = normalized(before);
     let a = normalized(after);
     let bs = b["Statement"].as_array().expect("normalized");
     let as_ = a["Statement"].as_array().expect("normalized");
+    let sid = |s: &Value| s.get("Sid").and_then(Value::as_str).map(str::to_string);
     let mut lines = Vec::new();
     for s in bs {
-        if !as_.contains(s) {
-            lines.push(format!(
-                "- {}",
-                serde_json::to_string(s).unwrap_or_default()
-            ));
+        let counterpart = sid(s).and_then(|id| as_.iter().find(|x| sid(x).as_deref() == Some(&id)));
+        match counterpart {
+            Some(x) if x == s => {}
+            Some(x) => lines.extend(line_diff(&pretty(s), &pretty(x))),
+            None if !as_.contains(s) => lines.extend(pretty(s).iter().map(|l| format!("- {l}"))),
+            None => {}
         }
     }
     for s in as_ {
-        if !bs.contains(s) {
-            lines.push(format!(
-                "+ {}",
-                serde_json::to_string(s).unwrap_or_default()
-            ));
+        let had = bs.contains(s)
+            || sid(s).is_some_and(|id| bs.iter().any(|x| sid(x).as_deref() == Some(&id)));
+        if !had {
+            lines.extend(pretty(s).iter().map(|l| format!("+ {l}")));
         }
     }
     lines
+}
+
+fn pretty(v: &Value) -> Vec<String> {
+    serde_json::to_string_pretty(v)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A line diff by longest common subsequence (statements are a few dozen lines).
+fn line_diff(old: &[String], new: &[String]) -> Vec<String> {
+    let (n, m) = (old.len(), new.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if old[i] == new[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < n || j < m {
+        if i < n && j < m && old[i] == new[j] {
+            out.push(format!("  {}", old[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+ {}", new[j]));
+            j += 1;
+        } else {
+            out.push(format!("- {}", old[i]));
+            i += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -127,6 +169,25 @@ mod tests {
         let p = json!({ "Version": "2012-10-17", "Statement": { "Sid": "a", "Effect": "Allow" } });
         let merged = merge(&p, &[json!({ "Sid": "b" })]);
         assert_eq!(merged["Statement"].as_array().unwrap().len(), 2);
-        assert_eq!(diff(&p, &merged), vec![r#"+ {"Sid":"b"}"#.to_string()]);
+        assert_eq!(diff(&p, &merged), ["+ {", r#"+   "Sid": "b""#, "+ }"]);
+    }
+
+    #[test]
+    fn a_changed_statement_shows_its_changed_lines_only_marked() {
+        let before =
+            json!({ "Statement": [{ "Sid": "x", "Effect": "Allow", "Action": "kms:Decrypt" }] });
+        let after =
+            json!({ "Statement": [{ "Sid": "x", "Effect": "Allow", "Action": "kms:Encrypt" }] });
+        let d = diff(&before, &after);
+        assert!(
+            d.contains(&r#"-   "Action": "kms:Decrypt","#.to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&r#"+   "Action": "kms:Encrypt","#.to_string()),
+            "{d:?}"
+        );
+        assert!(d.contains(&r#"    "Sid": "x""#.to_string()), "{d:?}");
+        assert!(diff(&after, &after).is_empty());
     }
 }

@@ -19,51 +19,48 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{Value, json};
 
-use super::kms::step_identity;
-use super::{Base, Cx, bucket, failed, policy, todo};
+use super::output::{BackfillOutput, BucketOutput};
+use super::{
+    Action, Base, Change, Cx, StepOutput, Todo, bucket, change, existing_key_arn, failed, key_arn,
+    policy, sdk_error, step_identity,
+};
 use crate::aws::AwsError;
-use crate::exec::{Applied, ErrorClass, Limits, Observation, Scope, Step, StepCx, StepError};
-use crate::graph::StepSpec;
+use crate::exec::{
+    Applied, BucketKey, ErrorClass, Limits, Observation, RetryPolicies, Step, StepCx, StepError,
+    with_retries,
+};
+use crate::graph::{
+    BackfillSpec, BucketPolicySpec, CreateBucketSpec, PlannedStep, ReplicationSpec, RoleRef,
+    VersioningSpec,
+};
+use crate::ids::{AccountName, BucketName};
+use crate::lookup::role_arn;
 
-fn s3_error<E>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError
-where
-    E: super::ServiceError,
-{
-    move |e| AwsError::from_sdk("s3", op, e)
+type Observed = Result<Observation<StepOutput, Change>, StepError>;
+type Done = Result<Applied<StepOutput>, StepError>;
+
+fn s3_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError {
+    sdk_error("s3", op)
 }
 
 /// Codes that, right after the bucket (or role) was made, mean "not visible yet".
 const FRESH: &[&str] = &["NoSuchBucket"];
 
-fn region_param<'a>(base: &'a Base, which: &str) -> &'a str {
-    base.params
-        .get("regions")
-        .and_then(|r| r.get(which))
-        .and_then(Value::as_str)
-        .unwrap_or("")
+fn bucket_output(bucket: &BucketName) -> BucketOutput {
+    BucketOutput {
+        bucket: bucket.to_string(),
+        region: None,
+        versioning: None,
+        rule: None,
+    }
 }
 
-/// The ARN of a key by its plan reference, once it exists.
-async fn key_arn(
-    cx: &StepCx<'_, Cx>,
-    account: &str,
-    region: &str,
-    key: &str,
-) -> Result<Option<String>, StepError> {
-    if key.starts_with("arn:aws:kms:") {
-        return Ok(Some(key.to_string()));
+/// A role's ARN, by name in `account` or as given.
+fn role_of(cx: &Cx, role: &RoleRef, account: &AccountName) -> String {
+    match role {
+        RoleRef::Name(n) => role_arn(cx.account_id(account), n),
+        RoleRef::Arn(a) => a.clone(),
     }
-    if let Some(arn) = cx.ctx().known_key(account, region, key) {
-        return Ok(Some(arn));
-    }
-    let found = super::kms::describe(cx.ctx(), cx.limits(), account, region, key)
-        .await
-        .map_err(|e| failed(e, &[]))?;
-    Ok(found.map(|k| k.arn))
-}
-
-fn missing(what: String) -> StepError {
-    StepError::new(ErrorClass::NotYetConsistent, "NotFound", what)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -71,16 +68,22 @@ fn missing(what: String) -> StepError {
 /// `s3.enable-versioning`: replication needs versioning on both buckets.
 pub struct EnableVersioning {
     base: Base,
+    spec: VersioningSpec,
 }
 
 impl EnableVersioning {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: VersioningSpec) -> Self {
         EnableVersioning {
-            base: Base::new(spec, "s3:PutBucketVersioning"),
+            base: Base::new(step, "s3:PutBucketVersioning"),
+            spec,
         }
     }
-    fn bucket(&self) -> &str {
-        self.base.param("bucket").unwrap_or(&self.base.target)
+
+    fn done(&self) -> StepOutput {
+        StepOutput::Bucket(BucketOutput {
+            versioning: Some("Enabled".into()),
+            ..bucket_output(&self.spec.bucket)
+        })
     }
 }
 
@@ -88,13 +91,13 @@ impl EnableVersioning {
 impl Step<Cx> for EnableVersioning {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let out = cx
             .ctx()
             .aws
             .s3(&self.base.account, &self.base.region)
             .get_bucket_versioning()
-            .bucket(self.bucket())
+            .bucket(self.spec.bucket.as_str())
             .send()
             .await;
         let status = match out {
@@ -111,22 +114,24 @@ impl Step<Cx> for EnableVersioning {
             }
         };
         if status == "Enabled" {
-            return Ok(Observation::Done(
-                json!({ "bucket": self.bucket(), "versioning": "Enabled" }),
-            ));
+            return Ok(Observation::Done(self.done()));
         }
-        Ok(Observation::Todo(todo(
-            "update",
-            json!({ "diff": [format!("~ versioning of {}: {status} -> Enabled", self.bucket())] }),
+        Ok(Observation::Todo(change(
+            Action::Update,
+            vec![format!(
+                "~ versioning of {}: {status} -> Enabled",
+                self.spec.bucket
+            )],
+            Todo::Nothing,
         )))
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
         cx.ctx()
             .aws
             .s3(&self.base.account, &self.base.region)
             .put_bucket_versioning()
-            .bucket(self.bucket())
+            .bucket(self.spec.bucket.as_str())
             .versioning_configuration(
                 VersioningConfiguration::builder()
                     .status(BucketVersioningStatus::Enabled)
@@ -135,9 +140,7 @@ impl Step<Cx> for EnableVersioning {
             .send()
             .await
             .map_err(|e| failed(s3_error("PutBucketVersioning")(e), FRESH))?;
-        Ok(Applied::Done(
-            json!({ "bucket": self.bucket(), "versioning": "Enabled" }),
-        ))
+        Ok(Applied::Done(self.done()))
     }
 }
 
@@ -148,6 +151,7 @@ impl Step<Cx> for EnableVersioning {
 /// is used as it is.
 pub struct CreateBucket {
     base: Base,
+    spec: CreateBucketSpec,
 }
 
 /// What the bucket is like now.
@@ -162,30 +166,24 @@ enum BucketNow {
 }
 
 impl CreateBucket {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: CreateBucketSpec) -> Self {
         CreateBucket {
-            base: Base::new(spec, "s3:CreateBucket"),
+            base: Base::new(step, "s3:CreateBucket"),
+            spec,
         }
     }
-    fn bucket(&self) -> &str {
-        self.base.param("bucket").unwrap_or(&self.base.target)
-    }
-    fn bucket_key(&self) -> bool {
-        self.base.params.get("bucket_key") != Some(&json!(false))
-    }
-    fn tags(&self) -> Vec<(String, String)> {
-        match self.base.params.get("tags") {
-            Some(Value::Object(m)) => m
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect(),
-            _ => Vec::new(),
-        }
+
+    fn done(&self) -> StepOutput {
+        StepOutput::Bucket(BucketOutput {
+            region: Some(self.base.region.clone()),
+            ..bucket_output(&self.spec.bucket)
+        })
     }
 
     async fn now(&self, cx: &StepCx<'_, Cx>) -> Result<BucketNow, StepError> {
         let s3 = cx.ctx().aws.s3(&self.base.account, &self.base.region);
-        let tags = match s3.get_bucket_tagging().bucket(self.bucket()).send().await {
+        let bucket = self.spec.bucket.as_str();
+        let tags = match s3.get_bucket_tagging().bucket(bucket).send().await {
             Ok(t) => t.tag_set().to_vec(),
             Err(e) => {
                 let e = s3_error("GetBucketTagging")(e);
@@ -199,18 +197,9 @@ impl CreateBucket {
             }
         };
         let plan = cx.ctx().plan.as_str();
-        let ours = tags
-            .iter()
-            .any(|t| t.key() == "ferry:plan" && t.value() == plan)
-            && tags
-                .iter()
-                .any(|t| t.key() == "ferry:migration" && t.value() == self.base.owner);
-        let (key, bucket_key) = match s3
-            .get_bucket_encryption()
-            .bucket(self.bucket())
-            .send()
-            .await
-        {
+        let has = |k: &str, v: &str| tags.iter().any(|t| t.key() == k && t.value() == v);
+        let ours = has("ferry:plan", plan) && has("ferry:migration", self.spec.migration.as_str());
+        let (key, bucket_key) = match s3.get_bucket_encryption().bucket(bucket).send().await {
             Ok(o) => {
                 let rule = o
                     .server_side_encryption_configuration()
@@ -242,59 +231,65 @@ impl CreateBucket {
 impl Step<Cx> for CreateBucket {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        let key_ref = self.base.param("key").unwrap_or_default();
-        let key = key_arn(cx, &self.base.account, &self.base.region, key_ref).await?;
-        let shown = key.clone().unwrap_or_else(|| key_ref.to_string());
-        let encryption = format!(
-            "default encryption SSE-KMS with {shown}, bucket key {}",
-            if self.bucket_key() { "on" } else { "off" }
-        );
-        let outputs = json!({ "bucket": self.bucket(), "region": self.base.region });
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let key = key_arn(cx, &self.spec.key, account, region).await?;
+        let shown = key
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| self.spec.key.shown.clone());
+        let on_off = if self.spec.bucket_key { "on" } else { "off" };
+        let encryption = format!("default encryption SSE-KMS with {shown}, bucket key {on_off}");
         match self.now(cx).await? {
-            BucketNow::Missing => Ok(Observation::Todo(todo(
-                "create",
-                json!({ "diff": [
-                    format!("+ bucket {} in {}", self.bucket(), self.base.region),
+            BucketNow::Missing => Ok(Observation::Todo(change(
+                Action::Create,
+                vec![
+                    format!("+ bucket {} in {region}", self.spec.bucket),
                     format!("+ {encryption}"),
-                ] }),
+                ],
+                Todo::Nothing,
             ))),
-            BucketNow::Exists { ours: false, .. } => Ok(Observation::Done(outputs)),
+            BucketNow::Exists { ours: false, .. } => Ok(Observation::Done(self.done())),
             BucketNow::Exists {
                 ours: true,
-                key: k,
+                key: now_key,
                 bucket_key,
             } => {
-                if key.is_some() && k == key && bucket_key == self.bucket_key() {
-                    Ok(Observation::Done(outputs))
-                } else {
-                    Ok(Observation::Todo(todo(
-                        "update",
-                        json!({ "exists": true, "diff": [format!("~ {encryption}")] }),
-                    )))
+                let wanted = key.as_ref().map(|k| k.to_string());
+                if wanted.is_some() && now_key == wanted && bucket_key == self.spec.bucket_key {
+                    return Ok(Observation::Done(self.done()));
                 }
+                let was = format!(
+                    "{}, bucket key {}",
+                    now_key.as_deref().unwrap_or("no default key"),
+                    if bucket_key { "on" } else { "off" }
+                );
+                Ok(Observation::Todo(change(
+                    Action::Update,
+                    vec![format!(
+                        "~ default encryption: {was} -> {shown}, bucket key {on_off}"
+                    )],
+                    Todo::Nothing,
+                )))
             }
         }
     }
 
-    fn intent(&self, _change: &Value) -> Value {
-        json!({ "bucket": self.bucket(), "tags": self.base.params.get("tags") })
+    fn intent(&self, _change: &Change) -> Value {
+        json!({ "bucket": self.spec.bucket, "tags": self.spec.tags })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
-        let key_ref = self.base.param("key").unwrap_or_default();
-        let key = key_arn(cx, &self.base.account, &self.base.region, key_ref)
-            .await?
-            .ok_or_else(|| missing(format!("destination key {key_ref} not found yet")))?;
-        let s3 = cx.ctx().aws.s3(&self.base.account, &self.base.region);
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let key = existing_key_arn(cx, &self.spec.key, account, region).await?;
+        let s3 = cx.ctx().aws.s3(account, region);
+        let bucket = self.spec.bucket.as_str();
         if let BucketNow::Missing = self.now(cx).await? {
-            let mut req = s3.create_bucket().bucket(self.bucket());
-            if self.base.region != "us-east-1" {
+            let mut req = s3.create_bucket().bucket(bucket);
+            if region != "us-east-1" {
                 req = req.create_bucket_configuration(
                     CreateBucketConfiguration::builder()
-                        .location_constraint(BucketLocationConstraint::from(
-                            self.base.region.as_str(),
-                        ))
+                        .location_constraint(BucketLocationConstraint::from(region.as_str()))
                         .build(),
                 );
             }
@@ -306,11 +301,11 @@ impl Step<Cx> for CreateBucket {
             }
             // Tags first: they are how a later run knows the bucket is ferry's to configure.
             let mut tagging = Tagging::builder();
-            for (k, v) in self.tags() {
+            for (k, v) in &self.spec.tags {
                 tagging = tagging.tag_set(Tag::builder().key(k).value(v).build().expect("set"));
             }
             s3.put_bucket_tagging()
-                .bucket(self.bucket())
+                .bucket(bucket)
                 .tagging(tagging.build().expect("tag set"))
                 .send()
                 .await
@@ -320,14 +315,14 @@ impl Step<Cx> for CreateBucket {
             .apply_server_side_encryption_by_default(
                 ServerSideEncryptionByDefault::builder()
                     .sse_algorithm(ServerSideEncryption::AwsKms)
-                    .kms_master_key_id(&key)
+                    .kms_master_key_id(key.as_str())
                     .build()
                     .expect("algorithm set"),
             )
-            .bucket_key_enabled(self.bucket_key())
+            .bucket_key_enabled(self.spec.bucket_key)
             .build();
         s3.put_bucket_encryption()
-            .bucket(self.bucket())
+            .bucket(bucket)
             .server_side_encryption_configuration(
                 ServerSideEncryptionConfiguration::builder()
                     .rules(rule)
@@ -337,9 +332,7 @@ impl Step<Cx> for CreateBucket {
             .send()
             .await
             .map_err(|e| failed(s3_error("PutBucketEncryption")(e), FRESH))?;
-        Ok(Applied::Done(
-            json!({ "bucket": self.bucket(), "region": self.base.region }),
-        ))
+        Ok(Applied::Done(self.done()))
     }
 }
 
@@ -349,30 +342,21 @@ impl Step<Cx> for CreateBucket {
 /// replication role replicate into it (statements merged by Sid).
 pub struct AllowReplicationRole {
     base: Base,
+    spec: BucketPolicySpec,
 }
 
 impl AllowReplicationRole {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: BucketPolicySpec) -> Self {
         AllowReplicationRole {
-            base: Base::new(spec, "s3:PutBucketPolicy"),
+            base: Base::new(step, "s3:PutBucketPolicy"),
+            spec,
         }
-    }
-    fn bucket(&self) -> &str {
-        self.base.param("bucket").unwrap_or(&self.base.target)
     }
 
     fn statements(&self, cx: &Cx) -> Vec<Value> {
-        let account = self.base.param("role_account").unwrap_or_default();
-        let role = super::iam::role_arn(
-            cx.account_id(account),
-            self.base.param("role").unwrap_or_default(),
-        );
-        let sid = format!(
-            "ferry-{}-{}-replication",
-            self.base.param("plan").unwrap_or(&cx.plan),
-            self.base.owner
-        );
-        let b = self.bucket();
+        let role = role_of(cx, &self.spec.role, &self.spec.role_account);
+        let sid = &self.spec.sid;
+        let b = &self.spec.bucket;
         vec![
             json!({
                 "Sid": format!("{sid}-objects"),
@@ -402,7 +386,7 @@ impl AllowReplicationRole {
             .aws
             .s3(&self.base.account, &self.base.region)
             .get_bucket_policy()
-            .bucket(self.bucket())
+            .bucket(self.spec.bucket.as_str())
             .send()
             .await;
         match out {
@@ -423,30 +407,33 @@ impl AllowReplicationRole {
 impl Step<Cx> for AllowReplicationRole {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let before = self.current(cx).await?;
         let after = policy::merge(&before, &self.statements(cx.ctx()));
         if policy::same(&before, &after) {
-            return Ok(Observation::Done(json!({ "bucket": self.bucket() })));
+            return Ok(Observation::Done(StepOutput::Bucket(bucket_output(
+                &self.spec.bucket,
+            ))));
         }
-        Ok(Observation::Todo(todo(
-            "update",
-            json!({ "diff": policy::diff(&before, &after), "policy_before": before }),
+        Ok(Observation::Todo(change(
+            Action::Update,
+            policy::diff(&before, &after),
+            Todo::Policy { before },
         )))
     }
 
-    fn intent(&self, change: &Value) -> Value {
-        json!({ "policy_before": change.get("policy_before") })
+    fn intent(&self, change: &Change) -> Value {
+        json!({ "policy_before": change.policy_before() })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
         let before = self.current(cx).await?;
         let after = policy::merge(&before, &self.statements(cx.ctx()));
         cx.ctx()
             .aws
             .s3(&self.base.account, &self.base.region)
             .put_bucket_policy()
-            .bucket(self.bucket())
+            .bucket(self.spec.bucket.as_str())
             .policy(after.to_string())
             .send()
             .await
@@ -457,7 +444,9 @@ impl Step<Cx> for AllowReplicationRole {
                     &["MalformedPolicy", "NoSuchBucket"],
                 )
             })?;
-        Ok(Applied::Done(json!({ "bucket": self.bucket() })))
+        Ok(Applied::Done(StepOutput::Bucket(bucket_output(
+            &self.spec.bucket,
+        ))))
     }
 }
 
@@ -467,6 +456,7 @@ impl Step<Cx> for AllowReplicationRole {
 /// by rule id: every other rule stays exactly as it is.
 pub struct PutReplication {
     base: Base,
+    spec: ReplicationSpec,
 }
 
 /// A rule as ferry compares and shows it.
@@ -495,6 +485,21 @@ pub fn rule_json(r: &ReplicationRule) -> Value {
     })
 }
 
+/// The fields of a rule that differ: `~ rule <id>: <field> <was> -> <wanted>`.
+fn rule_diff(id: &str, was: &Value, wanted: &Value) -> Vec<String> {
+    let (Some(was), Some(wanted)) = (was.as_object(), wanted.as_object()) else {
+        return Vec::new();
+    };
+    wanted
+        .iter()
+        .filter(|(k, v)| was.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let old = was.get(k).cloned().unwrap_or(Value::Null);
+            format!("~ rule {id}: {k} {old} -> {v}")
+        })
+        .collect()
+}
+
 /// `rules` with `ours` in place of the rule with its id (or added): every other rule stays
 /// exactly as it is, in its place.
 fn merge_rules(mut rules: Vec<ReplicationRule>, ours: ReplicationRule) -> Vec<ReplicationRule> {
@@ -506,35 +511,27 @@ fn merge_rules(mut rules: Vec<ReplicationRule>, ours: ReplicationRule) -> Vec<Re
 }
 
 impl PutReplication {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: ReplicationSpec) -> Self {
         PutReplication {
-            base: Base::new(spec, "s3:PutBucketReplication"),
+            base: Base::new(step, "s3:PutBucketReplication"),
+            spec,
         }
     }
-    fn bucket(&self) -> &str {
-        self.base.param("bucket").unwrap_or(&self.base.target)
-    }
-    fn rule_param(&self, name: &str) -> Option<&Value> {
-        self.base.params.get("rule").and_then(|r| r.get(name))
-    }
-    fn rule_id(&self) -> &str {
-        self.rule_param("id").and_then(Value::as_str).unwrap_or("")
-    }
+
     fn role(&self, cx: &Cx) -> String {
-        super::iam::role_arn(
-            cx.account_id(&self.base.account),
-            self.base.param("role").unwrap_or_default(),
+        role_of(
+            cx,
+            &self.spec.role,
+            &AccountName::new(self.base.account.as_str()),
         )
     }
 
     fn rule(&self, cx: &Cx, replica_key: &str) -> ReplicationRule {
-        let dst_account = self.base.param("destination_account").unwrap_or_default();
-        let cross = cx.account_id(dst_account) != cx.account_id(&self.base.account);
+        let dst_account = &self.spec.destination_account;
+        let cross = cx.account_id(dst_account)
+            != cx.account_id(&AccountName::new(self.base.account.as_str()));
         let mut dest = Destination::builder()
-            .bucket(format!(
-                "arn:aws:s3:::{}",
-                self.base.param("destination_bucket").unwrap_or_default()
-            ))
+            .bucket(format!("arn:aws:s3:::{}", self.spec.destination_bucket))
             .encryption_configuration(
                 EncryptionConfiguration::builder()
                     .replica_kms_key_id(replica_key)
@@ -550,26 +547,19 @@ impl PutReplication {
                         .expect("owner set"),
                 );
         }
-        let delete_markers = if self.rule_param("delete_markers") == Some(&json!(true)) {
+        let rule = &self.spec.rule;
+        let delete_markers = if rule.delete_markers {
             DeleteMarkerReplicationStatus::Enabled
         } else {
             DeleteMarkerReplicationStatus::Disabled
         };
         ReplicationRule::builder()
-            .id(self.rule_id())
-            .priority(
-                self.rule_param("priority")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1) as i32,
-            )
+            .id(&rule.id)
+            .priority(rule.priority as i32)
             .status(ReplicationRuleStatus::Enabled)
             .filter(
                 ReplicationRuleFilter::builder()
-                    .prefix(
-                        self.rule_param("prefix")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                    )
+                    .prefix(&rule.prefix)
                     .build(),
             )
             .delete_marker_replication(
@@ -601,7 +591,7 @@ impl PutReplication {
             .aws
             .s3(&self.base.account, &self.base.region)
             .get_bucket_replication()
-            .bucket(self.bucket())
+            .bucket(self.spec.bucket.as_str())
             .send()
             .await;
         match out {
@@ -617,14 +607,19 @@ impl PutReplication {
         }
     }
 
-    async fn replica_key(&self, cx: &StepCx<'_, Cx>) -> Result<Option<String>, StepError> {
-        key_arn(
-            cx,
-            self.base.param("destination_account").unwrap_or_default(),
-            region_param(&self.base, "destination"),
-            self.base.param("key").unwrap_or_default(),
-        )
-        .await
+    fn destination_region(&self) -> &str {
+        self.spec
+            .destination_region
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or("")
+    }
+
+    fn done(&self) -> StepOutput {
+        StepOutput::Bucket(BucketOutput {
+            rule: Some(self.spec.rule.id.clone()),
+            ..bucket_output(&self.spec.bucket)
+        })
     }
 }
 
@@ -632,33 +627,32 @@ impl PutReplication {
 impl Step<Cx> for PutReplication {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        let key = self.replica_key(cx).await?;
-        let wanted = self.rule(
-            cx.ctx(),
-            key.as_deref()
-                .unwrap_or(self.base.param("key").unwrap_or_default()),
-        );
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let account = self.spec.destination_account.as_str();
+        let key = key_arn(cx, &self.spec.key, account, self.destination_region()).await?;
+        let shown = key
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| self.spec.key.shown.clone());
+        let wanted = rule_json(&self.rule(cx.ctx(), &shown));
         let role = self.role(cx.ctx());
+        let rule_id = self.spec.rule.id.as_str();
         let now = self.current(cx).await?;
         let (now_role, now_rule) = match &now {
             Some(c) => (
                 Some(c.role().to_string()),
                 c.rules()
                     .iter()
-                    .find(|r| r.id() == Some(self.rule_id()))
+                    .find(|r| r.id() == Some(rule_id))
                     .map(rule_json),
             ),
             None => (None, None),
         };
-        let wanted_json = rule_json(&wanted);
         if key.is_some()
             && now_role.as_deref() == Some(role.as_str())
-            && now_rule.as_ref() == Some(&wanted_json)
+            && now_rule.as_ref() == Some(&wanted)
         {
-            return Ok(Observation::Done(
-                json!({ "bucket": self.bucket(), "rule": self.rule_id() }),
-            ));
+            return Ok(Observation::Done(self.done()));
         }
         let mut diff = Vec::new();
         if now_role.as_deref() != Some(role.as_str()) {
@@ -667,27 +661,27 @@ impl Step<Cx> for PutReplication {
                 now_role.as_deref().unwrap_or("(none)")
             ));
         }
-        if let Some(r) = &now_rule {
-            diff.push(format!("- rule {}", r));
+        match &now_rule {
+            Some(r) => diff.extend(rule_diff(rule_id, r, &wanted)),
+            None => diff.push(format!("+ rule {wanted}")),
         }
-        diff.push(format!("+ rule {}", wanted_json));
         if let Some(c) = &now {
-            for r in c.rules().iter().filter(|r| r.id() != Some(self.rule_id())) {
+            for r in c.rules().iter().filter(|r| r.id() != Some(rule_id)) {
                 diff.push(format!("= rule {} (kept)", r.id().unwrap_or("(no id)")));
             }
         }
-        let action = if now.is_some() { "update" } else { "create" };
-        Ok(Observation::Todo(todo(action, json!({ "diff": diff }))))
+        let action = if now.is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        Ok(Observation::Todo(change(action, diff, Todo::Nothing)))
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
-        let key = self.replica_key(cx).await?.ok_or_else(|| {
-            missing(format!(
-                "destination key {} not found yet",
-                self.base.param("key").unwrap_or_default()
-            ))
-        })?;
-        let wanted = self.rule(cx.ctx(), &key);
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
+        let account = self.spec.destination_account.as_str();
+        let key = existing_key_arn(cx, &self.spec.key, account, self.destination_region()).await?;
+        let wanted = self.rule(cx.ctx(), key.as_str());
         // Merge into the live configuration, read right before writing.
         let rules = merge_rules(
             self.current(cx)
@@ -705,14 +699,12 @@ impl Step<Cx> for PutReplication {
             .aws
             .s3(&self.base.account, &self.base.region)
             .put_bucket_replication()
-            .bucket(self.bucket())
+            .bucket(self.spec.bucket.as_str())
             .replication_configuration(config)
             .send()
             .await
             .map_err(|e| failed(s3_error("PutBucketReplication")(e), &[]))?;
-        Ok(Applied::Done(
-            json!({ "bucket": self.bucket(), "rule": self.rule_id() }),
-        ))
+        Ok(Applied::Done(self.done()))
     }
 }
 
@@ -733,7 +725,7 @@ struct Listing {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
-    limiter: Vec<String>,
+    limiter: Vec<BucketKey>,
     page: VecDeque<Object>,
     token: Option<String>,
     done: bool,
@@ -827,6 +819,7 @@ const COPY_CONCURRENCY: usize = 64;
 /// what is still missing.
 pub struct Backfill {
     base: Base,
+    spec: BackfillSpec,
     /// What the last observation found missing, for the apply that follows it: the run
     /// observes a step right before applying it (after the replication rule is in place), so
     /// the apply copies from that listing instead of listing both buckets again. At most
@@ -863,39 +856,46 @@ impl ToCopy {
 }
 
 impl Backfill {
-    pub fn new(spec: &StepSpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: BackfillSpec) -> Self {
         Backfill {
-            base: Base::new(spec, ""),
+            base: Base::new(step, ""),
+            spec,
             listed: Default::default(),
         }
     }
     fn src_account(&self) -> &str {
-        self.base.param("source_account").unwrap_or_default()
+        self.spec.source_account.as_str()
     }
     fn src_bucket(&self) -> &str {
-        self.base.param("bucket").unwrap_or(&self.base.target)
+        self.spec.source_bucket.as_str()
+    }
+    fn src_region(&self) -> &str {
+        self.spec
+            .source_region
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or("")
     }
     fn dst_bucket(&self) -> &str {
-        self.base.param("destination_bucket").unwrap_or_default()
+        self.spec.destination_bucket.as_str()
     }
     fn prefix(&self) -> &str {
-        self.base.param("prefix").unwrap_or_default()
+        &self.spec.prefix
     }
     fn inline_max(&self) -> u64 {
-        self.base
-            .params
-            .get("inline_max")
-            .and_then(Value::as_u64)
-            .unwrap_or(crate::plan::BACKFILL_INLINE_MAX)
+        self.spec.inline_max
     }
 
     fn missing(&self, cx: &Cx) -> Missing {
-        let src_region = region_param(&self.base, "source");
+        let src_region = self.src_region();
         let listing = |client, bucket: &str, account: &str, missing_is_empty| Listing {
             client,
             bucket: bucket.to_string(),
             prefix: self.prefix().to_string(),
-            limiter: vec![format!("{account}/{bucket}/s3:read-per-prefix")],
+            limiter: vec![BucketKey::new(
+                &format!("{account}/{bucket}"),
+                "s3:read-per-prefix",
+            )],
             page: VecDeque::new(),
             token: None,
             done: false,
@@ -921,7 +921,8 @@ impl Backfill {
     }
 
     fn cross_account(&self, cx: &Cx) -> bool {
-        cx.account_id(self.src_account()) != cx.account_id(&self.base.account)
+        cx.account_id(&self.spec.source_account)
+            != cx.account_id(&AccountName::new(self.base.account.as_str()))
     }
 
     fn batch_message(&self) -> String {
@@ -981,19 +982,18 @@ impl Copier {
     async fn copy(&self, o: Object) -> Result<(), StepError> {
         let p = prefix_of(&o.key);
         let tokens = vec![
-            format!(
-                "{}/{}/{p}/s3:write-per-prefix",
-                self.dst_account, self.dst_bucket
+            BucketKey::new(
+                &format!("{}/{}/{p}", self.dst_account, self.dst_bucket),
+                "s3:write-per-prefix",
             ),
-            format!(
-                "{}/{}/{p}/s3:read-per-prefix",
-                self.src_account, self.src_bucket
+            BucketKey::new(
+                &format!("{}/{}/{p}", self.src_account, self.src_bucket),
+                "s3:read-per-prefix",
             ),
             bucket(&self.dst_account, &self.dst_region, "kms:cryptographic"),
             bucket(&self.src_account, &self.src_region, "kms:cryptographic"),
         ];
-        let mut attempt = 0u32;
-        loop {
+        let copied = with_retries(&RetryPolicies::within_a_step(), || async {
             self.limits.take(&tokens).await;
             let out = self
                 .client
@@ -1009,27 +1009,29 @@ impl Copier {
             match out {
                 Ok(_) => {
                     self.limits.succeeded(&tokens);
-                    self.tally.objects.fetch_add(1, Ordering::Relaxed);
-                    self.tally
-                        .bytes
-                        .fetch_add(o.size.max(0) as u64, Ordering::Relaxed);
-                    return Ok(());
+                    Ok(())
                 }
                 Err(e) => {
-                    let e = s3_error("CopyObject")(e);
-                    let class = crate::aws::classify(&e, &[]);
-                    if class == ErrorClass::Throttled {
+                    let e = failed(s3_error("CopyObject")(e), &[]);
+                    if e.class == ErrorClass::Throttled {
                         self.limits.throttled(&tokens);
                     }
-                    attempt += 1;
-                    if class == ErrorClass::Permanent || attempt >= 10 {
-                        let mut err = e.into_step_error(&[]);
-                        err.message = format!("copying {}: {}", o.key, err.message);
-                        return Err(err);
-                    }
-                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)));
-                    tokio::time::sleep(backoff).await;
+                    Err(e)
                 }
+            }
+        })
+        .await;
+        match copied {
+            Ok(()) => {
+                self.tally.objects.fetch_add(1, Ordering::Relaxed);
+                self.tally
+                    .bytes
+                    .fetch_add(o.size.max(0) as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mut e) => {
+                e.message = format!("copying {}: {}", o.key, e.message);
+                Err(e)
             }
         }
     }
@@ -1039,7 +1041,7 @@ impl Copier {
 impl Step<Cx> for Backfill {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let mut m = self.missing(cx.ctx());
         let (mut objects, mut bytes, mut too_big) = (0u64, 0u64, 0u64);
         let mut found = Vec::new();
@@ -1052,22 +1054,30 @@ impl Step<Cx> for Backfill {
             }
             found.push(o);
             if objects > self.inline_max() {
-                return Ok(Observation::Todo(todo(
-                    "create",
-                    json!({
-                        "batch_replication": true,
-                        "diff": [
-                            format!("+ S3 Batch Replication job for more than {} objects (not created by this version of ferry: see below)", self.inline_max()),
-                            format!("! {}", self.batch_message()),
-                        ],
-                    }),
+                return Ok(Observation::Todo(change(
+                    Action::Create,
+                    vec![
+                        format!(
+                            "+ S3 Batch Replication job for more than {} objects (not created by this version of ferry: see below)",
+                            self.inline_max()
+                        ),
+                        format!("! {}", self.batch_message()),
+                    ],
+                    Todo::Backfill {
+                        objects,
+                        bytes,
+                        batch: true,
+                    },
                 )));
             }
         }
         if objects == 0 {
-            return Ok(Observation::Done(
-                json!({ "present": m.present, "copied": 0 }),
-            ));
+            return Ok(Observation::Done(StepOutput::Backfill(BackfillOutput {
+                copied: 0,
+                bytes: 0,
+                present: m.present,
+                seconds: 0.0,
+            })));
         }
         *self.listed.lock().expect("listing") = Some(Listed {
             objects: found.into_iter(),
@@ -1077,7 +1087,7 @@ impl Step<Cx> for Backfill {
             "+ copy {objects} objects ({bytes} bytes) from {} to {}, SSE-KMS with {} ({} already there)",
             self.src_bucket(),
             self.dst_bucket(),
-            self.base.param("key").unwrap_or_default(),
+            self.spec.key.shown,
             m.present
         )];
         if too_big > 0 {
@@ -1092,23 +1102,32 @@ impl Step<Cx> for Backfill {
                 self.src_bucket()
             ));
         }
-        Ok(Observation::Todo(todo(
-            "create",
-            json!({ "objects": objects, "bytes": bytes, "present": m.present, "diff": diff }),
+        Ok(Observation::Todo(change(
+            Action::Create,
+            diff,
+            Todo::Backfill {
+                objects,
+                bytes,
+                batch: false,
+            },
         )))
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
-        if change.get("batch_replication") == Some(&json!(true)) {
-            return Err(StepError::permanent(
-                "BatchReplicationNotImplemented",
-                self.batch_message(),
-            ));
-        }
-        let key_ref = self.base.param("key").unwrap_or_default();
-        let key = key_arn(cx, &self.base.account, &self.base.region, key_ref)
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
+        let (total, total_bytes) = match change.todo {
+            Todo::Backfill { batch: true, .. } => {
+                return Err(StepError::permanent(
+                    "BatchReplicationNotImplemented",
+                    self.batch_message(),
+                ));
+            }
+            Todo::Backfill { objects, bytes, .. } => (objects, bytes),
+            _ => (0, 0),
+        };
+        let (account, region) = (&self.base.account, &self.base.region);
+        let key = existing_key_arn(cx, &self.spec.key, account, region)
             .await?
-            .ok_or_else(|| missing(format!("destination key {key_ref} not found yet")))?;
+            .to_string();
         let copier = Arc::new(Copier {
             client: cx.ctx().aws.s3(&self.base.account, &self.base.region),
             limits: cx.limits().clone(),
@@ -1116,14 +1135,12 @@ impl Step<Cx> for Backfill {
             dst_bucket: self.dst_bucket().to_string(),
             dst_account: self.base.account.clone(),
             src_account: self.src_account().to_string(),
-            src_region: region_param(&self.base, "source").to_string(),
+            src_region: self.src_region().to_string(),
             dst_region: self.base.region.clone(),
             key,
-            bucket_key: self.base.params.get("bucket_key") != Some(&json!(false)),
+            bucket_key: self.spec.bucket_key,
             tally: Tally::default(),
         });
-        let total = change.get("objects").and_then(Value::as_u64).unwrap_or(0);
-        let total_bytes = change.get("bytes").and_then(Value::as_u64).unwrap_or(0);
         let listed = self.listed.lock().expect("listing").take();
         let mut m = match listed {
             Some(l) => ToCopy::Listed(l),
@@ -1134,17 +1151,22 @@ impl Step<Cx> for Backfill {
         let mut too_big = 0u64;
         let started = Instant::now();
         let mut last_report = Instant::now();
-        let report = |c: &Copier, done: bool| {
+        // Progress in objects and bytes goes to the run's event stream (progress bars, logs).
+        let report = |c: &Copier| {
             let n = c.tally.objects.load(Ordering::Relaxed);
             let b = c.tally.bytes.load(Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64().max(0.001);
-            // Progress in objects and bytes, on stderr (the executor's events carry percentages of
-            // submitted operations only).
-            eprintln!(
-                "{} {}: {n}/{total} objects, {b}/{total_bytes} bytes copied ({:.0} objects/s)",
-                self.base.id,
-                if done { "done" } else { "progress" },
-                n as f64 / secs
+            let percent = if total == 0 {
+                100.0
+            } else {
+                (n as f64 * 100.0 / total as f64) as f32
+            };
+            cx.progress(
+                percent,
+                format!(
+                    "{n}/{total} objects, {b}/{total_bytes} bytes copied ({:.0} objects/s)",
+                    n as f64 / secs
+                ),
             );
         };
         loop {
@@ -1157,7 +1179,7 @@ impl Step<Cx> for Backfill {
                 break;
             }
             if last_report.elapsed() >= Duration::from_secs(5) {
-                report(&copier, false);
+                report(&copier);
                 last_report = Instant::now();
             }
             let next = match m.next(cx.limits()).await {
@@ -1180,7 +1202,7 @@ impl Step<Cx> for Backfill {
                 first_error.get_or_insert(e);
             }
         }
-        report(&copier, true);
+        report(&copier);
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -1192,11 +1214,11 @@ impl Step<Cx> for Backfill {
                 ),
             ));
         }
-        Ok(Applied::Done(json!({
-            "copied": copier.tally.objects.load(Ordering::Relaxed),
-            "bytes": copier.tally.bytes.load(Ordering::Relaxed),
-            "present": m.present(),
-            "seconds": started.elapsed().as_secs_f64(),
+        Ok(Applied::Done(StepOutput::Backfill(BackfillOutput {
+            copied: copier.tally.objects.load(Ordering::Relaxed),
+            bytes: copier.tally.bytes.load(Ordering::Relaxed),
+            present: m.present(),
+            seconds: started.elapsed().as_secs_f64(),
         })))
     }
 }

@@ -12,19 +12,26 @@ use aws_sdk_ec2::types::{
 use aws_sdk_kms::types::GrantOperation;
 use serde_json::{Value, json};
 
-use super::ec2::each_page;
-use super::kms::step_identity;
-use super::{Base, Cx, ReadOnce, SdkError, ServiceError, bucket, failed, policy, todo};
+use super::output::{KeyAccessOutput, ShareOutput};
+use super::{
+    Action, Base, Change, Cx, ReadOnce, StepOutput, Todo, bucket, change, each_page, failed,
+    policy, sdk_error, step_identity,
+};
 use crate::aws::AwsError;
-use crate::exec::{Applied, Observation, Scope, Step, StepCx, StepError};
-use crate::graph::{StepKind, StepSpec};
+use crate::exec::{Applied, GateKey, Observation, Step, StepCx, StepError};
+use crate::graph::{DestKey, KeyAccessSpec, PlannedStep, ShareSpec, Shared, Sharing, SourceKey};
+use crate::ids::StepId;
+use crate::plan::KeyAccess;
 
-fn ec2_error<E: ServiceError>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsError {
-    move |e| AwsError::from_sdk("ec2", op, e)
+type Observed = Result<Observation<StepOutput, Change>, StepError>;
+type Done = Result<Applied<StepOutput>, StepError>;
+
+fn ec2_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError {
+    sdk_error("ec2", op)
 }
 
-fn kms_error<E: ServiceError>(op: &'static str) -> impl Fn(SdkError<E>) -> AwsError {
-    move |e| AwsError::from_sdk("kms", op, e)
+fn kms_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError {
+    sdk_error("kms", op)
 }
 
 /// The actions the receiving account needs on a source key (aws-facts.md, share-kms-key).
@@ -36,39 +43,27 @@ pub const KEY_ACTIONS: &[&str] = &[
     "kms:Decrypt",
 ];
 
-/// What a share step knows about the other account.
-struct Sharing {
-    with_account: String,
-    destination_region: String,
-    revoke_after: bool,
-}
-
-impl Sharing {
-    fn of(base: &Base) -> Sharing {
-        Sharing {
-            with_account: base.param("with_account").unwrap_or_default().to_string(),
-            destination_region: base
-                .param("destination_region")
-                .unwrap_or_default()
-                .to_string(),
-            revoke_after: base.params.get("revoke_after") == Some(&json!(true)),
-        }
-    }
-}
-
-/// The sources among `sources` that already have a finished copy made by this migration in the
-/// other account. With `revoke_after`, a source whose copy exists needs no share any more: this
-/// keeps a repeated apply from sharing again what the first one took back.
+/// The sources that already have a finished copy made by this migration in the other account,
+/// under the key the plan copies with. With `revoke_after`, a source whose copy exists needs
+/// no share any more: this keeps a repeated apply from sharing again what the first one took
+/// back. A copy under another key does not count: the plan's copy is still to be made.
 async fn copied_sources(
     cx: &StepCx<'_, Cx>,
-    migration: &str,
     sharing: &Sharing,
     images: bool,
 ) -> Result<BTreeSet<String>, StepError> {
     let c = cx.ctx();
-    let client = c
-        .aws
-        .ec2(&sharing.with_account, &sharing.destination_region);
+    let (account, region) = (
+        sharing.with_account.as_str(),
+        sharing.destination_region.as_str(),
+    );
+    // A key that does not exist yet has no copies under it.
+    let wanted = match sharing.copies_under.as_ref().map(|k| &k.key) {
+        Some(DestKey::Existing(arn)) => Some(arn.to_string()),
+        Some(DestKey::MadeBy(_)) => return Ok(BTreeSet::new()),
+        Some(DestKey::Unresolved(_)) | None => None,
+    };
+    let client = c.aws.ec2(account, region);
     let filters = [
         Filter::builder()
             .name("tag:ferry:plan")
@@ -76,17 +71,13 @@ async fn copied_sources(
             .build(),
         Filter::builder()
             .name("tag:ferry:migration")
-            .values(migration)
+            .values(sharing.migration.as_str())
             .build(),
     ];
     let mut found = BTreeSet::new();
     if images {
         cx.limits()
-            .take(&[bucket(
-                &sharing.with_account,
-                &sharing.destination_region,
-                "ec2:DescribeImages",
-            )])
+            .take(&[bucket(account, region, "ec2:DescribeImages")])
             .await;
         let out = client
             .describe_images()
@@ -96,17 +87,14 @@ async fn copied_sources(
             .await
             .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
         for i in out.images() {
+            // An image's key shows on its snapshots, tagged as its copies: judged by those.
             if i.state().map(|s| s.as_str()) == Some("available") {
                 found.extend(source_tag(i.tags()));
             }
         }
     } else {
         cx.limits()
-            .take(&[bucket(
-                &sharing.with_account,
-                &sharing.destination_region,
-                "ec2:DescribeSnapshots",
-            )])
+            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
             .await;
         let out = client
             .describe_snapshots()
@@ -116,7 +104,8 @@ async fn copied_sources(
             .await
             .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
         for s in out.snapshots() {
-            if s.state().map(|s| s.as_str()) == Some("completed") {
+            let under_wanted = wanted.as_deref().is_none_or(|w| s.kms_key_id() == Some(w));
+            if s.state().map(|s| s.as_str()) == Some("completed") && under_wanted {
                 found.extend(source_tag(s.tags()));
             }
         }
@@ -131,51 +120,27 @@ fn source_tag(tags: &[aws_sdk_ec2::types::Tag]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The resources a share step covers: the snapshots behind an AMI, or its one target.
-fn resources(base: &Base) -> Vec<String> {
-    match base.params.get("snapshots").and_then(Value::as_array) {
-        Some(list) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        None => vec![base.target.clone()],
-    }
-}
-
-/// The source (AMI or snapshot) whose copy makes this share unneeded.
-fn copy_source(base: &Base) -> String {
-    base.param("backing_snapshots_of")
-        .unwrap_or(&base.target)
-        .to_string()
-}
-
-/// What the share step added, in this run (its output, read by the unshare step) or in an
-/// earlier run recorded in the same state.
-fn added_by_ferry(cx: &StepCx<'_, Cx>, share_step: &str) -> Vec<String> {
-    let earlier = cx.ctx().earlier_output(share_step);
+/// What the step `share_step` added, in this run (its output, read by the undoing step) or in
+/// an earlier run recorded in the same state.
+fn added_by_ferry(cx: &StepCx<'_, Cx>, share_step: &StepId) -> Vec<String> {
     let mut added: Vec<String> = cx
-        .inputs()
-        .map(|(_, out)| out)
-        .chain(earlier.as_ref())
-        .filter_map(|out| out.get("added_by_ferry"))
-        .filter_map(Value::as_array)
+        .input(&share_step.to_string())
+        .into_iter()
+        .chain(cx.ctx().earlier_output(share_step))
+        .filter_map(|out| match out {
+            StepOutput::Share(s) => Some(s.added_by_ferry.clone()),
+            _ => None,
+        })
         .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
         .collect();
     added.sort();
     added.dedup();
     added
 }
 
-/// The id of the step that did what `step` undoes (`.../unshare` -> `.../share`).
-fn undone_by(step: &str, undo: &str, done: &str) -> String {
-    match step.strip_suffix(undo) {
-        Some(prefix) => format!("{prefix}{done}"),
-        None => step.to_string(),
-    }
-}
+/// One resource shared (or not) with one account: (owner account, region, resource, other
+/// account).
+pub type ShareFact = (String, String, String, String);
 
 /// What each (account, region) already shares with another account: the AMIs it may launch
 /// (`DescribeImages ExecutableUsers`) and the snapshots it may restore (`DescribeSnapshots
@@ -203,6 +168,7 @@ impl SharedIndex {
                 (account.into(), region.into(), with.into(), images),
                 || async {
                     let client = cx.ctx().aws.ec2(account, region);
+                    let limits = cx.limits();
                     let mut ids = HashSet::new();
                     if images {
                         let pages = client
@@ -211,7 +177,7 @@ impl SharedIndex {
                             .executable_users(with)
                             .into_paginator()
                             .send();
-                        each_page(cx, account, region, "DescribeImages", pages, |page| {
+                        each_page(limits, account, region, "DescribeImages", pages, |page| {
                             ids.extend(
                                 page.images()
                                     .iter()
@@ -227,14 +193,21 @@ impl SharedIndex {
                             .restorable_by_user_ids(with)
                             .into_paginator()
                             .send();
-                        each_page(cx, account, region, "DescribeSnapshots", pages, |page| {
-                            ids.extend(
-                                page.snapshots()
-                                    .iter()
-                                    .filter_map(|s| s.snapshot_id())
-                                    .map(String::from),
-                            )
-                        })
+                        each_page(
+                            limits,
+                            account,
+                            region,
+                            "DescribeSnapshots",
+                            pages,
+                            |page| {
+                                ids.extend(
+                                    page.snapshots()
+                                        .iter()
+                                        .filter_map(|s| s.snapshot_id())
+                                        .map(String::from),
+                                )
+                            },
+                        )
                         .await?;
                     }
                     Ok::<_, StepError>(Arc::new(ids))
@@ -247,56 +220,73 @@ impl SharedIndex {
 /// `ec2.share-snapshot` / `ec2.unshare-snapshot` / `ec2.share-image` / `ec2.unshare-image`.
 pub struct Permission {
     base: Base,
-    sharing: Sharing,
-    image: bool,
+    spec: ShareSpec,
     add: bool,
 }
 
 impl Permission {
-    pub fn new(spec: &StepSpec) -> Self {
-        let image = matches!(spec.kind, StepKind::ShareImage | StepKind::UnshareImage);
-        let add = matches!(spec.kind, StepKind::ShareImage | StepKind::ShareSnapshot);
-        let api = if image {
-            "ec2:ModifyImageAttribute"
-        } else {
-            "ec2:ModifySnapshotAttribute"
+    pub fn new(step: &PlannedStep, spec: ShareSpec, add: bool) -> Self {
+        let api = match spec.shared {
+            Shared::Image(_) => "ec2:ModifyImageAttribute",
+            _ => "ec2:ModifySnapshotAttribute",
         };
-        let base = Base::new(spec, api);
         Permission {
-            sharing: Sharing::of(&base),
-            base,
-            image,
+            base: Base::new(step, api),
+            spec,
             add,
         }
     }
 
-    fn migration(&self) -> &str {
-        &self.base.owner
+    fn image(&self) -> bool {
+        matches!(self.spec.shared, Shared::Image(_))
     }
 
-    fn fact(&self, resource: &str) -> String {
-        format!(
-            "shared/{}/{resource}/{}",
-            self.base.account, self.sharing.with_account
+    fn fact(&self, cx: &Cx, resource: &str) -> ShareFact {
+        (
+            self.base.account.clone(),
+            self.base.region.clone(),
+            resource.to_string(),
+            cx.account_id(&self.spec.sharing.with_account).to_string(),
         )
+    }
+
+    /// The resources this step covers: the snapshots behind an AMI, or its one resource.
+    fn resources(&self) -> Vec<String> {
+        match &self.spec.shared {
+            Shared::Snapshot(s) => vec![s.to_string()],
+            Shared::Image(i) => vec![i.to_string()],
+            Shared::SnapshotsOf { snapshots, .. } => {
+                snapshots.iter().flatten().map(|s| s.to_string()).collect()
+            }
+        }
+    }
+
+    /// The source (AMI or snapshot) whose copy makes this share unneeded.
+    fn copy_source(&self) -> String {
+        match &self.spec.shared {
+            Shared::Snapshot(s) => s.to_string(),
+            Shared::Image(i) | Shared::SnapshotsOf { image: i, .. } => i.to_string(),
+        }
     }
 
     /// Whether `resource` is shared with the other account now: one listing per account,
     /// region and kind of everything the other account may use (instead of one attribute read
-    /// per resource); this step's own changes keep the answer current.
+    /// per resource); this process's own changes keep the answer current.
     async fn shared(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<bool, StepError> {
-        if let Some(v) = cx
-            .ctx()
-            .recall(&self.fact(resource))
-            .and_then(|v| v.as_bool())
-        {
-            return Ok(v);
+        let fact = self.fact(cx.ctx(), resource);
+        if let Some(v) = cx.ctx().shared_now.lock().expect("shares").get(&fact) {
+            return Ok(*v);
         }
-        let who = cx.ctx().account_id(&self.sharing.with_account).to_string();
         let listed = cx
             .ctx()
             .shares
-            .list(cx, &self.base.account, &self.base.region, &who, self.image)
+            .list(
+                cx,
+                &self.base.account,
+                &self.base.region,
+                &fact.3,
+                self.image(),
+            )
             .await?;
         Ok(listed.contains(resource))
     }
@@ -304,8 +294,8 @@ impl Permission {
     async fn modify(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<(), StepError> {
         let c = cx.ctx();
         let client = c.aws.ec2(&self.base.account, &self.base.region);
-        let who = c.account_id(&self.sharing.with_account).to_string();
-        if self.image {
+        let who = c.account_id(&self.spec.sharing.with_account).to_string();
+        if self.image() {
             let p = LaunchPermission::builder().user_id(&who).build();
             let m = if self.add {
                 LaunchPermissionModifications::builder().add(p).build()
@@ -341,18 +331,21 @@ impl Permission {
 
     /// The resources this step still has to change.
     async fn pending(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
-        let candidates = if self.add {
-            if self.sharing.revoke_after {
-                let copied =
-                    copied_sources(cx, self.migration(), &self.sharing, self.image_copy()).await?;
-                if copied.contains(&copy_source(&self.base)) {
-                    return Ok(Vec::new());
-                }
-            }
-            resources(&self.base)
-        } else {
+        let candidates = match &self.spec.undoes {
             // Only what ferry itself added is taken back.
-            added_by_ferry(cx, &undone_by(&self.base.id, "/unshare", "/share"))
+            Some(share) if !self.add => added_by_ferry(cx, share),
+            _ => {
+                if self.spec.sharing.revoke_after {
+                    // AMI shares (launch permission and the AMI's snapshots) are unneeded once
+                    // the image is copied.
+                    let images = !matches!(self.spec.shared, Shared::Snapshot(_));
+                    let copied = copied_sources(cx, &self.spec.sharing, images).await?;
+                    if copied.contains(&self.copy_source()) {
+                        return Ok(Vec::new());
+                    }
+                }
+                self.resources()
+            }
         };
         let mut todo = Vec::new();
         for r in candidates {
@@ -362,105 +355,104 @@ impl Permission {
         }
         Ok(todo)
     }
+}
 
-    /// Copies that make this share unneeded are images for AMI shares (launch permission and
-    /// the AMI's snapshots alike), snapshots otherwise.
-    fn image_copy(&self) -> bool {
-        self.image || self.base.params.contains_key("backing_snapshots_of")
-    }
+fn share_output(added: Vec<String>) -> StepOutput {
+    StepOutput::Share(ShareOutput {
+        added_by_ferry: added,
+    })
 }
 
 #[async_trait]
 impl Step<Cx> for Permission {
     step_identity!();
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let pending = self.pending(cx).await?;
         if pending.is_empty() {
-            return Ok(Observation::Done(json!({ "added_by_ferry": [] })));
+            return Ok(Observation::Done(share_output(Vec::new())));
         }
-        let who = &self.sharing.with_account;
-        let verb = if self.add {
-            "share with"
+        let who = &self.spec.sharing.with_account;
+        let (mark, verb) = if self.add {
+            ("+", "share with")
         } else {
-            "stop sharing with"
+            ("-", "stop sharing with")
         };
-        Ok(Observation::Todo(todo(
-            "update",
-            json!({ "resources": pending, "diff": pending.iter().map(|r| format!("{} {r}: {verb} `{who}`", if self.add { "+" } else { "-" })).collect::<Vec<_>>() }),
+        let diff = pending
+            .iter()
+            .map(|r| format!("{mark} {r}: {verb} `{who}`"))
+            .collect();
+        Ok(Observation::Todo(change(
+            Action::Update,
+            diff,
+            Todo::Resources(pending),
         )))
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Value) -> Result<Applied, StepError> {
-        let resources: Vec<String> = change
-            .get("resources")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
+        let resources = match change.todo {
+            Todo::Resources(r) => r,
+            _ => Vec::new(),
+        };
         for r in &resources {
             self.modify(cx, r).await?;
-            cx.ctx().remember(&self.fact(r), json!(self.add));
+            let fact = self.fact(cx.ctx(), r);
+            cx.ctx()
+                .shared_now
+                .lock()
+                .expect("shares")
+                .insert(fact, self.add);
         }
-        let added: Vec<&String> = if self.add {
-            resources.iter().collect()
-        } else {
-            Vec::new()
-        };
-        Ok(Applied::Done(json!({ "added_by_ferry": added })))
+        let added = if self.add { resources } else { Vec::new() };
+        Ok(Applied::Done(share_output(added)))
     }
 }
 
 /// `kms.grant-key-access` / `kms.revoke-key-access`: the other account's use of one source key.
-pub struct KeyAccess {
+pub struct SourceKeyAccess {
     base: Base,
-    sharing: Sharing,
-    grant: bool,
+    spec: KeyAccessSpec,
+    key: String,
     add: bool,
-    gate: String,
+    gate: GateKey,
 }
 
-impl KeyAccess {
-    pub fn new(spec: &StepSpec) -> Self {
-        let grant = spec.params.get("how") == Some(&json!("grant"));
-        let add = spec.kind == StepKind::GrantKeyAccess;
+impl SourceKeyAccess {
+    pub fn new(step: &PlannedStep, spec: KeyAccessSpec, add: bool) -> Self {
+        let grant = spec.how == KeyAccess::Grant;
         let api = match (grant, add) {
             (true, true) => "kms:CreateGrant",
             (true, false) => "kms:RevokeGrant",
             (false, _) => "kms:PutKeyPolicy",
         };
-        let base = Base::new(spec, api);
-        KeyAccess {
-            gate: format!("{}/{}", super::KEY_POLICY_GATE, base.target),
-            sharing: Sharing::of(&base),
-            base,
-            grant,
+        let key = match &spec.key {
+            SourceKey::Known(arn) => arn.to_string(),
+            // Never built: offline steps do not run.
+            SourceKey::Unresolved => String::new(),
+        };
+        SourceKeyAccess {
+            gate: GateKey::new(super::KEY_POLICY_GATE, &key),
+            base: Base::new(step, api),
+            spec,
+            key,
             add,
         }
     }
 
-    fn key(&self) -> &str {
-        &self.base.target
-    }
-
-    fn sid(&self) -> &str {
-        self.base.param("sid").unwrap_or("ferry")
+    fn grant(&self) -> bool {
+        self.spec.how == KeyAccess::Grant
     }
 
     fn grantee(&self, cx: &Cx) -> String {
         format!(
             "arn:aws:iam::{}:root",
-            cx.account_id(&self.sharing.with_account)
+            cx.account_id(&self.spec.sharing.with_account)
         )
     }
 
     fn statement(&self, cx: &Cx) -> Value {
         json!({
-            "Sid": self.sid(),
+            "Sid": self.spec.sid,
             "Effect": "Allow",
             "Principal": { "AWS": self.grantee(cx) },
             "Action": KEY_ACTIONS,
@@ -481,7 +473,7 @@ impl KeyAccess {
             .aws
             .kms(&self.base.account, &self.base.region)
             .get_key_policy()
-            .key_id(self.key())
+            .key_id(&self.key)
             .policy_name("default")
             .send()
             .await
@@ -494,7 +486,7 @@ impl KeyAccess {
             .aws
             .kms(&self.base.account, &self.base.region)
             .put_key_policy()
-            .key_id(self.key())
+            .key_id(&self.key)
             .policy_name("default")
             .policy(policy.to_string())
             .send()
@@ -520,7 +512,7 @@ impl KeyAccess {
         let client = cx.ctx().aws.kms(&self.base.account, &self.base.region);
         let mut pages = client
             .list_grants()
-            .key_id(self.key())
+            .key_id(&self.key)
             .into_paginator()
             .send();
         let mut ids = Vec::new();
@@ -529,7 +521,7 @@ impl KeyAccess {
             ids.extend(
                 page.grants()
                     .iter()
-                    .filter(|g| g.name() == Some(self.sid()))
+                    .filter(|g| g.name() == Some(self.spec.sid.as_str()))
                     .filter_map(|g| g.grant_id().map(str::to_string)),
             );
         }
@@ -538,106 +530,107 @@ impl KeyAccess {
 
     /// With `revoke_after`, access is not needed once every copy of the migration exists.
     async fn no_longer_needed(&self, cx: &StepCx<'_, Cx>) -> Result<bool, StepError> {
-        if !self.add || !self.sharing.revoke_after {
+        if !self.add || !self.spec.sharing.revoke_after || self.spec.sources.is_empty() {
             return Ok(false);
         }
-        let sources: Vec<String> = self
-            .base
-            .params
-            .get("sources")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if sources.is_empty() {
-            return Ok(false);
-        }
-        let images = sources.iter().all(|s| s.starts_with("ami-"));
-        let copied = copied_sources(cx, &self.base.owner, &self.sharing, images).await?;
-        Ok(sources.iter().all(|s| copied.contains(s)))
+        let images = self.spec.sources.iter().all(|s| s.starts_with("ami-"));
+        let copied = copied_sources(cx, &self.spec.sharing, images).await?;
+        Ok(self.spec.sources.iter().all(|s| copied.contains(s)))
     }
 
     /// Whether ferry added this access (read from the grant step's output, in this run or an
     /// earlier one recorded in the same state).
     fn added_by_ferry(&self, cx: &StepCx<'_, Cx>) -> bool {
-        let grant_step = undone_by(&self.base.id, "/revoke-access", "/grant-access");
-        let earlier = cx.ctx().earlier_output(&grant_step);
-        cx.inputs()
-            .map(|(_, out)| out)
-            .chain(earlier.as_ref())
-            .any(|out| out.get("access_added_by_ferry") == Some(&json!(true)))
+        let Some(grant_step) = &self.spec.undoes else {
+            return false;
+        };
+        cx.input(&grant_step.to_string())
+            .into_iter()
+            .chain(cx.ctx().earlier_output(grant_step))
+            .any(|out| matches!(out, StepOutput::KeyAccess(k) if k.access_added_by_ferry))
+    }
+
+    fn output(&self, added: bool, grant_id: Option<String>) -> StepOutput {
+        StepOutput::KeyAccess(KeyAccessOutput {
+            access_added_by_ferry: added,
+            key: self.key.clone(),
+            grant_id,
+        })
     }
 }
 
 #[async_trait]
-impl Step<Cx> for KeyAccess {
+impl Step<Cx> for SourceKeyAccess {
     step_identity!();
 
     /// Edits of one key's access are serialized: a second migration sharing the same key then
     /// sees the first one's statement or grant and leaves it to the first to take back.
-    fn gate(&self) -> Option<&str> {
+    fn gate(&self) -> Option<&GateKey> {
         Some(&self.gate)
     }
 
-    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Result<Observation, StepError> {
-        let done = json!({ "access_added_by_ferry": false, "key": self.key() });
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let done = || Ok(Observation::Done(self.output(false, None)));
         if self.no_longer_needed(cx).await? || (!self.add && !self.added_by_ferry(cx)) {
-            return Ok(Observation::Done(done));
+            return done();
         }
-        if self.grant {
+        if self.grant() {
             let exists = self.grant_ids(cx).await?.into_iter().next();
-            return Ok(match (exists, self.add) {
-                (Some(_), true) | (None, false) => Observation::Done(done),
-                (None, true) => Observation::Todo(todo(
-                    "create",
-                    json!({ "diff": [format!("+ grant `{}` on {} to {}", self.sid(), self.key(), self.grantee(cx.ctx()))] }),
-                )),
-                (Some(id), false) => Observation::Todo(todo(
-                    "update",
-                    json!({ "grant_id": id, "diff": [format!("- grant `{}` on {}", self.sid(), self.key())] }),
-                )),
-            });
+            let sid = &self.spec.sid;
+            return match (exists, self.add) {
+                (Some(_), true) | (None, false) => done(),
+                (None, true) => Ok(Observation::Todo(change(
+                    Action::Create,
+                    vec![format!(
+                        "+ grant `{sid}` on {} to {}",
+                        self.key,
+                        self.grantee(cx.ctx())
+                    )],
+                    Todo::Grant { id: None },
+                ))),
+                (Some(id), false) => Ok(Observation::Todo(change(
+                    Action::Update,
+                    vec![format!("- grant `{sid}` on {}", self.key)],
+                    Todo::Grant { id: Some(id) },
+                ))),
+            };
         }
         let before = self.policy(cx).await?;
         let after = if self.add {
             policy::merge(&before, &[self.statement(cx.ctx())])
         } else {
-            policy::remove(&before, self.sid())
+            policy::remove(&before, &self.spec.sid)
         };
         if policy::same(&before, &after) {
-            return Ok(Observation::Done(done));
+            return done();
         }
-        Ok(Observation::Todo(todo(
-            "update",
-            json!({ "diff": policy::diff(&before, &after), "policy_before": before }),
+        Ok(Observation::Todo(change(
+            Action::Update,
+            policy::diff(&before, &after),
+            Todo::Policy { before },
         )))
     }
 
-    fn intent(&self, change: &Value) -> Value {
+    fn intent(&self, change: &Change) -> Value {
         // The key policy as it was before ferry's edit, kept in the journal.
-        json!({ "key": self.key(), "policy_before": change.get("policy_before") })
+        json!({ "key": self.key, "policy_before": change.policy_before() })
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Value) -> Result<Applied, StepError> {
+    async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
         let client = cx.ctx().aws.kms(&self.base.account, &self.base.region);
-        let unchanged = json!({ "access_added_by_ferry": false, "key": self.key() });
-        if self.grant {
+        if self.grant() {
             // Look again under the gate: another migration sharing this key may have just
             // made (or taken back) the same named grant.
             let existing = self.grant_ids(cx).await?;
             if self.add {
                 if !existing.is_empty() {
-                    return Ok(Applied::Done(unchanged));
+                    return Ok(Applied::Done(self.output(false, None)));
                 }
                 let out = client
                     .create_grant()
-                    .key_id(self.key())
+                    .key_id(&self.key)
                     .grantee_principal(self.grantee(cx.ctx()))
-                    .name(self.sid())
+                    .name(&self.spec.sid)
                     .set_operations(Some(vec![
                         GrantOperation::Decrypt,
                         GrantOperation::DescribeKey,
@@ -650,14 +643,13 @@ impl Step<Cx> for KeyAccess {
                     .send()
                     .await
                     .map_err(|e| failed(kms_error("CreateGrant")(e), &[]))?;
-                return Ok(Applied::Done(json!({
-                    "access_added_by_ferry": true, "key": self.key(), "grant_id": out.grant_id(),
-                })));
+                let id = out.grant_id().map(str::to_string);
+                return Ok(Applied::Done(self.output(true, id)));
             }
             for id in existing {
                 let revoked = client
                     .revoke_grant()
-                    .key_id(self.key())
+                    .key_id(&self.key)
                     .grant_id(id)
                     .send()
                     .await;
@@ -668,20 +660,18 @@ impl Step<Cx> for KeyAccess {
                     return Err(failed(e, &[]));
                 }
             }
-            return Ok(Applied::Done(unchanged));
+            return Ok(Applied::Done(self.output(false, None)));
         }
         // Read again right before writing: the merge starts from the live document.
         let before = self.policy(cx).await?;
         let after = if self.add {
             policy::merge(&before, &[self.statement(cx.ctx())])
         } else {
-            policy::remove(&before, self.sid())
+            policy::remove(&before, &self.spec.sid)
         };
         if !policy::same(&before, &after) {
             self.put_policy(cx, &after).await?;
         }
-        Ok(Applied::Done(
-            json!({ "access_added_by_ferry": self.add, "key": self.key() }),
-        ))
+        Ok(Applied::Done(self.output(self.add, None)))
     }
 }

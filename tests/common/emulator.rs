@@ -350,6 +350,9 @@ pub struct RequestCount {
     pub count: u64,
     pub throttled: u64,
     pub faults: u64,
+    /// Mutating requests that took effect and whose answer was lost.
+    #[serde(default)]
+    pub lost: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +360,8 @@ pub struct Totals {
     pub requests: u64,
     pub throttled: u64,
     pub faults: u64,
+    #[serde(default)]
+    pub lost: u64,
     pub mutating: u64,
 }
 

@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{
 };
 use serde_json::{Value, json};
 
-use super::{PROD, SRC, World, kill, text, wait_for};
+use super::{PROD, SRC, World, iam_policy, kill, text, wait_for};
 
 const BACKUP: &str = "222222222222";
 
@@ -304,8 +304,11 @@ fn key_policy_access_then_revoke_keeps_everything_else() {
     let w = World::new(json!({ "copy_seconds": 0.5 }));
     let f = fixture(&w);
     let plan_file = w.write_plan(&plan(&f, "policy", false));
+    w.emu.reset_counters();
     let out = w.ferry(&["apply", "--yes", &plan_file]);
     assert_eq!(out.status.code(), Some(0));
+    // Both accounts' calls (ami-copy and snapshot-copy across accounts) are in the policy.
+    iam_policy::assert_policy_covers(&w, &plan_file, &w.path(".ferry"));
     assert!(
         !text(&out.stdout).contains("not-a-real-secret"),
         "the external id is never printed"
@@ -576,8 +579,10 @@ migrations:
 "#,
         ami = f.ami
     ));
+    w.emu.reset_counters();
     let out = w.ferry(&["apply", "--yes", &plan_file]);
     assert_eq!(out.status.code(), Some(0));
+    iam_policy::assert_policy_covers(&w, &plan_file, &w.path(".ferry"));
     let west_key = w.key_arn("us-west-2", "alias/west").expect("key created");
     let keys: Vec<String> = w.rt.block_on(async {
         let ec2 = w.emu.ec2(PROD, "us-west-2");
@@ -619,4 +624,66 @@ migrations:
     let again = w.ferry(&["apply", "--yes", &plan_file]);
     assert!(text(&again.stdout).contains("No changes"));
     assert_eq!(w.emu.counters().mutating(PROD), 0);
+}
+
+#[test]
+fn shares_removed_by_hand_are_shown_and_made_again() {
+    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&plan(&f, "grant", false));
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        shares(&w, &f),
+        (true, true),
+        "without revoke_after the shares stay"
+    );
+
+    // Someone takes both shares back by hand.
+    w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, SRC);
+        ec2.modify_image_attribute()
+            .image_id(&f.ami)
+            .launch_permission(
+                aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+                    .remove(
+                        aws_sdk_ec2::types::LaunchPermission::builder()
+                            .user_id(BACKUP)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        ec2.modify_snapshot_attribute()
+            .snapshot_id(&f.standalone)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(aws_sdk_ec2::types::OperationType::Remove)
+            .user_ids(BACKUP)
+            .send()
+            .await
+            .unwrap();
+    });
+    assert_eq!(shares(&w, &f), (false, false));
+
+    let dry = w.ferry(&["plan", &plan_file]);
+    let out = text(&dry.stdout);
+    assert!(
+        out.contains(&format!("+ {}: share with `backup`", f.ami)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("+ {}: share with `backup`", f.standalone)),
+        "{out}"
+    );
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    assert_eq!(shares(&w, &f), (true, true), "apply shared both again");
+    assert_b_owns_one_copy_of_each(&w, &f);
+    assert_zero_mutating_reapply(&w, &plan_file);
 }

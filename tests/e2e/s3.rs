@@ -13,7 +13,7 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{Value, json};
 
-use super::{DST, PROD, SRC, World, bad_input, kill, text, wait_for};
+use super::{DST, PROD, SRC, World, bad_input, iam_policy, kill, text, wait_for};
 
 const SOURCE: &str = "app-logs";
 const DESTINATION: &str = "app-logs-dr";
@@ -271,6 +271,7 @@ fn s3_replication_sets_up_kms_replication_keeps_other_rules_and_backfills() {
     let applied = w.ferry(&["apply", "--yes", &plan_file]);
     let took = started.elapsed();
     assert_eq!(applied.status.code(), Some(0));
+    iam_policy::assert_policy_covers(&w, &plan_file, &w.path(".ferry"));
     eprintln!(
         "apply with a backfill of {OBJECTS} objects took {:.1} s",
         took.as_secs_f64()
@@ -807,8 +808,19 @@ fn s3_changed_rule_replaces_ferrys_rule_only() {
     w.write_plan(&changed);
     let dry = w.ferry(&["plan", &plan_file]);
     let out = text(&dry.stdout);
-    assert!(out.contains("- rule {"), "{out}");
-    assert!(out.contains(r#""prefix":"logs/""#), "{out}");
+    // Each changed property of ferry's rule is shown, from what is there to what the plan says.
+    assert!(
+        out.contains(r#"~ rule ferry-app-logs: prefix "" -> "logs/""#),
+        "{out}"
+    );
+    assert!(
+        out.contains("~ rule ferry-app-logs: priority 1 -> 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"~ rule ferry-app-logs: delete_markers "Disabled" -> "Enabled""#),
+        "{out}"
+    );
     assert_eq!(
         w.ferry(&["apply", "--yes", &plan_file]).status.code(),
         Some(0)
@@ -839,4 +851,102 @@ fn s3_changed_rule_replaces_ferrys_rule_only() {
             Some("Enabled")
         );
     });
+}
+
+#[test]
+fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 2);
+    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", false));
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+
+    // Someone raises ferry's rule to priority 5 and leaves everything else.
+    let rules = |w: &World| {
+        w.rt.block_on(async {
+            w.emu
+                .s3(PROD, SRC)
+                .get_bucket_replication()
+                .bucket(SOURCE)
+                .send()
+                .await
+                .unwrap()
+                .replication_configuration()
+                .unwrap()
+                .clone()
+        })
+    };
+    let config = rules(&w);
+    let changed: Vec<ReplicationRule> = config
+        .rules()
+        .iter()
+        .map(|r| {
+            if r.id() == Some("ferry-app-logs") {
+                let mut r = r.clone();
+                r.priority = Some(5);
+                r
+            } else {
+                r.clone()
+            }
+        })
+        .collect();
+    w.rt.block_on(async {
+        w.emu
+            .s3(PROD, SRC)
+            .put_bucket_replication()
+            .bucket(SOURCE)
+            .replication_configuration(
+                ReplicationConfiguration::builder()
+                    .role(config.role())
+                    .set_rules(Some(changed))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+
+    let dry = w.ferry(&["plan", &plan_file]);
+    let out = text(&dry.stdout);
+    assert!(out.contains("~ app-logs/replication/put"), "{out}");
+    assert!(
+        out.contains("~ rule ferry-app-logs: priority 5 -> 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 to create, 1 to update"),
+        "only the rule changes: {out}"
+    );
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    let after = rules(&w);
+    let ours = after
+        .rules()
+        .iter()
+        .find(|r| r.id() == Some("ferry-app-logs"))
+        .unwrap();
+    assert_eq!(
+        ours.priority(),
+        Some(1),
+        "apply put the plan's priority back"
+    );
+    assert!(
+        after.rules().contains(&old_rule()),
+        "the other rule is kept"
+    );
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert!(
+        text(&again.stdout).contains("No changes"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(w.emu.counters().mutating(PROD), 0);
 }

@@ -466,5 +466,39 @@ fn state_audit_log_lists_every_mutating_call_the_emulator_counted() {
             Some("aws:kms")
         );
         assert_eq!(head.ssekms_key_id(), Some(state_key.as_str()));
+
+        // Events are batched: fewer objects than events, and every event is in them, in order.
+        let objects: Vec<String> = list
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter(|k| k.contains("/events/"))
+            .map(str::to_string)
+            .collect();
+        let mut events = Vec::new();
+        for key in &objects {
+            let body = s3
+                .get_object()
+                .bucket(BUCKET)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            let bytes = body.body.collect().await.unwrap().into_bytes();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                events.push(v["event"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(events.first().map(String::as_str), Some("run-started"));
+        assert_eq!(events.last().map(String::as_str), Some("run-finished"));
+        let intents = events.iter().filter(|e| *e == "step-intent").count();
+        assert!(intents >= 2, "{events:?}");
+        assert!(
+            objects.len() < events.len(),
+            "{} objects for {} events: batched",
+            objects.len(),
+            events.len()
+        );
     });
 }

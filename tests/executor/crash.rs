@@ -54,6 +54,11 @@ struct FileWorld {
     attempt: u32,
 }
 
+impl Context for FileWorld {
+    type Output = Value;
+    type Change = Value;
+}
+
 impl FileWorld {
     fn applied(&self) -> HashMap<String, u64> {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
@@ -79,7 +84,6 @@ impl FileWorld {
 struct FileStep {
     i: usize,
     id: String,
-    scope: Scope,
 }
 
 impl FileStep {
@@ -93,7 +97,7 @@ impl FileStep {
     }
     fn submitted(&self) -> Submitted {
         Submitted {
-            poll_key: POLL_KEY.into(),
+            poll_key: POLL_KEY.parse().unwrap(),
             id: self.id.clone(),
         }
     }
@@ -111,13 +115,13 @@ impl Step<FileWorld> for FileStep {
             "fake.put"
         }
     }
-    fn scope(&self) -> &Scope {
-        &self.scope
-    }
     fn intent(&self, _change: &Value) -> Value {
         json!({ "tag": format!("ferry:{}", self.id) })
     }
-    async fn observe(&self, cx: &StepCx<'_, FileWorld>) -> Result<Observation, StepError> {
+    async fn observe(
+        &self,
+        cx: &StepCx<'_, FileWorld>,
+    ) -> Result<Observation<Value, Value>, StepError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         match cx.ctx().applied().get(&self.id) {
             None => Ok(Observation::Todo(Value::Null)),
@@ -131,7 +135,7 @@ impl Step<FileWorld> for FileStep {
         &self,
         cx: &StepCx<'_, FileWorld>,
         _change: Value,
-    ) -> Result<Applied, StepError> {
+    ) -> Result<Applied<Value>, StepError> {
         tokio::time::sleep(Duration::from_millis(2)).await;
         cx.ctx().record(&self.id);
         if is_async(self.i) {
@@ -152,9 +156,9 @@ impl Poller<FileWorld> for FilePoller {
         &self,
         world: &Arc<FileWorld>,
         _limits: &Arc<Limits>,
-        _key: &str,
+        _key: &PollKey,
         ids: &[String],
-    ) -> Result<Vec<(String, PollAnswer)>, StepError> {
+    ) -> Result<Vec<(String, PollAnswer<Value>)>, StepError> {
         let applied = world.applied();
         Ok(ids
             .iter()
@@ -189,14 +193,7 @@ pub fn child_main() {
     });
     let mut b = StepGraphBuilder::new();
     let idx: Vec<StepIndex> = (0..N)
-        .map(|i| {
-            b.add_step(Arc::new(FileStep {
-                i,
-                id: id(i),
-                scope: Scope::new("acct", "r1", "ec2"),
-            }))
-            .unwrap()
-        })
+        .map(|i| b.add_step(Arc::new(FileStep { i, id: id(i) })).unwrap())
         .collect();
     for i in 0..N {
         for d in deps_of(i) {

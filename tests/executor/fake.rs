@@ -51,6 +51,17 @@ pub const BUCKETS: [&str; 2] = ["acct/r1/ec2:CopySnapshot", "acct/r1/kms:CreateG
 pub const GATE: &str = "copies/acct/r1";
 pub const POLL_KEY: &str = "fake.copy/acct/r1";
 
+/// A token bucket named in full (`scope/quota`).
+pub fn bucket_key(full: &str) -> BucketKey {
+    let (scope, quota) = full.rsplit_once('/').expect("scope/quota");
+    BucketKey::new(scope, quota)
+}
+
+impl Context for Mem {
+    type Output = Value;
+    type Change = Value;
+}
+
 /// The fake world plus what the checks saw.
 #[derive(Default)]
 pub struct Mem {
@@ -113,21 +124,22 @@ pub fn recorder(mem: Arc<Mem>, events: Arc<Mutex<Vec<Event>>>) -> Box<dyn Subscr
 pub struct FakeStep {
     pub id: String,
     pub spec: Spec,
-    scope: Scope,
-    buckets: Vec<String>,
+    buckets: Vec<BucketKey>,
+    gate: GateKey,
 }
 
 impl FakeStep {
     pub fn new(id: impl Into<String>, spec: Spec) -> Self {
         let buckets = spec
             .bucket
-            .map(|b| vec![BUCKETS[b].to_string()])
+            .map(|b| vec![bucket_key(BUCKETS[b])])
             .unwrap_or_default();
+        let (limit, scope) = GATE.split_once('/').expect("limit/scope");
         FakeStep {
             id: id.into(),
             spec,
-            scope: Scope::new("acct", "r1", "ec2"),
             buckets,
+            gate: GateKey::new(limit, scope),
         }
     }
 
@@ -172,20 +184,17 @@ impl Step<Mem> for FakeStep {
     fn kind(&self) -> &str {
         "fake.step"
     }
-    fn scope(&self) -> &Scope {
-        &self.scope
-    }
-    fn buckets(&self) -> &[String] {
+    fn buckets(&self) -> &[BucketKey] {
         &self.buckets
     }
-    fn gate(&self) -> Option<&str> {
-        self.spec.gate.then_some(GATE)
+    fn gate(&self) -> Option<&GateKey> {
+        self.spec.gate.then_some(&self.gate)
     }
     fn intent(&self, _change: &Value) -> Value {
         json!({ "tag": format!("ferry:{}", self.id) })
     }
 
-    async fn observe(&self, cx: &StepCx<'_, Mem>) -> Result<Observation, StepError> {
+    async fn observe(&self, cx: &StepCx<'_, Mem>) -> Result<Observation<Value, Value>, StepError> {
         let mem = cx.ctx().clone();
         mem.enter();
         *mem.observes
@@ -200,7 +209,7 @@ impl Step<Mem> for FakeStep {
             match mem.world.lock().unwrap().get(&self.id) {
                 Some(0) => Ok(Observation::Done(self.outputs(cx))),
                 Some(_) => Ok(Observation::InProgress(Submitted {
-                    poll_key: POLL_KEY.into(),
+                    poll_key: POLL_KEY.parse().unwrap(),
                     id: format!("r-{}", self.id),
                 })),
                 None => Ok(Observation::Todo(json!({ "create": self.id }))),
@@ -210,7 +219,11 @@ impl Step<Mem> for FakeStep {
         r
     }
 
-    async fn apply(&self, cx: &StepCx<'_, Mem>, change: Value) -> Result<Applied, StepError> {
+    async fn apply(
+        &self,
+        cx: &StepCx<'_, Mem>,
+        change: Value,
+    ) -> Result<Applied<Value>, StepError> {
         let mem = cx.ctx().clone();
         mem.enter();
         *mem.applies
@@ -249,7 +262,7 @@ impl Step<Mem> for FakeStep {
             Behavior::Async(n) => {
                 mem.world.lock().unwrap().insert(self.id.clone(), n);
                 Ok(Applied::Submitted(Submitted {
-                    poll_key: POLL_KEY.into(),
+                    poll_key: POLL_KEY.parse().unwrap(),
                     id: format!("r-{}", self.id),
                 }))
             }
@@ -278,9 +291,9 @@ impl Poller<Mem> for MemPoller {
         &self,
         mem: &Arc<Mem>,
         _limits: &Arc<Limits>,
-        key: &str,
+        key: &PollKey,
         ids: &[String],
-    ) -> Result<Vec<(String, PollAnswer)>, StepError> {
+    ) -> Result<Vec<(String, PollAnswer<Value>)>, StepError> {
         if mem.polls_in_flight.fetch_add(1, Ordering::SeqCst) != 0 {
             mem.violation(format!("two polls of {key} at once"));
         }
@@ -401,7 +414,7 @@ pub fn check_buckets(limits: &Limits) -> Result<(), String> {
         by_key.entry(k).or_default().push(t);
     }
     for (k, mut ts) in by_key {
-        let cfg = limits.bucket_config(&k).unwrap();
+        let cfg = limits.bucket_config(&bucket_key(&k)).unwrap();
         ts.sort();
         for i in 0..ts.len() {
             for j in i..ts.len() {

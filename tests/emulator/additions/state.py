@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "quotas": {},
     # Probability (0..1) that a request is answered with the service's HTTP 500 error.
     "fault_rate": 0.0,
+    # Probability (0..1) that a mutating request takes effect and its answer is lost: half of
+    # those are answered with the service's HTTP 500 error, half with a dropped connection.
+    "lost_response_rate": 0.0,
     # Milliseconds added before every AWS request is handled.
     "latency_ms": 0,
     # Seed for the fault injector's random numbers (null: not seeded).
@@ -90,7 +93,7 @@ def validate(update: Any) -> dict[str, Any]:
             _number(key, value)
         elif key in ("max_pending_snapshot_copies", "max_pending_image_copies"):
             _number(key, value, 1)
-        elif key == "fault_rate":
+        elif key in ("fault_rate", "lost_response_rate"):
             _number(key, value, 0, 1)
         elif key in ("throttle", "enforce_kms") and not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false, got {value!r}")

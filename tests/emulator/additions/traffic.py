@@ -15,11 +15,17 @@ KMS per-second request quotas per (account, region, API) (cryptographic operatio
 regional bucket), answered with `ThrottlingException` (HTTP 400, JSON `__type`); S3 per
 (account, region, bucket, read|write) 5,500 GET/HEAD and 3,500 PUT/COPY/POST/DELETE per second,
 answered with `SlowDown` (HTTP 503, S3 XML). Faults are the services' HTTP 500 errors.
+
+Lost responses (`lost_response_rate`, off by default) are what AWS also does: the request is
+applied, and then its answer never arrives, as a 500 (the service's InternalError after the work
+was done) or as a connection closed without a response (a reset, a proxy or NAT timeout). A
+client cannot tell either from a failure before the work: it must look before it tries again.
 """
 
 import io
 import json
 import re
+import socket
 import time
 import uuid
 from typing import Any, Callable
@@ -331,7 +337,7 @@ def _count(req: Request, field: str | None) -> None:
     with state.lock:
         entry = state.requests.setdefault(
             (req.account, req.region, req.service, req.action),
-            {"count": 0, "throttled": 0, "faults": 0},
+            {"count": 0, "throttled": 0, "faults": 0, "lost": 0},
         )
         if field is None:
             entry["count"] += 1
@@ -355,6 +361,7 @@ def counters() -> dict[str, Any]:
         "requests": sum(r["count"] for r in rows),
         "throttled": sum(r["throttled"] for r in rows),
         "faults": sum(r["faults"] for r in rows),
+        "lost": sum(r["lost"] for r in rows),
         "mutating": sum(r["count"] for r in rows if r["mutating"]),
     }
     copy_totals = {k: sum(c[k] for c in copies) for k in ("snapshots", "images", "image_snapshots")}
@@ -414,11 +421,34 @@ class Traffic:
                 return self._error(start_response, req.service, "fault")
         from .ec2_shared import set_viewer
 
+        lost_rate = float(state.get("lost_response_rate"))
+        lost = False
+        if lost_rate > 0 and is_mutating(req.action):
+            with state.lock:
+                lost = state.rng.random() < lost_rate
+                dropped = state.rng.random() < 0.5
         set_viewer(req.account)
         try:
-            return self.app(environ, start_response)
+            if not lost:
+                return self.app(environ, start_response)
+            # The work is done; the answer is thrown away.
+            body = self.app(environ, lambda status, headers, exc_info=None: (lambda b: None))
+            for _ in body:
+                pass
+            if hasattr(body, "close"):
+                body.close()
         finally:
             set_viewer(None)
+        _count(req, "lost")
+        conn = environ.get("werkzeug.socket")
+        if dropped and conn is not None:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            start_response("500 Internal Server Error", [("Content-Length", "0")])
+            return []
+        return self._error(start_response, req.service, "fault")
 
     @staticmethod
     def _error(start_response: Callable[..., Any], service: str, kind: str) -> list[bytes]:

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::event::{Event, RunResult, Subscriber, SubscriberError};
+use crate::exec::{Event, RunResult, Subscriber, SubscriberError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -100,7 +100,7 @@ impl Subscriber for Progress {
                     let overall = multi.add(ProgressBar::new(*steps as u64));
                     overall.set_style(
                         ProgressStyle::with_template(
-                            "{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})",
+                            "{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})  {msg}",
                         )
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                     );
@@ -127,11 +127,22 @@ impl Subscriber for Progress {
                     self.line(&format!("submitted {step} ({id})"))?;
                 }
             }
-            Event::StepProgress { step, percent } => {
+            Event::StepProgress {
+                step,
+                percent,
+                detail,
+            } => {
                 if let Some(p) = self.in_flight.get_mut(step) {
                     *p = *percent;
                 }
                 self.update_copies();
+                if let Some(d) = detail {
+                    match &self.bars {
+                        Some(b) => b.overall.set_message(format!("{step}: {d}")),
+                        None if !quiet => self.line(&format!("{step}: {d}"))?,
+                        None => {}
+                    }
+                }
             }
             Event::StepDone { step, .. } => {
                 self.finished += 1;

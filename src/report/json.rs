@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::{Map, Value, json};
 
-use super::event::{Event, Subscriber, SubscriberError};
+use crate::exec::{Event, Subscriber, SubscriberError};
 
 pub struct JsonReport {
     out: Box<dyn Write + Send>,

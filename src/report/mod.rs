@@ -1,0 +1,16 @@
+//! What a person (or a program) reads: the plan, offline and live, as text and JSON; progress
+//! while a run goes; the summary when it ends. Everything here renders (or, for progress,
+//! subscribes to the run's events); the commands decide where it goes and the exit code.
+
+pub mod graph;
+mod json;
+pub mod plan;
+mod progress;
+pub mod style;
+pub mod summary;
+
+pub use json::JsonReport;
+pub use plan::PlanDocument;
+pub use progress::{Progress, ProgressMode};
+pub use style::Style;
+pub use summary::{RunSummary, summary};
