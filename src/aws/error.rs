@@ -167,12 +167,20 @@ const TRANSIENT: &[&str] = &[
     "DispatchFailure",
     "Unavailable",
     "OperationAborted",
+    // IAM: another change to the same entity is in progress; it goes through once that ends.
+    "ConcurrentModification",
+    "ConcurrentModificationException",
 ];
 
 /// Quotas on things in flight: wait for a slot, never fail.
 const QUOTA: &[&str] = &["ResourceLimitExceeded", "SnapshotCopyLimitExceeded"];
 
 pub fn classify(e: &AwsError, not_yet_consistent: &[&str]) -> ErrorClass {
+    // KMS says LimitExceededException for its resource quotas (keys, aliases, grants per key):
+    // waiting does not help, raising the quota does. Elsewhere the code means a request rate.
+    if e.service.eq_ignore_ascii_case("kms") && e.code == "LimitExceededException" {
+        return ErrorClass::Permanent;
+    }
     if e.is_code(QUOTA) {
         ErrorClass::QuotaExceeded
     } else if e.is_code(THROTTLING) || (e.status == Some(503) && e.service == "s3") {
@@ -202,9 +210,47 @@ fn hint(e: &AwsError) -> Option<String> {
         || code == "SignatureDoesNotMatch"
     {
         Some("the credentials for this account are invalid or expired: refresh them (e.g. `aws sso login`)".into())
+    } else if code == "LimitExceededException" && e.service.eq_ignore_ascii_case("kms") {
+        Some(format!(
+            "a KMS quota of this account and region is used up ({}:{} was refused: keys, aliases or grants per key, see the message); raise it in Service Quotas (\"AWS Key Management Service\") or remove what is no longer used, then `ferry resume`",
+            e.service, e.operation
+        ))
     } else if code == "IdempotentParameterMismatch" {
         Some("a copy with the same client token but other parameters exists: the plan changed under a running migration; use `ferry resume --replan`".into())
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(service: &'static str, code: &str, status: u16) -> AwsError {
+        AwsError {
+            service,
+            operation: "Op",
+            code: code.into(),
+            message: String::new(),
+            request_id: None,
+            status: Some(status),
+            transport: false,
+        }
+    }
+
+    #[test]
+    fn kms_resource_quotas_fail_and_say_which_quota() {
+        let e = error("kms", "LimitExceededException", 400);
+        assert_eq!(classify(&e, &[]), ErrorClass::Permanent);
+        assert!(hint(&e).is_some_and(|h| h.contains("Service Quotas")));
+        // Elsewhere the same code is a request rate: retried.
+        let e = error("ec2", "LimitExceededException", 400);
+        assert_eq!(classify(&e, &[]), ErrorClass::Throttled);
+    }
+
+    #[test]
+    fn an_iam_concurrent_modification_is_tried_again() {
+        let e = error("iam", "ConcurrentModification", 409);
+        assert_eq!(classify(&e, &[]), ErrorClass::Transient);
     }
 }

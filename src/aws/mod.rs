@@ -96,7 +96,7 @@ impl Aws {
                     .session_name(session)
                     .configure(&sdk);
                 if let Some(ext) = &a.external_id {
-                    provider = provider.external_id(&ext.value);
+                    provider = provider.external_id(ext.value.expose());
                 }
                 let provider = provider.build().await;
                 sdk = sdk

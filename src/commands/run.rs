@@ -47,6 +47,21 @@ async fn prepare(
 ) -> Result<Prepared, Outcome> {
     let plan = load(path).ok_or(Outcome::BadInput)?;
     let plan_text = read_text(path)?;
+    // A plan stored with a run keeps only the fingerprint of a secret.
+    for a in &plan.accounts {
+        if a.value
+            .external_id
+            .as_ref()
+            .is_some_and(|e| e.value.is_fingerprint())
+        {
+            eprintln!(
+                "error: account `{}`: the plan stored with the run keeps only a fingerprint of its external_id; \
+                 resume where the plan file is (at its path), so that ferry can read the external id",
+                a.name.value
+            );
+            return Err(Outcome::BadInput);
+        }
+    }
     let aws = Aws::connect(&plan, global.endpoint_url.clone()).await;
     let quotas: BTreeMap<String, _> = plan
         .settings
@@ -69,7 +84,7 @@ async fn prepare(
             Err(ResolveError::BadInput(diagnostics)) => {
                 let errors = PlanErrors {
                     path: path.display().to_string(),
-                    source: plan_text.clone(),
+                    source: crate::plan::secret::mask(&plan_text),
                     diagnostics,
                 };
                 eprint!("{}", errors.render());
@@ -87,7 +102,11 @@ async fn prepare(
         .map_err(|e| Outcome::Failed(format!("internal error compiling the plan: {e}")))?;
     let built = steps::build(&specs)
         .map_err(|e| Outcome::Failed(format!("internal error building steps: {e}")))?;
-    let earlier = earlier_additions(&plan, path, global);
+    let earlier = earlier_additions(&plan, path, global).map_err(|e| {
+        Outcome::Failed(format!(
+            "cannot read what earlier runs in this state added (needed to take back only that): {e}"
+        ))
+    })?;
     let cx = Arc::new(Cx::new(aws, &plan.name.value, &resolution).with_earlier(earlier));
     Ok(Prepared {
         plan,
@@ -101,58 +120,101 @@ async fn prepare(
     })
 }
 
-/// What share and key-access steps of earlier runs in this state added (their outputs merged:
-/// lists united, flags or-ed), so that a later revoke takes back exactly what ferry added.
+/// What share and key-access steps of the runs in this state added (their outputs merged:
+/// lists united, flags or-ed), so that a revoke takes back exactly what ferry added. A step's
+/// intent counts as well: it was journaled before the call, so a share or statement whose
+/// answer was lost is still ferry's. A state that cannot be read is an error, never "nothing
+/// to take back".
 fn earlier_additions(
     plan: &Plan,
     plan_path: &Path,
     global: &Global,
-) -> std::collections::HashMap<StepId, StepOutput> {
+) -> Result<std::collections::HashMap<StepId, StepOutput>, String> {
+    use crate::exec::Event;
+    use crate::steps::output::{KeyAccessOutput, ShareOutput};
     let mut merged: std::collections::HashMap<StepId, StepOutput> = Default::default();
     let backend: Box<dyn JournalBackend> = match state_location(plan, plan_path, global) {
         State::Local(dir) => match LocalJournal::open(dir) {
             Ok(b) => Box::new(b),
-            Err(_) => return merged,
+            // No state yet: nothing was added.
+            Err(journal::JournalError::NoState(_)) => return Ok(merged),
+            Err(e) => return Err(e.to_string()),
         },
         State::S3(url) => match state::connect_s3(&url, global, None).and_then(|b| b.open()) {
             Ok(b) => Box::new(b),
-            Err(_) => return merged,
+            Err(journal::JournalError::NoState(_)) => return Ok(merged),
+            Err(e) => return Err(e.to_string()),
         },
     };
-    for run in backend.list_runs().unwrap_or_default() {
-        let Ok(log) = backend.read_log(&run) else {
-            continue;
-        };
+    let mut add = |id: StepId, out: StepOutput| match (merged.get_mut(&id), out) {
+        (Some(StepOutput::Share(all)), StepOutput::Share(more)) => {
+            for r in more.added_by_ferry {
+                if !all.added_by_ferry.contains(&r) {
+                    all.added_by_ferry.push(r);
+                }
+            }
+        }
+        (Some(StepOutput::KeyAccess(all)), StepOutput::KeyAccess(more)) => {
+            all.access_added_by_ferry |= more.access_added_by_ferry;
+        }
+        (_, out) => {
+            merged.insert(id, out);
+        }
+    };
+    let kind_of = |id: &StepId| match id.action.as_str() {
+        "share" => Some(StepKind::ShareSnapshot),
+        "grant-access" => Some(StepKind::GrantKeyAccess),
+        _ => None,
+    };
+    for run in backend.list_runs().map_err(|e| e.to_string())? {
+        let log = backend.read_log(&run).map_err(|e| e.to_string())?;
         for (step, out) in journal::fold(&log.events).resume().done {
             let Ok(id) = step.parse::<StepId>() else {
                 continue;
             };
-            let kind = match id.action.as_str() {
-                "share" => StepKind::ShareSnapshot,
-                "grant-access" => StepKind::GrantKeyAccess,
-                _ => continue,
-            };
-            let Some(out) = StepOutput::from_journal(kind, out) else {
+            let Some(out) = kind_of(&id).and_then(|k| StepOutput::from_journal(k, out)) else {
                 continue;
             };
-            match (merged.get_mut(&id), out) {
-                (Some(StepOutput::Share(all)), StepOutput::Share(more)) => {
-                    for r in more.added_by_ferry {
-                        if !all.added_by_ferry.contains(&r) {
-                            all.added_by_ferry.push(r);
-                        }
-                    }
+            add(id, out);
+        }
+        for ev in &log.events {
+            let Event::StepIntent { step, intent, .. } = ev else {
+                continue;
+            };
+            let Ok(id) = step.parse::<StepId>() else {
+                continue;
+            };
+            match kind_of(&id) {
+                Some(StepKind::ShareSnapshot) => {
+                    let adding: Vec<String> = intent["adding"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect();
+                    add(
+                        id,
+                        StepOutput::Share(ShareOutput {
+                            added_by_ferry: adding,
+                        }),
+                    );
                 }
-                (Some(StepOutput::KeyAccess(all)), StepOutput::KeyAccess(more)) => {
-                    all.access_added_by_ferry |= more.access_added_by_ferry;
+                Some(StepKind::GrantKeyAccess) if intent["adding"] == serde_json::json!(true) => {
+                    let key = intent["key"].as_str().unwrap_or_default().to_string();
+                    add(
+                        id,
+                        StepOutput::KeyAccess(KeyAccessOutput {
+                            access_added_by_ferry: true,
+                            key,
+                            grant_id: None,
+                        }),
+                    );
                 }
-                (_, out) => {
-                    merged.insert(id, out);
-                }
+                _ => {}
             }
         }
     }
-    merged
+    Ok(merged)
 }
 
 fn state_setting(plan: &Plan, global: &Global) -> Option<String> {
@@ -305,7 +367,8 @@ pub fn apply(
             NewRun {
                 run_id: &run_id,
                 plan_name: &p.plan.name.value,
-                plan_text: &p.plan_text,
+                // Stored without its secrets (their fingerprints instead).
+                plan_text: &p.plan.redacted(&p.plan_text),
                 graph: &graph,
                 step_ids,
             },
@@ -570,12 +633,15 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("the run's stored graph is unreadable: {e}")),
     };
+    // The stored plan's copy, if the run needs it: removed when the resume is over.
+    let mut _plan_copy: Option<PrivateDir> = None;
     let plan_text = match std::fs::read_to_string(&plan_path) {
         Ok(t) => t,
         // Another machine (a shared state): the plan the run started with is in the state.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !replan => {
             match stored_plan_copy(backend.as_ref(), &run_id, &plan_path) {
-                Ok((path, text)) => {
+                Ok((path, text, guard)) => {
+                    _plan_copy = Some(guard);
                     if !global.quiet {
                         println!(
                             "The plan file {} is not here; using the plan stored with run {run_id}.",
@@ -606,6 +672,11 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
             Err(e) => return Outcome::Failed(e.to_string()),
         },
         None => backend,
+    };
+    // Runs store their plan without secrets: compare like with like.
+    let plan_text = match crate::plan::from_text(&plan_path.display().to_string(), &plan_text) {
+        Ok(p) => p.redacted(&plan_text),
+        Err(_) => plan_text,
     };
     let mut prepared_run =
         match journal::resume_run(backend.as_ref(), Some(&run_id), &plan_text, replan) {
@@ -641,15 +712,32 @@ fn stored_plan_copy(
     backend: &dyn JournalBackend,
     run_id: &str,
     original: &Path,
-) -> Result<(PathBuf, String), String> {
+) -> Result<(PathBuf, String, PrivateDir), String> {
     let text = backend.read_plan(run_id).map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("ferry-{}-{run_id}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let guard = PrivateDir(dir.clone());
     let name = original
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "plan.yaml".into());
     let path = dir.join(name);
     std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((path, text))
+    Ok((path, text, guard))
+}
+
+/// A directory only its owner may read, removed when the run that needed it is over.
+struct PrivateDir(PathBuf);
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -713,6 +713,15 @@ impl<'p> Checker<'p> {
                     "AMIs are shared within their region; to move one, set `copy: true`".into(),
                 );
             }
+            if let Some(r) = m.revoke_after.as_ref().filter(|r| r.value) {
+                self.err(
+                    r.span,
+                    "`revoke_after: true` with `copy: false` would share the AMI and take the share back in the same run",
+                )
+                .help = Some(
+                    "a share-only migration keeps its shares: remove `revoke_after`, or set `copy: true` to copy and then revoke".into(),
+                );
+            }
         }
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
         self.tags(&m.tags, "the migration's `tags`");

@@ -10,6 +10,7 @@ pub mod key_ref;
 pub mod load;
 pub mod model;
 pub mod regions;
+pub mod secret;
 pub mod yaml;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ pub use de::Spanned;
 pub use diagnostic::{Diagnostic, PlanErrors, Span};
 pub use key_ref::KeyRef;
 pub use model::*;
+pub use secret::Secret;
 
 /// Load and check a plan from text; `path` is only used to name the file in errors.
 pub fn from_text(path: &str, text: &str) -> Result<Plan, PlanErrors> {
@@ -31,7 +33,8 @@ pub fn from_text(path: &str, text: &str) -> Result<Plan, PlanErrors> {
         Some(plan) if diagnostics.is_empty() => Ok(plan),
         _ => Err(PlanErrors {
             path: path.to_string(),
-            source: text.to_string(),
+            // The lines shown under a problem never show a secret.
+            source: secret::mask(text),
             diagnostics,
         }),
     }
@@ -54,7 +57,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         Ok(text) => from_text(&shown, &text),
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
-            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let text = secret::mask(&String::from_utf8_lossy(e.as_bytes()));
             let span = Span::point(&text, at.min(text.len()));
             Err(PlanErrors {
                 path: shown,

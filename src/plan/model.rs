@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::de::Spanned;
+use super::secret::Secret;
 
 /// A ferry plan: what must be true when the migration is done.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -55,8 +56,8 @@ pub struct Account {
     pub profile: Option<Spanned<String>>,
     /// A role to assume through STS.
     pub role_arn: Option<Spanned<String>>,
-    /// External id for the role (only with `role_arn`). Never printed or journaled.
-    pub external_id: Option<Spanned<String>>,
+    /// External id for the role (only with `role_arn`). Never printed or stored (a run keeps its SHA-256).
+    pub external_id: Option<Spanned<Secret>>,
     /// Session name for the assumed role (default `ferry`).
     pub session_name: Option<Spanned<String>>,
 }
@@ -323,4 +324,17 @@ pub struct QuotaOverride {
     pub per_second: Option<f64>,
     /// For concurrency limits: operations in flight at most.
     pub in_flight: Option<u32>,
+}
+
+impl Plan {
+    /// The plan's text with every secret replaced by its fingerprint: what a run stores.
+    pub fn redacted(&self, text: &str) -> String {
+        let secrets: Vec<(usize, usize, &Secret)> = self
+            .accounts
+            .iter()
+            .filter_map(|a| a.value.external_id.as_ref())
+            .map(|s| (s.span.offset, s.span.len, &s.value))
+            .collect();
+        super::secret::redact(text, &secrets)
+    }
 }

@@ -18,10 +18,11 @@ use crate::lookup::role_arn;
 type Observed = Result<Observation<StepOutput, Change>, StepError>;
 type Done = Result<Applied<StepOutput>, StepError>;
 
-/// IAM returns policy documents URL-encoded (RFC 3986).
-fn decode_document(doc: &str) -> Value {
+/// IAM returns policy documents URL-encoded (RFC 3986); one that reads as neither stops the
+/// step (it is never taken for an empty document).
+fn decode_document(doc: &str) -> Result<Value, StepError> {
     if let Ok(v) = serde_json::from_str(doc) {
-        return v;
+        return Ok(v);
     }
     let bytes = doc.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -51,7 +52,8 @@ fn decode_document(doc: &str) -> Value {
             }
         }
     }
-    serde_json::from_slice(&out).unwrap_or(json!({}))
+    let text = String::from_utf8_lossy(&out).into_owned();
+    policy::parse(Some(&text), "an IAM policy document")
 }
 
 const TRUST_SID: &str = "ferryS3Replication";
@@ -204,7 +206,7 @@ impl EnsureRole {
             .send()
             .await
         {
-            Ok(o) => Some(decode_document(o.policy_document())),
+            Ok(o) => Some(decode_document(o.policy_document())?),
             Err(e) => {
                 let e = iam_error("GetRolePolicy")(e);
                 if !e.is_not_found() {
@@ -215,10 +217,10 @@ impl EnsureRole {
         };
         Ok(Some(Current {
             arn: role.arn().to_string(),
-            trust: role
-                .assume_role_policy_document()
-                .map(decode_document)
-                .unwrap_or(json!({})),
+            trust: match role.assume_role_policy_document() {
+                Some(d) => decode_document(d)?,
+                None => json!({}),
+            },
             inline,
         }))
     }
@@ -360,9 +362,10 @@ mod tests {
     #[test]
     fn documents_decode_url_encoded_or_plain() {
         let plain = r#"{"Version":"2012-10-17","Statement":[]}"#;
-        assert_eq!(decode_document(plain)["Version"], "2012-10-17");
+        assert_eq!(decode_document(plain).unwrap()["Version"], "2012-10-17");
         let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
-        assert_eq!(decode_document(encoded)["Version"], "2012-10-17");
+        assert_eq!(decode_document(encoded).unwrap()["Version"], "2012-10-17");
+        assert!(decode_document("%7Bnot").is_err());
     }
 
     #[test]

@@ -412,10 +412,17 @@ pub struct MergeKeyPolicy {
 impl MergeKeyPolicy {
     pub fn new(step: &PlannedStep, spec: KeyPolicySpec) -> Self {
         let base = Base::new(step, "kms:PutKeyPolicy");
-        let gate = GateKey::new(
-            super::KEY_POLICY_GATE,
-            &format!("{}/{}/{}", base.account, base.region, spec.key.shown),
-        );
+        // One gate per key for every writer of its policy (statements, key access, replication
+        // roles): by its ARN, as key-access steps name it, once the key exists.
+        let gate = match &spec.key.key {
+            crate::graph::DestKey::Existing(arn) => {
+                GateKey::new(super::KEY_POLICY_GATE, arn.as_str())
+            }
+            _ => GateKey::new(
+                super::KEY_POLICY_GATE,
+                &format!("{}/{}/{}", base.account, base.region, spec.key.shown),
+            ),
+        };
         MergeKeyPolicy { base, spec, gate }
     }
 
@@ -460,7 +467,7 @@ impl MergeKeyPolicy {
             .send()
             .await
             .map_err(|e| failed(kms_error("GetKeyPolicy")(e), FRESH))?;
-        Ok(serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or(json!({})))
+        policy::parse(out.policy(), &format!("the key policy of {key}"))
     }
 
     fn done(arn: &crate::ids::KeyArn) -> StepOutput {

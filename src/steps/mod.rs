@@ -45,6 +45,9 @@ pub struct Cx {
     /// Shares this process made or took back, so that a run after its dry run sees them
     /// without listing again.
     pub shared_now: Mutex<HashMap<share::ShareFact, bool>>,
+    /// What share and key-access steps of this process set out to add (step id -> resources):
+    /// ferry's, even where the answer was lost.
+    pub attempted_shares: Mutex<HashMap<String, Vec<String>>>,
     /// Steps whose last mutating call failed without an answer (a 5xx, a reset, a timeout): the
     /// work may have been done, and may not show yet. Step id -> when.
     pub ambiguous: Mutex<HashMap<String, std::time::Instant>>,
@@ -72,7 +75,27 @@ impl Cx {
             shares: Default::default(),
             shared_now: Default::default(),
             ambiguous: Default::default(),
+            attempted_shares: Default::default(),
         }
+    }
+
+    /// `step` is about to add `resource` (a share, or access to a key).
+    pub fn attempt_share(&self, step: &str, resource: &str) {
+        let mut a = self.attempted_shares.lock().expect("attempted");
+        let list = a.entry(step.to_string()).or_default();
+        if !list.iter().any(|r| r == resource) {
+            list.push(resource.to_string());
+        }
+    }
+
+    /// What `step` set out to add in this process.
+    pub fn shares_attempted(&self, step: &str) -> Vec<String> {
+        self.attempted_shares
+            .lock()
+            .expect("attempted")
+            .get(step)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Records that `step`'s call may have taken effect without an answer.
@@ -433,6 +456,12 @@ pub(crate) async fn existing_key_arn(
 /// whole document, so two read-merge-write edits of one key must not overlap.
 pub const KEY_POLICY_GATE: &str = "key-policy";
 
+/// Gates serializing the read-merge-write of one bucket's replication configuration and of its
+/// bucket policy: two migrations from (or into) one bucket must not lose each other's rule or
+/// statement.
+pub const REPLICATION_GATE: &str = "bucket-replication";
+pub const BUCKET_POLICY_GATE: &str = "bucket-policy";
+
 /// The limiter for a plan: the default quota table with the plan's overrides.
 pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limits {
     let mut buckets = HashMap::new();
@@ -456,7 +485,9 @@ pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limit
             }
         }
     }
-    gates.insert(KEY_POLICY_GATE.to_string(), 1);
+    for gate in [KEY_POLICY_GATE, REPLICATION_GATE, BUCKET_POLICY_GATE] {
+        gates.insert(gate.to_string(), 1);
+    }
     Limits::new(buckets, gates)
 }
 

@@ -3,6 +3,18 @@
 
 use serde_json::{Value, json};
 
+/// A policy document as AWS returned it (`None`: there is none). One ferry cannot read stops
+/// the step and shows the text: merging into `{}` instead would drop every statement in it.
+pub fn parse(text: Option<&str>, what: &str) -> Result<Value, crate::exec::StepError> {
+    let text = text.unwrap_or("{}");
+    serde_json::from_str(text).map_err(|e| {
+        crate::exec::StepError::permanent(
+            "UnreadablePolicy",
+            format!("{what} is not a JSON document ferry can read ({e}); nothing was changed. It reads: {text}"),
+        )
+    })
+}
+
 /// The policy with `statements` merged in by Sid. Statements without a Sid, and those with
 /// other Sids, stay unchanged and in place; a statement with a known Sid replaces that one.
 pub fn merge(policy: &Value, statements: &[Value]) -> Value {
@@ -162,6 +174,14 @@ mod tests {
         assert_eq!(merged["Statement"][2], st2);
         let back = remove(&merged, "ferry-p");
         assert!(same(&back, &policy()));
+    }
+
+    #[test]
+    fn a_policy_that_does_not_parse_is_an_error_not_an_empty_policy() {
+        let e = parse(Some("{ not json"), "the key policy of k").unwrap_err();
+        assert_eq!(e.code, "UnreadablePolicy");
+        assert!(e.message.contains("{ not json"), "{}", e.message);
+        assert_eq!(parse(None, "x").unwrap(), json!({}));
     }
 
     #[test]

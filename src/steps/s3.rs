@@ -14,8 +14,8 @@ use aws_sdk_s3::types::{
     EncryptionConfiguration, OwnerOverride, ReplicationConfiguration, ReplicationRule,
     ReplicationRuleFilter, ReplicationRuleStatus, ServerSideEncryption,
     ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-    SourceSelectionCriteria, SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus, Tag, Tagging,
-    VersioningConfiguration,
+    SourceSelectionCriteria, SseKmsEncryptedObjects, SseKmsEncryptedObjectsStatus, StorageClass,
+    Tag, Tagging, VersioningConfiguration,
 };
 use serde_json::{Value, json};
 
@@ -26,8 +26,8 @@ use super::{
 };
 use crate::aws::AwsError;
 use crate::exec::{
-    Applied, BucketKey, ErrorClass, Limits, Observation, RetryPolicies, Step, StepCx, StepError,
-    with_retries,
+    Applied, BucketKey, ErrorClass, GateKey, Limits, Observation, RetryPolicies, Step, StepCx,
+    StepError, with_retries,
 };
 use crate::graph::{
     BackfillSpec, BucketPolicySpec, CreateBucketSpec, PlannedStep, ReplicationSpec, RoleRef,
@@ -343,12 +343,18 @@ impl Step<Cx> for CreateBucket {
 pub struct AllowReplicationRole {
     base: Base,
     spec: BucketPolicySpec,
+    gate: GateKey,
 }
 
 impl AllowReplicationRole {
     pub fn new(step: &PlannedStep, spec: BucketPolicySpec) -> Self {
+        let base = Base::new(step, "s3:PutBucketPolicy");
         AllowReplicationRole {
-            base: Base::new(step, "s3:PutBucketPolicy"),
+            gate: GateKey::new(
+                super::BUCKET_POLICY_GATE,
+                &format!("{}/{}", base.account, spec.bucket),
+            ),
+            base,
             spec,
         }
     }
@@ -390,7 +396,10 @@ impl AllowReplicationRole {
             .send()
             .await;
         match out {
-            Ok(o) => Ok(serde_json::from_str(o.policy().unwrap_or("{}")).unwrap_or(json!({}))),
+            Ok(o) => policy::parse(
+                o.policy(),
+                &format!("the bucket policy of {}", self.spec.bucket),
+            ),
             Err(e) => {
                 let e = s3_error("GetBucketPolicy")(e);
                 if e.is_code(&["NoSuchBucketPolicy", "NoSuchBucket"]) {
@@ -406,6 +415,10 @@ impl AllowReplicationRole {
 #[async_trait]
 impl Step<Cx> for AllowReplicationRole {
     step_identity!();
+
+    fn gate(&self) -> Option<&GateKey> {
+        Some(&self.gate)
+    }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let before = self.current(cx).await?;
@@ -457,6 +470,7 @@ impl Step<Cx> for AllowReplicationRole {
 pub struct PutReplication {
     base: Base,
     spec: ReplicationSpec,
+    gate: GateKey,
 }
 
 /// A rule as ferry compares and shows it.
@@ -468,8 +482,13 @@ pub fn rule_json(r: &ReplicationRule) -> Value {
         "id": r.id(),
         "priority": r.priority(),
         "status": r.status().as_str(),
-        "prefix": r.filter().and_then(|f| f.prefix()).or(r.prefix()),
-        "delete_markers": r.delete_marker_replication().and_then(|m| m.status()).map(|s| s.as_str()),
+        // S3 reads back an absent prefix as "" and absent delete-marker replication as
+        // Disabled: the same rule, not a change.
+        "prefix": r.filter().and_then(|f| f.prefix()).or(r.prefix()).unwrap_or(""),
+        "delete_markers": r
+            .delete_marker_replication()
+            .and_then(|m| m.status())
+            .map_or("Disabled", |s| s.as_str()),
         "sse_kms_encrypted_objects": r
             .source_selection_criteria()
             .and_then(|c| c.sse_kms_encrypted_objects())
@@ -512,8 +531,13 @@ fn merge_rules(mut rules: Vec<ReplicationRule>, ours: ReplicationRule) -> Vec<Re
 
 impl PutReplication {
     pub fn new(step: &PlannedStep, spec: ReplicationSpec) -> Self {
+        let base = Base::new(step, "s3:PutBucketReplication");
         PutReplication {
-            base: Base::new(step, "s3:PutBucketReplication"),
+            gate: GateKey::new(
+                super::REPLICATION_GATE,
+                &format!("{}/{}", base.account, spec.bucket),
+            ),
+            base,
             spec,
         }
     }
@@ -627,6 +651,10 @@ impl PutReplication {
 impl Step<Cx> for PutReplication {
     step_identity!();
 
+    fn gate(&self) -> Option<&GateKey> {
+        Some(&self.gate)
+    }
+
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let account = self.spec.destination_account.as_str();
         let key = key_arn(cx, &self.spec.key, account, self.destination_region()).await?;
@@ -717,6 +745,9 @@ struct Object {
     size: i64,
     /// Seconds since the epoch.
     modified: i64,
+    /// As listed; a copy is STANDARD unless the request names the class (S3 user guide,
+    /// "Copying objects"), so a copy of any other class must name it.
+    storage_class: Option<String>,
 }
 
 /// A bucket listing read a page at a time (never the whole listing in memory). Keys come in
@@ -762,10 +793,16 @@ impl Listing {
                     return Err(e);
                 }
             };
-            self.page.extend(out.contents().iter().map(|o| Object {
-                key: o.key().unwrap_or_default().to_string(),
-                size: o.size().unwrap_or(0),
-                modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
+            self.page.extend(out.contents().iter().map(|o| {
+                Object {
+                    key: o.key().unwrap_or_default().to_string(),
+                    size: o.size().unwrap_or(0),
+                    modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
+                    storage_class: o
+                        .storage_class()
+                        .map(|c| c.as_str().to_string())
+                        .filter(|c| c != "STANDARD"),
+                }
             }));
             self.token = out.next_continuation_token().map(str::to_string);
             self.done = !out.is_truncated().unwrap_or(false) || self.token.is_none();
@@ -1004,6 +1041,7 @@ impl Copier {
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .ssekms_key_id(&self.key)
                 .bucket_key_enabled(self.bucket_key)
+                .set_storage_class(o.storage_class.as_deref().map(StorageClass::from))
                 .send()
                 .await;
             match out {
@@ -1253,6 +1291,34 @@ mod tests {
         let added = merge_rules(vec![rule("a", "x/")], rule("ferry", ""));
         assert_eq!(added.len(), 2);
         assert_eq!(added[1].id(), Some("ferry"));
+    }
+
+    #[test]
+    fn a_rule_read_back_without_its_empty_prefix_or_delete_markers_is_the_same_rule() {
+        let put = ReplicationRule::builder()
+            .id("ferry")
+            .status(ReplicationRuleStatus::Enabled)
+            .filter(ReplicationRuleFilter::builder().prefix("").build())
+            .delete_marker_replication(
+                DeleteMarkerReplication::builder()
+                    .status(DeleteMarkerReplicationStatus::Disabled)
+                    .build(),
+            )
+            .destination(
+                Destination::builder()
+                    .bucket("arn:aws:s3:::d")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let mut back = put.clone();
+        back.filter = Some(ReplicationRuleFilter::builder().build());
+        back.delete_marker_replication = None;
+        assert_eq!(rule_json(&put), rule_json(&back));
+        let mut other = put.clone();
+        other.filter = Some(ReplicationRuleFilter::builder().prefix("logs/").build());
+        assert_ne!(rule_json(&put), rule_json(&other));
     }
 
     #[test]

@@ -370,7 +370,13 @@ impl Step<Cx> for Permission {
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let pending = self.pending(cx).await?;
         if pending.is_empty() {
-            return Ok(Observation::Done(share_output(Vec::new())));
+            // A share this process tried whose answer was lost is there, and is ferry's.
+            let tried = if self.add {
+                cx.ctx().shares_attempted(&self.base.id_text)
+            } else {
+                Vec::new()
+            };
+            return Ok(Observation::Done(share_output(tried)));
         }
         let who = &self.spec.sharing.with_account;
         let (mark, verb) = if self.add {
@@ -389,12 +395,29 @@ impl Step<Cx> for Permission {
         )))
     }
 
+    /// Journaled before the call: what this step is about to share is ferry's, even if the
+    /// answer never comes.
+    fn intent(&self, change: &Change) -> Value {
+        let resources = match &change.todo {
+            Todo::Resources(r) => r.clone(),
+            _ => Vec::new(),
+        };
+        if self.add {
+            json!({ "adding": resources })
+        } else {
+            json!({ "removing": resources })
+        }
+    }
+
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         let resources = match change.todo {
             Todo::Resources(r) => r,
             _ => Vec::new(),
         };
         for r in &resources {
+            if self.add {
+                cx.ctx().attempt_share(&self.base.id_text, r);
+            }
             self.modify(cx, r).await?;
             let fact = self.fact(cx.ctx(), r);
             cx.ctx()
@@ -403,7 +426,13 @@ impl Step<Cx> for Permission {
                 .expect("shares")
                 .insert(fact, self.add);
         }
-        let added = if self.add { resources } else { Vec::new() };
+        // Everything this step set out to share in this process, including what an earlier
+        // attempt shared before its answer was lost.
+        let added = if self.add {
+            cx.ctx().shares_attempted(&self.base.id_text)
+        } else {
+            Vec::new()
+        };
         Ok(Applied::Done(share_output(added)))
     }
 }
@@ -478,7 +507,7 @@ impl SourceKeyAccess {
             .send()
             .await
             .map_err(|e| failed(kms_error("GetKeyPolicy")(e), &[]))?;
-        Ok(serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or(json!({})))
+        policy::parse(out.policy(), &format!("the key policy of {}", self.key))
     }
 
     async fn put_policy(&self, cx: &StepCx<'_, Cx>, policy: &Value) -> Result<(), StepError> {
@@ -570,7 +599,13 @@ impl Step<Cx> for SourceKeyAccess {
     }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
-        let done = || Ok(Observation::Done(self.output(false, None)));
+        // Access this process tried to add (its answer maybe lost) is ferry's.
+        let tried = self.add
+            && cx
+                .ctx()
+                .shares_attempted(&self.base.id_text)
+                .contains(&self.key);
+        let done = || Ok(Observation::Done(self.output(tried, None)));
         if self.no_longer_needed(cx).await? || (!self.add && !self.added_by_ferry(cx)) {
             return done();
         }
@@ -613,11 +648,14 @@ impl Step<Cx> for SourceKeyAccess {
 
     fn intent(&self, change: &Change) -> Value {
         // The key policy as it was before ferry's edit, kept in the journal.
-        json!({ "key": self.key, "policy_before": change.policy_before() })
+        json!({ "key": self.key, "policy_before": change.policy_before(), "adding": self.add })
     }
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
         let client = cx.ctx().aws.kms(&self.base.account, &self.base.region);
+        if self.add {
+            cx.ctx().attempt_share(&self.base.id_text, &self.key);
+        }
         if self.grant() {
             // Look again under the gate: another migration sharing this key may have just
             // made (or taken back) the same named grant.

@@ -314,6 +314,26 @@ fn key_policy_access_then_revoke_keeps_everything_else() {
         "the external id is never printed"
     );
     assert!(!text(&out.stderr).contains("not-a-real-secret"));
+    // Not one byte of the state holds it: the stored plan keeps its SHA-256.
+    let mut files = vec![w.path(".ferry")];
+    let mut plans = 0;
+    while let Some(f) = files.pop() {
+        if f.is_dir() {
+            files.extend(std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("not-a-real-secret"),
+            "{} holds the external id",
+            f.display()
+        );
+        if f.file_name().is_some_and(|n| n == "plan.yaml") {
+            plans += 1;
+            assert!(String::from_utf8_lossy(&bytes).contains("external_id: \"sha256:"));
+        }
+    }
+    assert_eq!(plans, 1, "the run's plan is stored");
     assert_b_owns_one_copy_of_each(&w, &f);
 
     // Each of A's keys gained exactly one statement for B; the rest is unchanged.
@@ -685,5 +705,53 @@ fn shares_removed_by_hand_are_shown_and_made_again() {
     );
     assert_eq!(shares(&w, &f), (true, true), "apply shared both again");
     assert_b_owns_one_copy_of_each(&w, &f);
+    assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+#[test]
+fn lost_answers_across_accounts_leave_one_copy_each_and_nothing_shared_after_revoke() {
+    for seed in [5, 9, 13] {
+        lost_answers_across_accounts(seed);
+    }
+}
+
+fn lost_answers_across_accounts(seed: u64) {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&plan(&f, "policy", true));
+    // A third of the mutating calls take effect and lose their answer: shares, statements,
+    // copies and their revokes alike.
+    w.emu
+        .configure(json!({ "lost_response_rate": 0.3, "seed": seed }));
+    let mut out = w.ferry(&["apply", "--yes", &plan_file]);
+    for _ in 0..4 {
+        if out.status.code() == Some(0) {
+            break;
+        }
+        out = w.ferry(&["resume"]);
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "seed {seed}: done, with resumes if need be"
+    );
+    assert!(
+        w.emu.counters().totals.lost > 0,
+        "seed {seed}: answers were lost"
+    );
+    w.emu.configure(json!({ "lost_response_rate": 0.0 }));
+    assert_b_owns_one_copy_of_each(&w, &f);
+    assert_eq!(
+        shares(&w, &f),
+        (false, false),
+        "seed {seed}: every share taken back"
+    );
+    for (key, before) in f.source_keys.iter().zip(&f.policies_before) {
+        assert_eq!(
+            &key_policy(&w, PROD, key),
+            before,
+            "seed {seed}: the key policy is as it was"
+        );
+    }
     assert_zero_mutating_reapply(&w, &plan_file);
 }

@@ -9,7 +9,7 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Destination,
     ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus,
     ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
-    ServerSideEncryptionRule, VersioningConfiguration,
+    ServerSideEncryptionRule, StorageClass, VersioningConfiguration,
 };
 use serde_json::{Value, json};
 
@@ -136,6 +136,8 @@ fn source_bucket(w: &World, key: &str, n: usize) {
                     .metadata("origin", format!("host-{}", i % 5))
                     .server_side_encryption(ServerSideEncryption::AwsKms)
                     .ssekms_key_id(key)
+                    // Every third object in another storage class, which a copy must keep.
+                    .set_storage_class((i % 3 == 0).then_some(StorageClass::StandardIa))
                     .send()
                     .await
                     .unwrap();
@@ -226,6 +228,11 @@ fn assert_backfilled(w: &World, key: &str) {
                 "{k} is encrypted with the destination key"
             );
             assert_eq!(b.content_type(), a.content_type(), "{k}: content type kept");
+            assert_eq!(
+                b.storage_class().map(|c| c.as_str()),
+                (i % 3 == 0).then_some("STANDARD_IA"),
+                "{k}: storage class kept"
+            );
             assert_eq!(
                 b.metadata().and_then(|m| m.get("origin")),
                 Some(&format!("host-{}", i % 5)),
