@@ -751,17 +751,46 @@ fn rotation_switched_off_by_hand_is_shown_and_switched_on_again() {
     assert_eq!(w.emu.counters().mutating(PROD), 0);
 }
 
+/// The seeds a fault test runs with: `defaults` in CI; `FERRY_SOAK_SEEDS=N` (scripts/soak)
+/// runs N seeds instead.
+fn soak_seeds(defaults: &[u64]) -> Vec<u64> {
+    match std::env::var("FERRY_SOAK_SEEDS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        Some(n) => (1..=n).map(|i| 1000 + i).collect(),
+        None => defaults.to_vec(),
+    }
+}
+
 #[test]
 fn lost_answers_never_make_a_second_copy() {
+    for seed in soak_seeds(&[11]) {
+        lost_answers(json!({ "lost_response_rate": 0.4, "seed": seed }));
+    }
+}
+
+#[test]
+fn lost_answers_and_copies_that_show_late_still_make_one_copy_each() {
+    // A copy shows 0.7 s after it was made; ferry looks for up to 1.5 s (World's
+    // FERRY_VISIBILITY_WAIT_MS) before it copies again.
+    for seed in soak_seeds(&[17]) {
+        lost_answers(
+            json!({ "lost_response_rate": 0.4, "seed": seed, "visibility_delay_ms": 700 }),
+        );
+    }
+}
+
+/// Ten snapshots copied under `faults`: exactly one copy each, and a re-apply changes nothing.
+fn lost_answers(faults: serde_json::Value) {
     let w = World::new(json!({ "copy_seconds": 0.3 }));
     let src_key = w.key(SRC, "alias/source");
     let dr = w.key(DST, "alias/dr");
     let sources = w.snapshots(&src_key, 10, |_| false);
     let plan_file = w.write_plan(&key_plan(&sources, "alias/dr"));
-    // From here on 40% of mutating calls take effect and lose their answer.
+    // From here on mutating calls take effect and lose their answer.
     w.emu.reset_counters();
-    w.emu
-        .configure(json!({ "lost_response_rate": 0.4, "seed": 11 }));
+    w.emu.configure(faults);
     let mut out = w.ferry(&["apply", "--yes", &plan_file]);
     for _ in 0..3 {
         if out.status.code() == Some(0) {
@@ -777,7 +806,8 @@ fn lost_answers_never_make_a_second_copy() {
         sources.len() as u64,
         "one CopySnapshot that made a copy per source, none resent"
     );
-    w.emu.configure(json!({ "lost_response_rate": 0.0 }));
+    w.emu
+        .configure(json!({ "lost_response_rate": 0.0, "visibility_delay_ms": 0 }));
     assert_one_copy_each(&w, &sources, &dr);
     w.emu.reset_counters();
     let again = w.ferry(&["apply", "--yes", &plan_file]);

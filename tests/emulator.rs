@@ -1180,6 +1180,95 @@ async fn a_lost_response_takes_effect_and_loses_only_the_answer() {
     assert_eq!(status, 400);
 }
 
+#[tokio::test]
+async fn a_new_copy_shows_in_describe_calls_only_after_the_visibility_delay() {
+    let emu = Emulator::start_with(json!({ "copy_seconds": 0.1, "visibility_delay_ms": 800 }));
+    let a = "100000000094";
+    let ec2 = aws_sdk_ec2::Client::new(&no_retries(&emu.sdk_config(a, SRC)));
+    let source = snapshot(&ec2, SRC, None).await;
+    let copy = ec2
+        .copy_snapshot()
+        .source_snapshot_id(&source)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let listed = |out: aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput| {
+        out.snapshots()
+            .iter()
+            .any(|s| s.snapshot_id() == Some(copy.as_str()))
+    };
+    let now = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(!listed(now), "not listed yet");
+    let by_id = ec2.describe_snapshots().snapshot_ids(&copy).send().await;
+    assert_eq!(
+        by_id.expect_err("not found yet").code(),
+        Some("InvalidSnapshot.NotFound")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let later = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(listed(later), "listed once the delay passed");
+}
+
+#[tokio::test]
+async fn an_assumed_role_session_ends_after_session_seconds() {
+    let emu = Emulator::start_with(json!({ "session_seconds": 1 }));
+    let (prod, backup) = ("100000000095", "100000000096");
+    let assumed = emu
+        .sts(prod, SRC)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{backup}:role/ferry-migrator"))
+        .role_session_name("ferry")
+        .send()
+        .await
+        .expect("AssumeRole");
+    let c = assumed.credentials().expect("credentials");
+    let lasts = c.expiration().secs()
+        - aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
+    assert!(
+        lasts <= 1,
+        "Expiration says the session is short: {lasts} s"
+    );
+    let creds = aws_sdk_sts::config::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "assumed",
+    );
+    let config = no_retries(&emu.sdk_config_with(
+        aws_types::sdk_config::SharedCredentialsProvider::new(creds),
+        SRC,
+    ));
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    ec2.describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect("the session works at first");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let err = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect_err("the session ended");
+    assert_eq!(err.code(), Some("ExpiredToken"));
+}
+
 // --- counters --------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -170,6 +170,12 @@ const TRANSIENT: &[&str] = &[
     // IAM: another change to the same entity is in progress; it goes through once that ends.
     "ConcurrentModification",
     "ConcurrentModificationException",
+    // An assumed-role session ended between the SDK's look at its credentials and the call:
+    // the next attempt assumes the role again. (Expired static or SSO credentials fail after
+    // the retries, with the hint to refresh them.)
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
 ];
 
 /// Quotas on things in flight: wait for a slot, never fail.

@@ -710,7 +710,7 @@ fn shares_removed_by_hand_are_shown_and_made_again() {
 
 #[test]
 fn lost_answers_across_accounts_leave_one_copy_each_and_nothing_shared_after_revoke() {
-    for seed in [5, 9, 13] {
+    for seed in super::soak_seeds(&[5, 9, 13]) {
         lost_answers_across_accounts(seed);
     }
 }
@@ -754,4 +754,22 @@ fn lost_answers_across_accounts(seed: u64) {
         );
     }
     assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+#[test]
+fn a_run_longer_than_the_assumed_role_session_completes() {
+    // Sessions of the role assumed in the backup account end after 2 s; its copies take 3 s.
+    let w = World::new(json!({ "copy_seconds": 3.0, "session_seconds": 2 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&plan(&f, "grant", false));
+    w.emu.reset_counters();
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_b_owns_one_copy_of_each(&w, &f);
+    let c = w.emu.counters();
+    assert!(
+        c.requests(BACKUP, "sts", "AssumeRole") + c.requests(PROD, "sts", "AssumeRole") >= 2,
+        "the session was renewed: {:#?}",
+        c.requests
+    );
 }

@@ -14,6 +14,7 @@ def install() -> None:
         ec2_shared,
         kms_cross_account,
         s3_replication,
+        sessions,
     )
 
     accounts.install()
@@ -23,3 +24,4 @@ def install() -> None:
     ec2_copies.install()
     kms_cross_account.install()
     s3_replication.install()
+    sessions.install()

@@ -15,6 +15,10 @@ EC2 user guide "How AMI copy works"; EBS quotas "ebs-resource-quotas"; "Ensuring
   CopyImage has its own limit (`max_pending_image_copies`, 300);
 - CopyImage ClientToken: the same token returns the same image id; the same token with other
   parameters is `IdempotentParameterMismatch`;
+- `visibility_delay_ms`: a new copy is left out of DescribeSnapshots (listings, filters and
+  explicit ids, which answer `InvalidSnapshot.NotFound`) for that long. AWS: "Eventual
+  consistency in the Amazon EC2 API" (EC2 API guide): a resource just created may not be
+  returned by Describe calls yet, and NotFound errors right after create are expected;
 - another account's encrypted source needs access to its KMS key (kms_access.py). AWS copies
   encrypted snapshots asynchronously and reports a KMS failure in the copy's StateMessage
   (DescribeSnapshots, "if the proper KMS permissions are not obtained"); so by default
@@ -60,6 +64,13 @@ def mark_pending(obj: Any) -> None:
     now = time.monotonic()
     obj._ferry_start = now
     obj._ferry_until = now + float(state.get("copy_seconds"))
+    # Eventual consistency: a new copy shows in Describe calls only after a while.
+    obj._ferry_visible_at = now + float(state.get("visibility_delay_ms")) / 1000.0
+
+
+def is_visible(obj: Any) -> bool:
+    """False while a new copy is not yet visible to Describe calls."""
+    return time.monotonic() >= obj.__dict__.get("_ferry_visible_at", 0.0)
 
 
 def _fraction(obj: Any) -> float | None:

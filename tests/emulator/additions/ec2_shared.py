@@ -120,7 +120,9 @@ def _describe_snapshots(self: ElasticBlockStore) -> ActionResult:
     ids = self._get_param("SnapshotIds", []) or []
     owners = _self(self._get_param("OwnerIds", []) or [], account)
     restorable = _self(self._get_param("RestorableByUserIds", []) or [], account)
-    snaps = visible_snapshots(account, region)
+    from .ec2_copies import is_visible
+
+    snaps = [s for s in visible_snapshots(account, region) if is_visible(s)]
     if ids:
         snaps = [s for s in snaps if s.id in ids]
         if len({s.id for s in snaps}) < len(set(ids)):

@@ -28,6 +28,10 @@ DEFAULTS: dict[str, Any] = {
     # Probability (0..1) that a mutating request takes effect and its answer is lost: half of
     # those are answered with the service's HTTP 500 error, half with a dropped connection.
     "lost_response_rate": 0.0,
+    # Milliseconds a new snapshot copy stays out of DescribeSnapshots (eventual consistency).
+    "visibility_delay_ms": 0,
+    # Seconds an AssumeRole session lasts (0: forever, as moto); then its calls fail ExpiredToken.
+    "session_seconds": 0,
     # Milliseconds added before every AWS request is handled.
     "latency_ms": 0,
     # Seed for the fault injector's random numbers (null: not seeded).
@@ -89,7 +93,13 @@ def validate(update: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown configuration keys: {', '.join(unknown)}")
     for key, value in update.items():
-        if key in ("copy_seconds", "throttle_scale", "latency_ms"):
+        if key in (
+            "copy_seconds",
+            "throttle_scale",
+            "latency_ms",
+            "visibility_delay_ms",
+            "session_seconds",
+        ):
             _number(key, value)
         elif key in ("max_pending_snapshot_copies", "max_pending_image_copies"):
             _number(key, value, 1)

@@ -222,11 +222,13 @@ def _account(access_key: str, environ: dict[str, Any]) -> str:
 
 
 class Request:
-    __slots__ = ("account", "region", "service", "action", "bucket")
+    __slots__ = ("account", "region", "service", "action", "bucket", "access_key")
 
-    def __init__(self, account: str, region: str, service: str, action: str, bucket: str):
+    def __init__(
+        self, account: str, region: str, service: str, action: str, bucket: str, access_key: str
+    ):
         self.account, self.region, self.service = account, region, service
-        self.action, self.bucket = action, bucket
+        self.action, self.bucket, self.access_key = action, bucket, access_key
 
 
 def classify(environ: dict[str, Any]) -> Request | None:
@@ -271,7 +273,7 @@ def classify(environ: dict[str, Any]) -> Request | None:
         name = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
         kind = "read" if method in ("GET", "HEAD") else "write"
         bucket = f"{name}:{kind}"
-    return Request(_account(access_key, environ), region, service, action, bucket)
+    return Request(_account(access_key, environ), region, service, action, bucket, access_key)
 
 
 # --- error bodies ---------------------------------------------------------------------------
@@ -283,6 +285,26 @@ def _request_id() -> str:
 
 def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]], bytes]:
     rid = _request_id()
+    if kind == "expired":
+        msg = "The security token included in the request is expired"
+        if service in ("kms",):
+            body = json.dumps({"__type": "ExpiredTokenException", "message": msg}).encode()
+            headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)]
+            return 400, headers, body
+        if service in ("s3", "ec2"):
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>ExpiredToken'
+                f"</Code><Message>{msg}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+                if service == "ec2"
+                else f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code>'
+                f"<Message>{msg}</Message><RequestId>{rid}</RequestId></Error>"
+            ).encode()
+            return 400, [("Content-Type", "text/xml")], body
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>{msg}"
+            f"</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+        ).encode()
+        return 400, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
     if service == "kms":
         code, status, msg = (
             ("ThrottlingException", 400, "Rate exceeded")
@@ -407,6 +429,11 @@ class Traffic:
         if latency > 0:
             time.sleep(latency / 1000.0)
         _count(req, None)
+        from .sessions import expired
+
+        if expired(req.access_key):
+            _count(req, "faults")
+            return self._error(start_response, req.service, "expired")
         if state.get("throttle") and not take_token(
             req.account, req.region, req.service, req.bucket
         ):
