@@ -107,7 +107,11 @@ async fn prepare(
             "cannot read what earlier runs in this state added (needed to take back only that): {e}"
         ))
     })?;
-    let cx = Arc::new(Cx::new(aws, &plan.name.value, &resolution).with_earlier(earlier));
+    let cx = Arc::new(
+        Cx::new(aws, &plan.name.value, &resolution)
+            .with_earlier(earlier.additions)
+            .with_failed_copies(earlier.failed_copies),
+    );
     Ok(Prepared {
         plan,
         plan_path: path.to_path_buf(),
@@ -125,24 +129,21 @@ async fn prepare(
 /// intent counts as well: it was journaled before the call, so a share or statement whose
 /// answer was lost is still ferry's. A state that cannot be read is an error, never "nothing
 /// to take back".
-fn earlier_additions(
-    plan: &Plan,
-    plan_path: &Path,
-    global: &Global,
-) -> Result<std::collections::HashMap<StepId, StepOutput>, String> {
+fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<Earlier, String> {
     use crate::exec::Event;
     use crate::steps::output::{KeyAccessOutput, ShareOutput};
     let mut merged: std::collections::HashMap<StepId, StepOutput> = Default::default();
+    let mut failed_copies: std::collections::HashMap<String, Vec<String>> = Default::default();
     let backend: Box<dyn JournalBackend> = match state_location(plan, plan_path, global) {
         State::Local(dir) => match LocalJournal::open(dir) {
             Ok(b) => Box::new(b),
             // No state yet: nothing was added.
-            Err(journal::JournalError::NoState(_)) => return Ok(merged),
+            Err(journal::JournalError::NoState(_)) => return Ok(Earlier::default()),
             Err(e) => return Err(e.to_string()),
         },
         State::S3(url) => match state::connect_s3(&url, global, None).and_then(|b| b.open()) {
             Ok(b) => Box::new(b),
-            Err(journal::JournalError::NoState(_)) => return Ok(merged),
+            Err(journal::JournalError::NoState(_)) => return Ok(Earlier::default()),
             Err(e) => return Err(e.to_string()),
         },
     };
@@ -181,6 +182,15 @@ fn earlier_additions(
             let Event::StepIntent { step, intent, .. } = ev else {
                 continue;
             };
+            // A copy's failed attempts, for its next client token.
+            if let Some(ids) = intent["failed_before"].as_array() {
+                let all = failed_copies.entry(step.clone()).or_default();
+                for v in ids.iter().filter_map(|v| v.as_str()) {
+                    if !all.iter().any(|x| x == v) {
+                        all.push(v.to_string());
+                    }
+                }
+            }
             let Ok(id) = step.parse::<StepId>() else {
                 continue;
             };
@@ -214,7 +224,19 @@ fn earlier_additions(
             }
         }
     }
-    Ok(merged)
+    Ok(Earlier {
+        additions: merged,
+        failed_copies,
+    })
+}
+
+/// What earlier runs in the state did that this one needs to know.
+#[derive(Default)]
+struct Earlier {
+    /// What their share and key-access steps added.
+    additions: std::collections::HashMap<StepId, StepOutput>,
+    /// Copy step -> the failed copies it made.
+    failed_copies: std::collections::HashMap<String, Vec<String>>,
 }
 
 fn state_setting(plan: &Plan, global: &Global) -> Option<String> {

@@ -333,7 +333,13 @@ fn extras_change(keep: &Copy, found: &Found) -> Change {
 
 /// The plan's lines for a copy to make: `+` a new one, or `-/+` one beside copies under
 /// other keys, naming both keys.
-fn copy_change(what: &str, source: &str, key: &DestinationKey, found: Found) -> Change {
+fn copy_change(
+    what: &str,
+    source: &str,
+    key: &DestinationKey,
+    found: Found,
+    failed_before: Vec<String>,
+) -> Change {
     let mut diff = Vec::new();
     let action = if found.kept.is_empty() {
         diff.push(format!("+ {what} of {source} under {}", key.shown));
@@ -357,6 +363,7 @@ fn copy_change(what: &str, source: &str, key: &DestinationKey, found: Found) -> 
         Todo::Copy {
             failed: found.failed,
             kept: found.kept,
+            failed_before,
         },
     )
 }
@@ -473,6 +480,7 @@ impl Step<Cx> for CopySnapshot {
             self.spec.source.as_str(),
             &self.spec.key,
             found,
+            Vec::new(),
         )))
     }
 
@@ -729,16 +737,29 @@ impl Step<Cx> for CopyImage {
                 id: c.id.clone(),
             }));
         }
+        // Every failed copy this step ever removed counts toward its attempt (journaled: the
+        // ones removed are not visible any more), so no attempt reuses a client token.
+        let mut failed_before = cx.ctx().failed_copies(&self.base.id_text);
+        for id in &found.failed {
+            if !failed_before.contains(id) {
+                failed_before.push(id.clone());
+            }
+        }
         Ok(Observation::Todo(copy_change(
             "image copy",
             self.spec.source.as_str(),
             &self.spec.key,
             found,
+            failed_before,
         )))
     }
 
     fn intent(&self, change: &Change) -> Value {
-        json!({ "tags": self.tags(), "attempt": attempt(change) })
+        let failed_before = match &change.todo {
+            Todo::Copy { failed_before, .. } => failed_before.clone(),
+            _ => Vec::new(),
+        };
+        json!({ "tags": self.tags(), "attempt": attempt(change), "failed_before": failed_before })
     }
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
@@ -834,7 +855,11 @@ impl Step<Cx> for CopyImage {
 /// Which attempt a copy is: the failed copies before it give it a fresh client token.
 fn attempt(change: &Change) -> usize {
     match &change.todo {
-        Todo::Copy { failed, .. } => failed.len(),
+        Todo::Copy {
+            failed,
+            failed_before,
+            ..
+        } => failed.len().max(failed_before.len()),
         _ => 0,
     }
 }

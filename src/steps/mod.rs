@@ -45,6 +45,9 @@ pub struct Cx {
     /// Shares this process made or took back, so that a run after its dry run sees them
     /// without listing again.
     pub shared_now: Mutex<HashMap<share::ShareFact, bool>>,
+    /// Failed copies each copy step made in earlier attempts (step id -> copy ids), from the
+    /// journals: the removed ones are not visible any more, but still count as attempts.
+    pub failed_before: HashMap<String, Vec<String>>,
     /// What share and key-access steps of this process set out to add (step id -> resources):
     /// ferry's, even where the answer was lost.
     pub attempted_shares: Mutex<HashMap<String, Vec<String>>>,
@@ -76,7 +79,18 @@ impl Cx {
             shared_now: Default::default(),
             ambiguous: Default::default(),
             attempted_shares: Default::default(),
+            failed_before: HashMap::new(),
         }
+    }
+
+    pub fn with_failed_copies(mut self, failed: HashMap<String, Vec<String>>) -> Cx {
+        self.failed_before = failed;
+        self
+    }
+
+    /// The failed copies `step` made in earlier attempts.
+    pub fn failed_copies(&self, step: &str) -> Vec<String> {
+        self.failed_before.get(step).cloned().unwrap_or_default()
     }
 
     /// `step` is about to add `resource` (a share, or access to a key).
@@ -198,9 +212,12 @@ pub enum Todo {
     /// CreateKey: a key of this plan whose alias was never made, to adopt instead of creating.
     AdoptKey(Option<String>),
     /// A copy: ferry's failed copies to remove first, and its copies under other keys (kept).
+    /// `failed_before`: every failed copy this step made, in this run or earlier (journaled):
+    /// an image copy's client token counts them.
     Copy {
         failed: Vec<String>,
         kept: Vec<KeptCopy>,
+        failed_before: Vec<String>,
     },
     /// Copies made twice: remove `extra` (and failed ones), `keep` is the copy.
     Extras {

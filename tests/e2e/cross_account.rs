@@ -476,7 +476,13 @@ fn without_key_access_the_copy_fails_naming_the_key_and_resumes_cleanly_after_th
         "the hint names the missing actions: {err}"
     );
 
-    // The fix, made by the key's owner outside ferry: a statement for B on both keys.
+    // Resumed before the fix: it fails again (a second failed copy, a second attempt).
+    let again = w.ferry(&["resume"]);
+    assert_eq!(again.status.code(), Some(1), "still no key access");
+
+    // The fix, made by the key's owner outside ferry: a statement for B on both keys. The
+    // third attempt must not reuse the second's client token (the image copy would come back
+    // as the failed one).
     for key in &f.source_keys {
         let mut p = key_policy(&w, PROD, key);
         p["Statement"].as_array_mut().unwrap().push(json!({
