@@ -277,6 +277,36 @@ impl Resolver<'_> {
             .filter_map(|r| r.id())
             .filter(|r| *r != rule_id)
             .collect();
+        // Rules with a Filter need priorities of their own (S3 refuses two equal ones, and
+        // only once versioning and the role are already in place).
+        let priority = m
+            .rule
+            .as_ref()
+            .and_then(|r| r.value.priority.as_ref())
+            .map(|p| p.value as i32)
+            .unwrap_or(1);
+        if let Some(clash) = config
+            .rules()
+            .iter()
+            .find(|r| r.id() != Some(rule_id.as_str()) && r.priority() == Some(priority))
+        {
+            let span = m
+                .rule
+                .as_ref()
+                .and_then(|r| r.value.priority.as_ref())
+                .map(|p| p.span)
+                .or(m.rule.as_ref().map(|r| r.span))
+                .unwrap_or(m.id.span);
+            self.problems.push(
+                Diagnostic::new(format!(
+                    "source bucket {} already has rule {} with priority {priority}; replication rules need priorities of their own",
+                    m.source.bucket.value,
+                    clash.id().unwrap_or("(no id)")
+                ))
+                .at(span)
+                .help("set `rule: { priority: N }` to a priority no other rule of the bucket has"),
+            );
+        }
         // S3 refuses a configuration that mixes rules of the older schema (a rule-level
         // Prefix, no Filter) with rules that have a Filter, as ferry's has.
         #[allow(deprecated)]

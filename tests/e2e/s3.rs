@@ -957,3 +957,25 @@ fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
     );
     assert_eq!(w.emu.counters().mutating(PROD), 0);
 }
+
+#[test]
+fn s3_rule_priority_taken_by_another_rule_is_refused_before_any_change() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 1);
+    // The bucket's other rule has priority 7.
+    let plan = s3_plan("alias/s3-dr", false).replace(
+        &format!("    role: {{ name: {ROLE} }}\n"),
+        &format!("    role: {{ name: {ROLE} }}\n    rule: {{ priority: 7 }}\n"),
+    );
+    bad_input(
+        &w,
+        &plan,
+        &[
+            "someone-elses-rule",
+            "priority 7",
+            "priorities of their own",
+        ],
+    );
+}
