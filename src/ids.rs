@@ -124,15 +124,6 @@ impl fmt::Display for Owner {
     }
 }
 
-impl Owner {
-    pub fn migration(&self) -> Option<&MigrationId> {
-        match self {
-            Owner::Migration(m) => Some(m),
-            Owner::Key(_) => None,
-        }
-    }
-}
-
 /// A step's id, stable across runs: `<owner>/<resource>/<action>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StepId {

@@ -35,11 +35,6 @@ impl KeyRef {
             _ => None,
         }
     }
-
-    /// How a person names the key: the alias or ARN as written.
-    pub fn shown(&self) -> &str {
-        self.lookup()
-    }
 }
 
 /// A key id: a UUID, or `mrk-` and 32 hex digits.

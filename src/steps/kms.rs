@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::output::{KeyOutput, KeyPolicyOutput, RotationOutput};
 use super::{
     Action, Base, Change, Cx, StepOutput, Todo, bucket, change, existing_key_arn, failed, key_arn,
-    policy, sdk_error, step_identity,
+    policy, policy_edit, sdk_error, step_identity,
 };
 use crate::aws::AwsError;
 use crate::exec::{Applied, ErrorClass, GateKey, Observation, Step, StepCx, StepError};
@@ -505,14 +505,10 @@ impl Step<Cx> for MergeKeyPolicy {
         };
         let before = self.current(cx, arn.as_str()).await?;
         let after = policy::merge(&before, &statements);
-        if policy::same(&before, &after) {
-            return Ok(Observation::Done(Self::done(&arn)));
-        }
-        Ok(Observation::Todo(change(
-            Action::Update,
-            policy::diff(&before, &after),
-            Todo::Policy { before },
-        )))
+        Ok(match policy_edit(before, &after) {
+            Some(c) => Observation::Todo(c),
+            None => Observation::Done(Self::done(&arn)),
+        })
     }
 
     fn intent(&self, change: &Change) -> Value {

@@ -260,6 +260,16 @@ impl Change {
     }
 }
 
+/// A policy edit as a change, or `None` when the edit changes nothing: the diff shown, and the
+/// document before it kept for the intent.
+pub(crate) fn policy_edit(before: Value, after: &Value) -> Option<Change> {
+    if policy::same(&before, after) {
+        return None;
+    }
+    let diff = policy::diff(&before, after);
+    Some(change(Action::Update, diff, Todo::Policy { before }))
+}
+
 pub(crate) fn change(action: Action, diff: Vec<String>, todo: Todo) -> Change {
     Change { action, diff, todo }
 }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::output::{BackfillOutput, BucketOutput};
 use super::{
     Action, Base, Change, Cx, StepOutput, Todo, bucket, change, existing_key_arn, failed, key_arn,
-    policy, sdk_error, step_identity,
+    policy, policy_edit, sdk_error, step_identity,
 };
 use crate::aws::AwsError;
 use crate::exec::{
@@ -423,16 +423,10 @@ impl Step<Cx> for AllowReplicationRole {
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let before = self.current(cx).await?;
         let after = policy::merge(&before, &self.statements(cx.ctx()));
-        if policy::same(&before, &after) {
-            return Ok(Observation::Done(StepOutput::Bucket(bucket_output(
-                &self.spec.bucket,
-            ))));
-        }
-        Ok(Observation::Todo(change(
-            Action::Update,
-            policy::diff(&before, &after),
-            Todo::Policy { before },
-        )))
+        Ok(match policy_edit(before, &after) {
+            Some(c) => Observation::Todo(c),
+            None => Observation::Done(StepOutput::Bucket(bucket_output(&self.spec.bucket))),
+        })
     }
 
     fn intent(&self, change: &Change) -> Value {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::output::{KeyAccessOutput, ShareOutput};
 use super::{
     Action, Base, Change, Cx, ReadOnce, StepOutput, Todo, bucket, change, each_page, failed,
-    policy, sdk_error, step_identity,
+    policy, policy_edit, sdk_error, step_identity,
 };
 use crate::aws::AwsError;
 use crate::exec::{Applied, GateKey, Observation, Step, StepCx, StepError};
@@ -636,14 +636,10 @@ impl Step<Cx> for SourceKeyAccess {
         } else {
             policy::remove(&before, &self.spec.sid)
         };
-        if policy::same(&before, &after) {
-            return done();
+        match policy_edit(before, &after) {
+            Some(c) => Ok(Observation::Todo(c)),
+            None => done(),
         }
-        Ok(Observation::Todo(change(
-            Action::Update,
-            policy::diff(&before, &after),
-            Todo::Policy { before },
-        )))
     }
 
     fn intent(&self, change: &Change) -> Value {
