@@ -34,10 +34,22 @@ pub fn summary(
             made.push((id, r));
         }
         if let StepOutput::Backfill(b) = out {
+            let gone = match b.gone {
+                0 => String::new(),
+                n => format!(
+                    "; {n} were deleted in the source after they were listed: {}{}",
+                    b.gone_keys.join(", "),
+                    if n as usize > b.gone_keys.len() {
+                        ", ..."
+                    } else {
+                        ""
+                    }
+                ),
+            };
             made.push((
                 id,
                 format!(
-                    "copied {} objects ({} bytes); {} were there already",
+                    "copied {} objects ({} bytes); {} were there already{gone}",
                     b.copied, b.bytes, b.present
                 ),
             ));

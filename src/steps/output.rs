@@ -98,7 +98,7 @@ pub struct BucketOutput {
     pub rule: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackfillOutput {
     pub copied: u64,
     #[serde(default)]
@@ -106,6 +106,11 @@ pub struct BackfillOutput {
     pub present: u64,
     #[serde(default)]
     pub seconds: f64,
+    /// Objects deleted between the listing and their copy, and the first few keys.
+    #[serde(default)]
+    pub gone: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gone_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

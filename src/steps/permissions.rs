@@ -243,12 +243,16 @@ fn needs(
             };
             let src = bucket_arn(step);
             vec![
+                // The source is listed by version and copied by version id.
+                need(&["s3:ListBucketVersions"], vec![src.clone()]),
+                need(&["s3:ListBucket"], vec![format!("arn:aws:s3:::{dst}")]),
                 need(
-                    &["s3:ListBucket"],
-                    vec![src.clone(), format!("arn:aws:s3:::{dst}")],
-                ),
-                need(
-                    &["s3:GetObject", "s3:GetObjectTagging"],
+                    &[
+                        "s3:GetObject",
+                        "s3:GetObjectVersion",
+                        "s3:GetObjectTagging",
+                        "s3:GetObjectVersionTagging",
+                    ],
                     vec![format!("{src}/*")],
                 ),
                 need(

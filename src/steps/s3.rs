@@ -742,6 +742,20 @@ struct Object {
     /// As listed; a copy is STANDARD unless the request names the class (S3 user guide,
     /// "Copying objects"), so a copy of any other class must name it.
     storage_class: Option<String>,
+    /// The version listed (source only). A copy names it, so an object overwritten after the
+    /// listing is copied as listed and its newer version is left to replication, which the rule
+    /// already covers. None for an object written before versioning (version `null`).
+    version: Option<String>,
+}
+
+/// How a listing reads its bucket.
+#[derive(Clone, Copy, PartialEq)]
+enum Read {
+    /// ListObjectsV2: the current objects (the destination).
+    Current,
+    /// ListObjectVersions, keeping each key's current version that is not a delete marker
+    /// (the source: a copy names its version id).
+    Versions,
 }
 
 /// A bucket listing read a page at a time (never the whole listing in memory). Keys come in
@@ -750,12 +764,19 @@ struct Listing {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
+    read: Read,
     limiter: Vec<BucketKey>,
     page: VecDeque<Object>,
+    /// ListObjectsV2's continuation token, or ListObjectVersions' key marker.
     token: Option<String>,
+    version_marker: Option<String>,
     done: bool,
     /// A missing bucket lists as empty (a destination to be created).
     missing_is_empty: bool,
+}
+
+fn listed_class(c: Option<&str>) -> Option<String> {
+    c.filter(|c| *c != "STANDARD").map(str::to_string)
 }
 
 impl Listing {
@@ -768,45 +789,78 @@ impl Listing {
                 return Ok(None);
             }
             limits.take(&self.limiter).await;
-            let mut req = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&self.prefix);
-            if let Some(t) = &self.token {
-                req = req.continuation_token(t);
-            }
-            let out = match req.send().await {
-                Ok(o) => o,
-                Err(e) => {
-                    let e = AwsError::from_sdk("s3", "ListObjectsV2", e);
-                    if self.missing_is_empty && e.is_code(&["NoSuchBucket"]) {
-                        self.done = true;
-                        continue;
-                    }
-                    return Err(e);
-                }
+            let read = match self.read {
+                Read::Current => self.current_page().await,
+                Read::Versions => self.versions_page().await,
             };
-            self.page.extend(out.contents().iter().map(|o| {
-                Object {
-                    key: o.key().unwrap_or_default().to_string(),
-                    size: o.size().unwrap_or(0),
-                    modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
-                    storage_class: o
-                        .storage_class()
-                        .map(|c| c.as_str().to_string())
-                        .filter(|c| c != "STANDARD"),
+            if let Err(e) = read {
+                if self.missing_is_empty && e.is_code(&["NoSuchBucket"]) {
+                    self.done = true;
+                    continue;
                 }
-            }));
-            self.token = out.next_continuation_token().map(str::to_string);
-            self.done = !out.is_truncated().unwrap_or(false) || self.token.is_none();
+                return Err(e);
+            }
         }
+    }
+
+    async fn current_page(&mut self) -> Result<(), AwsError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .set_continuation_token(self.token.clone())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3", "ListObjectsV2", e))?;
+        self.page.extend(out.contents().iter().map(|o| Object {
+            key: o.key().unwrap_or_default().to_string(),
+            size: o.size().unwrap_or(0),
+            modified: o.last_modified().map(|t| t.secs()).unwrap_or(0),
+            storage_class: listed_class(o.storage_class().map(|c| c.as_str())),
+            version: None,
+        }));
+        self.token = out.next_continuation_token().map(str::to_string);
+        self.done = !out.is_truncated().unwrap_or(false) || self.token.is_none();
+        Ok(())
+    }
+
+    async fn versions_page(&mut self) -> Result<(), AwsError> {
+        let out = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .set_key_marker(self.token.clone())
+            .set_version_id_marker(self.version_marker.clone())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3", "ListObjectVersions", e))?;
+        // A key whose current version is a delete marker has no current version here: it is
+        // deleted, and S3 replication would not copy it either.
+        self.page.extend(
+            out.versions()
+                .iter()
+                .filter(|v| v.is_latest() == Some(true))
+                .map(|v| Object {
+                    key: v.key().unwrap_or_default().to_string(),
+                    size: v.size().unwrap_or(0),
+                    modified: v.last_modified().map(|t| t.secs()).unwrap_or(0),
+                    storage_class: listed_class(v.storage_class().map(|c| c.as_str())),
+                    version: v.version_id().filter(|v| *v != "null").map(str::to_string),
+                }),
+        );
+        self.token = out.next_key_marker().map(str::to_string);
+        self.version_marker = out.next_version_id_marker().map(str::to_string);
+        self.done = !out.is_truncated().unwrap_or(false) || self.token.is_none();
+        Ok(())
     }
 }
 
 /// The source objects the destination lacks: a merge join of the two sorted listings,
-/// streaming. An object with the same key and size, written no earlier than the source's, is
-/// already there (a copy or a replica of it); an older one is stale and copied again.
+/// streaming. A destination object written no earlier than the source's is kept: it is a copy
+/// or a replica of it, or something newer that a backfill must not overwrite (S3 replication
+/// does not either). An older one is stale and copied again.
 struct Missing {
     source: Listing,
     destination: Listing,
@@ -828,7 +882,7 @@ impl Missing {
             if self
                 .head
                 .as_ref()
-                .is_some_and(|d| d.key == s.key && d.size == s.size && d.modified >= s.modified)
+                .is_some_and(|d| d.key == s.key && d.modified >= s.modified)
             {
                 self.present += 1;
                 continue;
@@ -923,12 +977,18 @@ impl Backfill {
             client,
             bucket: bucket.to_string(),
             prefix: self.prefix().to_string(),
+            read: if missing_is_empty {
+                Read::Current
+            } else {
+                Read::Versions
+            },
             limiter: vec![BucketKey::new(
                 &format!("{account}/{bucket}"),
                 "s3:read-per-prefix",
             )],
             page: VecDeque::new(),
             token: None,
+            version_marker: None,
             done: false,
             missing_is_empty,
         };
@@ -992,6 +1052,84 @@ fn prefix_of(key: &str) -> &str {
 struct Tally {
     objects: AtomicU64,
     bytes: AtomicU64,
+    /// Objects not copied for a reason of their own, which does not stop the others.
+    skipped: std::sync::Mutex<Skipped>,
+}
+
+/// Why one object was not copied, when that must not stop the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Skip {
+    /// That version was deleted between the listing and the copy: nothing left to copy.
+    Gone,
+    /// In an archive storage class and not restored (S3 answers InvalidObjectState).
+    Archived,
+    /// Encrypted with a customer-provided key (SSE-C): a copy needs the key, ferry has none.
+    CustomerKey,
+}
+
+impl Skip {
+    /// The per-object errors that are the object's, not the run's.
+    fn of(e: &StepError) -> Option<Skip> {
+        match e.code.as_str() {
+            "NoSuchKey" | "NoSuchVersion" => Some(Skip::Gone),
+            // moto answers ObjectNotInActiveTierError where S3 answers InvalidObjectState.
+            "InvalidObjectState" | "ObjectNotInActiveTierError" => Some(Skip::Archived),
+            "InvalidRequest" if e.message.contains("Server Side Encryption") => {
+                Some(Skip::CustomerKey)
+            }
+            _ => None,
+        }
+    }
+
+    fn says(self) -> &'static str {
+        match self {
+            Skip::Gone => "deleted since they were listed (not copied, as replication would not)",
+            Skip::Archived => "archived and not restored (restore them, then apply again)",
+            Skip::CustomerKey => {
+                "encrypted with a customer-provided key (SSE-C), which a copy needs: copy them yourself"
+            }
+        }
+    }
+}
+
+/// How many objects were skipped for each reason, and the first few keys of each (in key
+/// order, whatever order the copies ended in).
+#[derive(Default)]
+struct Skipped(std::collections::BTreeMap<Skip, (u64, Vec<String>)>);
+
+/// Keys named per reason in a message.
+const SKIPPED_SHOWN: usize = 5;
+
+impl Skipped {
+    fn add(&mut self, why: Skip, key: &str) {
+        let (n, keys) = self.0.entry(why).or_default();
+        *n += 1;
+        let at = keys.partition_point(|k| k.as_str() < key);
+        if at < SKIPPED_SHOWN {
+            keys.insert(at, key.to_string());
+            keys.truncate(SKIPPED_SHOWN);
+        }
+    }
+
+    fn count(&self, why: Skip) -> u64 {
+        self.0.get(&why).map(|(n, _)| *n).unwrap_or(0)
+    }
+
+    /// "3 objects archived and not restored (...): a, b, c"; one line per reason.
+    fn lines(&self, keep: impl Fn(Skip) -> bool) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(why, _)| keep(**why))
+            .map(|(why, (n, keys))| {
+                let more = if *n as usize > keys.len() {
+                    ", ..."
+                } else {
+                    ""
+                };
+                format!("{n} objects {}: {}{more}", why.says(), keys.join(", "))
+            })
+            .collect()
+    }
 }
 
 /// Everything one copy needs, shared by the copy tasks.
@@ -1031,7 +1169,7 @@ impl Copier {
                 .copy_object()
                 .bucket(&self.dst_bucket)
                 .key(&o.key)
-                .copy_source(format!("{}/{}", self.src_bucket, encode_key(&o.key)))
+                .copy_source(copy_source(&self.src_bucket, &o))
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .ssekms_key_id(&self.key)
                 .bucket_key_enabled(self.bucket_key)
@@ -1061,11 +1199,29 @@ impl Copier {
                     .fetch_add(o.size.max(0) as u64, Ordering::Relaxed);
                 Ok(())
             }
-            Err(mut e) => {
-                e.message = format!("copying {}: {}", o.key, e.message);
-                Err(e)
-            }
+            Err(e) => match Skip::of(&e) {
+                Some(why) => {
+                    self.tally.skipped.lock().expect("skipped").add(why, &o.key);
+                    Ok(())
+                }
+                None => Err(StepError {
+                    message: format!("copying {}: {}", o.key, e.message),
+                    ..e
+                }),
+            },
         }
+    }
+}
+
+/// `x-amz-copy-source`: the bucket, the encoded key and the listed version.
+fn copy_source(bucket: &str, o: &Object) -> String {
+    match &o.version {
+        Some(v) => format!(
+            "{bucket}/{}?versionId={}",
+            encode_key(&o.key),
+            encode_key(v)
+        ),
+        None => format!("{bucket}/{}", encode_key(&o.key)),
     }
 }
 
@@ -1105,10 +1261,8 @@ impl Step<Cx> for Backfill {
         }
         if objects == 0 {
             return Ok(Observation::Done(StepOutput::Backfill(BackfillOutput {
-                copied: 0,
-                bytes: 0,
                 present: m.present,
-                seconds: 0.0,
+                ..Default::default()
             })));
         }
         *self.listed.lock().expect("listing") = Some(Listed {
@@ -1238,11 +1392,23 @@ impl Step<Cx> for Backfill {
         if let Some(e) = first_error {
             return Err(e);
         }
+        let skipped = copier.tally.skipped.lock().expect("skipped");
+        // Objects ferry could not copy fail the step, after every other object was copied:
+        // a backup that silently lacks them is worse than a failed run.
+        let mut missed = skipped.lines(|why| why != Skip::Gone);
         if too_big > 0 {
+            missed.push(format!(
+                "{too_big} objects larger than 5 GiB: ferry cannot copy them yet (multipart copy)"
+            ));
+        }
+        if !missed.is_empty() {
+            let gone = skipped.lines(|why| why == Skip::Gone);
             return Err(StepError::permanent(
-                "ObjectTooLarge",
+                "ObjectsNotCopied",
                 format!(
-                    "{too_big} objects larger than 5 GiB were not copied: ferry cannot copy them yet (multipart copy); every other object was"
+                    "{}; every other object was copied{}",
+                    missed.join("; "),
+                    gone.iter().map(|g| format!("; {g}")).collect::<String>()
                 ),
             ));
         }
@@ -1251,6 +1417,12 @@ impl Step<Cx> for Backfill {
             bytes: copier.tally.bytes.load(Ordering::Relaxed),
             present: m.present(),
             seconds: started.elapsed().as_secs_f64(),
+            gone: skipped.count(Skip::Gone),
+            gone_keys: skipped
+                .0
+                .get(&Skip::Gone)
+                .map(|(_, k)| k.clone())
+                .unwrap_or_default(),
         })))
     }
 }

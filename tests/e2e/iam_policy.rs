@@ -56,9 +56,16 @@ fn s3_action(op: &str) -> Vec<String> {
         "GetBucketReplication" => "GetReplicationConfiguration",
         "PutBucketReplication" => "PutReplicationConfiguration",
         "ListObjectsV2" | "ListObjects" | "HeadBucket" => "ListBucket",
+        "ListObjectVersions" => "ListBucketVersions",
         "HeadObject" => "GetObject",
-        // A copy reads the source and writes the destination.
-        "CopyObject" => return vec!["s3:PutObject".into(), "s3:GetObject".into()],
+        // A copy reads the source (by version id) and writes the destination.
+        "CopyObject" => {
+            return vec![
+                "s3:PutObject".into(),
+                "s3:GetObject".into(),
+                "s3:GetObjectVersion".into(),
+            ];
+        }
         other => other,
     };
     vec![format!("s3:{name}")]

@@ -134,6 +134,7 @@ fn source_bucket(w: &World, key: &str, n: usize) {
                         "application/x-log"
                     })
                     .metadata("origin", format!("host-{}", i % 5))
+                    .tagging(format!("team=logs&shard={}", i % 4))
                     .server_side_encryption(ServerSideEncryption::AwsKms)
                     .ssekms_key_id(key)
                     // Every third object in another storage class, which a copy must keep.
@@ -199,10 +200,16 @@ fn destination_keys(w: &World) -> Vec<String> {
 /// Every source object is in the destination: same bytes, content type and metadata,
 /// encrypted with `key`.
 fn assert_backfilled(w: &World, key: &str) {
+    assert_copied(w, key, 0..OBJECTS)
+}
+
+/// Objects `which` are in the destination: same bytes, content type, storage class, metadata
+/// and tags, encrypted with `key`.
+fn assert_copied(w: &World, key: &str, which: impl Iterator<Item = usize>) {
     w.rt.block_on(async {
         let src = w.emu.s3(PROD, SRC);
         let dst = w.emu.s3(PROD, DST);
-        for i in 0..OBJECTS {
+        for i in which {
             let k = object_key(i);
             let a = src
                 .get_object()
@@ -241,8 +248,33 @@ fn assert_backfilled(w: &World, key: &str) {
             let a = a.body.collect().await.unwrap().into_bytes();
             let b = b.body.collect().await.unwrap().into_bytes();
             assert_eq!(a, b, "{k}: identical bytes");
+            assert_eq!(
+                object_tags(&dst, DESTINATION, &k).await,
+                [
+                    ("shard".to_string(), (i % 4).to_string()),
+                    ("team".to_string(), "logs".to_string())
+                ],
+                "{k}: tags kept"
+            );
         }
     });
+}
+
+async fn object_tags(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<(String, String)> {
+    let t = s3
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let mut tags: Vec<(String, String)> = t
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    tags.sort();
+    tags
 }
 
 fn statements(policy: &Value) -> Vec<Value> {
@@ -481,6 +513,117 @@ fn urlencoding_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn s3_backfill_copies_listed_versions_keeps_newer_objects_and_collects_per_object_errors() {
+    const N: usize = 60;
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    let dst_key = w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, N);
+    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", true));
+    // Another writer deletes three objects between ferry's listing and its copies.
+    let gone: Vec<String> = [4, 5, 6].into_iter().map(object_key).collect();
+    w.emu
+        .configure(json!({ "delete_before_copy": { "bucket": SOURCE, "keys": gone } }));
+    w.emu.reset_counters();
+
+    let applied = w.ferry(&["apply", "--yes", &plan_file]);
+    let out = text(&applied.stdout);
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "{out}{}",
+        text(&applied.stderr)
+    );
+    assert!(
+        out.contains(&format!(
+            "3 were deleted in the source after they were listed: {}",
+            gone.join(", ")
+        )),
+        "the deleted objects are named: {out}"
+    );
+    let copied = destination_keys(&w);
+    assert_eq!(copied.len(), N - 3, "every other object is copied");
+    assert!(gone.iter().all(|k| !copied.contains(k)));
+    assert_copied(&w, &dst_key, (0..N).filter(|i| !(4..=6).contains(i)));
+
+    // Something newer lands in the destination under one key (a replica of a later write, say):
+    // a backfill never overwrites it. Two source objects are archived, and one more is new.
+    let newer = object_key(7);
+    let archived: Vec<String> = ["archive/a.log", "archive/b.log"]
+        .map(String::from)
+        .to_vec();
+    std::thread::sleep(Duration::from_millis(1100));
+    w.rt.block_on(async {
+        let (src, dst) = (w.emu.s3(PROD, SRC), w.emu.s3(PROD, DST));
+        dst.put_object()
+            .bucket(DESTINATION)
+            .key(&newer)
+            .body(ByteStream::from_static(
+                b"written later, and longer than the source",
+            ))
+            .send()
+            .await
+            .unwrap();
+        for (k, class) in archived
+            .iter()
+            .map(|k| (k.as_str(), Some(StorageClass::Glacier)))
+            .chain([("fresh.log", None)])
+        {
+            src.put_object()
+                .bucket(SOURCE)
+                .key(k)
+                .body(ByteStream::from_static(b"x"))
+                .set_storage_class(class)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    let err = text(&again.stderr);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "archived objects fail the run: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "2 objects archived and not restored (restore them, then apply again): {}",
+            archived.join(", ")
+        )),
+        "the archived objects are counted and named: {err}"
+    );
+    assert_eq!(
+        copy_calls(&w),
+        3,
+        "the new object and the two archived ones are tried"
+    );
+    let keys = destination_keys(&w);
+    assert!(
+        keys.contains(&"fresh.log".to_string()),
+        "the rest is copied"
+    );
+    w.rt.block_on(async {
+        let b = w
+            .emu
+            .s3(PROD, DST)
+            .get_object()
+            .bucket(DESTINATION)
+            .key(&newer)
+            .send()
+            .await
+            .unwrap();
+        let body = b.body.collect().await.unwrap().into_bytes();
+        assert_eq!(
+            &body[..],
+            b"written later, and longer than the source",
+            "not overwritten"
+        );
+    });
 }
 
 #[test]

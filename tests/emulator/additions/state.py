@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # is created in state error/failed with the KMS message, as AWS documents) or "sync" (the
     # CopySnapshot/CopyImage call itself answers InvalidRequest).
     "kms_denied": "async",
+    # {"bucket": ..., "keys": [...]}: the first CopyObject from that bucket deletes every version
+    # of those keys first (a concurrent deleter between a listing and a copy; s3_races.py).
+    "delete_before_copy": None,
 }
 
 lock = threading.RLock()
@@ -111,6 +114,10 @@ def validate(update: Any) -> dict[str, Any]:
             raise ValueError(f'kms_denied must be "async" or "sync", got {value!r}')
         elif key == "seed" and value is not None and not isinstance(value, int):
             raise ValueError(f"seed must be an integer or null, got {value!r}")
+        elif key == "delete_before_copy" and value is not None:
+            ok = isinstance(value, dict) and isinstance(value.get("bucket"), str)
+            if not ok or not all(isinstance(k, str) for k in value.get("keys", [None])):
+                raise ValueError('delete_before_copy must be {"bucket": str, "keys": [str, ...]}')
         elif key == "quotas":
             if not isinstance(value, dict):
                 raise ValueError('quotas must be an object {"service:bucket": [size, refill]}')

@@ -454,6 +454,10 @@ class Traffic:
             with state.lock:
                 lost = state.rng.random() < lost_rate
                 dropped = state.rng.random() < 0.5
+        if req.action == "CopyObject":
+            from .s3_races import before_copy
+
+            before_copy(environ)
         set_viewer(req.account)
         try:
             if not lost:
