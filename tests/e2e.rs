@@ -766,7 +766,7 @@ fn soak_seeds(defaults: &[u64]) -> Vec<u64> {
 #[test]
 fn lost_answers_never_make_a_second_copy() {
     for seed in soak_seeds(&[11]) {
-        lost_answers(json!({ "lost_response_rate": 0.4, "seed": seed }));
+        snapshot_copy_under(json!({ "lost_response_rate": 0.4, "seed": seed }), None);
     }
 }
 
@@ -775,39 +775,106 @@ fn lost_answers_and_copies_that_show_late_still_make_one_copy_each() {
     // A copy shows 0.7 s after it was made; ferry looks for up to 1.5 s (World's
     // FERRY_VISIBILITY_WAIT_MS) before it copies again.
     for seed in soak_seeds(&[17]) {
-        lost_answers(
+        snapshot_copy_under(
             json!({ "lost_response_rate": 0.4, "seed": seed, "visibility_delay_ms": 700 }),
+            None,
         );
     }
 }
 
-/// Ten snapshots copied under `faults`: exactly one copy each, and a re-apply changes nothing.
-fn lost_answers(faults: serde_json::Value) {
-    let w = World::new(json!({ "copy_seconds": 0.3 }));
-    let src_key = w.key(SRC, "alias/source");
-    let dr = w.key(DST, "alias/dr");
-    let sources = w.snapshots(&src_key, 10, |_| false);
-    let plan_file = w.write_plan(&key_plan(&sources, "alias/dr"));
-    // From here on mutating calls take effect and lose their answer.
-    w.emu.reset_counters();
-    w.emu.configure(faults);
-    let mut out = w.ferry(&["apply", "--yes", &plan_file]);
-    for _ in 0..3 {
+/// Every fault the emulator has, at once: 30% of mutating calls lose their answer, new copies
+/// show 0.7 s late, 10% of all calls fail before taking effect, and every API is throttled at
+/// 5% of AWS's quotas.
+fn every_fault(seed: u64) -> serde_json::Value {
+    json!({
+        "lost_response_rate": 0.3,
+        "visibility_delay_ms": 700,
+        "fault_rate": 0.1,
+        "throttle": true,
+        "throttle_scale": 0.05,
+        "seed": seed,
+    })
+}
+
+/// The faults off again, for the checks that follow.
+fn no_faults() -> serde_json::Value {
+    json!({ "lost_response_rate": 0.0, "visibility_delay_ms": 0, "fault_rate": 0.0, "throttle": false })
+}
+
+/// `ferry apply`, then `ferry resume` until it succeeds (at most `resumes` times); optionally
+/// SIGKILLed once the emulator has counted `kill_at` mutating calls.
+fn apply_until_done(w: &World, plan_file: &str, kill_at: Option<u64>, resumes: usize) -> Output {
+    if let Some(n) = kill_at {
+        let mut child = w
+            .command(&["apply", "--yes", plan_file])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ferry starts");
+        let start = Instant::now();
+        // The run may end before the kill point: then there is nothing to kill.
+        while w.emu.counters().totals.mutating < n && start.elapsed() < Duration::from_secs(120) {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill(&mut child);
+    }
+    let mut out = if kill_at.is_some() {
+        w.ferry(&["resume"])
+    } else {
+        w.ferry(&["apply", "--yes", plan_file])
+    };
+    for _ in 0..resumes {
         if out.status.code() == Some(0) {
             break;
         }
         out = w.ferry(&["resume"]);
     }
-    assert_eq!(out.status.code(), Some(0), "done, with resumes if need be");
+    out
+}
+
+#[test]
+fn fault_matrix_snapshot_copy_in_one_account() {
+    for seed in soak_seeds(&[3]) {
+        snapshot_copy_under(every_fault(seed), None);
+    }
+}
+
+#[test]
+fn killed_at_random_points_under_faults_snapshot_copy_still_copies_once() {
+    // One random kill point per seed (scripts/soak runs many): after the k-th mutating call.
+    for seed in soak_seeds(&[21]) {
+        snapshot_copy_under(every_fault(seed), Some(1 + seed % 12));
+    }
+}
+
+/// Ten snapshots copied under `faults` (and a kill): exactly one copy each, none resent, and
+/// a re-apply changes nothing.
+fn snapshot_copy_under(faults: serde_json::Value, kill_at: Option<u64>) {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let src_key = w.key(SRC, "alias/source");
+    let dr = w.key(DST, "alias/dr");
+    let sources = w.snapshots(&src_key, 10, |_| false);
+    let plan_file = w.write_plan(&key_plan(&sources, "alias/dr"));
+    // From here on mutating calls take effect and lose their answer (and more).
+    w.emu.reset_counters();
+    w.emu.configure(faults.clone());
+    let out = apply_until_done(&w, &plan_file, kill_at, 6);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{faults}, kill at {kill_at:?}: done, with resumes if need be"
+    );
     let c = w.emu.counters();
     assert!(c.totals.lost > 0, "answers were lost: {:#?}", c.requests);
     assert_eq!(
         c.copy_totals.snapshots,
         sources.len() as u64,
-        "one CopySnapshot that made a copy per source, none resent"
+        "{faults}: one CopySnapshot that made a copy per source, none resent"
     );
-    w.emu
-        .configure(json!({ "lost_response_rate": 0.0, "visibility_delay_ms": 0 }));
+    w.emu.configure(no_faults());
     assert_one_copy_each(&w, &sources, &dr);
     w.emu.reset_counters();
     let again = w.ferry(&["apply", "--yes", &plan_file]);
@@ -821,7 +888,8 @@ fn lost_answers(faults: serde_json::Value) {
 
 #[test]
 fn an_extra_copy_made_by_ferry_is_shown_and_removed() {
-    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    // The extra copy is made as an older ferry did, without a presigned URL.
+    let w = World::new(json!({ "copy_seconds": 0.2, "require_presigned_url": false }));
     let src_key = w.key(SRC, "alias/source");
     let dr = w.key(DST, "alias/dr");
     let sources = w.snapshots(&src_key, 2, |_| false);
@@ -884,4 +952,42 @@ fn an_extra_copy_made_by_ferry_is_shown_and_removed() {
     let again = w.ferry(&["apply", "--yes", &plan_file]);
     assert!(text(&again.stdout).contains("No changes"));
     assert_eq!(w.emu.counters().mutating(PROD), 0);
+}
+
+#[test]
+fn a_copy_aws_fails_is_reported_removed_and_made_once_more_then_fails_the_run() {
+    let w = World::new(json!({ "copy_seconds": 0.3, "fail_next_copies": 1 }));
+    let src_key = w.key(SRC, "alias/source");
+    let dr = w.key(DST, "alias/dr");
+    let sources = w.snapshots(&src_key, 3, |_| false);
+    let plan_file = w.write_plan(&key_plan(&sources, "alias/dr"));
+    // Every copy carries its presigned URL (the emulator checks it, as AWS does); the first
+    // one fails anyway, asynchronously: it is shown, removed and made again.
+    let applied = w.ferry(&["apply", "--yes", &plan_file]);
+    let all = format!("{}{}", text(&applied.stdout), text(&applied.stderr));
+    assert_eq!(applied.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("(fail_next_copies); removing it and copying once more"),
+        "the failure is reported with its StateMessage: {all}"
+    );
+    assert_one_copy_each(&w, &sources, &dr);
+    assert_eq!(w.emu.counters().requests(PROD, "ec2", "CopySnapshot"), 4);
+    assert_eq!(w.emu.counters().requests(PROD, "ec2", "DeleteSnapshot"), 1);
+
+    // A copy that fails twice fails the run, with AWS's message; a resume makes it.
+    let more = w.snapshots(&src_key, 1, |_| false);
+    let mut all_sources = sources.clone();
+    all_sources.extend(more);
+    let plan_file = w.write_plan(&key_plan(&all_sources, "alias/dr"));
+    w.emu.configure(json!({ "fail_next_copies": 2 }));
+    let failed = w.ferry(&["apply", "--yes", &plan_file]);
+    let err = text(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed: ferry emulator: this copy failed (fail_next_copies)"),
+        "{err}"
+    );
+    let resumed = w.ferry(&["resume"]);
+    assert_eq!(resumed.status.code(), Some(0));
+    assert_one_copy_each(&w, &all_sources, &dr);
 }

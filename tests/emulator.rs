@@ -1224,6 +1224,106 @@ async fn a_new_copy_shows_in_describe_calls_only_after_the_visibility_delay() {
 }
 
 #[tokio::test]
+async fn an_encrypted_copy_from_another_region_needs_a_well_formed_presigned_url() {
+    let emu = Emulator::start_with(json!({ "copy_seconds": 0.1 }));
+    let a = "100000000095";
+    let key = customer_key(&emu, a, SRC).await;
+    let src = aws_sdk_ec2::Client::new(&no_retries(&emu.sdk_config(a, SRC)));
+    let dst = aws_sdk_ec2::Client::new(&no_retries(&emu.sdk_config(a, DST)));
+    let source = snapshot(&src, SRC, Some(Some(&key))).await;
+    let presigned = |snapshot: &str, region: &str| {
+        let creds = aws_credential_types::Credentials::new(
+            access_key_for(a),
+            common::emulator::TEST_SECRET_KEY,
+            None,
+            None,
+            "test",
+        );
+        ferry::aws::presign::presigned_get(
+            creds,
+            Some(emu.endpoint()),
+            "ec2",
+            region,
+            &[
+                ("Action", "CopySnapshot"),
+                ("Version", "2016-11-15"),
+                ("SourceRegion", SRC),
+                ("SourceSnapshotId", snapshot),
+                ("DestinationRegion", DST),
+            ],
+            std::time::SystemTime::now(),
+        )
+        .unwrap()
+    };
+    // The call is accepted either way; a copy without a good URL fails asynchronously.
+    let copy = |url: Option<String>| {
+        let dst = dst.clone();
+        let source = source.clone();
+        async move {
+            let id = dst
+                .copy_snapshot()
+                .source_snapshot_id(&source)
+                .source_region(SRC)
+                .set_presigned_url(url)
+                .encrypted(true)
+                .send()
+                .await
+                .expect("CopySnapshot is accepted")
+                .snapshot_id()
+                .unwrap()
+                .to_string();
+            describe_snapshot(&dst, &id).await
+        }
+    };
+    let none = copy(None).await;
+    assert_eq!(
+        none.state(),
+        Some(&aws_sdk_ec2::types::SnapshotState::Error)
+    );
+    assert!(
+        none.state_message().unwrap().contains("no PresignedUrl"),
+        "{:?}",
+        none.state_message()
+    );
+    let other_snapshot = copy(Some(presigned("snap-0123456789abcdef0", SRC))).await;
+    assert!(
+        other_snapshot
+            .state_message()
+            .unwrap_or_default()
+            .contains("SourceSnapshotId"),
+        "{other_snapshot:?}"
+    );
+    let wrong_region = copy(Some(presigned(&source, DST))).await;
+    assert!(
+        wrong_region
+            .state_message()
+            .unwrap_or_default()
+            .contains("source region"),
+        "{wrong_region:?}"
+    );
+    let good = copy(Some(presigned(&source, SRC))).await;
+    assert_ne!(
+        good.state(),
+        Some(&aws_sdk_ec2::types::SnapshotState::Error),
+        "{good:?}"
+    );
+    // Behind a config key; and the next `fail_next_copies` copies fail whatever they carry.
+    emu.configure(json!({ "require_presigned_url": false, "fail_next_copies": 1 }));
+    let failed = copy(None).await;
+    assert!(
+        failed
+            .state_message()
+            .unwrap_or_default()
+            .contains("fail_next_copies")
+    );
+    let unchecked = copy(None).await;
+    assert_ne!(
+        unchecked.state(),
+        Some(&aws_sdk_ec2::types::SnapshotState::Error)
+    );
+}
+
+#[tokio::test]
 async fn an_assumed_role_session_ends_after_session_seconds() {
     let emu = Emulator::start_with(json!({ "session_seconds": 1 }));
     let (prod, backup) = ("100000000095", "100000000096");

@@ -905,10 +905,16 @@ fn stale_lock_is_taken_over_and_only_one_taker_wins() {
         // Someone may win after the first released; never two at once (they hold it 20 ms).
         assert!(won >= 1);
     }
-    // Force release names the holder.
-    let _held = j.lock("held").unwrap();
+    // A forced release never takes a lock a live process holds: that would make two holders
+    // (the next taker would lock a new file beside the held one).
+    let held = j.lock("held").unwrap();
+    assert!(matches!(j.force_unlock(), Err(JournalError::Locked { .. })));
+    assert!(j.lock("second").is_err(), "still one holder");
+    drop(held);
+    // A lock file left by a holder that is gone: released, naming it.
+    std::fs::write(j.lock_path(), stale).unwrap();
     let holder = j.force_unlock().unwrap().unwrap();
-    assert_eq!(holder.run_id, "held");
+    assert_eq!(holder.run_id, "dead");
     assert_eq!(j.force_unlock().unwrap(), None);
 }
 

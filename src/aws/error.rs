@@ -38,6 +38,23 @@ impl fmt::Display for AwsError {
 impl std::error::Error for AwsError {}
 
 impl AwsError {
+    /// A failure on this side, before any request (signing, loading credentials).
+    pub fn local(
+        service: &'static str,
+        operation: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        AwsError {
+            service,
+            operation,
+            code: "ClientError".into(),
+            message: message.into(),
+            request_id: None,
+            status: None,
+            transport: false,
+        }
+    }
+
     pub fn from_sdk<E>(
         service: &'static str,
         operation: &'static str,

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod presign;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,8 @@ pub struct Aws {
     ec2: Mutex<HashMap<(String, String), aws_sdk_ec2::Client>>,
     kms: Mutex<HashMap<(String, String), aws_sdk_kms::Client>>,
     s3: Mutex<HashMap<(String, String), aws_sdk_s3::Client>>,
+    /// Each account's credentials, for the URLs ferry presigns itself (presign.rs).
+    credentials: Mutex<HashMap<String, aws_credential_types::Credentials>>,
     /// The audit sink and the mutation gate every client's interceptor consults.
     hooks: Arc<Hooks>,
 }
@@ -115,6 +118,7 @@ impl Aws {
             ec2: Mutex::default(),
             kms: Mutex::default(),
             s3: Mutex::default(),
+            credentials: Mutex::default(),
             hooks: Arc::default(),
         })
     }

@@ -89,20 +89,15 @@ pub fn unlock(force: bool, global: &Global) -> Outcome {
         Ok(b) => b,
         Err(o) => return o,
     };
-    if !force {
-        // Taking the lock succeeds only when no live ferry holds it (no lease still running).
-        match b.lock("unlock") {
-            Ok(lock) => drop(lock),
-            Err(e) => {
-                eprintln!("error: {e}");
-                eprintln!(
-                    "stop that ferry first, or pass --force if it is on another machine and gone"
-                );
-                return Outcome::BadInput;
-            }
-        }
-    }
-    match b.force_unlock() {
+    let released = if force {
+        b.force_unlock()
+    } else {
+        // Taking the lock succeeds only when no live ferry holds it (no lease still running);
+        // releasing it removes exactly the lock taken (S3: `If-Match` on its etag), so a ferry
+        // that takes the state in between keeps its lock.
+        b.lock("unlock").map(|lock| lock.took_over_from().cloned())
+    };
+    match released {
         Ok(Some(h)) => {
             println!("Released the lock of {h}.");
             Outcome::Ok
@@ -110,6 +105,16 @@ pub fn unlock(force: bool, global: &Global) -> Outcome {
         Ok(None) => {
             println!("The state {} was not locked.", b.location().display());
             Outcome::Ok
+        }
+        Err(e @ JournalError::Locked { .. }) => {
+            eprintln!("error: {e}");
+            let what = if force {
+                "a ferry on this machine holds it and is running: stop it first"
+            } else {
+                "stop that ferry first, or pass --force if it is on another machine and gone"
+            };
+            eprintln!("{what}");
+            Outcome::BadInput
         }
         Err(e) => Outcome::Failed(e.to_string()),
     }

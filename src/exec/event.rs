@@ -104,6 +104,8 @@ pub enum Event {
         step: String,
         class: ErrorClass,
         code: String,
+        /// What went wrong, as the service said it (never a secret: errors carry none).
+        message: String,
         attempt: usize,
         delay_ms: u64,
     },

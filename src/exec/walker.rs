@@ -1117,6 +1117,7 @@ impl<C: Context> Walker<C> {
                     step: self.id(i),
                     class: e.class,
                     code: e.code.clone(),
+                    message: e.message.clone(),
                     attempt,
                     delay_ms: d.as_millis() as u64,
                 })?;

@@ -145,14 +145,12 @@ pub(crate) fn take(path: &Path, run_id: &str) -> Result<LocalLock> {
     }
 }
 
+/// `ferry unlock --force` on a local state: the lock is released only if no live process holds
+/// its flock (taken, then dropped). Unlinking a file a live holder has locked would let the next
+/// taker lock a new file beside it: two holders.
 pub(crate) fn force_release(path: &Path) -> Result<Option<LockHolder>> {
-    let holder = read_holder(path);
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(holder),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(JournalError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }),
-    }
+    let lock = take(path, "unlock")?;
+    let was = lock.took_over.clone();
+    drop(lock);
+    Ok(was)
 }

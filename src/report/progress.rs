@@ -183,12 +183,13 @@ impl Subscriber for Progress {
                 step,
                 class,
                 code,
+                message,
                 attempt,
                 delay_ms,
             } => {
                 if self.mode == ProgressMode::Plain {
                     self.line(&format!(
-                        "retrying {step} in {delay_ms} ms ({class}: {code}, attempt {attempt})"
+                        "retrying {step} in {delay_ms} ms ({class}: {code}, attempt {attempt}): {message}"
                     ))?;
                 }
             }

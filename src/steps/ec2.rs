@@ -541,10 +541,33 @@ impl Step<Cx> for CopySnapshot {
         for (k, v) in self.tags() {
             tags = tags.tags(Tag::builder().key(k).value(v).build());
         }
+        let source_region = self.spec.source_region.as_str();
+        // An encrypted copy from another region carries a CopySnapshot presigned for the
+        // source region (EC2 API reference, CopySnapshot `PresignedUrl`), as botocore sends it.
+        let presigned = if source_region != region.as_str() {
+            let params = [
+                ("Action", "CopySnapshot"),
+                ("Version", "2016-11-15"),
+                ("SourceRegion", source_region),
+                ("SourceSnapshotId", self.spec.source.as_str()),
+                ("DestinationRegion", region.as_str()),
+            ];
+            let url = cx
+                .ctx()
+                .aws
+                .presigned_get(account, "ec2", source_region, &params)
+                .await
+                .map_err(|e| failed(e, &[]))?;
+            Some(url)
+        } else {
+            None
+        };
         let out = client
             .copy_snapshot()
             .source_snapshot_id(self.spec.source.as_str())
-            .source_region(self.spec.source_region.as_str())
+            .source_region(source_region)
+            .set_presigned_url(presigned)
+            .set_destination_region((source_region != region.as_str()).then(|| region.to_string()))
             .encrypted(true)
             .kms_key_id(key.as_str())
             .description(format!(
@@ -582,18 +605,66 @@ impl Step<Cx> for CopySnapshot {
     }
 }
 
-/// A copy that AWS reports as failed; a KMS message gets the fix in the hint.
-fn copy_failed(id: &str, message: Option<&str>) -> StepError {
+/// A copy that AWS reports as failed. One that failed for want of key access is final, with
+/// the fix in the hint; any other is removed and made once more (the retry re-observes, which
+/// finds the failed copy), and only a second failure is final. Either way the message is
+/// AWS's `StateMessage`, so no failure passes silently.
+fn copy_failed(
+    ctx: &Cx,
+    tags: &[aws_sdk_ec2::types::Tag],
+    id: &str,
+    message: Option<&str>,
+) -> StepError {
     let message = message.unwrap_or("no reason given");
+    let key_problem = message.contains("KMS") || message.to_lowercase().contains("key");
+    let what = format!(
+        "{}/{}",
+        tag_of(tags, "ferry:migration").unwrap_or_default(),
+        tag_of(tags, "ferry:source").unwrap_or_else(|| id.to_string())
+    );
+    if !key_problem && ctx.retry_failed_copy(&what) {
+        return StepError::new(
+            ErrorClass::Transient,
+            "CopyFailed",
+            format!("the copy {id} failed: {message}; removing it and copying once more"),
+        );
+    }
     let e = StepError::permanent("CopyFailed", format!("the copy {id} failed: {message}"));
-    if message.contains("KMS") || message.to_lowercase().contains("key") {
+    if key_problem {
         e.with_hint(format!(
             "the destination account cannot use the source KMS key named in the message: it needs {} on it (key_access: policy or grant lets ferry add that); then `ferry resume` removes the failed copy and copies again",
             super::share::KEY_ACTIONS.join(", ")
         ))
     } else {
-        e
+        e.with_hint("`ferry resume` removes the failed copy and copies again")
     }
+}
+
+/// The answers for submitted ids a poll did not list: pending while they may still show,
+/// then gone (a transient failure: the retry re-observes and copies again if need be).
+fn unlisted(
+    ctx: &Cx,
+    ids: &[String],
+    answers: &[(String, PollAnswer<StepOutput>)],
+) -> Vec<(String, PollAnswer<StepOutput>)> {
+    for (id, _) in answers {
+        ctx.seen(id);
+    }
+    ids.iter()
+        .filter(|id| !answers.iter().any(|(a, _)| a == *id))
+        .filter(|id| ctx.vanished(id))
+        .map(|id| {
+            ctx.seen(id);
+            let e = StepError::new(
+                ErrorClass::Transient,
+                "CopyVanished",
+                format!(
+                    "the copy {id} is no longer listed: looking for this source's copies again"
+                ),
+            );
+            (id.clone(), PollAnswer::Failed(e))
+        })
+        .collect()
 }
 
 /// Follows pending snapshot copies: one DescribeSnapshots per (account, region) per tick.
@@ -624,7 +695,7 @@ impl Poller<Cx> for SnapshotPoller {
                     }))
                 }
                 Some(SnapshotState::Error) => {
-                    PollAnswer::Failed(copy_failed(&id, s.state_message()))
+                    PollAnswer::Failed(copy_failed(ctx, s.tags(), &id, s.state_message()))
                 }
                 _ => PollAnswer::Pending {
                     percent: s
@@ -634,6 +705,8 @@ impl Poller<Cx> for SnapshotPoller {
             };
             answers.push((id, answer));
         }
+        let gone = unlisted(ctx, ids, &answers);
+        answers.extend(gone);
         Ok(answers)
     }
 }
@@ -905,6 +978,8 @@ impl Poller<Cx> for ImagePoller {
                     })),
                     Some("failed") | Some("error") | Some("invalid") | Some("deregistered") => {
                         PollAnswer::Failed(copy_failed(
+                            ctx,
+                            i.tags(),
                             &id,
                             i.state_reason().and_then(|r| r.message()),
                         ))
@@ -914,6 +989,8 @@ impl Poller<Cx> for ImagePoller {
                 answers.push((id, answer));
             }
         }
+        let gone = unlisted(ctx, ids, &answers);
+        answers.extend(gone);
         Ok(answers)
     }
 }

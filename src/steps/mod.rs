@@ -54,6 +54,12 @@ pub struct Cx {
     /// Steps whose last mutating call failed without an answer (a 5xx, a reset, a timeout): the
     /// work may have been done, and may not show yet. Step id -> when.
     pub ambiguous: Mutex<HashMap<String, std::time::Instant>>,
+    /// Copies (by `migration/source`) whose copy AWS failed once in this process: the next
+    /// failure is final.
+    pub copies_retried: Mutex<std::collections::HashSet<String>>,
+    /// Submitted copy ids the pollers have not seen yet, and since when: one that still does
+    /// not show after the visibility wait is gone.
+    pub unseen: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl exec::Context for Cx {
@@ -80,7 +86,33 @@ impl Cx {
             ambiguous: Default::default(),
             attempted_shares: Default::default(),
             failed_before: HashMap::new(),
+            copies_retried: Default::default(),
+            unseen: Default::default(),
         }
+    }
+
+    /// A copy of `what` failed: true the first time in this process (remove it and copy
+    /// once more), false after that.
+    pub fn retry_failed_copy(&self, what: &str) -> bool {
+        self.copies_retried
+            .lock()
+            .expect("retried")
+            .insert(what.to_string())
+    }
+
+    /// A poll did not list the submitted copy `id`: true once it has not shown for longer
+    /// than new resources take to show (it was deleted, or the submit never happened).
+    pub fn vanished(&self, id: &str) -> bool {
+        let mut unseen = self.unseen.lock().expect("unseen");
+        let since = *unseen
+            .entry(id.to_string())
+            .or_insert_with(std::time::Instant::now);
+        since.elapsed() > *VISIBILITY_WAIT
+    }
+
+    /// A poll listed `id`.
+    pub fn seen(&self, id: &str) {
+        self.unseen.lock().expect("unseen").remove(id);
     }
 
     pub fn with_failed_copies(mut self, failed: HashMap<String, Vec<String>>) -> Cx {
@@ -449,6 +481,24 @@ async fn lookup_key(
         cx.ctx().remember_key(account, region, reference, &k.arn);
     }
     Ok(found.map(|k| k.arn))
+}
+
+/// Whether `named` (what AWS echoes back as put: a key id, key ARN, alias name or alias ARN)
+/// names the key `wanted`, so that another form of the same key is never a change.
+pub(crate) async fn names_key(
+    cx: &exec::StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    named: &str,
+    wanted: &KeyArn,
+) -> Result<bool, StepError> {
+    if named == wanted.as_str() || named == wanted.key_id() {
+        return Ok(true);
+    }
+    if !named.contains("alias/") {
+        return Ok(false);
+    }
+    Ok(lookup_key(cx, account, region, named).await?.as_ref() == Some(wanted))
 }
 
 /// The destination key's ARN where the key must exist (in `apply`): a key made by a step that

@@ -59,9 +59,99 @@ fn normalized(policy: &Value) -> Value {
     out
 }
 
-/// Whether two policies say the same thing, ignoring a single statement written as a list.
+/// A statement in one canonical form of the equivalent ones IAM and KMS accept (and echo back
+/// as put, or rewritten): `Action`, `Resource`, principals and condition values as sorted
+/// lists (a single string is a list of one), and an account id principal as the account's root
+/// ARN (what KMS stores for it). Object key order never matters (JSON objects are maps).
+pub fn canonical_statement(st: &Value) -> Value {
+    fn list(v: &Value) -> Value {
+        let mut items: Vec<Value> = match v {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        };
+        items.sort_by_key(|x| x.to_string());
+        items.dedup();
+        Value::Array(items)
+    }
+    fn principal(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(kind, ids)| {
+                        let ids = list(ids);
+                        let ids: Vec<Value> = ids
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|id| match id.as_str() {
+                                Some(a)
+                                    if kind == "AWS"
+                                        && a.len() == 12
+                                        && a.bytes().all(|b| b.is_ascii_digit()) =>
+                                {
+                                    Value::String(format!("arn:aws:iam::{a}:root"))
+                                }
+                                _ => id.clone(),
+                            })
+                            .collect();
+                        (kind.clone(), list(&Value::Array(ids)))
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let Value::Object(m) = st else {
+        return st.clone();
+    };
+    let mut out = m.clone();
+    for k in ["Action", "NotAction", "Resource", "NotResource"] {
+        if let Some(v) = m.get(k) {
+            out.insert(k.into(), list(v));
+        }
+    }
+    for k in ["Principal", "NotPrincipal"] {
+        if let Some(v) = m.get(k) {
+            out.insert(k.into(), principal(v));
+        }
+    }
+    if let Some(Value::Object(ops)) = m.get("Condition") {
+        let ops = ops
+            .iter()
+            .map(|(op, keys)| {
+                let keys = match keys {
+                    Value::Object(k) => {
+                        Value::Object(k.iter().map(|(k, v)| (k.clone(), list(v))).collect())
+                    }
+                    other => other.clone(),
+                };
+                (op.clone(), keys)
+            })
+            .collect();
+        out.insert("Condition".into(), Value::Object(ops));
+    }
+    Value::Object(out)
+}
+
+/// Whether two policies say the same thing: statements compared in canonical form
+/// (`canonical_statement`) and in any order, a single statement the same as a list of one.
 pub fn same(a: &Value, b: &Value) -> bool {
-    normalized(a) == normalized(b)
+    let canonical = |p: &Value| {
+        let mut p = normalized(p);
+        let mut sts: Vec<Value> = p["Statement"]
+            .as_array()
+            .expect("normalized")
+            .iter()
+            .map(canonical_statement)
+            .collect();
+        sts.sort_by_key(|s| s.to_string());
+        p["Statement"] = Value::Array(sts);
+        if p.get("Version").is_none() {
+            p["Version"] = json!("2008-10-17");
+        }
+        p
+    };
+    canonical(a) == canonical(b)
 }
 
 /// What changes between two policies, for `ferry plan`: each statement that is added, removed
@@ -77,14 +167,21 @@ pub fn diff(before: &Value, after: &Value) -> Vec<String> {
     for s in bs {
         let counterpart = sid(s).and_then(|id| as_.iter().find(|x| sid(x).as_deref() == Some(&id)));
         match counterpart {
-            Some(x) if x == s => {}
+            Some(x) if canonical_statement(x) == canonical_statement(s) => {}
             Some(x) => lines.extend(line_diff(&pretty(s), &pretty(x))),
-            None if !as_.contains(s) => lines.extend(pretty(s).iter().map(|l| format!("- {l}"))),
+            None if !as_
+                .iter()
+                .any(|x| canonical_statement(x) == canonical_statement(s)) =>
+            {
+                lines.extend(pretty(s).iter().map(|l| format!("- {l}")))
+            }
             None => {}
         }
     }
     for s in as_ {
-        let had = bs.contains(s)
+        let had = bs
+            .iter()
+            .any(|x| canonical_statement(x) == canonical_statement(s))
             || sid(s).is_some_and(|id| bs.iter().any(|x| sid(x).as_deref() == Some(&id)));
         if !had {
             lines.extend(pretty(s).iter().map(|l| format!("+ {l}")));
@@ -182,6 +279,36 @@ mod tests {
         assert_eq!(e.code, "UnreadablePolicy");
         assert!(e.message.contains("{ not json"), "{}", e.message);
         assert_eq!(parse(None, "x").unwrap(), json!({}));
+    }
+
+    #[test]
+    fn equivalent_forms_of_a_policy_are_the_same_policy() {
+        let ours = json!({"Version": "2012-10-17", "Statement": [
+            {"Sid": "A", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::222222222222:root"},
+             "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*",
+             "Condition": {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}},
+            {"Sid": "B", "Effect": "Allow", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*"}
+        ]});
+        // As KMS may hand it back: statements reordered, lists reordered, the account id
+        // principal as given, single values as lists.
+        let echoed = json!({"Statement": [
+            {"Effect": "Allow", "Resource": ["*"], "Principal": "*", "Action": ["kms:Encrypt"], "Sid": "B"},
+            {"Sid": "A", "Effect": "Allow", "Principal": {"AWS": ["222222222222"]},
+             "Action": ["kms:DescribeKey", "kms:Decrypt"], "Resource": ["*"],
+             "Condition": {"StringEquals": {"kms:ViaService": ["ec2.us-east-1.amazonaws.com"]}}}
+        ], "Version": "2012-10-17"});
+        assert!(same(&ours, &echoed));
+        assert!(
+            diff(&ours, &echoed).is_empty(),
+            "{:?}",
+            diff(&ours, &echoed)
+        );
+        let mut other = echoed.clone();
+        other["Statement"][1]["Action"] = json!(["kms:Decrypt"]);
+        assert!(!same(&ours, &other), "a real change is a change");
+        let mut other = echoed;
+        other["Statement"][1]["Principal"] = json!({"AWS": "333333333333"});
+        assert!(!same(&ours, &other));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::output::{BackfillOutput, BucketOutput};
 use super::{
     Action, Base, Change, Cx, StepOutput, Todo, bucket, change, existing_key_arn, failed, key_arn,
-    policy, policy_edit, sdk_error, step_identity,
+    names_key, policy, policy_edit, sdk_error, step_identity,
 };
 use crate::aws::AwsError;
 use crate::exec::{
@@ -255,8 +255,11 @@ impl Step<Cx> for CreateBucket {
                 key: now_key,
                 bucket_key,
             } => {
-                let wanted = key.as_ref().map(|k| k.to_string());
-                if wanted.is_some() && now_key == wanted && bucket_key == self.spec.bucket_key {
+                let same_key = match (&key, &now_key) {
+                    (Some(k), Some(n)) => names_key(cx, account, region, n, k).await?,
+                    _ => false,
+                };
+                if same_key && bucket_key == self.spec.bucket_key {
                     return Ok(Observation::Done(self.done()));
                 }
                 let was = format!(

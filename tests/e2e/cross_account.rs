@@ -439,24 +439,27 @@ fn grant_access_with_revoke_leaves_what_was_there_before() {
             before,
             "grants leave the key policy alone"
         );
-        let grants = w.rt.block_on(async {
-            w.emu
-                .kms(PROD, SRC)
-                .list_grants()
-                .key_id(key)
-                .send()
-                .await
-                .unwrap()
-        });
-        assert!(
-            grants
-                .grants()
-                .iter()
-                .all(|g| g.name().is_none_or(|n| !n.starts_with("ferry-"))),
-            "ferry's grants were revoked"
-        );
     }
+    let grants = grants_on_source_keys(&w, &f);
+    assert!(grants.is_empty(), "ferry's grants were revoked: {grants:?}");
     assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+/// The grants ferry made (named `ferry-…`) still on A's source keys: (key, grant name).
+fn grants_on_source_keys(w: &World, f: &Fixture) -> Vec<(String, String)> {
+    w.rt.block_on(async {
+        let kms = w.emu.kms(PROD, SRC);
+        let mut left = Vec::new();
+        for key in &f.source_keys {
+            let out = kms.list_grants().key_id(key).send().await.unwrap();
+            for g in out.grants() {
+                if let Some(n) = g.name().filter(|n| n.starts_with("ferry-")) {
+                    left.push((key.clone(), n.to_string()));
+                }
+            }
+        }
+        left
+    })
 }
 
 #[test]
@@ -722,30 +725,60 @@ fn lost_answers_across_accounts_leave_one_copy_each_and_nothing_shared_after_rev
 }
 
 fn lost_answers_across_accounts(seed: u64) {
-    let w = World::new(json!({ "copy_seconds": 0.3 }));
-    let f = fixture(&w);
-    let plan_file = w.write_plan(&plan(&f, "policy", true));
     // A third of the mutating calls take effect and lose their answer: shares, statements,
     // copies and their revokes alike.
-    w.emu
-        .configure(json!({ "lost_response_rate": 0.3, "seed": seed }));
-    let mut out = w.ferry(&["apply", "--yes", &plan_file]);
-    for _ in 0..4 {
-        if out.status.code() == Some(0) {
-            break;
-        }
-        out = w.ferry(&["resume"]);
+    across_accounts_under(
+        seed,
+        "policy",
+        json!({ "lost_response_rate": 0.3, "seed": seed }),
+        None,
+    );
+}
+
+#[test]
+fn fault_matrix_ami_and_snapshot_copy_across_accounts_with_revoke() {
+    for seed in super::soak_seeds(&[7]) {
+        let access = if seed % 2 == 0 { "grant" } else { "policy" };
+        across_accounts_under(seed, access, super::every_fault(seed), None);
     }
+}
+
+#[test]
+fn killed_at_random_points_under_faults_across_accounts_leaves_nothing_shared() {
+    for seed in super::soak_seeds(&[8]) {
+        across_accounts_under(
+            seed,
+            "policy",
+            super::every_fault(seed),
+            Some(1 + seed % 16),
+        );
+    }
+}
+
+/// The cross-account plan with `revoke_after` under `faults` (and a kill): one copy of each in
+/// B, nothing left shared, every key policy as it was, a re-apply with 0 mutating calls.
+fn across_accounts_under(seed: u64, access: &str, faults: Value, kill_at: Option<u64>) {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&plan(&f, access, true));
+    w.emu.reset_counters();
+    w.emu.configure(faults);
+    let out = super::apply_until_done(&w, &plan_file, kill_at, 6);
     assert_eq!(
         out.status.code(),
         Some(0),
-        "seed {seed}: done, with resumes if need be"
+        "seed {seed}, kill at {kill_at:?}: done, with resumes if need be"
     );
     assert!(
         w.emu.counters().totals.lost > 0,
         "seed {seed}: answers were lost"
     );
-    w.emu.configure(json!({ "lost_response_rate": 0.0 }));
+    w.emu.configure(super::no_faults());
+    let grants = grants_on_source_keys(&w, &f);
+    assert!(
+        grants.is_empty(),
+        "seed {seed}: every grant retired: {grants:?}"
+    );
     assert_b_owns_one_copy_of_each(&w, &f);
     assert_eq!(
         shares(&w, &f),
@@ -760,6 +793,86 @@ fn lost_answers_across_accounts(seed: u64) {
         );
     }
     assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+#[test]
+fn the_external_id_is_in_no_byte_of_s3_state_verbose_output_or_temporary_files() {
+    const SECRET: &str = "not-a-real-secret";
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    w.rt.block_on(async {
+        w.emu
+            .s3(PROD, SRC)
+            .create_bucket()
+            .bucket("xacct-state")
+            .send()
+            .await
+            .unwrap();
+    });
+    let plan_file = w.write_plan(&format!(
+        "{}settings:\n  state: s3://xacct-state/runs\n",
+        plan(&f, "grant", true)
+    ));
+    let tmp = w.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = w
+        .command(&["-vv", "apply", "--yes", &plan_file])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains(SECRET) && !stderr.contains(SECRET),
+        "printed at -vv"
+    );
+    // A resume of the stored plan, from S3, on "another machine" (no plan file there).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let resumed = w
+        .command(&["-vv", "--state", "s3://xacct-state/runs", "status"])
+        .current_dir(elsewhere.path())
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(!text(&resumed.stdout).contains(SECRET) && !text(&resumed.stderr).contains(SECRET));
+    let objects = w.rt.block_on(async {
+        let s3 = w.emu.s3(PROD, SRC);
+        let list = s3
+            .list_objects_v2()
+            .bucket("xacct-state")
+            .send()
+            .await
+            .unwrap();
+        let mut bodies = Vec::new();
+        for o in list.contents() {
+            let k = o.key().unwrap().to_string();
+            let b = s3
+                .get_object()
+                .bucket("xacct-state")
+                .key(&k)
+                .send()
+                .await
+                .unwrap();
+            bodies.push((k, b.body.collect().await.unwrap().into_bytes()));
+        }
+        bodies
+    });
+    assert!(objects.len() > 3, "the run is in S3: {}", objects.len());
+    for (k, body) in &objects {
+        assert!(
+            !String::from_utf8_lossy(body).contains(SECRET),
+            "s3://xacct-state/{k} holds the external id"
+        );
+    }
+    assert!(
+        objects.iter().any(
+            |(k, b)| k.ends_with("plan.yaml") && String::from_utf8_lossy(b).contains("sha256:")
+        ),
+        "the stored plan keeps the secret's fingerprint"
+    );
+    // Every temporary file ferry made is gone.
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 #[test]

@@ -277,6 +277,31 @@ async fn object_tags(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<(S
     tags
 }
 
+/// The source bucket's replication configuration.
+fn replication(w: &World) -> ReplicationConfiguration {
+    w.rt.block_on(async {
+        w.emu
+            .s3(PROD, SRC)
+            .get_bucket_replication()
+            .bucket(SOURCE)
+            .send()
+            .await
+            .unwrap()
+            .replication_configuration()
+            .unwrap()
+            .clone()
+    })
+}
+
+/// The ids of the source bucket's replication rules.
+fn rule_ids(w: &World) -> Vec<String> {
+    replication(w)
+        .rules()
+        .iter()
+        .filter_map(|r| r.id().map(str::to_string))
+        .collect()
+}
+
 fn statements(policy: &Value) -> Vec<Value> {
     policy["Statement"].as_array().cloned().unwrap_or_default()
 }
@@ -627,6 +652,55 @@ fn s3_backfill_copies_listed_versions_keeps_newer_objects_and_collects_per_objec
 }
 
 #[test]
+fn fault_matrix_s3_replication_with_backfill() {
+    for seed in super::soak_seeds(&[4]) {
+        s3_under(seed, None);
+    }
+}
+
+#[test]
+fn killed_at_random_points_under_faults_s3_replication_backfills_everything() {
+    for seed in super::soak_seeds(&[6]) {
+        s3_under(seed, Some(1 + seed % 40));
+    }
+}
+
+/// `s3-replication` with a backfill of 120 objects under every fault (and a kill): every object
+/// copied as it was, the other rule kept, a re-apply with 0 mutating calls.
+fn s3_under(seed: u64, kill_at: Option<u64>) {
+    const N: usize = 120;
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    let dst_key = w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, N);
+    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", true));
+    w.emu.reset_counters();
+    w.emu.configure(super::every_fault(seed));
+    let out = super::apply_until_done(&w, &plan_file, kill_at, 6);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "seed {seed}, kill at {kill_at:?}: done, with resumes"
+    );
+    w.emu.configure(super::no_faults());
+    let mut keys = destination_keys(&w);
+    keys.sort();
+    let mut wanted: Vec<String> = (0..N).map(object_key).collect();
+    wanted.sort();
+    assert_eq!(keys, wanted, "seed {seed}: every object, once");
+    assert_copied(&w, &dst_key, 0..N);
+    let rules = rule_ids(&w);
+    assert!(
+        rules.contains(&"someone-elses-rule".to_string()) && rules.len() == 2,
+        "seed {seed}: ferry's rule beside the other one: {rules:?}"
+    );
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert!(text(&again.stdout).contains("No changes"), "seed {seed}");
+    assert_eq!(w.emu.counters().mutating(PROD), 0, "seed {seed}");
+}
+
+#[test]
 fn s3_backfill_killed_then_resumed_copies_only_what_is_missing() {
     let w = World::new(json!({}));
     let src_key = w.key(SRC, "alias/s3-source");
@@ -745,19 +819,7 @@ fn s3_backfill_beyond_the_inline_limit_is_planned_as_batch_replication_and_not_p
     assert!(all.contains("BatchReplicationNotImplemented"), "{all}");
     assert_eq!(copy_calls(&w), 0, "nothing is copied inline");
     // Everything else is in place: the rule replicates new objects.
-    let rules = w.rt.block_on(async {
-        w.emu
-            .s3(PROD, SRC)
-            .get_bucket_replication()
-            .bucket(SOURCE)
-            .send()
-            .await
-            .unwrap()
-            .replication_configuration()
-            .unwrap()
-            .rules()
-            .len()
-    });
+    let rules = rule_ids(&w).len();
     assert_eq!(rules, 2);
 }
 
@@ -1016,20 +1078,7 @@ fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
     );
 
     // Someone raises ferry's rule to priority 5 and leaves everything else.
-    let rules = |w: &World| {
-        w.rt.block_on(async {
-            w.emu
-                .s3(PROD, SRC)
-                .get_bucket_replication()
-                .bucket(SOURCE)
-                .send()
-                .await
-                .unwrap()
-                .replication_configuration()
-                .unwrap()
-                .clone()
-        })
-    };
+    let rules = replication;
     let config = rules(&w);
     let changed: Vec<ReplicationRule> = config
         .rules()

@@ -27,9 +27,12 @@ EC2 user guide "How AMI copy works"; EBS quotas "ebs-resource-quotas"; "Ensuring
   accessible". `kms_denied: "sync"` answers the call itself with `InvalidRequest` instead.
 """
 
+import calendar
+import re
 import threading
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
@@ -196,6 +199,61 @@ def check_source_key(account: str, region: str, snap: Any) -> None:
     )
 
 
+_AMZ_DATE = re.compile(r"^\d{8}T\d{6}Z$")
+_SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def presigned_url_problem(
+    url: str | None, source_id: str, source_region: str, region: str
+) -> str | None:
+    """Why `url` is not the PresignedUrl an encrypted cross-region CopySnapshot must carry
+    (EC2 API reference, CopySnapshot: a SigV4 presigned CopySnapshot against the source
+    region with SourceRegion, SourceSnapshotId and DestinationRegion), or None if it is one.
+    The signature's form is checked, not its value (the emulator does not check secrets)."""
+    if not url:
+        return "no PresignedUrl: an encrypted copy from another region must carry one"
+    parsed = urlparse(url)
+    query = {k: v[0] for k, v in parse_qs(parsed.query, keep_blank_values=True).items()}
+    wanted = {
+        "Action": "CopySnapshot",
+        "SourceSnapshotId": source_id,
+        "SourceRegion": source_region,
+        "DestinationRegion": region,
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+    }
+    for k, v in wanted.items():
+        if query.get(k) != v:
+            return f"PresignedUrl has {k}={query.get(k)!r}, not {v!r}"
+    scope = query.get("X-Amz-Credential", "").split("/")
+    if len(scope) != 5 or scope[2:] != [source_region, "ec2", "aws4_request"]:
+        return "PresignedUrl is not signed for ec2 in the source region"
+    if "host" not in query.get("X-Amz-SignedHeaders", "").split(";"):
+        return "PresignedUrl does not sign the host header"
+    if not _SIGNATURE.match(query.get("X-Amz-Signature", "")):
+        return "PresignedUrl has no SigV4 signature"
+    date = query.get("X-Amz-Date", "")
+    if not _AMZ_DATE.match(date) or scope[1] != date[:8]:
+        return "PresignedUrl has no valid X-Amz-Date"
+    signed = calendar.timegm(time.strptime(date, "%Y%m%dT%H%M%SZ"))
+    expires = query.get("X-Amz-Expires", "")
+    if not expires.isdigit() or signed + int(expires) < time.time():
+        return "PresignedUrl has expired"
+    return None
+
+
+def take_copy_failure() -> bool:
+    """True for the next `fail_next_copies` copies (then the count is used up)."""
+    with state.lock:
+        n = int(state.config.get("fail_next_copies") or 0)
+        if n <= 0:
+            return False
+        state.config["fail_next_copies"] = n - 1
+        return True
+
+
+FAILED_COPY = "ferry emulator: this copy failed (fail_next_copies)"
+
+
 def _deny(message: str) -> None:
     if state.get("kms_denied") == "sync":
         raise EC2ClientError("InvalidRequest", message)
@@ -237,6 +295,16 @@ def _copy_snapshot(self: ElasticBlockStore) -> ActionResult:
         _deny(e.message)
         denied = e.message
     _check_snapshot_limit(account, region, 1)
+    # Checked after the call is accepted: a copy without a good PresignedUrl fails
+    # asynchronously, as the API reference describes.
+    if not denied and source.encrypted and source_region != region and state.get(
+        "require_presigned_url"
+    ):
+        denied = presigned_url_problem(
+            self._get_param("PresignedUrl"), source_id, source_region, region
+        )
+    if not denied and take_copy_failure():
+        denied = FAILED_COPY
 
     backend = self.ec2_backend
     snapshot = Snapshot(

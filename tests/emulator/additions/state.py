@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
     # {"bucket": ..., "keys": [...]}: the first CopyObject from that bucket deletes every version
     # of those keys first (a concurrent deleter between a listing and a copy; s3_races.py).
     "delete_before_copy": None,
+    # Encrypted cross-region CopySnapshot must carry a well-formed PresignedUrl, else the copy
+    # ends in `error` (EC2 API reference, CopySnapshot).
+    "require_presigned_url": True,
+    # The next N snapshot copies end in `error` (StateMessage says so): a copy AWS fails.
+    "fail_next_copies": 0,
 }
 
 lock = threading.RLock()
@@ -104,11 +109,15 @@ def validate(update: Any) -> dict[str, Any]:
             "session_seconds",
         ):
             _number(key, value)
+        elif key == "fail_next_copies":
+            _number(key, value)
         elif key in ("max_pending_snapshot_copies", "max_pending_image_copies"):
             _number(key, value, 1)
         elif key in ("fault_rate", "lost_response_rate"):
             _number(key, value, 0, 1)
-        elif key in ("throttle", "enforce_kms") and not isinstance(value, bool):
+        elif key in ("throttle", "enforce_kms", "require_presigned_url") and not isinstance(
+            value, bool
+        ):
             raise ValueError(f"{key} must be true or false, got {value!r}")
         elif key == "kms_denied" and value not in ("async", "sync"):
             raise ValueError(f'kms_denied must be "async" or "sync", got {value!r}')
