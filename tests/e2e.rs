@@ -868,7 +868,11 @@ fn snapshot_copy_under(faults: serde_json::Value, kill_at: Option<u64>) {
         "{faults}, kill at {kill_at:?}: done, with resumes if need be"
     );
     let c = w.emu.counters();
-    assert!(c.totals.lost > 0, "answers were lost: {:#?}", c.requests);
+    // With lost answers alone (10+ mutating calls at 40%) some surely are; under throttling
+    // and faults too, few calls get that far, and none may be lost in a run.
+    if faults["throttle"] != json!(true) {
+        assert!(c.totals.lost > 0, "answers were lost: {:#?}", c.requests);
+    }
     assert_eq!(
         c.copy_totals.snapshots,
         sources.len() as u64,

@@ -1324,6 +1324,96 @@ async fn an_encrypted_copy_from_another_region_needs_a_well_formed_presigned_url
 }
 
 #[tokio::test]
+async fn shares_grants_and_key_policies_show_only_after_the_visibility_delay() {
+    let emu = Emulator::start_with(json!({ "visibility_delay_ms": 800 }));
+    let (a, b) = ("100000000096", "100000000097");
+    let ec2 = aws_sdk_ec2::Client::new(&no_retries(&emu.sdk_config(a, SRC)));
+    let kms = emu.kms(a, SRC);
+    let key = customer_key(&emu, a, SRC).await;
+    let snap = snapshot(&ec2, SRC, Some(Some(&key))).await;
+    let restorable_by_b = || async {
+        !ec2.describe_snapshots()
+            .owner_ids("self")
+            .restorable_by_user_ids(b)
+            .send()
+            .await
+            .unwrap()
+            .snapshots()
+            .is_empty()
+    };
+    let grants = || async {
+        kms.list_grants()
+            .key_id(&key)
+            .send()
+            .await
+            .unwrap()
+            .grants()
+            .len()
+    };
+    let policy = || async {
+        kms.get_key_policy()
+            .key_id(&key)
+            .policy_name("default")
+            .send()
+            .await
+            .unwrap()
+            .policy()
+            .unwrap()
+            .to_string()
+    };
+    let before = policy().await;
+    share_snapshot(&ec2, &snap, b).await;
+    let grant = kms
+        .create_grant()
+        .key_id(&key)
+        .grantee_principal(format!("arn:aws:iam::{b}:root"))
+        .operations(GrantOperation::Decrypt)
+        .name("g")
+        .send()
+        .await
+        .unwrap()
+        .grant_id()
+        .unwrap()
+        .to_string();
+    allow_account_on_key(&kms, &key, copy_statement(json!({ "AWS": b }))).await;
+    // The changes took effect; reads do not show them yet.
+    assert!(!restorable_by_b().await, "the share does not show yet");
+    assert_eq!(grants().await, 0, "the grant does not show yet");
+    assert_eq!(policy().await, before, "the old policy is read");
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    assert!(restorable_by_b().await, "the share shows");
+    assert_eq!(grants().await, 1, "the grant shows");
+    assert_ne!(policy().await, before, "the new policy is read");
+    // Taken back: still read as there for the delay.
+    kms.revoke_grant()
+        .key_id(&key)
+        .grant_id(&grant)
+        .send()
+        .await
+        .unwrap();
+    ec2.modify_snapshot_attribute()
+        .snapshot_id(&snap)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(OperationType::Remove)
+        .user_ids(b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        grants().await,
+        1,
+        "a revoked grant is still listed for a while"
+    );
+    assert!(
+        restorable_by_b().await,
+        "a removed share still shows for a while"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    assert_eq!(grants().await, 0);
+    assert!(!restorable_by_b().await);
+}
+
+#[tokio::test]
 async fn an_assumed_role_session_ends_after_session_seconds() {
     let emu = Emulator::start_with(json!({ "session_seconds": 1 }));
     let (prod, backup) = ("100000000095", "100000000096");

@@ -110,7 +110,9 @@ async fn prepare(
     let cx = Arc::new(
         Cx::new(aws, &plan.name.value, &resolution)
             .with_earlier(earlier.additions)
-            .with_failed_copies(earlier.failed_copies),
+            .with_failed_copies(earlier.failed_copies)
+            .with_unanswered(&earlier.unanswered)
+            .with_changes(&earlier.intents, &earlier.done),
     );
     Ok(Prepared {
         plan,
@@ -134,6 +136,9 @@ fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<E
     use crate::steps::output::{KeyAccessOutput, ShareOutput};
     let mut merged: std::collections::HashMap<StepId, StepOutput> = Default::default();
     let mut failed_copies: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut unanswered: std::collections::HashMap<String, u64> = Default::default();
+    let mut intents: std::collections::HashMap<String, u64> = Default::default();
+    let mut done: std::collections::HashMap<String, u64> = Default::default();
     let backend: Box<dyn JournalBackend> = match state_location(plan, plan_path, global) {
         State::Local(dir) => match LocalJournal::open(dir) {
             Ok(b) => Box::new(b),
@@ -179,6 +184,24 @@ fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<E
             add(id, out);
         }
         for ev in &log.events {
+            // A step whose last word is its intent was killed with its call sent, or about to
+            // be: the call may have taken effect, and what it made may not show yet.
+            match ev {
+                Event::StepIntent { step, ts, .. } => {
+                    unanswered.insert(step.clone(), *ts);
+                    intents.insert(step.clone(), *ts);
+                }
+                Event::StepDone { step, ts, .. } => {
+                    unanswered.remove(step);
+                    done.insert(step.clone(), *ts);
+                }
+                Event::StepSubmitted { step, .. }
+                | Event::StepFailed { step, .. }
+                | Event::StepSkipped { step, .. } => {
+                    unanswered.remove(step);
+                }
+                _ => {}
+            }
             let Event::StepIntent { step, intent, .. } = ev else {
                 continue;
             };
@@ -227,6 +250,9 @@ fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<E
     Ok(Earlier {
         additions: merged,
         failed_copies,
+        unanswered,
+        intents,
+        done,
     })
 }
 
@@ -237,6 +263,12 @@ struct Earlier {
     additions: std::collections::HashMap<StepId, StepOutput>,
     /// Copy step -> the failed copies it made.
     failed_copies: std::collections::HashMap<String, Vec<String>>,
+    /// Step -> when (ms since the epoch) it journaled an intent that never got an outcome.
+    unanswered: std::collections::HashMap<String, u64>,
+    /// Step -> when it last journaled an intent.
+    intents: std::collections::HashMap<String, u64>,
+    /// Step -> when it was last done.
+    done: std::collections::HashMap<String, u64>,
 }
 
 fn state_setting(plan: &Plan, global: &Global) -> Option<String> {

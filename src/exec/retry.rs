@@ -71,7 +71,8 @@ impl RetryPolicies {
         }
     }
     /// For a dry run: a throttled or transient read is tried a few more times, quickly; a
-    /// not-yet-consistent one is reported as it is (nothing was made that could settle).
+    /// not-yet-consistent one (a change an earlier run made moments ago, not showing yet) is
+    /// looked at again as an apply would: the step says how long that may take.
     pub fn dry_run() -> Self {
         let quick = RetryPolicy::new(
             Duration::from_millis(100),
@@ -82,7 +83,7 @@ impl RetryPolicies {
         RetryPolicies {
             throttled: quick,
             transient: quick,
-            not_yet_consistent: RetryPolicy::new(Duration::ZERO, Duration::ZERO, Some(0), None),
+            not_yet_consistent: RetryPolicies::default().not_yet_consistent,
             quota_exceeded: quick,
         }
     }

@@ -467,7 +467,8 @@ impl MergeKeyPolicy {
             .send()
             .await
             .map_err(|e| failed(kms_error("GetKeyPolicy")(e), FRESH))?;
-        policy::parse(out.policy(), &format!("the key policy of {key}"))
+        let read = policy::parse(out.policy(), &format!("the key policy of {key}"))?;
+        Ok(cx.ctx().key_policy_read(key, read))
     }
 
     fn done(arn: &crate::ids::KeyArn) -> StepOutput {
@@ -522,6 +523,7 @@ impl Step<Cx> for MergeKeyPolicy {
         // Read again right before writing: the merge must start from the live document.
         let before = self.current(cx, arn.as_str()).await?;
         let after = policy::merge(&before, &self.statements(cx.ctx()));
+        cx.ctx().changing(&self.base.id_text);
         cx.ctx()
             .aws
             .kms(account, region)
@@ -537,6 +539,7 @@ impl Step<Cx> for MergeKeyPolicy {
                     &["MalformedPolicyDocumentException"],
                 )
             })?;
+        cx.ctx().wrote_key_policy(arn.as_str(), &before, &after);
         Ok(Applied::Done(Self::done(&arn)))
     }
 }

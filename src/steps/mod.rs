@@ -60,6 +60,16 @@ pub struct Cx {
     /// Submitted copy ids the pollers have not seen yet, and since when: one that still does
     /// not show after the visibility wait is gone.
     pub unseen: Mutex<HashMap<String, std::time::Instant>>,
+    /// Steps that set out to change something, and when (ms since the epoch; in this process,
+    /// or journaled by an earlier one): reads lag changes of shares, grants and policies
+    /// (eventual consistency), so an undo that finds nothing to undo soon after looks again
+    /// before it believes it.
+    pub changed: Mutex<HashMap<String, u64>>,
+    /// Steps done in earlier runs, and when (ms since the epoch).
+    pub done_before: HashMap<String, u64>,
+    /// Key ARN -> (when, the policy read before, the policy ferry wrote): a read that still
+    /// shows the old document soon after is stale, and the merge starts from what was written.
+    pub key_policies: Mutex<HashMap<String, (std::time::Instant, Value, Value)>>,
 }
 
 impl exec::Context for Cx {
@@ -88,6 +98,55 @@ impl Cx {
             failed_before: HashMap::new(),
             copies_retried: Default::default(),
             unseen: Default::default(),
+            changed: Default::default(),
+            done_before: HashMap::new(),
+            key_policies: Default::default(),
+        }
+    }
+
+    /// `step` is about to change a share, grant or policy.
+    pub fn changing(&self, step: &str) {
+        self.changed
+            .lock()
+            .expect("changed")
+            .insert(step.to_string(), crate::exec::now_ms());
+    }
+
+    /// How much longer reads may not show what `undone` changed, for `undo`, the step that
+    /// takes it back: none once the undo itself acted (or was done) after that change.
+    pub fn settling_after(&self, undo: &str, undone: &str) -> Option<std::time::Duration> {
+        let changed = self.changed.lock().expect("changed");
+        let at = *changed.get(undone)?;
+        let undo_since = changed
+            .get(undo)
+            .into_iter()
+            .chain(self.done_before.get(undo))
+            .any(|t| *t >= at);
+        if undo_since {
+            return None;
+        }
+        let age = std::time::Duration::from_millis(crate::exec::now_ms().saturating_sub(at));
+        (*VISIBILITY_WAIT).checked_sub(age)
+    }
+
+    /// Ferry wrote `written` over `before` as the policy of `key`.
+    pub fn wrote_key_policy(&self, key: &str, before: &Value, written: &Value) {
+        self.key_policies.lock().expect("policies").insert(
+            key.to_string(),
+            (std::time::Instant::now(), before.clone(), written.clone()),
+        );
+    }
+
+    /// The policy of `key` as read, unless the read is the document ferry replaced moments
+    /// ago (a stale read): then the one ferry wrote.
+    pub fn key_policy_read(&self, key: &str, read: Value) -> Value {
+        match self.key_policies.lock().expect("policies").get(key) {
+            Some((at, before, written))
+                if at.elapsed() < *VISIBILITY_WAIT && policy::same(&read, before) =>
+            {
+                written.clone()
+            }
+            _ => read,
         }
     }
 
@@ -142,6 +201,44 @@ impl Cx {
             .get(step)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// When steps of earlier runs last journaled an intent, and when they were last done (ms
+    /// since the epoch): their changes may not show yet either.
+    pub fn with_changes(
+        mut self,
+        intents: &HashMap<String, u64>,
+        done: &HashMap<String, u64>,
+    ) -> Cx {
+        self.changed
+            .lock()
+            .expect("changed")
+            .extend(intents.iter().map(|(k, v)| (k.clone(), *v)));
+        self.done_before = done.clone();
+        self
+    }
+
+    /// Steps of earlier runs whose intent got no outcome (the process died around the call),
+    /// with when the intent was journaled: each is looked for as after a lost answer, for what
+    /// is left of the visibility wait, before its call is made again.
+    pub fn with_unanswered(self, unanswered: &HashMap<String, u64>) -> Cx {
+        let now_ms = crate::exec::now_ms();
+        {
+            let mut ambiguous = self.ambiguous.lock().expect("ambiguous");
+            for (step, ts) in unanswered {
+                let age = std::time::Duration::from_millis(now_ms.saturating_sub(*ts));
+                if age >= *VISIBILITY_WAIT {
+                    continue;
+                }
+                if let Some(since) = std::time::Instant::now().checked_sub(age) {
+                    ambiguous.insert(step.clone(), since);
+                    // It looks for itself directly: the shared listing, made once at the
+                    // start, would never show a copy that appears later.
+                    self.copy_index.attempt(step);
+                }
+            }
+        }
+        self
     }
 
     /// Records that `step`'s call may have taken effect without an answer.
@@ -481,6 +578,19 @@ async fn lookup_key(
         cx.ctx().remember_key(account, region, reference, &k.arn);
     }
     Ok(found.map(|k| k.arn))
+}
+
+/// A read that may not show a change made moments ago: looked at again, with backoff, until it
+/// shows or the visibility wait has passed.
+pub(crate) fn not_visible_yet(what: String, left: std::time::Duration) -> StepError {
+    StepError::new(
+        ErrorClass::NotYetConsistent,
+        "ChangeNotVisibleYet",
+        format!(
+            "{what} may not show yet; looking again for up to {}",
+            humantime::format_duration(std::time::Duration::from_secs(left.as_secs().max(1)))
+        ),
+    )
 }
 
 /// Whether `named` (what AWS echoes back as put: a key id, key ARN, alias name or alias ARN)

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::output::{KeyAccessOutput, ShareOutput};
 use super::{
     Action, Base, Change, Cx, ReadOnce, StepOutput, Todo, bucket, change, each_page, failed,
-    policy, policy_edit, sdk_error, step_identity,
+    not_visible_yet, policy, policy_edit, sdk_error, step_identity,
 };
 use crate::aws::AwsError;
 use crate::exec::{Applied, GateKey, Observation, Step, StepCx, StepError};
@@ -347,13 +347,74 @@ impl Permission {
                 self.resources()
             }
         };
+        // Soon after ferry shared them (an earlier process; this one knows its own), listings
+        // may not show the shares yet: each is read on its own until it shows or surely is not.
+        let settling = match (&self.spec.undoes, self.add) {
+            (Some(share), false) => cx
+                .ctx()
+                .settling_after(&self.base.id_text, &share.to_string()),
+            _ => None,
+        };
         let mut todo = Vec::new();
         for r in candidates {
-            if self.shared(cx, &r).await? != self.add {
+            let known = cx
+                .ctx()
+                .shared_now
+                .lock()
+                .expect("shares")
+                .contains_key(&self.fact(cx.ctx(), &r));
+            let shared = match settling {
+                Some(left) if !known => {
+                    if !self.shared_fresh(cx, &r).await? {
+                        return Err(not_visible_yet(
+                            format!("the share of {r} ferry made"),
+                            left,
+                        ));
+                    }
+                    true
+                }
+                _ => self.shared(cx, &r).await?,
+            };
+            if shared != self.add {
                 todo.push(r);
             }
         }
         Ok(todo)
+    }
+
+    /// Whether `resource` is shared with the other account, read for it alone (not from the
+    /// listing this process made once).
+    async fn shared_fresh(&self, cx: &StepCx<'_, Cx>, resource: &str) -> Result<bool, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let who = cx
+            .ctx()
+            .account_id(&self.spec.sharing.with_account)
+            .to_string();
+        let client = cx.ctx().aws.ec2(account, region);
+        if self.image() {
+            cx.limits()
+                .take(&[bucket(account, region, "ec2:DescribeImages")])
+                .await;
+            let out = client
+                .describe_images()
+                .image_ids(resource)
+                .executable_users(&who)
+                .send()
+                .await
+                .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+            return Ok(!out.images().is_empty());
+        }
+        cx.limits()
+            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
+            .await;
+        let out = client
+            .describe_snapshots()
+            .snapshot_ids(resource)
+            .restorable_by_user_ids(&who)
+            .send()
+            .await
+            .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
+        Ok(!out.snapshots().is_empty())
     }
 }
 
@@ -414,6 +475,7 @@ impl Step<Cx> for Permission {
             Todo::Resources(r) => r,
             _ => Vec::new(),
         };
+        cx.ctx().changing(&self.base.id_text);
         for r in &resources {
             if self.add {
                 cx.ctx().attempt_share(&self.base.id_text, r);
@@ -507,10 +569,16 @@ impl SourceKeyAccess {
             .send()
             .await
             .map_err(|e| failed(kms_error("GetKeyPolicy")(e), &[]))?;
-        policy::parse(out.policy(), &format!("the key policy of {}", self.key))
+        let read = policy::parse(out.policy(), &format!("the key policy of {}", self.key))?;
+        Ok(cx.ctx().key_policy_read(&self.key, read))
     }
 
-    async fn put_policy(&self, cx: &StepCx<'_, Cx>, policy: &Value) -> Result<(), StepError> {
+    async fn put_policy(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        before: &Value,
+        policy: &Value,
+    ) -> Result<(), StepError> {
         cx.ctx()
             .aws
             .kms(&self.base.account, &self.base.region)
@@ -526,6 +594,7 @@ impl SourceKeyAccess {
                     &["MalformedPolicyDocumentException"],
                 )
             })?;
+        cx.ctx().wrote_key_policy(&self.key, before, policy);
         Ok(())
     }
 
@@ -609,10 +678,22 @@ impl Step<Cx> for SourceKeyAccess {
         if self.no_longer_needed(cx).await? || (!self.add && !self.added_by_ferry(cx)) {
             return done();
         }
+        // Soon after ferry added the access, reads may not show it yet: an undo that finds
+        // nothing looks again before it believes it.
+        let settling = match (&self.spec.undoes, self.add) {
+            (Some(step), false) => cx
+                .ctx()
+                .settling_after(&self.base.id_text, &step.to_string()),
+            _ => None,
+        };
         if self.grant() {
             let exists = self.grant_ids(cx).await?.into_iter().next();
             let sid = &self.spec.sid;
             return match (exists, self.add) {
+                (None, false) if settling.is_some() => Err(not_visible_yet(
+                    format!("the grant `{sid}` on {} ferry made", self.key),
+                    settling.unwrap_or_default(),
+                )),
                 (Some(_), true) | (None, false) => done(),
                 (None, true) => Ok(Observation::Todo(change(
                     Action::Create,
@@ -638,7 +719,16 @@ impl Step<Cx> for SourceKeyAccess {
         };
         match policy_edit(before, &after) {
             Some(c) => Ok(Observation::Todo(c)),
-            None => done(),
+            None => match settling {
+                Some(left) => Err(not_visible_yet(
+                    format!(
+                        "the statement `{}` ferry added to {}",
+                        self.spec.sid, self.key
+                    ),
+                    left,
+                )),
+                None => done(),
+            },
         }
     }
 
@@ -649,6 +739,7 @@ impl Step<Cx> for SourceKeyAccess {
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, _change: Change) -> Done {
         let client = cx.ctx().aws.kms(&self.base.account, &self.base.region);
+        cx.ctx().changing(&self.base.id_text);
         if self.add {
             cx.ctx().attempt_share(&self.base.id_text, &self.key);
         }
@@ -704,7 +795,7 @@ impl Step<Cx> for SourceKeyAccess {
             policy::remove(&before, &self.spec.sid)
         };
         if !policy::same(&before, &after) {
-            self.put_policy(cx, &after).await?;
+            self.put_policy(cx, &before, &after).await?;
         }
         Ok(Applied::Done(self.output(self.add, None)))
     }

@@ -876,6 +876,32 @@ fn the_external_id_is_in_no_byte_of_s3_state_verbose_output_or_temporary_files()
 }
 
 #[test]
+fn a_revoke_right_after_the_change_takes_back_what_reads_do_not_show_yet() {
+    for access in ["grant", "policy"] {
+        // Shares, grants and key policies show in reads 1 s after they change (ferry waits up
+        // to 1.5 s); copies take 0.1 s, so the revoke reads before ferry's changes show.
+        let w = World::new(json!({ "copy_seconds": 0.1, "visibility_delay_ms": 1000 }));
+        let f = fixture(&w);
+        let plan_file = w.write_plan(&plan(&f, access, true));
+        let out = w.ferry(&["apply", "--yes", &plan_file]);
+        assert_eq!(out.status.code(), Some(0), "{access}");
+        w.emu.configure(json!({ "visibility_delay_ms": 0 }));
+        assert_b_owns_one_copy_of_each(&w, &f);
+        assert_eq!(shares(&w, &f), (false, false), "{access}: no share left");
+        let grants = grants_on_source_keys(&w, &f);
+        assert!(grants.is_empty(), "{access}: no grant left: {grants:?}");
+        for (key, before) in f.source_keys.iter().zip(&f.policies_before) {
+            assert_eq!(
+                &key_policy(&w, PROD, key),
+                before,
+                "{access}: the key policy is as it was"
+            );
+        }
+        assert_zero_mutating_reapply(&w, &plan_file);
+    }
+}
+
+#[test]
 fn a_run_longer_than_the_assumed_role_session_completes() {
     // Sessions of the role assumed in the backup account end after 2 s; its copies take 3 s.
     let w = World::new(json!({ "copy_seconds": 3.0, "session_seconds": 2 }));

@@ -15,6 +15,7 @@ def install() -> None:
         kms_cross_account,
         s3_replication,
         sessions,
+        visibility,
     )
 
     accounts.install()
@@ -25,3 +26,4 @@ def install() -> None:
     kms_cross_account.install()
     s3_replication.install()
     sessions.install()
+    visibility.install()

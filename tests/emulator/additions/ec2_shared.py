@@ -31,6 +31,7 @@ from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.utils import generic_filter
 
 from . import kms_access
+from .visibility import record, seen, user_ids
 
 _viewer = threading.local()
 
@@ -71,6 +72,10 @@ def image_launchable_by(ami: Any, account: str) -> bool:
     return ami.owner_id == account or any(
         lp.get("UserId") == account or lp.get("Group") == "all" for lp in ami.launch_permissions
     )
+
+
+def _launchable_by_user(ami: Any, account: str) -> bool:
+    return any(lp.get("UserId") == account for lp in ami.launch_permissions)
 
 
 def visible_snapshots(account: str, region: str) -> list[Any]:
@@ -130,7 +135,14 @@ def _describe_snapshots(self: ElasticBlockStore) -> ActionResult:
     if owners:
         snaps = [s for s in snaps if s.owner_id in owners]
     if restorable:
-        snaps = [s for s in snaps if any(snapshot_restorable_by(s, u) for u in restorable)]
+        # What the owner reads back of a share lags (visibility.py); the share itself does not.
+        snaps = [
+            s
+            for s in snaps
+            if any(
+                seen(("snapshot", s.id, u), snapshot_restorable_by(s, u)) for u in restorable
+            )
+        ]
     if filters:
         snaps = generic_filter(filters, snaps)
     return ActionResult({"Snapshots": snaps})
@@ -156,7 +168,8 @@ def _describe_images(self: AmisResponse) -> ActionResult:
         images = [
             a
             for a in images
-            if a.is_public or any(lp.get("UserId") in exec_users for lp in a.launch_permissions)
+            if a.is_public
+            or any(seen(("image", a.id, u), _launchable_by_user(a, u)) for u in exec_users)
         ]
     if owners:
         images = [a for a in images if a.owner_id in owners or a.owner_alias in owners]
@@ -197,8 +210,10 @@ def install() -> None:
     original_modify_snapshot = ElasticBlockStore.modify_snapshot_attribute
 
     def modify_snapshot_attribute(self: ElasticBlockStore) -> Any:
+        snap = self.ec2_backend.get_snapshot(self._get_param("SnapshotId"))
+        for uid in user_ids(self, "CreateVolumePermission"):
+            record(("snapshot", snap.id, uid), snapshot_restorable_by(snap, uid))
         if self._get_param("OperationType") == "add":
-            snap = self.ec2_backend.get_snapshot(self._get_param("SnapshotId"))
             groups = self._get_param("GroupNames", []) or []
             if snap.encrypted and "all" in groups:
                 raise OperationNotPermitted("Encrypted snapshots cannot be shared publicly")
@@ -214,9 +229,12 @@ def install() -> None:
         adding = bool((self._get_param("LaunchPermission", {}) or {}).get("Add")) or (
             self._get_param("OperationType") == "add"
         )
+        ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
+        if ami is not None:
+            for uid in user_ids(self, "LaunchPermission"):
+                record(("image", ami.id, uid), _launchable_by_user(ami, uid))
         if adding:
             backend = self.ec2_backend
-            ami = backend.amis.get(self._get_param("ImageId"))
             if ami is not None:
                 for m in ami.block_device_mappings:
                     snap = backend.snapshots.get((m.get("Ebs") or {}).get("SnapshotId"))
