@@ -255,8 +255,10 @@ fn needs(
                     ],
                     vec![format!("{src}/*")],
                 ),
+                // GetObject on the destination: HeadObject, to see whether a copy whose answer
+                // was lost landed.
                 need(
-                    &["s3:PutObject", "s3:PutObjectTagging"],
+                    &["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"],
                     vec![format!("arn:aws:s3:::{dst}/*")],
                 ),
                 need(

@@ -663,7 +663,7 @@ impl Step<Cx> for PutReplication {
         let role = self.role(cx.ctx());
         let rule_id = self.spec.rule.id.as_str();
         let now = self.current(cx).await?;
-        let (now_role, now_rule) = match &now {
+        let (now_role, mut now_rule) = match &now {
             Some(c) => (
                 Some(c.role().to_string()),
                 c.rules()
@@ -673,6 +673,14 @@ impl Step<Cx> for PutReplication {
             ),
             None => (None, None),
         };
+        // The replica key named by id, alias or alias ARN is the same key: not a change.
+        if let (Some(k), Some(r)) = (&key, now_rule.as_mut())
+            && let Some(named) = r["replica_kms_key_id"].as_str().map(str::to_string)
+            && named != k.as_str()
+            && names_key(cx, account, self.destination_region(), &named, k).await?
+        {
+            r["replica_kms_key_id"] = json!(k.as_str());
+        }
         if key.is_some()
             && now_role.as_deref() == Some(role.as_str())
             && now_rule.as_ref() == Some(&wanted)
@@ -1165,8 +1173,16 @@ impl Copier {
             bucket(&self.dst_account, &self.dst_region, "kms:cryptographic"),
             bucket(&self.src_account, &self.src_region, "kms:cryptographic"),
         ];
+        // A copy into a versioned bucket is not idempotent (each makes a version), so it is
+        // sent once; after a failure that may have done the work, the destination is looked at
+        // before the copy is sent again.
+        let ambiguous = std::sync::atomic::AtomicBool::new(false);
         let copied = with_retries(&RetryPolicies::within_a_step(), || async {
             self.limits.take(&tokens).await;
+            if ambiguous.load(Ordering::Relaxed) && self.landed(&o).await? {
+                self.limits.succeeded(&tokens);
+                return Ok(());
+            }
             let out = self
                 .client
                 .copy_object()
@@ -1177,6 +1193,11 @@ impl Copier {
                 .ssekms_key_id(&self.key)
                 .bucket_key_enabled(self.bucket_key)
                 .set_storage_class(o.storage_class.as_deref().map(StorageClass::from))
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::new()
+                        .retry_config(aws_config::retry::RetryConfig::disabled()),
+                )
                 .send()
                 .await;
             match out {
@@ -1186,8 +1207,10 @@ impl Copier {
                 }
                 Err(e) => {
                     let e = failed(s3_error("CopyObject")(e), &[]);
-                    if e.class == ErrorClass::Throttled {
-                        self.limits.throttled(&tokens);
+                    match e.class {
+                        ErrorClass::Throttled => self.limits.throttled(&tokens),
+                        ErrorClass::Transient => ambiguous.store(true, Ordering::Relaxed),
+                        _ => {}
                     }
                     Err(e)
                 }
@@ -1212,6 +1235,31 @@ impl Copier {
                     ..e
                 }),
             },
+        }
+    }
+}
+
+impl Copier {
+    /// Whether a copy of `o` is in the destination already (an earlier attempt's answer was
+    /// lost after it landed): an object there no older than the source's.
+    async fn landed(&self, o: &Object) -> Result<bool, StepError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.dst_bucket)
+            .key(&o.key)
+            .send()
+            .await
+        {
+            Ok(h) => Ok(h.last_modified().is_some_and(|t| t.secs() >= o.modified)),
+            Err(e) => {
+                let e = s3_error("HeadObject")(e);
+                if e.status == Some(404) || e.is_code(&["NotFound", "NoSuchKey"]) {
+                    Ok(false)
+                } else {
+                    Err(failed(e, &[]))
+                }
+            }
         }
     }
 }

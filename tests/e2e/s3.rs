@@ -689,6 +689,21 @@ fn s3_under(seed: u64, kill_at: Option<u64>) {
     wanted.sort();
     assert_eq!(keys, wanted, "seed {seed}: every object, once");
     assert_copied(&w, &dst_key, 0..N);
+    // No copy was sent twice: each object has one version in the (versioned) destination.
+    let versions = w.rt.block_on(async {
+        // One page holds them all (up to 1,000).
+        let out = w
+            .emu
+            .s3(PROD, DST)
+            .list_object_versions()
+            .bucket(DESTINATION)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(out.is_truncated(), Some(true));
+        out.versions().len()
+    });
+    assert_eq!(versions, N, "seed {seed}: one version per object");
     let rules = rule_ids(&w);
     assert!(
         rules.contains(&"someone-elses-rule".to_string()) && rules.len() == 2,
@@ -1065,32 +1080,18 @@ fn s3_changed_rule_replaces_ferrys_rule_only() {
     });
 }
 
-#[test]
-fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
-    let w = World::new(json!({}));
-    let src_key = w.key(SRC, "alias/s3-source");
-    w.key(DST, "alias/s3-dr");
-    source_bucket(&w, &src_key, 2);
-    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", false));
-    assert_eq!(
-        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
-        Some(0)
-    );
-
-    // Someone raises ferry's rule to priority 5 and leaves everything else.
-    let rules = replication;
-    let config = rules(&w);
+/// Changes ferry's replication rule on the source bucket by hand, keeping every other rule.
+fn edit_ferrys_rule(w: &World, edit: impl Fn(&mut ReplicationRule)) {
+    let config = replication(w);
     let changed: Vec<ReplicationRule> = config
         .rules()
         .iter()
         .map(|r| {
+            let mut r = r.clone();
             if r.id() == Some("ferry-app-logs") {
-                let mut r = r.clone();
-                r.priority = Some(5);
-                r
-            } else {
-                r.clone()
+                edit(&mut r);
             }
+            r
         })
         .collect();
     w.rt.block_on(async {
@@ -1109,6 +1110,53 @@ fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
             .await
             .unwrap();
     });
+}
+
+#[test]
+fn s3_replica_key_named_by_its_alias_is_the_same_key_and_no_change() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 2);
+    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", false));
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    // Someone names the same replica key by its alias ARN.
+    edit_ferrys_rule(&w, |r| {
+        let d = r.destination.as_mut().unwrap();
+        d.encryption_configuration = Some(
+            aws_sdk_s3::types::EncryptionConfiguration::builder()
+                .replica_kms_key_id(format!("arn:aws:kms:{DST}:{PROD}:alias/s3-dr"))
+                .build(),
+        );
+    });
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert!(
+        text(&again.stdout).contains("No changes"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(w.emu.counters().mutating(PROD), 0);
+}
+
+#[test]
+fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 2);
+    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", false));
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+
+    // Someone raises ferry's rule to priority 5 and leaves everything else.
+    let rules = replication;
+    edit_ferrys_rule(&w, |r| r.priority = Some(5));
 
     let dry = w.ferry(&["plan", &plan_file]);
     let out = text(&dry.stdout);
