@@ -231,6 +231,19 @@ settings:
     )
 }
 
+/// A re-apply of `plan_file` says "No changes" and makes no mutating call in `accounts`.
+fn assert_reapply_changes_nothing(w: &World, plan_file: &str, accounts: &[&str]) {
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    let out = text(&again.stdout);
+    assert!(out.contains("No changes"), "{out}");
+    let c = w.emu.counters();
+    for a in accounts {
+        assert_eq!(c.mutating(a), 0, "mutating calls in {a}: {:#?}", c.requests);
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -745,10 +758,7 @@ fn rotation_switched_off_by_hand_is_shown_and_switched_on_again() {
         Some(0)
     );
     assert!(rotation(), "apply switched rotation on again");
-    w.emu.reset_counters();
-    let again = w.ferry(&["apply", "--yes", &plan_file]);
-    assert!(text(&again.stdout).contains("No changes"));
-    assert_eq!(w.emu.counters().mutating(PROD), 0);
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
 
 /// The seeds a fault test runs with: `defaults` in CI; `FERRY_SOAK_SEEDS=N` (scripts/soak)
@@ -880,14 +890,7 @@ fn snapshot_copy_under(faults: serde_json::Value, kill_at: Option<u64>) {
     );
     w.emu.configure(no_faults());
     assert_one_copy_each(&w, &sources, &dr);
-    w.emu.reset_counters();
-    let again = w.ferry(&["apply", "--yes", &plan_file]);
-    assert!(
-        text(&again.stdout).contains("No changes"),
-        "{}",
-        text(&again.stdout)
-    );
-    assert_eq!(w.emu.counters().mutating(PROD), 0);
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
 
 #[test]
@@ -952,10 +955,7 @@ fn an_extra_copy_made_by_ferry_is_shown_and_removed() {
         Some(0)
     );
     assert_one_copy_each(&w, &sources, &dr);
-    w.emu.reset_counters();
-    let again = w.ferry(&["apply", "--yes", &plan_file]);
-    assert!(text(&again.stdout).contains("No changes"));
-    assert_eq!(w.emu.counters().mutating(PROD), 0);
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
 
 #[test]

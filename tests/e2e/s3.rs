@@ -709,10 +709,7 @@ fn s3_under(seed: u64, kill_at: Option<u64>) {
         rules.contains(&"someone-elses-rule".to_string()) && rules.len() == 2,
         "seed {seed}: ferry's rule beside the other one: {rules:?}"
     );
-    w.emu.reset_counters();
-    let again = w.ferry(&["apply", "--yes", &plan_file]);
-    assert!(text(&again.stdout).contains("No changes"), "seed {seed}");
-    assert_eq!(w.emu.counters().mutating(PROD), 0, "seed {seed}");
+    super::assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
 
 #[test]
@@ -1132,14 +1129,7 @@ fn s3_replica_key_named_by_its_alias_is_the_same_key_and_no_change() {
                 .build(),
         );
     });
-    w.emu.reset_counters();
-    let again = w.ferry(&["apply", "--yes", &plan_file]);
-    assert!(
-        text(&again.stdout).contains("No changes"),
-        "{}",
-        text(&again.stdout)
-    );
-    assert_eq!(w.emu.counters().mutating(PROD), 0);
+    super::assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
 
 #[test]
@@ -1188,14 +1178,7 @@ fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
         after.rules().contains(&old_rule()),
         "the other rule is kept"
     );
-    w.emu.reset_counters();
-    let again = w.ferry(&["apply", "--yes", &plan_file]);
-    assert!(
-        text(&again.stdout).contains("No changes"),
-        "{}",
-        text(&again.stdout)
-    );
-    assert_eq!(w.emu.counters().mutating(PROD), 0);
+    super::assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
 
 #[test]
