@@ -44,6 +44,7 @@ async fn prepare(
     path: &Path,
     global: &Global,
     stored: Option<Resolution>,
+    resumed: Option<&str>,
 ) -> Result<Prepared, Outcome> {
     let plan = load(path).ok_or(Outcome::BadInput)?;
     let plan_text = read_text(path)?;
@@ -102,7 +103,7 @@ async fn prepare(
         .map_err(|e| Outcome::Failed(format!("internal error compiling the plan: {e}")))?;
     let built = steps::build(&specs)
         .map_err(|e| Outcome::Failed(format!("internal error building steps: {e}")))?;
-    let earlier = earlier_additions(&plan, path, global).map_err(|e| {
+    let earlier = earlier_additions(&plan, path, global, resumed).map_err(|e| {
         Outcome::Failed(format!(
             "cannot read what earlier runs in this state added (needed to take back only that): {e}"
         ))
@@ -112,7 +113,7 @@ async fn prepare(
             .with_earlier(earlier.additions)
             .with_failed_copies(earlier.failed_copies)
             .with_unanswered(&earlier.unanswered)
-            .with_changes(&earlier.intents, &earlier.done),
+            .with_changes(&earlier.intents, &earlier.first_intents, &earlier.done),
     );
     Ok(Prepared {
         plan,
@@ -131,13 +132,19 @@ async fn prepare(
 /// intent counts as well: it was journaled before the call, so a share or statement whose
 /// answer was lost is still ferry's. A state that cannot be read is an error, never "nothing
 /// to take back".
-fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<Earlier, String> {
+fn earlier_additions(
+    plan: &Plan,
+    plan_path: &Path,
+    global: &Global,
+    resumed: Option<&str>,
+) -> Result<Earlier, String> {
     use crate::exec::Event;
     use crate::steps::output::{KeyAccessOutput, ShareOutput};
     let mut merged: std::collections::HashMap<StepId, StepOutput> = Default::default();
     let mut failed_copies: std::collections::HashMap<String, Vec<String>> = Default::default();
     let mut unanswered: std::collections::HashMap<String, u64> = Default::default();
     let mut intents: std::collections::HashMap<String, u64> = Default::default();
+    let mut first_intents: std::collections::HashMap<String, u64> = Default::default();
     let mut done: std::collections::HashMap<String, u64> = Default::default();
     let backend: Box<dyn JournalBackend> = match state_location(plan, plan_path, global) {
         State::Local(dir) => match LocalJournal::open(dir) {
@@ -174,6 +181,9 @@ fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<E
     };
     for run in backend.list_runs().map_err(|e| e.to_string())? {
         let log = backend.read_log(&run).map_err(|e| e.to_string())?;
+        // The first intent of each step in the run this process continues (its attempts and
+        // resumes); a new run starts afresh.
+        let mut first_in_run: std::collections::HashMap<String, u64> = Default::default();
         for (step, out) in journal::fold(&log.events).resume().done {
             let Ok(id) = step.parse::<StepId>() else {
                 continue;
@@ -190,6 +200,7 @@ fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<E
                 Event::StepIntent { step, ts, .. } => {
                     unanswered.insert(step.clone(), *ts);
                     intents.insert(step.clone(), *ts);
+                    first_in_run.entry(step.clone()).or_insert(*ts);
                 }
                 Event::StepDone { step, ts, .. } => {
                     unanswered.remove(step);
@@ -246,12 +257,16 @@ fn earlier_additions(plan: &Plan, plan_path: &Path, global: &Global) -> Result<E
                 _ => {}
             }
         }
+        if resumed == Some(run.as_str()) {
+            first_intents = first_in_run;
+        }
     }
     Ok(Earlier {
         additions: merged,
         failed_copies,
         unanswered,
         intents,
+        first_intents,
         done,
     })
 }
@@ -267,6 +282,8 @@ struct Earlier {
     unanswered: std::collections::HashMap<String, u64>,
     /// Step -> when it last journaled an intent.
     intents: std::collections::HashMap<String, u64>,
+    /// Step -> its first intent in the run this process resumes.
+    first_intents: std::collections::HashMap<String, u64>,
     /// Step -> when it was last done.
     done: std::collections::HashMap<String, u64>,
 }
@@ -355,7 +372,7 @@ fn concurrency_of(plan: &Plan, flag: Option<u32>) -> usize {
 /// `ferry plan PLAN` against live state.
 pub fn plan_live(path: &Path, output: Output, global: &Global) -> Outcome {
     runtime().block_on(async {
-        let p = match prepare(path, global, None).await {
+        let p = match prepare(path, global, None, None).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -380,7 +397,7 @@ pub fn apply(
     global: &Global,
 ) -> Outcome {
     runtime().block_on(async {
-        let p = match prepare(path, global, None).await {
+        let p = match prepare(path, global, None, None).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -749,7 +766,7 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
     runtime().block_on(async {
         // A replanned run resolves again; otherwise it works on exactly the stored resources.
         let stored = if replan { None } else { Some(resolution) };
-        let p = match prepare(&plan_path, global, stored).await {
+        let p = match prepare(&plan_path, global, stored, Some(&run_id)).await {
             Ok(p) => p,
             Err(o) => return o,
         };

@@ -491,6 +491,8 @@ impl Step<Cx> for CopySnapshot {
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         let (account, region) = (&self.base.account, &self.base.region);
         cx.ctx().copy_index.attempt(&self.base.id_text);
+        // A copy of another account's data issues grants on its key (revokes wait for them).
+        cx.ctx().changing(&self.base.id_text);
         let client = cx.ctx().aws.ec2(account, region);
         if let Todo::Extras {
             keep,
@@ -839,6 +841,7 @@ impl Step<Cx> for CopyImage {
         let c = cx.ctx();
         let (account, region) = (&self.base.account, &self.base.region);
         c.copy_index.attempt(&self.base.id_text);
+        c.changing(&self.base.id_text);
         let client = c.aws.ec2(account, region);
         let gone: Vec<String> = match &change.todo {
             Todo::Copy { failed, .. } => failed.clone(),

@@ -67,6 +67,8 @@ pub struct Cx {
     pub changed: Mutex<HashMap<String, u64>>,
     /// Steps done in earlier runs, and when (ms since the epoch).
     pub done_before: HashMap<String, u64>,
+    /// When each step first set out to change something in this run (its resumes included).
+    pub first_changed: Mutex<HashMap<String, u64>>,
     /// Key ARN -> (when, the policy read before, the policy ferry wrote): a read that still
     /// shows the old document soon after is stale, and the merge starts from what was written.
     pub key_policies: Mutex<HashMap<String, (std::time::Instant, Value, Value)>>,
@@ -100,33 +102,65 @@ impl Cx {
             unseen: Default::default(),
             changed: Default::default(),
             done_before: HashMap::new(),
+            first_changed: Default::default(),
             key_policies: Default::default(),
         }
     }
 
     /// `step` is about to change a share, grant or policy.
     pub fn changing(&self, step: &str) {
+        let now = crate::exec::now_ms();
         self.changed
             .lock()
             .expect("changed")
-            .insert(step.to_string(), crate::exec::now_ms());
+            .insert(step.to_string(), now);
+        self.first_changed
+            .lock()
+            .expect("changed")
+            .entry(step.to_string())
+            .or_insert(now);
     }
 
     /// How much longer reads may not show what `undone` changed, for `undo`, the step that
-    /// takes it back: none once the undo itself acted (or was done) after that change.
+    /// takes it back: none once the undo was done after that change. (An undo that only tried
+    /// may have failed before it took effect: it still reads with care.)
     pub fn settling_after(&self, undo: &str, undone: &str) -> Option<std::time::Duration> {
-        let changed = self.changed.lock().expect("changed");
-        let at = *changed.get(undone)?;
-        let undo_since = changed
-            .get(undo)
-            .into_iter()
-            .chain(self.done_before.get(undo))
-            .any(|t| *t >= at);
-        if undo_since {
+        let at = *self.changed.lock().expect("changed").get(undone)?;
+        if self.done_before.get(undo).is_some_and(|t| *t >= at) {
             return None;
         }
         let age = std::time::Duration::from_millis(crate::exec::now_ms().saturating_sub(at));
         (*VISIBILITY_WAIT).checked_sub(age)
+    }
+
+    /// When `step` first set out to change something in this run, resumes included (ms since
+    /// the epoch).
+    pub fn first_changed_at(&self, step: &str) -> Option<u64> {
+        self.first_changed
+            .lock()
+            .expect("changed")
+            .get(step)
+            .copied()
+    }
+
+    /// The most time left for any step matching `which` (see [`Cx::settling_after`]).
+    pub fn settling_after_any(
+        &self,
+        undo: &str,
+        which: impl Fn(&str) -> bool,
+    ) -> Option<std::time::Duration> {
+        let steps: Vec<String> = self
+            .changed
+            .lock()
+            .expect("changed")
+            .keys()
+            .filter(|s| which(s))
+            .cloned()
+            .collect();
+        steps
+            .iter()
+            .filter_map(|s| self.settling_after(undo, s))
+            .max()
     }
 
     /// Ferry wrote `written` over `before` as the policy of `key`.
@@ -203,17 +237,22 @@ impl Cx {
             .unwrap_or_default()
     }
 
-    /// When steps of earlier runs last journaled an intent, and when they were last done (ms
-    /// since the epoch): their changes may not show yet either.
+    /// When steps of earlier runs last journaled an intent, first did in the run this process
+    /// resumes, and were last done (ms since the epoch): their changes may not show yet either.
     pub fn with_changes(
         mut self,
         intents: &HashMap<String, u64>,
+        first: &HashMap<String, u64>,
         done: &HashMap<String, u64>,
     ) -> Cx {
         self.changed
             .lock()
             .expect("changed")
             .extend(intents.iter().map(|(k, v)| (k.clone(), *v)));
+        self.first_changed
+            .lock()
+            .expect("changed")
+            .extend(first.iter().map(|(k, v)| (k.clone(), *v)));
         self.done_before = done.clone();
         self
     }

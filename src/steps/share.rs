@@ -347,8 +347,9 @@ impl Permission {
                 self.resources()
             }
         };
-        // Soon after ferry shared them (an earlier process; this one knows its own), listings
-        // may not show the shares yet: each is read on its own until it shows or surely is not.
+        // An undo reads each share on its own (never from the listing this process made once,
+        // which a failed removal would leave stale). Soon after ferry shared them, reads may
+        // not show the shares yet: it looks again until they show or surely are not there.
         let settling = match (&self.spec.undoes, self.add) {
             (Some(share), false) => cx
                 .ctx()
@@ -362,18 +363,21 @@ impl Permission {
                 .shared_now
                 .lock()
                 .expect("shares")
-                .contains_key(&self.fact(cx.ctx(), &r));
-            let shared = match settling {
-                Some(left) if !known => {
-                    if !self.shared_fresh(cx, &r).await? {
+                .get(&self.fact(cx.ctx(), &r))
+                .copied();
+            let shared = match known {
+                Some(v) => v,
+                None if !self.add => {
+                    let fresh = self.shared_fresh(cx, &r).await?;
+                    if let (false, Some(left)) = (fresh, settling) {
                         return Err(not_visible_yet(
                             format!("the share of {r} ferry made"),
                             left,
                         ));
                     }
-                    true
+                    fresh
                 }
-                _ => self.shared(cx, &r).await?,
+                None => self.shared(cx, &r).await?,
             };
             if shared != self.add {
                 todo.push(r);
@@ -499,6 +503,15 @@ impl Step<Cx> for Permission {
     }
 }
 
+/// Grants on one key that a key-access step cares about.
+#[derive(Default)]
+struct Grants {
+    /// ferry's named grant for the other account.
+    ours: Vec<String>,
+    /// Grants the other account issued (only ever taken back where ferry gave it the access).
+    theirs: Vec<String>,
+}
+
 /// `kms.grant-key-access` / `kms.revoke-key-access`: the other account's use of one source key.
 pub struct SourceKeyAccess {
     base: Base,
@@ -598,8 +611,10 @@ impl SourceKeyAccess {
         Ok(())
     }
 
-    /// The ids of ferry's named grants for the other account on this key.
-    async fn grant_ids(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
+    /// The grants on this key: ferry's named one for the other account, and those the other
+    /// account issued itself (EBS makes them for its copies, through the kms:CreateGrant the
+    /// access includes).
+    async fn grants(&self, cx: &StepCx<'_, Cx>) -> Result<Grants, StepError> {
         cx.limits()
             .take(&[bucket(
                 &self.base.account,
@@ -608,22 +623,57 @@ impl SourceKeyAccess {
             )])
             .await;
         let client = cx.ctx().aws.kms(&self.base.account, &self.base.region);
+        let issuer = self.grantee(cx.ctx());
+        // Only grants the other account issued after ferry set out to give it access (first,
+        // in this run) are taken back with it: an older one was made through access it had.
+        let since = self
+            .spec
+            .undoes
+            .as_ref()
+            .and_then(|s| cx.ctx().first_changed_at(&s.to_string()));
         let mut pages = client
             .list_grants()
             .key_id(&self.key)
             .into_paginator()
             .send();
-        let mut ids = Vec::new();
+        let mut found = Grants::default();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| failed(kms_error("ListGrants")(e), &[]))?;
-            ids.extend(
-                page.grants()
-                    .iter()
-                    .filter(|g| g.name() == Some(self.spec.sid.as_str()))
-                    .filter_map(|g| g.grant_id().map(str::to_string)),
-            );
+            for g in page.grants() {
+                let Some(id) = g.grant_id().map(str::to_string) else {
+                    continue;
+                };
+                if g.name() == Some(self.spec.sid.as_str()) {
+                    found.ours.push(id);
+                } else if g.issuing_account() == Some(issuer.as_str())
+                    && let (Some(since), Some(made)) = (since, g.creation_date())
+                    && made.secs() * 1000 + i64::from(made.subsec_nanos() / 1_000_000)
+                        >= since as i64
+                {
+                    found.theirs.push(id);
+                }
+            }
         }
-        Ok(ids)
+        Ok(found)
+    }
+
+    /// Revokes grants on this key; one already gone is what was wanted.
+    async fn revoke_grants(&self, cx: &StepCx<'_, Cx>, ids: &[String]) -> Result<(), StepError> {
+        let client = cx.ctx().aws.kms(&self.base.account, &self.base.region);
+        for id in ids {
+            let revoked = client
+                .revoke_grant()
+                .key_id(&self.key)
+                .grant_id(id)
+                .send()
+                .await;
+            if let Err(e) = revoked.map_err(kms_error("RevokeGrant"))
+                && !e.is_not_found()
+            {
+                return Err(failed(e, &[]));
+            }
+        }
+        Ok(())
     }
 
     /// With `revoke_after`, access is not needed once every copy of the migration exists.
@@ -678,6 +728,38 @@ impl Step<Cx> for SourceKeyAccess {
         if self.no_longer_needed(cx).await? || (!self.add && !self.added_by_ferry(cx)) {
             return done();
         }
+        // Grants the other account made through the access ferry gave it go with it. Its copies
+        // issue them when they start; soon after, a listing may not show them yet.
+        // Until the last copy started longer ago than that, one may be missing from a listing
+        // that shows others.
+        let theirs = if self.add {
+            Vec::new()
+        } else {
+            if let Some(left) = cx
+                .ctx()
+                .settling_after_any(&self.base.id_text, |s| s.ends_with("/copy"))
+            {
+                return Err(not_visible_yet(
+                    format!(
+                        "grants the copies in `{}` made on {}",
+                        self.spec.sharing.with_account, self.key
+                    ),
+                    left,
+                ));
+            }
+            self.grants(cx).await?.theirs
+        };
+        let their_lines = || {
+            theirs
+                .iter()
+                .map(|id| {
+                    format!(
+                        "- grant {id} on {} (made by `{}` through the access ferry gave it)",
+                        self.key, self.spec.sharing.with_account
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
         // Soon after ferry added the access, reads may not show it yet: an undo that finds
         // nothing looks again before it believes it.
         let settling = match (&self.spec.undoes, self.add) {
@@ -687,13 +769,18 @@ impl Step<Cx> for SourceKeyAccess {
             _ => None,
         };
         if self.grant() {
-            let exists = self.grant_ids(cx).await?.into_iter().next();
+            let exists = self.grants(cx).await?.ours.into_iter().next();
             let sid = &self.spec.sid;
             return match (exists, self.add) {
                 (None, false) if settling.is_some() => Err(not_visible_yet(
                     format!("the grant `{sid}` on {} ferry made", self.key),
                     settling.unwrap_or_default(),
                 )),
+                (None, false) if !theirs.is_empty() => Ok(Observation::Todo(change(
+                    Action::Update,
+                    their_lines(),
+                    Todo::Grant { id: None },
+                ))),
                 (Some(_), true) | (None, false) => done(),
                 (None, true) => Ok(Observation::Todo(change(
                     Action::Create,
@@ -704,11 +791,15 @@ impl Step<Cx> for SourceKeyAccess {
                     )],
                     Todo::Grant { id: None },
                 ))),
-                (Some(id), false) => Ok(Observation::Todo(change(
-                    Action::Update,
-                    vec![format!("- grant `{sid}` on {}", self.key)],
-                    Todo::Grant { id: Some(id) },
-                ))),
+                (Some(id), false) => {
+                    let mut diff = vec![format!("- grant `{sid}` on {}", self.key)];
+                    diff.extend(their_lines());
+                    Ok(Observation::Todo(change(
+                        Action::Update,
+                        diff,
+                        Todo::Grant { id: Some(id) },
+                    )))
+                }
             };
         }
         let before = self.policy(cx).await?;
@@ -718,7 +809,15 @@ impl Step<Cx> for SourceKeyAccess {
             policy::remove(&before, &self.spec.sid)
         };
         match policy_edit(before, &after) {
-            Some(c) => Ok(Observation::Todo(c)),
+            Some(mut c) => {
+                c.diff.extend(their_lines());
+                Ok(Observation::Todo(c))
+            }
+            None if settling.is_none() && !theirs.is_empty() => Ok(Observation::Todo(change(
+                Action::Update,
+                their_lines(),
+                Todo::Nothing,
+            ))),
             None => match settling {
                 Some(left) => Err(not_visible_yet(
                     format!(
@@ -743,10 +842,18 @@ impl Step<Cx> for SourceKeyAccess {
         if self.add {
             cx.ctx().attempt_share(&self.base.id_text, &self.key);
         }
+        // Listed again under the gate: another migration sharing this key may have just made
+        // (or taken back) the same named grant.
+        let grants = if self.grant() || !self.add {
+            self.grants(cx).await?
+        } else {
+            Grants::default()
+        };
+        if !self.add {
+            self.revoke_grants(cx, &grants.theirs).await?;
+        }
         if self.grant() {
-            // Look again under the gate: another migration sharing this key may have just
-            // made (or taken back) the same named grant.
-            let existing = self.grant_ids(cx).await?;
+            let existing = grants.ours;
             if self.add {
                 if !existing.is_empty() {
                     return Ok(Applied::Done(self.output(false, None)));
@@ -771,20 +878,7 @@ impl Step<Cx> for SourceKeyAccess {
                 let id = out.grant_id().map(str::to_string);
                 return Ok(Applied::Done(self.output(true, id)));
             }
-            for id in existing {
-                let revoked = client
-                    .revoke_grant()
-                    .key_id(&self.key)
-                    .grant_id(id)
-                    .send()
-                    .await;
-                // Already gone is what was wanted.
-                if let Err(e) = revoked.map_err(kms_error("RevokeGrant"))
-                    && !e.is_not_found()
-                {
-                    return Err(failed(e, &[]));
-                }
-            }
+            self.revoke_grants(cx, &existing).await?;
             return Ok(Applied::Done(self.output(false, None)));
         }
         // Read again right before writing: the merge starts from the live document.

@@ -429,16 +429,20 @@ fn grant_access_with_revoke_leaves_what_was_there_before() {
     assert_zero_mutating_reapply(&w, &plan_file);
 }
 
-/// The grants ferry made (named `ferry-…`) still on A's source keys: (key, grant name).
+/// The grants still on A's source keys that ferry made (named `ferry-…`) or that B issued
+/// through the access ferry gave it (its copies): (key, grant name or issuer).
 fn grants_on_source_keys(w: &World, f: &Fixture) -> Vec<(String, String)> {
     w.rt.block_on(async {
         let kms = w.emu.kms(PROD, SRC);
+        let b = format!("arn:aws:iam::{BACKUP}:root");
         let mut left = Vec::new();
         for key in &f.source_keys {
             let out = kms.list_grants().key_id(key).send().await.unwrap();
             for g in out.grants() {
                 if let Some(n) = g.name().filter(|n| n.starts_with("ferry-")) {
                     left.push((key.clone(), n.to_string()));
+                } else if g.issuing_account() == Some(b.as_str()) {
+                    left.push((key.clone(), format!("issued by {b}")));
                 }
             }
         }
@@ -883,6 +887,74 @@ fn a_revoke_right_after_the_change_takes_back_what_reads_do_not_show_yet() {
         }
         assert_zero_mutating_reapply(&w, &plan_file);
     }
+}
+
+#[test]
+fn grants_the_destination_account_issued_before_ferry_gave_it_access_stay() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    let data_key = f.source_keys[1].clone();
+    // Before ferry: A lets B make grants on the data key, and B makes one of its own.
+    let (theirs, earlier) = w.rt.block_on(async {
+        let theirs = w
+            .emu
+            .kms(PROD, SRC)
+            .create_grant()
+            .key_id(&data_key)
+            .grantee_principal(format!("arn:aws:iam::{BACKUP}:root"))
+            .operations(aws_sdk_kms::types::GrantOperation::CreateGrant)
+            .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+            .name("someone-elses-grant")
+            .send()
+            .await
+            .unwrap()
+            .grant_id()
+            .unwrap()
+            .to_string();
+        let earlier = w
+            .emu
+            .kms(BACKUP, SRC)
+            .create_grant()
+            .key_id(&data_key)
+            .grantee_principal(format!("arn:aws:iam::{BACKUP}:role/app"))
+            .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+            .send()
+            .await
+            .unwrap()
+            .grant_id()
+            .unwrap()
+            .to_string();
+        (theirs, earlier)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let plan_file = w.write_plan(&plan(&f, "policy", true));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_b_owns_one_copy_of_each(&w, &f);
+    let left: Vec<String> = w.rt.block_on(async {
+        let out = w
+            .emu
+            .kms(PROD, SRC)
+            .list_grants()
+            .key_id(&data_key)
+            .send()
+            .await
+            .unwrap();
+        out.grants()
+            .iter()
+            .filter_map(|g| g.grant_id().map(str::to_string))
+            .collect()
+    });
+    let mut want = vec![theirs, earlier];
+    want.sort();
+    let mut left = left;
+    left.sort();
+    assert_eq!(
+        left, want,
+        "only the grants from before ferry stay; those B's copies made are revoked"
+    );
+    let grants = grants_on_source_keys(&w, &f);
+    assert_eq!(grants.len(), 1, "B's own earlier grant: {grants:?}");
 }
 
 #[test]

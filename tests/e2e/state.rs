@@ -76,7 +76,10 @@ fn resume_when_free(w: &World, dir: &Path, prefix: &str) -> std::process::Output
     let state = url(prefix);
     let mut last = None;
     wait_for("the lease to run out", Duration::from_secs(60), || {
-        let out = run_in(w, dir, 2_000, &["--state", &state, "resume"]);
+        // The holders in these tests hold 2 s leases, to be taken over soon; the taker's own
+        // is longer, so that a loaded machine (the suite runs two tests at once) cannot make
+        // it miss a renewal while it completes the run.
+        let out = run_in(w, dir, 10_000, &["--state", &state, "resume"]);
         let locked = out.status.code() == Some(1) && text(&out.stderr).contains("is locked by");
         if locked {
             assert!(text(&out.stderr).contains("ferry pid"), "names the holder");

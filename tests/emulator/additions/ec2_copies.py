@@ -254,6 +254,30 @@ def take_copy_failure() -> bool:
 FAILED_COPY = "ferry emulator: this copy failed (fail_next_copies)"
 
 
+def ebs_grant(account: str, region: str, snap: Any) -> None:
+    """A copy by `account` of another account's encrypted snapshot leaves a grant on the source
+    key, issued by `account` (what the kms:CreateGrant the copier needs is for: AWS's
+    share-kms-key guidance), and it stays after the copy: the case a revoke must clean up.
+    Off with `ebs_grants: false`."""
+    if not snap.encrypted or snap.owner_id == account or not state.get("ebs_grants"):
+        return
+    key = kms_access.find_key(snap.owner_id, region, snap.kms_key_id)
+    if key is None or kms_access.is_aws_managed(key):
+        return
+    from .visibility import record
+
+    grant = key.add_grant(
+        "",
+        f"arn:aws:iam::{account}:root",
+        ["Decrypt", "DescribeKey", "ReEncryptFrom", "CreateGrant"],
+        None,
+        None,
+    )
+    grant._ferry_issuing_account = account
+    grant._ferry_created = time.time()
+    record(("grant", grant.id), None)
+
+
 def _deny(message: str) -> None:
     if state.get("kms_denied") == "sync":
         raise EC2ClientError("InvalidRequest", message)
@@ -305,6 +329,8 @@ def _copy_snapshot(self: ElasticBlockStore) -> ActionResult:
         )
     if not denied and take_copy_failure():
         denied = FAILED_COPY
+    if not denied:
+        ebs_grant(account, source_region, source)
 
     backend = self.ec2_backend
     snapshot = Snapshot(
@@ -389,6 +415,10 @@ def _copy_image(self: AmisResponse) -> ActionResult:
     _, images_pending = pending_copies(account, region)
     if images_pending + 1 > int(state.get("max_pending_image_copies")):
         raise EC2ClientError("ResourceLimitExceeded", "Too many image copies in progress")
+    if not denied:
+        for _, snap in plan:
+            if snap is not None:
+                ebs_grant(account, source_region, snap)
 
     backend = self.ec2_backend
     ami_id = random_ami_id()

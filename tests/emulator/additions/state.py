@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "require_presigned_url": True,
     # The next N snapshot copies end in `error` (StateMessage says so): a copy AWS fails.
     "fail_next_copies": 0,
+    # A copy of another account's encrypted snapshot leaves a grant, issued by the copier, on
+    # the source key (ec2_copies.ebs_grant).
+    "ebs_grants": True,
 }
 
 lock = threading.RLock()
@@ -115,7 +118,12 @@ def validate(update: Any) -> dict[str, Any]:
             _number(key, value, 1)
         elif key in ("fault_rate", "lost_response_rate"):
             _number(key, value, 0, 1)
-        elif key in ("throttle", "enforce_kms", "require_presigned_url") and not isinstance(
+        elif key in (
+            "throttle",
+            "enforce_kms",
+            "require_presigned_url",
+            "ebs_grants",
+        ) and not isinstance(
             value, bool
         ):
             raise ValueError(f"{key} must be true or false, got {value!r}")

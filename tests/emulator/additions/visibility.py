@@ -87,6 +87,13 @@ def install() -> None:
         grant_id = json.loads(out).get("GrantId")
         if grant_id:
             record(("grant", grant_id), None)
+            try:
+                key = self.kms_backend.describe_key(self._get_param("KeyId"))
+                grant = key.grants[grant_id]
+                grant._ferry_issuing_account = self.current_account
+                grant._ferry_created = time.time()
+            except Exception:
+                pass
         return out
 
     def _grant(self: KmsResponse) -> Any:
@@ -125,8 +132,18 @@ def install() -> None:
             if gone is not None and gid not in listed and gone.key_id in (key.id, key.arn):
                 if not grant_id or grant_id == gid:
                     shown.append(gone)
+
+        def entry(g: Any) -> dict[str, Any]:
+            # AWS's GrantListEntry names the account that issued the grant, and when; moto's does not.
+            issuer = getattr(g, "_ferry_issuing_account", None) or key.account_id
+            out = {**g.to_json(), "IssuingAccount": f"arn:aws:iam::{issuer}:root"}
+            created = getattr(g, "_ferry_created", None)
+            if created is not None:
+                out["CreationDate"] = created
+            return out
+
         return json.dumps(
-            {"Grants": [g.to_json() for g in shown], "GrantCount": len(shown), "Truncated": False}
+            {"Grants": [entry(g) for g in shown], "GrantCount": len(shown), "Truncated": False}
         )
 
     original_put_policy = KmsResponse.put_key_policy
