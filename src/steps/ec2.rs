@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::output::{ImageCopyOutput, SnapshotCopyOutput};
 use super::{
     Action, Base, Change, Cx, KeptCopy, ReadOnce, StepOutput, Todo, bucket, change, each_page,
-    existing_key_arn, failed, key_arn, sdk_error, step_identity,
+    existing_key_arn, failed, key_arn, not_visible_yet, sdk_error, step_identity,
 };
 use crate::aws::AwsError;
 use crate::exec::{
@@ -465,14 +465,13 @@ impl Step<Cx> for CopySnapshot {
         // The last CopySnapshot got no answer: its copy may exist and not show yet. Copying
         // again now could make a second one; look again until it shows or surely never will.
         if let Some(left) = cx.ctx().still_settling(&self.base.id_text) {
-            return Err(StepError::new(
-                ErrorClass::NotYetConsistent,
+            return Err(not_visible_yet(
                 "CopyNotVisibleYet",
                 format!(
-                    "the last CopySnapshot of {} got no answer; looking for the copy it may have made for {} more",
-                    self.spec.source,
-                    humantime::format_duration(std::time::Duration::from_secs(left.as_secs()))
+                    "the last CopySnapshot of {} got no answer; the copy it may have made",
+                    self.spec.source
                 ),
+                left,
             ));
         }
         Ok(Observation::Todo(copy_change(

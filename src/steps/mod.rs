@@ -53,7 +53,7 @@ pub struct Cx {
     pub attempted_shares: Mutex<HashMap<String, Vec<String>>>,
     /// Steps whose last mutating call failed without an answer (a 5xx, a reset, a timeout): the
     /// work may have been done, and may not show yet. Step id -> when.
-    pub ambiguous: Mutex<HashMap<String, std::time::Instant>>,
+    pub ambiguous: Mutex<HashMap<String, u64>>,
     /// Copies (by `migration/source`) whose copy AWS failed once in this process: the next
     /// failure is final.
     pub copies_retried: Mutex<std::collections::HashSet<String>>,
@@ -129,8 +129,7 @@ impl Cx {
         if self.done_before.get(undo).is_some_and(|t| *t >= at) {
             return None;
         }
-        let age = std::time::Duration::from_millis(crate::exec::now_ms().saturating_sub(at));
-        (*VISIBILITY_WAIT).checked_sub(age)
+        wait_left(at)
     }
 
     /// When `step` first set out to change something in this run, resumes included (ms since
@@ -261,20 +260,15 @@ impl Cx {
     /// with when the intent was journaled: each is looked for as after a lost answer, for what
     /// is left of the visibility wait, before its call is made again.
     pub fn with_unanswered(self, unanswered: &HashMap<String, u64>) -> Cx {
-        let now_ms = crate::exec::now_ms();
-        {
-            let mut ambiguous = self.ambiguous.lock().expect("ambiguous");
-            for (step, ts) in unanswered {
-                let age = std::time::Duration::from_millis(now_ms.saturating_sub(*ts));
-                if age >= *VISIBILITY_WAIT {
-                    continue;
-                }
-                if let Some(since) = std::time::Instant::now().checked_sub(age) {
-                    ambiguous.insert(step.clone(), since);
-                    // It looks for itself directly: the shared listing, made once at the
-                    // start, would never show a copy that appears later.
-                    self.copy_index.attempt(step);
-                }
+        for (step, ts) in unanswered {
+            if wait_left(*ts).is_some() {
+                self.ambiguous
+                    .lock()
+                    .expect("ambiguous")
+                    .insert(step.clone(), *ts);
+                // It looks for itself directly: the shared listing, made once at the start,
+                // would never show a copy that appears later.
+                self.copy_index.attempt(step);
             }
         }
         self
@@ -285,14 +279,13 @@ impl Cx {
         self.ambiguous
             .lock()
             .expect("ambiguous")
-            .insert(step.to_string(), std::time::Instant::now());
+            .insert(step.to_string(), crate::exec::now_ms());
     }
 
     /// How much longer a look for `step`'s possibly made resource must go on before making it
     /// again: new resources show in listings only after a while (eventual consistency).
     pub fn still_settling(&self, step: &str) -> Option<std::time::Duration> {
-        let since = *self.ambiguous.lock().expect("ambiguous").get(step)?;
-        (*VISIBILITY_WAIT).checked_sub(since.elapsed())
+        wait_left(*self.ambiguous.lock().expect("ambiguous").get(step)?)
     }
 
     pub fn with_earlier(mut self, earlier: HashMap<StepId, StepOutput>) -> Cx {
@@ -619,12 +612,22 @@ async fn lookup_key(
     Ok(found.map(|k| k.arn))
 }
 
+/// What is left of the visibility wait for a change made at `since_ms` (ms since the epoch).
+fn wait_left(since_ms: u64) -> Option<std::time::Duration> {
+    let age = std::time::Duration::from_millis(crate::exec::now_ms().saturating_sub(since_ms));
+    (*VISIBILITY_WAIT).checked_sub(age)
+}
+
 /// A read that may not show a change made moments ago: looked at again, with backoff, until it
-/// shows or the visibility wait has passed.
-pub(crate) fn not_visible_yet(what: String, left: std::time::Duration) -> StepError {
+/// shows or the visibility wait has passed. `code` names what is awaited.
+pub(crate) fn not_visible_yet(
+    code: &'static str,
+    what: String,
+    left: std::time::Duration,
+) -> StepError {
     StepError::new(
         ErrorClass::NotYetConsistent,
-        "ChangeNotVisibleYet",
+        code,
         format!(
             "{what} may not show yet; looking again for up to {}",
             humantime::format_duration(std::time::Duration::from_secs(left.as_secs().max(1)))

@@ -371,6 +371,7 @@ impl Permission {
                     let fresh = self.shared_fresh(cx, &r).await?;
                     if let (false, Some(left)) = (fresh, settling) {
                         return Err(not_visible_yet(
+                            "ChangeNotVisibleYet",
                             format!("the share of {r} ferry made"),
                             left,
                         ));
@@ -731,7 +732,12 @@ impl Step<Cx> for SourceKeyAccess {
         // Grants the other account made through the access ferry gave it go with it. Its copies
         // issue them when they start; soon after, a listing may not show them yet.
         // Until the last copy started longer ago than that, one may be missing from a listing
-        // that shows others.
+        // that shows others. One listing serves both kinds of grant.
+        let listed = if self.grant() || !self.add {
+            Some(self.grants(cx).await?)
+        } else {
+            None
+        };
         let theirs = if self.add {
             Vec::new()
         } else {
@@ -740,6 +746,7 @@ impl Step<Cx> for SourceKeyAccess {
                 .settling_after_any(&self.base.id_text, |s| s.ends_with("/copy"))
             {
                 return Err(not_visible_yet(
+                    "ChangeNotVisibleYet",
                     format!(
                         "grants the copies in `{}` made on {}",
                         self.spec.sharing.with_account, self.key
@@ -747,7 +754,10 @@ impl Step<Cx> for SourceKeyAccess {
                     left,
                 ));
             }
-            self.grants(cx).await?.theirs
+            listed
+                .as_ref()
+                .map(|g| g.theirs.clone())
+                .unwrap_or_default()
         };
         let their_lines = || {
             theirs
@@ -769,10 +779,11 @@ impl Step<Cx> for SourceKeyAccess {
             _ => None,
         };
         if self.grant() {
-            let exists = self.grants(cx).await?.ours.into_iter().next();
+            let exists = listed.and_then(|g| g.ours.into_iter().next());
             let sid = &self.spec.sid;
             return match (exists, self.add) {
                 (None, false) if settling.is_some() => Err(not_visible_yet(
+                    "ChangeNotVisibleYet",
                     format!("the grant `{sid}` on {} ferry made", self.key),
                     settling.unwrap_or_default(),
                 )),
@@ -820,6 +831,7 @@ impl Step<Cx> for SourceKeyAccess {
             ))),
             None => match settling {
                 Some(left) => Err(not_visible_yet(
+                    "ChangeNotVisibleYet",
                     format!(
                         "the statement `{}` ferry added to {}",
                         self.spec.sid, self.key

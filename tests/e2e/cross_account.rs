@@ -762,25 +762,28 @@ fn across_accounts_under(seed: u64, access: &str, faults: Value, kill_at: Option
         "seed {seed}: answers were lost"
     );
     w.emu.configure(super::no_faults());
-    let grants = grants_on_source_keys(&w, &f);
-    assert!(
-        grants.is_empty(),
-        "seed {seed}: every grant retired: {grants:?}"
-    );
-    assert_b_owns_one_copy_of_each(&w, &f);
+    assert_all_taken_back(&w, &f, &plan_file, &format!("seed {seed}"));
+}
+
+/// After a `revoke_after` run: one copy of each in B, no share, grant or statement of ferry's
+/// left in A (every key policy as it was), and a re-apply with 0 mutating calls.
+fn assert_all_taken_back(w: &World, f: &Fixture, plan_file: &str, case: &str) {
+    let grants = grants_on_source_keys(w, f);
+    assert!(grants.is_empty(), "{case}: every grant retired: {grants:?}");
+    assert_b_owns_one_copy_of_each(w, f);
     assert_eq!(
-        shares(&w, &f),
+        shares(w, f),
         (false, false),
-        "seed {seed}: every share taken back"
+        "{case}: every share taken back"
     );
     for (key, before) in f.source_keys.iter().zip(&f.policies_before) {
         assert_eq!(
-            &key_policy(&w, PROD, key),
+            &key_policy(w, PROD, key),
             before,
-            "seed {seed}: the key policy is as it was"
+            "{case}: the key policy is as it was"
         );
     }
-    assert_zero_mutating_reapply(&w, &plan_file);
+    assert_zero_mutating_reapply(w, plan_file);
 }
 
 #[test]
@@ -874,18 +877,7 @@ fn a_revoke_right_after_the_change_takes_back_what_reads_do_not_show_yet() {
         let out = w.ferry(&["apply", "--yes", &plan_file]);
         assert_eq!(out.status.code(), Some(0), "{access}");
         w.emu.configure(json!({ "visibility_delay_ms": 0 }));
-        assert_b_owns_one_copy_of_each(&w, &f);
-        assert_eq!(shares(&w, &f), (false, false), "{access}: no share left");
-        let grants = grants_on_source_keys(&w, &f);
-        assert!(grants.is_empty(), "{access}: no grant left: {grants:?}");
-        for (key, before) in f.source_keys.iter().zip(&f.policies_before) {
-            assert_eq!(
-                &key_policy(&w, PROD, key),
-                before,
-                "{access}: the key policy is as it was"
-            );
-        }
-        assert_zero_mutating_reapply(&w, &plan_file);
+        assert_all_taken_back(&w, &f, &plan_file, access);
     }
 }
 

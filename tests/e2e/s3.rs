@@ -1077,6 +1077,20 @@ fn s3_changed_rule_replaces_ferrys_rule_only() {
     });
 }
 
+/// A world where ferry has set up replication of a two-object bucket (no backfill).
+fn replicating() -> (World, String) {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 2);
+    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", false));
+    assert_eq!(
+        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
+        Some(0)
+    );
+    (w, plan_file)
+}
+
 /// Changes ferry's replication rule on the source bucket by hand, keeping every other rule.
 fn edit_ferrys_rule(w: &World, edit: impl Fn(&mut ReplicationRule)) {
     let config = replication(w);
@@ -1111,15 +1125,7 @@ fn edit_ferrys_rule(w: &World, edit: impl Fn(&mut ReplicationRule)) {
 
 #[test]
 fn s3_replica_key_named_by_its_alias_is_the_same_key_and_no_change() {
-    let w = World::new(json!({}));
-    let src_key = w.key(SRC, "alias/s3-source");
-    w.key(DST, "alias/s3-dr");
-    source_bucket(&w, &src_key, 2);
-    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", false));
-    assert_eq!(
-        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
-        Some(0)
-    );
+    let (w, plan_file) = replicating();
     // Someone names the same replica key by its alias ARN.
     edit_ferrys_rule(&w, |r| {
         let d = r.destination.as_mut().unwrap();
@@ -1134,15 +1140,7 @@ fn s3_replica_key_named_by_its_alias_is_the_same_key_and_no_change() {
 
 #[test]
 fn s3_rule_priority_changed_by_hand_is_shown_and_mended() {
-    let w = World::new(json!({}));
-    let src_key = w.key(SRC, "alias/s3-source");
-    w.key(DST, "alias/s3-dr");
-    source_bucket(&w, &src_key, 2);
-    let plan_file = w.write_plan(&s3_plan("alias/s3-dr", false));
-    assert_eq!(
-        w.ferry(&["apply", "--yes", &plan_file]).status.code(),
-        Some(0)
-    );
+    let (w, plan_file) = replicating();
 
     // Someone raises ferry's rule to priority 5 and leaves everything else.
     let rules = replication;
