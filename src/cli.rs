@@ -122,6 +122,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Prove that each s3-replication rule replicates (a canary object), and sample the
+    /// replication status of existing objects to find FAILED ones.
+    Verify {
+        plan: PathBuf,
+        /// Existing objects per migration whose replication status is read.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        sample: usize,
+    },
     /// Print, per account, the least-privilege IAM policy ferry needs to run this plan.
     IamPolicy { plan: PathBuf },
     /// Print the JSON Schema of the plan format (for editor completion).

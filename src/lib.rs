@@ -8,6 +8,7 @@ pub mod ids;
 pub mod journal;
 pub mod lookup;
 pub mod plan;
+pub mod prices;
 pub mod quotas;
 pub mod report;
 pub mod resolve;

@@ -52,6 +52,7 @@ impl World {
             .env("AWS_REGION", SRC)
             .env("FERRY_POLL_INTERVAL_MS", "200")
             .env("FERRY_VISIBILITY_WAIT_MS", "1500")
+            .env("FERRY_VERIFY_POLL_MS", "100")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
             .stdin(Stdio::null());
@@ -574,6 +575,8 @@ migrations:
 
 #[path = "e2e/s3.rs"]
 mod s3;
+#[path = "e2e/s3_scale.rs"]
+mod s3_scale;
 
 /// DescribeSnapshots calls while copies are pending, for `n` snapshots copied at once.
 fn describe_calls_for(n: usize) -> u64 {

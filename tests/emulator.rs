@@ -1660,6 +1660,741 @@ async fn bucket_replication_configuration_reads_back_as_put() {
     assert_eq!(config.rules(), &[kms_rule, tagged_rule]);
 }
 
+// --- live S3 replication and S3 Batch Replication ------------------------------------------
+
+/// How long a replication or a batch job may take before a test gives up on it.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn versioned_bucket(s3: &aws_sdk_s3::Client, name: &str, region: &str) {
+    use aws_sdk_s3::types::{
+        BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+        VersioningConfiguration,
+    };
+    let mut create = s3.create_bucket().bucket(name);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    create.send().await.expect("CreateBucket");
+    s3.put_bucket_versioning()
+        .bucket(name)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("PutBucketVersioning");
+}
+
+/// A role that `service` may assume, with one inline policy named "policy"; returns its ARN.
+async fn service_role(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    service: &str,
+    policy: &serde_json::Value,
+) -> String {
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]});
+    let arn = iam
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .expect("CreateRole")
+        .role()
+        .expect("role")
+        .arn()
+        .to_string();
+    put_role_policy(iam, name, policy).await;
+    arn
+}
+
+async fn put_role_policy(iam: &aws_sdk_iam::Client, role: &str, policy: &serde_json::Value) {
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name("policy")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .expect("PutRolePolicy");
+}
+
+/// The live replication role's policy (setting-repl-config-perm-overview): read `src`, replicate
+/// into `dst`, kms:Decrypt on `decrypt` and kms:Encrypt on `encrypt` (keys by ARN).
+fn replication_policy(
+    src: &str,
+    dst: &str,
+    decrypt: &[&str],
+    encrypt: &[&str],
+) -> serde_json::Value {
+    let mut statements = vec![
+        json!({"Effect": "Allow",
+            "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
+            "Resource": format!("arn:aws:s3:::{src}")}),
+        json!({"Effect": "Allow",
+            "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl",
+                       "s3:GetObjectVersionTagging"],
+            "Resource": format!("arn:aws:s3:::{src}/*")}),
+        json!({"Effect": "Allow",
+            "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+            "Resource": format!("arn:aws:s3:::{dst}/*")}),
+    ];
+    if !decrypt.is_empty() {
+        statements.push(json!({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": decrypt}));
+    }
+    if !encrypt.is_empty() {
+        statements.push(json!({"Effect": "Allow", "Action": "kms:Encrypt", "Resource": encrypt}));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// One rule for every key (prefix ""), SSE-KMS objects included, replicas under `replica_key`.
+async fn replicate_everything(
+    s3: &aws_sdk_s3::Client,
+    src: &str,
+    role: &str,
+    dst: &str,
+    replica_key: &str,
+) {
+    use aws_sdk_s3::types::{
+        DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination,
+        EncryptionConfiguration, ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter,
+        ReplicationRuleStatus, SourceSelectionCriteria, SseKmsEncryptedObjects,
+        SseKmsEncryptedObjectsStatus,
+    };
+    let rule = ReplicationRule::builder()
+        .id("everything")
+        .priority(1)
+        .status(ReplicationRuleStatus::Enabled)
+        .filter(ReplicationRuleFilter::builder().prefix("").build())
+        .source_selection_criteria(
+            SourceSelectionCriteria::builder()
+                .sse_kms_encrypted_objects(
+                    SseKmsEncryptedObjects::builder()
+                        .status(SseKmsEncryptedObjectsStatus::Enabled)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .delete_marker_replication(
+            DeleteMarkerReplication::builder()
+                .status(DeleteMarkerReplicationStatus::Disabled)
+                .build(),
+        )
+        .destination(
+            Destination::builder()
+                .bucket(format!("arn:aws:s3:::{dst}"))
+                .encryption_configuration(
+                    EncryptionConfiguration::builder()
+                        .replica_kms_key_id(replica_key)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    s3.put_bucket_replication()
+        .bucket(src)
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .role(role)
+                .rules(rule)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("PutBucketReplication");
+}
+
+/// PutObject, SSE-KMS under `key` if given; returns the new version id.
+async fn put_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    kms_key: Option<&str>,
+) -> String {
+    let mut put = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()));
+    if let Some(kms_key) = kms_key {
+        put = put
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .ssekms_key_id(kms_key);
+    }
+    put.send()
+        .await
+        .expect("PutObject")
+        .version_id()
+        .expect("a versioned bucket answers a version id")
+        .to_string()
+}
+
+async fn head(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HeadObject {bucket}/{key}: {e:?}"))
+}
+
+async fn replication_status(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
+    head(s3, bucket, key)
+        .await
+        .replication_status()
+        .map(|s| s.as_str().to_string())
+}
+
+/// Whether `bucket` has no object `key` (HeadObject answers 404).
+async fn absent(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => false,
+        Err(e) => e.raw_response().map(|r| r.status().as_u16()) == Some(404),
+    }
+}
+
+async fn body(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetObject {bucket}/{key}: {e:?}"))
+        .body
+        .collect()
+        .await
+        .expect("object body")
+        .to_vec()
+}
+
+/// The replication status of `key` once it is no longer PENDING (at most `SETTLE`).
+async fn settled_replication_status(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let status = replication_status(s3, bucket, key).await;
+        match status.as_deref() {
+            Some("PENDING") => {}
+            Some(settled) => return settled.to_string(),
+            None => panic!("{bucket}/{key} has no replication status"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{bucket}/{key} still PENDING after {SETTLE:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn replication_summary(emu: &Emulator) -> serde_json::Value {
+    let (status, body) = emu.control("GET", "/_ferry/replication", None);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("replication summary is JSON")
+}
+
+#[tokio::test]
+async fn a_put_under_a_rule_replicates_or_fails_by_the_roles_kms_permissions() {
+    // Long enough that the first HeadObject after a put sees PENDING, even on a busy machine.
+    let emu = Emulator::start_with(json!({ "replication_delay_ms": 1000 }));
+    let a = "111111111111";
+    let (src, dst) = ("live-src", "live-dst");
+    let s3_src = emu.s3(a, SRC);
+    let s3_dst = emu.s3(a, DST);
+    versioned_bucket(&s3_src, src, SRC).await;
+    versioned_bucket(&s3_dst, dst, DST).await;
+    // Live replication checks kms:Encrypt on the replica key only for SSE-KMS sources (a plain
+    // object is replicated under the destination's default encryption): the objects are SSE-KMS
+    // under a source key whose policy is moto's default (the account root).
+    let source_key = customer_key(&emu, a, SRC).await;
+    let replica_key = customer_key(&emu, a, DST).await;
+    let root_only = json!({"Version": "2012-10-17", "Statement": [{"Sid": "root",
+        "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{a}:root")},
+        "Action": "kms:*", "Resource": "*"}]});
+    emu.kms(a, DST)
+        .put_key_policy()
+        .key_id(&replica_key)
+        .policy_name("default")
+        .policy(root_only.to_string())
+        .send()
+        .await
+        .expect("PutKeyPolicy");
+    let iam = emu.iam(a);
+    let role_name = "live-replication";
+    let role = service_role(
+        &iam,
+        role_name,
+        "s3.amazonaws.com",
+        &replication_policy(src, dst, &[&source_key], &[]),
+    )
+    .await;
+    replicate_everything(&s3_src, src, &role, dst, &replica_key).await;
+
+    // Without kms:Encrypt on the replica key the version fails.
+    let denied = "docs/denied.txt";
+    put_object(&s3_src, src, denied, b"not allowed", Some(&source_key)).await;
+    assert_eq!(
+        replication_status(&s3_src, src, denied).await.as_deref(),
+        Some("PENDING")
+    );
+    assert_eq!(
+        settled_replication_status(&s3_src, src, denied).await,
+        "FAILED"
+    );
+    let summary = replication_summary(&emu);
+    let last = summary["failures"]
+        .as_array()
+        .and_then(|f| f.last())
+        .unwrap_or_else(|| panic!("a failure is reported: {summary}"));
+    assert_eq!(last["bucket"], src, "{summary}");
+    assert_eq!(last["key"], denied, "{summary}");
+    let reason = last["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("kms:Encrypt") && reason.contains(&replica_key),
+        "the reason names the missing permission on the replica key: {reason}"
+    );
+    assert!(
+        absent(&s3_dst, dst, denied).await,
+        "no replica of a FAILED version"
+    );
+
+    // With kms:Encrypt the next version is replicated.
+    put_role_policy(
+        &iam,
+        role_name,
+        &replication_policy(src, dst, &[&source_key], &[&replica_key]),
+    )
+    .await;
+    let allowed = "docs/allowed.txt";
+    let version = put_object(&s3_src, src, allowed, b"replicate me", Some(&source_key)).await;
+    assert_eq!(
+        replication_status(&s3_src, src, allowed).await.as_deref(),
+        Some("PENDING")
+    );
+    assert_eq!(
+        settled_replication_status(&s3_src, src, allowed).await,
+        "COMPLETED"
+    );
+    let replica = head(&s3_dst, dst, allowed).await;
+    assert_eq!(
+        replica.replication_status().map(|s| s.as_str()),
+        Some("REPLICA")
+    );
+    assert_eq!(replica.ssekms_key_id(), Some(replica_key.as_str()));
+    assert_eq!(replica.version_id(), Some(version.as_str()));
+    assert_eq!(body(&s3_dst, dst, allowed).await, b"replicate me");
+
+    // The failed version is not retried; the counts add up.
+    assert_eq!(
+        replication_status(&s3_src, src, denied).await.as_deref(),
+        Some("FAILED")
+    );
+    let summary = replication_summary(&emu);
+    assert_eq!(
+        (
+            &summary["completed"],
+            &summary["failed"],
+            &summary["pending"]
+        ),
+        (&json!(1), &json!(1), &json!(0)),
+        "{summary}"
+    );
+}
+
+const BACKFILL_SRC: &str = "backfill-src";
+const BACKFILL_DST: &str = "backfill-dst";
+const BACKFILL_REPORTS: &str = "backfill-reports";
+
+/// A source bucket whose objects were written before its replication rule, and what a batch job
+/// needs: a batch role and a report bucket.
+struct Backfill {
+    batch_role: String,
+    /// Objects the replication role may replicate: plain, or SSE-KMS under a key it may use.
+    replicable: Vec<&'static str>,
+    /// SSE-KMS objects under a key the replication role may not Decrypt.
+    locked: Vec<&'static str>,
+    /// The key of `locked`.
+    locked_key: String,
+    replica_key: String,
+}
+
+async fn backfill_world(emu: &Emulator, a: &str) -> Backfill {
+    let s3_src = emu.s3(a, SRC);
+    versioned_bucket(&s3_src, BACKFILL_SRC, SRC).await;
+    versioned_bucket(&emu.s3(a, DST), BACKFILL_DST, DST).await;
+    s3_src
+        .create_bucket()
+        .bucket(BACKFILL_REPORTS)
+        .send()
+        .await
+        .expect("CreateBucket reports");
+    let usable_key = customer_key(emu, a, SRC).await;
+    let locked_key = customer_key(emu, a, SRC).await;
+    let replica_key = customer_key(emu, a, DST).await;
+    let replicable = vec!["data/plain-1", "data/plain-2", "data/plain-3", "data/kms-1"];
+    let locked = vec!["locked/secret-1", "locked/secret-2"];
+    for key in &replicable {
+        let kms = key.contains("kms").then_some(usable_key.as_str());
+        put_object(&s3_src, BACKFILL_SRC, key, key.as_bytes(), kms).await;
+    }
+    for key in &locked {
+        put_object(
+            &s3_src,
+            BACKFILL_SRC,
+            key,
+            key.as_bytes(),
+            Some(&locked_key),
+        )
+        .await;
+    }
+
+    let iam = emu.iam(a);
+    let replication_role = service_role(
+        &iam,
+        "backfill-replication",
+        "s3.amazonaws.com",
+        &replication_policy(BACKFILL_SRC, BACKFILL_DST, &[&usable_key], &[&replica_key]),
+    )
+    .await;
+    replicate_everything(
+        &s3_src,
+        BACKFILL_SRC,
+        &replication_role,
+        BACKFILL_DST,
+        &replica_key,
+    )
+    .await;
+    // s3-batch-replication-policies
+    let batch_policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:InitiateReplication",
+         "Resource": format!("arn:aws:s3:::{BACKFILL_SRC}/*")},
+        {"Effect": "Allow",
+         "Action": ["s3:GetReplicationConfiguration", "s3:PutInventoryConfiguration"],
+         "Resource": format!("arn:aws:s3:::{BACKFILL_SRC}")},
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
+         "Resource": format!("arn:aws:s3:::{BACKFILL_REPORTS}/*")}]});
+    let batch_role = service_role(
+        &iam,
+        "backfill-batch",
+        "batchoperations.s3.amazonaws.com",
+        &batch_policy,
+    )
+    .await;
+    Backfill {
+        batch_role,
+        replicable,
+        locked,
+        locked_key,
+        replica_key,
+    }
+}
+
+/// CreateJob: replicate every eligible version never replicated (NONE), report failed tasks
+/// under `batch/` in the report bucket, no confirmation.
+fn create_backfill_job(
+    control: &aws_sdk_s3control::Client,
+    account: &str,
+    batch_role: &str,
+    token: &str,
+) -> aws_sdk_s3control::operation::create_job::builders::CreateJobFluentBuilder {
+    use aws_sdk_s3control::types::{
+        JobManifestGenerator, JobManifestGeneratorFilter, JobOperation, JobReport, JobReportFormat,
+        JobReportScope, ReplicationStatus, S3JobManifestGenerator, S3ReplicateObjectOperation,
+    };
+    let generator = S3JobManifestGenerator::builder()
+        .expected_bucket_owner(account)
+        .source_bucket(format!("arn:aws:s3:::{BACKFILL_SRC}"))
+        .enable_manifest_output(false)
+        .filter(
+            JobManifestGeneratorFilter::builder()
+                .eligible_for_replication(true)
+                .object_replication_statuses(ReplicationStatus::None)
+                .build(),
+        )
+        .build()
+        .expect("source bucket and manifest output set");
+    control
+        .create_job()
+        .account_id(account)
+        .confirmation_required(false)
+        .operation(
+            JobOperation::builder()
+                .s3_replicate_object(S3ReplicateObjectOperation::builder().build())
+                .build(),
+        )
+        .manifest_generator(JobManifestGenerator::S3JobManifestGenerator(generator))
+        .report(
+            JobReport::builder()
+                .bucket(format!("arn:aws:s3:::{BACKFILL_REPORTS}"))
+                .format(JobReportFormat::ReportCsv20180820)
+                .enabled(true)
+                .prefix("batch")
+                .report_scope(JobReportScope::FailedTasksOnly)
+                .build(),
+        )
+        .client_request_token(token)
+        .description("backfill")
+        .priority(10)
+        .role_arn(batch_role)
+}
+
+/// DescribeJob until the job has ended (at most `SETTLE`).
+async fn ended_job(
+    control: &aws_sdk_s3control::Client,
+    account: &str,
+    id: &str,
+) -> aws_sdk_s3control::types::JobDescriptor {
+    use aws_sdk_s3control::types::JobStatus;
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let job = control
+            .describe_job()
+            .account_id(account)
+            .job_id(id)
+            .send()
+            .await
+            .expect("DescribeJob")
+            .job()
+            .cloned()
+            .expect("a job");
+        if matches!(
+            job.status(),
+            Some(JobStatus::Complete | JobStatus::Failed | JobStatus::Cancelled)
+        ) {
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} still {:?} after {SETTLE:?}",
+            job.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_complete(job: &aws_sdk_s3control::types::JobDescriptor) {
+    assert_eq!(
+        job.status(),
+        Some(&aws_sdk_s3control::types::JobStatus::Complete),
+        "failure reasons: {:?}",
+        job.failure_reasons()
+    );
+}
+
+/// (total, succeeded, failed) tasks of a job.
+fn tasks(job: &aws_sdk_s3control::types::JobDescriptor) -> (i64, i64, i64) {
+    let p = job.progress_summary().expect("progress summary");
+    (
+        p.total_number_of_tasks().unwrap_or(-1),
+        p.number_of_tasks_succeeded().unwrap_or(-1),
+        p.number_of_tasks_failed().unwrap_or(-1),
+    )
+}
+
+#[tokio::test]
+async fn a_batch_job_replicates_existing_objects_once_per_client_token_and_reports_failures() {
+    let emu = Emulator::start();
+    let a = "100000000121";
+    let world = backfill_world(&emu, a).await;
+    let s3_src = emu.s3(a, SRC);
+    let s3_dst = emu.s3(a, DST);
+    let all: Vec<&str> = world
+        .replicable
+        .iter()
+        .chain(&world.locked)
+        .copied()
+        .collect();
+    // written before the rule: never tried, not live-replicated
+    for key in &all {
+        assert_eq!(
+            replication_status(&s3_src, BACKFILL_SRC, key).await,
+            None,
+            "{key}"
+        );
+    }
+
+    let control = emu.s3control(a, SRC);
+    let token = "backfill-run-1";
+    let id = create_backfill_job(&control, a, &world.batch_role, token)
+        .send()
+        .await
+        .expect("CreateJob")
+        .job_id()
+        .expect("job id")
+        .to_string();
+    let again = create_backfill_job(&control, a, &world.batch_role, token)
+        .send()
+        .await
+        .expect("CreateJob with the same token")
+        .job_id()
+        .expect("job id")
+        .to_string();
+    assert_eq!(
+        again, id,
+        "the same ClientRequestToken answers the same job"
+    );
+    assert_eq!(emu.counters_json()["batch_jobs"]["created"], 1);
+
+    let job = ended_job(&control, a, &id).await;
+    assert_complete(&job);
+    let (replicable, locked) = (world.replicable.len() as i64, world.locked.len() as i64);
+    assert_eq!(tasks(&job), (replicable + locked, replicable, locked));
+    let c = emu.counters();
+    assert_eq!(
+        (
+            c.batch_jobs.created,
+            c.batch_jobs.tasks_succeeded,
+            c.batch_jobs.tasks_failed
+        ),
+        (1, replicable as u64, locked as u64)
+    );
+
+    for key in &world.replicable {
+        assert_eq!(
+            replication_status(&s3_src, BACKFILL_SRC, key)
+                .await
+                .as_deref(),
+            Some("COMPLETED"),
+            "{key}"
+        );
+        let replica = head(&s3_dst, BACKFILL_DST, key).await;
+        assert_eq!(
+            replica.replication_status().map(|s| s.as_str()),
+            Some("REPLICA"),
+            "{key}"
+        );
+        assert_eq!(body(&s3_dst, BACKFILL_DST, key).await, key.as_bytes());
+        if key.contains("kms") {
+            assert_eq!(replica.ssekms_key_id(), Some(world.replica_key.as_str()));
+        }
+    }
+    for key in &world.locked {
+        assert_eq!(
+            replication_status(&s3_src, BACKFILL_SRC, key)
+                .await
+                .as_deref(),
+            Some("FAILED"),
+            "{key}"
+        );
+        assert!(absent(&s3_dst, BACKFILL_DST, key).await, "{key}");
+    }
+
+    // The completion report lists one results CSV: the failed tasks, by key.
+    let manifest = body(
+        &s3_src,
+        BACKFILL_REPORTS,
+        &format!("batch/job-{id}/manifest.json"),
+    )
+    .await;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&manifest).expect("report manifest is JSON");
+    let results = manifest["Results"].as_array().expect("Results");
+    assert_eq!(results.len(), 1, "FailedTasksOnly: {manifest}");
+    assert_eq!(results[0]["TaskExecutionStatus"], "failed", "{manifest}");
+    assert_eq!(results[0]["Bucket"], BACKFILL_REPORTS, "{manifest}");
+    let csv_key = results[0]["Key"].as_str().expect("results key");
+    assert!(
+        csv_key.starts_with(&format!("batch/job-{id}/results/")),
+        "{csv_key}"
+    );
+    let csv = String::from_utf8(body(&s3_src, BACKFILL_REPORTS, csv_key).await).unwrap();
+    let mut failed_keys = Vec::new();
+    for row in csv.lines() {
+        // Bucket, Key, VersionId, TaskStatus, HTTP status, ErrorCode, ResultMessage
+        let fields: Vec<&str> = row.splitn(7, ',').collect();
+        assert_eq!(fields.len(), 7, "{row}");
+        assert_eq!(fields[0], BACKFILL_SRC, "{row}");
+        assert_eq!(&fields[3..6], ["failed", "403", "AccessDenied"], "{row}");
+        assert!(
+            fields[6].contains("kms:Decrypt") && fields[6].contains(&world.locked_key),
+            "the message names the missing permission: {row}"
+        );
+        failed_keys.push(fields[1].to_string());
+    }
+    failed_keys.sort();
+    assert_eq!(failed_keys, world.locked, "{csv}");
+}
+
+#[tokio::test]
+async fn a_lost_create_job_answer_still_made_the_job_and_a_retry_with_its_token_finds_it() {
+    let emu = Emulator::start();
+    let a = "100000000131";
+    let world = backfill_world(&emu, a).await;
+    let control = emu.s3control(a, SRC);
+    let token = "backfill-lost-1";
+
+    emu.configure(json!({ "lost_response_rate": 1.0, "seed": 11 }));
+    let lost = create_backfill_job(&control, a, &world.batch_role, token)
+        .customize()
+        .config_override(
+            aws_sdk_s3control::config::Builder::new().retry_config(RetryConfig::disabled()),
+        )
+        .send()
+        .await;
+    emu.configure(json!({ "lost_response_rate": 0.0 }));
+    let err = lost.expect_err("the CreateJob answer is lost");
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    assert!(
+        matches!(status, None | Some(500)),
+        "a 500 or no answer at all: {err:?}"
+    );
+    let c = emu.counters();
+    let create = c
+        .requests
+        .iter()
+        .find(|r| r.service == "s3control" && r.action == "CreateJob")
+        .expect("CreateJob counted");
+    assert_eq!((create.count, create.lost), (1, 1));
+    assert_eq!(c.batch_jobs.created, 1, "the lost call made the job");
+
+    let listed = control
+        .list_jobs()
+        .account_id(a)
+        .send()
+        .await
+        .expect("ListJobs");
+    let ids: Vec<&str> = listed.jobs().iter().filter_map(|j| j.job_id()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids[0].to_string();
+
+    let retried = create_backfill_job(&control, a, &world.batch_role, token)
+        .send()
+        .await
+        .expect("CreateJob again with the token")
+        .job_id()
+        .expect("job id")
+        .to_string();
+    assert_eq!(retried, id, "the retry finds the job the lost call made");
+    assert_eq!(emu.counters_json()["batch_jobs"]["created"], 1);
+    let listed = control
+        .list_jobs()
+        .account_id(a)
+        .send()
+        .await
+        .expect("ListJobs");
+    assert_eq!(listed.jobs().len(), 1, "no second job");
+
+    // and it runs like any other
+    let job = ended_job(&control, a, &id).await;
+    assert_complete(&job);
+    let total = (world.replicable.len() + world.locked.len()) as i64;
+    assert_eq!(tasks(&job).0, total);
+}
+
 // --- the demo world --------------------------------------------------------------------------
 
 #[tokio::test]

@@ -386,6 +386,7 @@ impl Poller<Mem> for LinearPoller {
                 } else {
                     PollAnswer::Pending {
                         percent: Some((done * 100.0).floor() as f32),
+                        detail: None,
                     }
                 };
                 (rid.clone(), answer)

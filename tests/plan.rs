@@ -597,7 +597,7 @@ fn resolved_copies_start_largest_first() {
 /// with the steps above the graph they are built from.)
 const LAYERS: &[&[&str]] = &[
     &["ids", "exec"],
-    &["quotas"],
+    &["quotas", "prices"],
     &["plan"],
     &["aws"],
     &["journal", "lookup"],

@@ -3,6 +3,7 @@
 //! No AWS semantics live here: those are in `steps/` and `resolve/`.
 
 pub mod audit;
+pub mod encoding;
 pub mod error;
 pub mod presign;
 
@@ -33,6 +34,7 @@ pub struct Aws {
     ec2: Mutex<HashMap<(String, String), aws_sdk_ec2::Client>>,
     kms: Mutex<HashMap<(String, String), aws_sdk_kms::Client>>,
     s3: Mutex<HashMap<(String, String), aws_sdk_s3::Client>>,
+    s3control: Mutex<HashMap<(String, String), aws_sdk_s3control::Client>>,
     /// Each account's credentials, for the URLs ferry presigns itself (presign.rs).
     credentials: Mutex<HashMap<String, aws_credential_types::Credentials>>,
     /// The audit sink and the mutation gate every client's interceptor consults.
@@ -52,6 +54,24 @@ pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
                 .build_https()
         })
         .clone()
+}
+
+/// An endpoint taken as given, whatever the request (S3 Control with `--endpoint-url`; the
+/// tests' own S3 Control client too).
+#[derive(Debug)]
+pub struct FixedEndpoint(pub String);
+
+impl aws_sdk_s3control::config::endpoint::ResolveEndpoint for FixedEndpoint {
+    fn resolve_endpoint<'a>(
+        &'a self,
+        _params: &'a aws_sdk_s3control::config::endpoint::Params,
+    ) -> aws_sdk_s3control::config::endpoint::EndpointFuture<'a> {
+        aws_sdk_s3control::config::endpoint::EndpointFuture::ready(Ok(
+            aws_sdk_s3control::config::endpoint::Endpoint::builder()
+                .url(self.0.clone())
+                .build(),
+        ))
+    }
 }
 
 /// Region for global services (IAM, STS) and for loading credentials when none is configured.
@@ -118,6 +138,7 @@ impl Aws {
             ec2: Mutex::default(),
             kms: Mutex::default(),
             s3: Mutex::default(),
+            s3control: Mutex::default(),
             credentials: Mutex::default(),
             hooks: Arc::default(),
         })
@@ -192,6 +213,26 @@ impl Aws {
                     .interceptor(self.interceptor(account, region))
                     .build();
                 aws_sdk_s3::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    /// S3 Control (Batch Operations jobs). Its endpoint names the account in the host
+    /// (`<account id>.s3-control.<region>.amazonaws.com`); a custom endpoint is taken as it is,
+    /// since one local endpoint cannot serve a host per account.
+    pub fn s3control(&self, account: &str, region: &str) -> aws_sdk_s3control::Client {
+        let key = (account.to_string(), region.to_string());
+        let mut cache = self.s3control.lock().expect("client cache");
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let mut conf = aws_sdk_s3control::config::Builder::from(self.sdk(account))
+                    .region(Region::new(region.to_string()))
+                    .interceptor(self.interceptor(account, region));
+                if let Some(e) = &self.endpoint {
+                    conf = conf.endpoint_resolver(FixedEndpoint(e.clone()));
+                }
+                aws_sdk_s3control::Client::from_conf(conf.build())
             })
             .clone()
     }

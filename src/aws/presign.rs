@@ -16,19 +16,9 @@ use super::{Aws, AwsError};
 /// How long a presigned URL is valid (botocore's default for these, one hour).
 const EXPIRES: Duration = Duration::from_secs(3600);
 
-/// Percent-encodes a query component as SigV4's canonical query string does (RFC 3986
-/// unreserved characters kept).
+/// A query component as SigV4's canonical query string encodes it.
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    super::encoding::uri_encode(s, false)
 }
 
 /// The service endpoint of `region`: the endpoint override when there is one (it serves every

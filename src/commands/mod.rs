@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Plan { plan, output, .. } => run::plan_live(plan, *output, global),
         Command::Graph { plan, format } => graph_cmd(plan, *format),
         Command::IamPolicy { plan } => iam_policy(plan),
+        Command::Verify { plan, sample } => run::verify(plan, *sample, global),
         Command::Schema => {
             let schema = plan::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
@@ -113,9 +114,18 @@ fn plan_offline(path: &Path, output: Output) -> Outcome {
 }
 
 fn iam_policy(path: &Path) -> Outcome {
-    let (plan, g) = match compile(path) {
+    let (plan, _) = match compile(path) {
         Ok(x) => x,
         Err(o) => return o,
+    };
+    // Every path a run may take: a `backfill: true` is inline or a batch job by the bucket's
+    // size, which only a run sees.
+    let g = match graph::compile_every_path(&plan) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::BadInput;
+        }
     };
     let policies = crate::steps::permissions::iam_policies(&plan, &g);
     println!("{}", serde_json::to_string_pretty(&policies).expect("JSON"));

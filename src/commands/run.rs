@@ -177,6 +177,8 @@ fn earlier_additions(
     let kind_of = |id: &StepId| match id.action.as_str() {
         "share" => Some(StepKind::ShareSnapshot),
         "grant-access" => Some(StepKind::GrantKeyAccess),
+        // What an earlier run proved need not be proven again while the rule is the same.
+        "verify" => Some(StepKind::VerifyReplication),
         _ => None,
     };
     for run in backend.list_runs().map_err(|e| e.to_string())? {
@@ -536,6 +538,7 @@ async fn execute(
     global: &Global,
     kept: &[(String, KeptCopy)],
 ) -> Outcome {
+    let _ = p.cx.run_id.set(prepared.run_id.clone());
     let opts = RunOptions {
         concurrency,
         run_id: prepared.run_id.clone(),
@@ -605,6 +608,7 @@ async fn execute(
             Arc::new(steps::ec2::SnapshotPoller),
         )
         .poller(steps::ec2::IMAGE_POLL, Arc::new(steps::ec2::ImagePoller))
+        .poller(steps::batch::JOB_POLL, Arc::new(steps::batch::JobPoller))
         .resume(typed_resume(p, prepared.resume))
         .subscribe(Box::new(prepared.writer))
         .subscribe(Box::new(Progress::new(mode)));
@@ -811,4 +815,74 @@ impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `ferry verify PLAN`: prove, now, that each `s3-replication` rule replicates (a canary, as
+/// `apply` does, whatever an earlier run proved), and read the replication status of up to
+/// `sample` existing objects per migration, so that FAILED ones are found. Exit 1 when a
+/// canary fails or a FAILED object is found.
+pub fn verify(path: &Path, sample: usize, global: &Global) -> Outcome {
+    runtime().block_on(async {
+        let p = match prepare(path, global, None, None).await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
+        // A context without earlier runs' proofs: every canary is written again.
+        let cx = Arc::new(Cx::new(p.cx.aws.clone(), &p.plan.name.value, &p.resolution));
+        let checks = match steps::build_only(&p.specs, |s| s.kind() == StepKind::VerifyReplication)
+        {
+            Ok(g) => Arc::new(g),
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let opts = RunOptions {
+            concurrency: concurrency_of(&p.plan, None),
+            plan_name: p.plan.name.value.clone(),
+            ..RunOptions::default()
+        };
+        let report = match Executor::new(checks, cx.clone(), opts)
+            .limits(p.limits.clone())
+            .run(Cancel::new())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let mut bad = report.failed.len();
+        for (step, e) in &report.failed {
+            println!("FAILED {step}: {}", e.message);
+            if let Some(h) = &e.hint {
+                println!("  hint: {h}");
+            }
+        }
+        for (step, out) in &report.outputs {
+            if let StepOutput::Verified(v) = out {
+                println!(
+                    "ok     {step}: canary replicated under the replica key in {:.1} s",
+                    v.seconds
+                );
+            }
+        }
+        for m in p.plan.migrations.iter().filter_map(|m| match m {
+            crate::plan::Migration::S3Replication(r) => Some(r),
+            _ => None,
+        }) {
+            match steps::s3::sample_status(&cx, &p.resolution, m, sample).await {
+                Ok(s) => {
+                    println!("{}", s.text(&m.id.value));
+                    if s.failed > 0 {
+                        bad += 1;
+                    }
+                }
+                Err(e) => {
+                    println!("FAILED {}: sampling: {e}", m.id.value);
+                    bad += 1;
+                }
+            }
+        }
+        if bad > 0 {
+            Outcome::Failed(format!("{bad} check(s) failed"))
+        } else {
+            Outcome::Ok
+        }
+    })
 }

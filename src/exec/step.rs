@@ -48,7 +48,11 @@ pub enum Applied<O> {
 /// A poller's answer for one id.
 #[derive(Debug, Clone)]
 pub enum PollAnswer<O> {
-    Pending { percent: Option<f32> },
+    Pending {
+        percent: Option<f32>,
+        /// What the operation says of its progress (tasks done of total, say).
+        detail: Option<String>,
+    },
     Done(O),
     Failed(StepError),
 }

@@ -992,7 +992,7 @@ impl<C: Context> Walker<C> {
                         continue;
                     };
                     match answer {
-                        PollAnswer::Pending { percent } => {
+                        PollAnswer::Pending { percent, detail } => {
                             if let (Some(p), Some((_, _, since))) =
                                 (percent.filter(|p| *p > 0.0), self.poll_since.get(&i))
                             {
@@ -1002,11 +1002,11 @@ impl<C: Context> Walker<C> {
                                 self.predicted
                                     .insert(i, *since + Duration::from_secs_f64(total));
                             }
-                            if let Some(percent) = percent {
+                            if percent.is_some() || detail.is_some() {
                                 self.emit(Event::StepProgress {
                                     step: self.id(i),
-                                    percent,
-                                    detail: None,
+                                    percent: percent.unwrap_or(0.0),
+                                    detail,
                                 })?;
                             }
                         }

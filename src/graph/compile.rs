@@ -12,26 +12,37 @@ use crate::ids::{
     StepId,
 };
 use crate::plan::{
-    AmiCopy, KeyAccess, KeyRef, Migration, Plan, S3Replication, SnapshotCopy, Spanned,
+    AmiCopy, BackfillMode, KeyAccess, KeyRef, Migration, Plan, S3Replication, SnapshotCopy, Spanned,
 };
-use crate::resolve::Resolution;
+use crate::resolve::{BucketSample, Resolution};
 
 /// Compile a checked plan offline. Selectors that need AWS to expand (tags, source keys) stay
 /// as one step each, marked by their [`Target`]; see [`compile_resolved`].
 pub fn compile(plan: &Plan) -> Result<PlanGraph, CompileError> {
-    compile_with(plan, None)
+    compile_with(plan, None, false)
 }
 
 /// Compile with the resolve stage's findings: tag selectors become one step per resource, and
 /// destination keys are the ARNs found (or the steps that make them).
 pub fn compile_resolved(plan: &Plan, resolution: &Resolution) -> Result<PlanGraph, CompileError> {
-    compile_with(plan, Some(resolution))
+    compile_with(plan, Some(resolution), false)
 }
 
-fn compile_with(plan: &Plan, resolution: Option<&Resolution>) -> Result<PlanGraph, CompileError> {
+/// Compile offline with every path a run may take (`backfill: true` both inline and as a
+/// batch job, which only the bucket's size decides): what `ferry iam-policy` must cover.
+pub fn compile_every_path(plan: &Plan) -> Result<PlanGraph, CompileError> {
+    compile_with(plan, None, true)
+}
+
+fn compile_with(
+    plan: &Plan,
+    resolution: Option<&Resolution>,
+    every_path: bool,
+) -> Result<PlanGraph, CompileError> {
     let mut c = Compiler {
         plan,
         resolution,
+        every_path,
         b: GraphBuilder::new(),
         migration_steps: BTreeMap::new(),
         shared_keys: Vec::new(),
@@ -59,6 +70,8 @@ fn compile_with(plan: &Plan, resolution: Option<&Resolution>) -> Result<PlanGrap
 struct Compiler<'p> {
     plan: &'p Plan,
     resolution: Option<&'p Resolution>,
+    /// Compile every path a run may take (see [`compile_every_path`]).
+    every_path: bool,
     b: GraphBuilder,
     /// First and last steps of each migration.
     migration_steps: BTreeMap<String, Ends>,
@@ -911,9 +924,10 @@ impl<'p> Compiler<'p> {
                         destination_bucket: BucketName::new(dst_bucket),
                         destination_account: AccountName::new(dst_account),
                         destination_region: dst_region.map(Region::new),
-                        source_keys,
+                        source_keys: source_keys.clone(),
                         key: key.clone(),
                         tags: ferry_tags(self.plan, id, &BTreeMap::new()),
+                        purpose: RolePurpose::Replication,
                     }),
                 );
                 // The inline policy names the destination key's ARN.
@@ -970,6 +984,10 @@ impl<'p> Compiler<'p> {
             .and_then(|r| r.prefix.as_ref())
             .map(|s| s.value.clone())
             .unwrap_or_default();
+        let rule_id = rule
+            .and_then(|r| r.id.as_ref())
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| format!("ferry-{id}"));
         let replication = self.step(
             StepId::new(owner.clone(), "replication", "put"),
             src_account,
@@ -980,13 +998,10 @@ impl<'p> Compiler<'p> {
                 destination_bucket: BucketName::new(dst_bucket),
                 destination_account: AccountName::new(dst_account),
                 destination_region: dst_region.map(Region::new),
-                role,
+                role: role.clone(),
                 key: key.clone(),
                 rule: RuleSpec {
-                    id: rule
-                        .and_then(|r| r.id.as_ref())
-                        .map(|s| s.value.clone())
-                        .unwrap_or_else(|| format!("ferry-{id}")),
+                    id: rule_id.clone(),
                     prefix: prefix.clone(),
                     priority: rule
                         .and_then(|r| r.priority.as_ref())
@@ -1007,30 +1022,167 @@ impl<'p> Compiler<'p> {
             self.b.depends(&replication, d);
         }
 
-        if m.backfill.as_ref().is_some_and(|b| b.value) {
-            let b = self.step(
-                StepId::new(owner.clone(), "backfill", "copy"),
-                dst_account,
-                dst_region,
+        // The canary goes first: a rule that cannot replicate fails here, before a backfill
+        // of millions of objects is started on it.
+        let mut ready = replication.clone();
+        if m.verify.as_ref().is_none_or(|v| v.value) {
+            let v = self.step(
+                StepId::new(owner.clone(), "replication", "verify"),
+                src_account,
+                src_region,
                 one(src_bucket),
-                StepSpec::Backfill(BackfillSpec {
+                StepSpec::VerifyReplication(VerifySpec {
+                    migration: MigrationId::new(id),
                     source_bucket: BucketName::new(src_bucket),
-                    source_account: AccountName::new(src_account),
-                    source_region: src_region.map(Region::new),
                     destination_bucket: BucketName::new(dst_bucket),
-                    prefix,
-                    key,
-                    bucket_key,
-                    inline_max: self
-                        .plan
-                        .settings
-                        .backfill_inline_max
-                        .as_ref()
-                        .map(|v| v.value)
-                        .unwrap_or(crate::plan::BACKFILL_INLINE_MAX),
+                    destination_account: AccountName::new(dst_account),
+                    destination_region: dst_region.map(Region::new),
+                    prefix: prefix.clone(),
+                    rule_id: rule_id.clone(),
+                    key: key.clone(),
+                    role: role.clone(),
+                    source_keys: source_keys.clone(),
                 }),
             );
-            self.b.depends(&b, &replication);
+            self.b.depends(&v, &replication);
+            ready = v;
+        }
+
+        let inline_max = self.plan.settings.inline_max();
+        let sample = self
+            .resolution
+            .and_then(|r| r.inventory.bucket_samples.get(id))
+            .copied();
+        let paths = match m.backfill.as_ref().map(|b| b.value) {
+            Some(BackfillMode::Auto) if self.every_path => {
+                vec![BackfillMode::Inline, BackfillMode::Batch]
+            }
+            _ => vec![backfill_path(m, inline_max, sample.as_ref())],
+        };
+        for path in paths {
+            let (prefix, key) = (prefix.clone(), key.clone());
+            self.backfill(
+                m,
+                path,
+                &ready,
+                prefix,
+                key,
+                sample,
+                bucket_key,
+                (src_account, src_region),
+                (dst_account, dst_region),
+                &rule_id,
+            );
+        }
+    }
+
+    /// The backfill of `path`, after `ready` (the rule, or its canary).
+    #[allow(clippy::too_many_arguments)]
+    fn backfill(
+        &mut self,
+        m: &'p S3Replication,
+        path: BackfillMode,
+        ready: &StepId,
+        prefix: String,
+        key: DestinationKey,
+        sample: Option<BucketSample>,
+        bucket_key: bool,
+        (src_account, src_region): (&str, Option<&str>),
+        (dst_account, dst_region): (&str, Option<&str>),
+        rule_id: &str,
+    ) {
+        let id = m.id.value.as_str();
+        let owner = migration_owner(id);
+        let src_bucket = m.source.bucket.value.as_str();
+        let dst_bucket = m.destination.bucket.value.as_str();
+        let one = |b: &str| Target::One(b.to_string());
+        let settings = &self.plan.settings;
+        match path {
+            BackfillMode::Off | BackfillMode::Auto => {}
+            BackfillMode::Inline => {
+                let b = self.step(
+                    StepId::new(owner.clone(), "backfill", "copy"),
+                    dst_account,
+                    dst_region,
+                    one(src_bucket),
+                    StepSpec::Backfill(BackfillSpec {
+                        source_bucket: BucketName::new(src_bucket),
+                        source_account: AccountName::new(src_account),
+                        source_region: src_region.map(Region::new),
+                        destination_bucket: BucketName::new(dst_bucket),
+                        prefix,
+                        key,
+                        bucket_key,
+                        inline_max: settings.inline_max(),
+                        multipart_threshold: settings.part_threshold(),
+                    }),
+                );
+                self.b.depends(&b, ready);
+            }
+            BackfillMode::Batch => {
+                // The checks (or the resolve stage) refuse a batch backfill without a report
+                // location.
+                let report = batch_report(m, self.plan).unwrap_or(ReportLocation {
+                    bucket: BucketName::new(src_bucket),
+                    prefix: "ferry-reports".into(),
+                });
+                let mut role_step = None;
+                let batch_role = match m.backfill_role.as_ref().map(|r| (&r.name, &r.arn)) {
+                    Some((_, Some(a))) => RoleRef::Arn(a.value.clone()),
+                    other => {
+                        let name = match other {
+                            Some((Some(n), _)) => n.value.clone(),
+                            _ => batch_role_name(m),
+                        };
+                        let r = self.step(
+                            StepId::new(owner.clone(), "batch-role", "ensure"),
+                            src_account,
+                            Some("global"),
+                            one(&name),
+                            StepSpec::EnsureRole(RoleSpec {
+                                migration: MigrationId::new(id),
+                                name: name.clone(),
+                                source_bucket: BucketName::new(src_bucket),
+                                source_region: src_region.map(Region::new),
+                                destination_bucket: BucketName::new(dst_bucket),
+                                destination_account: AccountName::new(dst_account),
+                                destination_region: dst_region.map(Region::new),
+                                source_keys: Vec::new(),
+                                key: key.clone(),
+                                tags: ferry_tags(self.plan, id, &BTreeMap::new()),
+                                purpose: RolePurpose::BatchReplication {
+                                    report: report.clone(),
+                                },
+                            }),
+                        );
+                        role_step = Some(r);
+                        RoleRef::Name(name)
+                    }
+                };
+                let job = self.step(
+                    StepId::new(owner.clone(), "backfill", "batch-job"),
+                    src_account,
+                    src_region,
+                    one(src_bucket),
+                    StepSpec::BatchReplication(BatchReplicationSpec {
+                        migration: MigrationId::new(id),
+                        source_bucket: BucketName::new(src_bucket),
+                        destination_bucket: BucketName::new(dst_bucket),
+                        destination_account: AccountName::new(dst_account),
+                        prefix,
+                        rule_id: rule_id.to_string(),
+                        key,
+                        role: batch_role,
+                        report,
+                        redrive_failed: m.redrive_failed.as_ref().is_some_and(|r| r.value),
+                        sample: sample.unwrap_or_default(),
+                    }),
+                );
+                self.b.depends(&job, ready);
+                if let Some(r) = &role_step {
+                    self.b.depends(&job, r);
+                }
+            }
         }
     }
 
@@ -1100,6 +1252,41 @@ impl<'p> Compiler<'p> {
                 }
             }
         }
+    }
+}
+
+/// Which backfill a migration gets: `backfill: true` is inline up to `inline_max` objects in
+/// the source (as the resolve stage sampled it), else a batch job. Unresolved (offline), it is
+/// shown as inline.
+pub fn backfill_path(
+    m: &S3Replication,
+    inline_max: u64,
+    sample: Option<&BucketSample>,
+) -> BackfillMode {
+    match m.backfill.as_ref().map(|b| b.value) {
+        None | Some(BackfillMode::Off) => BackfillMode::Off,
+        Some(BackfillMode::Auto) => match sample {
+            Some(s) if s.objects > inline_max => BackfillMode::Batch,
+            _ => BackfillMode::Inline,
+        },
+        Some(mode) => mode,
+    }
+}
+
+/// Where a batch job's completion report goes: `backfill_report`, else under the S3 state.
+pub fn batch_report(m: &S3Replication, plan: &Plan) -> Option<ReportLocation> {
+    m.report_location(&plan.settings)
+        .map(|(bucket, prefix)| ReportLocation {
+            bucket: BucketName::new(bucket.as_str()),
+            prefix,
+        })
+}
+
+/// The Batch Operations role's name when the plan names none.
+pub fn batch_role_name(m: &S3Replication) -> String {
+    match &m.role.name {
+        Some(n) => format!("{}-batch", n.value),
+        None => format!("ferry-{}-batch", m.id.value),
     }
 }
 

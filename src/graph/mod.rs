@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-pub use compile::{compile, compile_resolved};
+pub use compile::{compile, compile_every_path, compile_resolved};
 pub use step::*;
 
 use crate::ids::StepId;

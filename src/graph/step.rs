@@ -11,6 +11,7 @@ use crate::ids::{
     AccountName, BucketName, ImageId, KeyArn, KeyName, MigrationId, Region, SnapshotId, StepId,
 };
 use crate::plan::KeyAccess;
+use crate::resolve::BucketSample;
 
 /// One step kind per AWS operation family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -53,6 +54,10 @@ pub enum StepKind {
     PutReplication,
     #[serde(rename = "s3.backfill")]
     Backfill,
+    #[serde(rename = "s3.batch-replication")]
+    BatchReplication,
+    #[serde(rename = "s3.verify-replication")]
+    VerifyReplication,
     #[serde(rename = "iam.ensure-role")]
     EnsureRole,
 }
@@ -79,6 +84,8 @@ impl StepKind {
             StepKind::AllowReplicationRole => "s3.allow-replication-role",
             StepKind::PutReplication => "s3.put-replication",
             StepKind::Backfill => "s3.backfill",
+            StepKind::BatchReplication => "s3.batch-replication",
+            StepKind::VerifyReplication => "s3.verify-replication",
             StepKind::EnsureRole => "iam.ensure-role",
         }
     }
@@ -196,6 +203,8 @@ pub enum StepSpec {
     AllowReplicationRole(BucketPolicySpec),
     PutReplication(ReplicationSpec),
     Backfill(BackfillSpec),
+    BatchReplication(BatchReplicationSpec),
+    VerifyReplication(VerifySpec),
     EnsureRole(RoleSpec),
 }
 
@@ -221,6 +230,8 @@ impl StepSpec {
             StepSpec::AllowReplicationRole(_) => StepKind::AllowReplicationRole,
             StepSpec::PutReplication(_) => StepKind::PutReplication,
             StepSpec::Backfill(_) => StepKind::Backfill,
+            StepSpec::BatchReplication(_) => StepKind::BatchReplication,
+            StepSpec::VerifyReplication(_) => StepKind::VerifyReplication,
             StepSpec::EnsureRole(_) => StepKind::EnsureRole,
         }
     }
@@ -416,6 +427,62 @@ pub struct BackfillSpec {
     pub key: DestinationKey,
     pub bucket_key: bool,
     pub inline_max: u64,
+    /// Objects larger than this are copied in parts.
+    pub multipart_threshold: u64,
+}
+
+/// Where a batch job writes its completion report (and its generated manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportLocation {
+    pub bucket: BucketName,
+    /// Without slashes at either end; may be empty.
+    pub prefix: String,
+}
+
+/// `s3.batch-replication`: an S3 Batch Replication job over the source bucket's objects that
+/// the rule has not replicated (status NONE, and FAILED with `redrive_failed`).
+#[derive(Debug, Clone)]
+pub struct BatchReplicationSpec {
+    pub migration: MigrationId,
+    pub source_bucket: BucketName,
+    pub destination_bucket: BucketName,
+    pub destination_account: AccountName,
+    pub prefix: String,
+    /// The rule the job replicates by, to name in what is shown.
+    pub rule_id: String,
+    /// The replica key, as the plan names it (shown only: the rule carries the key).
+    pub key: DestinationKey,
+    /// The Batch Operations role (trust `batchoperations.s3.amazonaws.com`).
+    pub role: RoleRef,
+    pub report: ReportLocation,
+    pub redrive_failed: bool,
+    pub sample: BucketSample,
+}
+
+/// `s3.verify-replication`: a canary object under the rule's prefix must replicate, encrypted
+/// under the replica key, within `timeout_secs`.
+#[derive(Debug, Clone)]
+pub struct VerifySpec {
+    pub migration: MigrationId,
+    pub source_bucket: BucketName,
+    pub destination_bucket: BucketName,
+    pub destination_account: AccountName,
+    pub destination_region: Option<Region>,
+    pub prefix: String,
+    pub rule_id: String,
+    pub key: DestinationKey,
+    /// The replication role, whose permissions a failure is explained by.
+    pub role: RoleRef,
+    pub source_keys: Vec<KeyArn>,
+}
+
+/// What a role made by ferry is for: its trust and its inline policy follow.
+#[derive(Debug, Clone)]
+pub enum RolePurpose {
+    /// S3 live replication (trust `s3.amazonaws.com`).
+    Replication,
+    /// S3 Batch Replication jobs (trust `batchoperations.s3.amazonaws.com`).
+    BatchReplication { report: ReportLocation },
 }
 
 /// `iam.ensure-role`: the replication role with its trust policy and ferry's inline policy.
@@ -431,4 +498,5 @@ pub struct RoleSpec {
     pub source_keys: Vec<KeyArn>,
     pub key: DestinationKey,
     pub tags: Tags,
+    pub purpose: RolePurpose,
 }

@@ -805,6 +805,77 @@ impl<'p> Checker<'p> {
         {
             self.err(id.span, "a replication rule id is 1-255 characters");
         }
+        self.batch_backfill(m);
+    }
+
+    /// The options of a batch backfill: its report location and its role.
+    fn batch_backfill(&mut self, m: &'p S3Replication) {
+        let mode = m.backfill.as_ref().map(|b| b.value);
+        if let Some(r) = &m.backfill_report {
+            match r
+                .value
+                .strip_prefix("s3://")
+                .map(|rest| rest.split('/').next().unwrap_or(""))
+            {
+                Some(bucket) if is_bucket_name(bucket) => {}
+                _ => {
+                    self.err(
+                        r.span,
+                        format!("`{}` is not an s3://bucket/prefix", r.value),
+                    )
+                    .help = Some("expected s3://BUCKET/PREFIX, e.g. s3://my-reports/ferry".into());
+                }
+            }
+        } else if mode == Some(BackfillMode::Batch)
+            && !self
+                .plan
+                .settings
+                .state
+                .as_ref()
+                .is_some_and(|s| s.value.starts_with("s3://"))
+        {
+            let span = m.backfill.as_ref().map(|b| b.span).unwrap_or(m.id.span);
+            self.err(span, "a batch backfill needs `backfill_report`")
+                .help = Some(
+                "add `backfill_report: s3://BUCKET/PREFIX` (in the source region) for the job's completion report; with the state on S3 it defaults to the state bucket".into(),
+            );
+        }
+        if let Some(role) = &m.backfill_role {
+            match (&role.name, &role.arn) {
+                (Some(n), Some(_)) => {
+                    self.err(
+                        n.span,
+                        "give either `backfill_role.name` or `backfill_role.arn`, not both",
+                    );
+                }
+                (Some(n), None) if !is_role_name(&n.value) => {
+                    self.err(
+                        n.span,
+                        format!("`{}` is not a valid IAM role name", n.value),
+                    )
+                    .help = Some("role names are 1-64 letters, digits and +=,.@_-".into());
+                }
+                (None, Some(a))
+                    if !parse_arn(&a.value)
+                        .is_some_and(|p| p.service == "iam" && p.resource.starts_with("role/")) =>
+                {
+                    self.err(a.span, format!("`{}` is not an IAM role ARN", a.value));
+                }
+                _ => {}
+            }
+        } else if mode.is_some_and(|b| matches!(b, BackfillMode::Auto | BackfillMode::Batch))
+            && let Some(n) = &m.role.name
+            && !is_role_name(&format!("{}-batch", n.value))
+        {
+            self.err(
+                n.span,
+                format!(
+                    "the batch backfill's role would be `{}-batch`, longer than IAM allows",
+                    n.value
+                ),
+            )
+            .help = Some("name it with `backfill_role.name`".into());
+        }
     }
 
     fn key_reference_exists(&mut self, key: &Spanned<String>) {
@@ -925,6 +996,17 @@ impl<'p> Checker<'p> {
             }
         }
         self.tags(&s.tags, "`settings.tags`");
+        if let Some(t) = &s.multipart_threshold
+            && !(crate::plan::PART_MIN..=crate::plan::MULTIPART_THRESHOLD).contains(&t.value.0)
+        {
+            self.err(
+                t.span,
+                format!("multipart_threshold {} bytes is out of range", t.value.0),
+            )
+            .help = Some(
+                "use 5MiB (S3's smallest part) to 5GiB (the most one CopyObject copies, the default)".into(),
+            );
+        }
         for (name, q) in &s.quotas {
             match crate::quotas::default_for(&name.value) {
                 None => {

@@ -247,8 +247,95 @@ pub struct S3Replication {
     pub rule: Option<Spanned<Rule>>,
     /// S3 Bucket Keys on the replicas (default true).
     pub bucket_key: Option<Spanned<bool>>,
-    /// Also copy objects that existed before the rule.
-    pub backfill: Option<Spanned<bool>>,
+    /// Also replicate objects that existed before the rule: `true` (inline copies or an S3
+    /// Batch Replication job, by the bucket's size), `inline`, `batch` or `false`.
+    pub backfill: Option<Spanned<BackfillMode>>,
+    /// A batch backfill also replicates objects whose replication FAILED before.
+    pub redrive_failed: Option<Spanned<bool>>,
+    /// Where a batch job writes its completion report: `s3://bucket/prefix` (default: the
+    /// state bucket when the state is on S3).
+    pub backfill_report: Option<Spanned<String>>,
+    /// The S3 Batch Operations role: `name` (created or brought up to date; default
+    /// `<role.name>-batch`) or `arn` (used untouched).
+    pub backfill_role: Option<Role>,
+    /// Prove the rule replicates with a canary object (default true).
+    pub verify: Option<Spanned<bool>>,
+}
+
+impl S3Replication {
+    /// Where a batch backfill's report goes, as (bucket, prefix without slashes at either
+    /// end): `backfill_report`, else `batch-reports` under the state when it is on S3.
+    pub fn report_location(&self, settings: &Settings) -> Option<(String, String)> {
+        let url = match (&self.backfill_report, &settings.state) {
+            (Some(r), _) => r.value.clone(),
+            (None, Some(s)) if s.value.starts_with("s3://") => {
+                format!("{}/batch-reports", s.value.trim_end_matches('/'))
+            }
+            _ => return None,
+        };
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        Some((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    }
+}
+
+/// How an `s3-replication` backfill copies the objects that existed before the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackfillMode {
+    /// No backfill (`false`).
+    Off,
+    /// By size (`true`): inline up to `settings.backfill_inline_max` objects, else a batch job.
+    Auto,
+    /// Always CopyObject / UploadPartCopy from the machine that runs ferry.
+    Inline,
+    /// Always an S3 Batch Replication job.
+    Batch,
+}
+
+impl BackfillMode {
+    pub fn is_on(self) -> bool {
+        self != BackfillMode::Off
+    }
+}
+
+impl<'de> Deserialize<'de> for BackfillMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = BackfillMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false, `inline` or `batch`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<BackfillMode, E> {
+                Ok(if b {
+                    BackfillMode::Auto
+                } else {
+                    BackfillMode::Off
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BackfillMode, E> {
+                match s {
+                    "inline" => Ok(BackfillMode::Inline),
+                    "batch" => Ok(BackfillMode::Batch),
+                    _ => Err(E::unknown_variant(s, &["inline", "batch"])),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for BackfillMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BackfillMode".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "true (by size), false, `inline` or `batch`",
+            "oneOf": [ { "type": "boolean" }, { "type": "string", "enum": ["inline", "batch"] } ]
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -309,10 +396,105 @@ pub struct Settings {
     /// s3-replication backfill: buckets with more objects than this (default 100,000) get an
     /// S3 Batch Replication job instead of an inline copy.
     pub backfill_inline_max: Option<Spanned<u64>>,
+    /// Inline backfill: objects larger than this are copied in parts (UploadPartCopy).
+    /// Default 5 GiB, the most one CopyObject takes.
+    pub multipart_threshold: Option<Spanned<ByteSize>>,
 }
+
+/// A size in bytes, written as a number or with a unit (`8MiB`, `5 GiB`, `100MB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// `8MiB`, `5 GiB`, `100MB`, `1024`: binary (KiB, MiB, GiB, TiB) and decimal (KB, MB, GB,
+    /// TB) units, as the aws CLI's S3 settings take them.
+    pub fn parse(text: &str) -> Option<ByteSize> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            _ => return None,
+        };
+        n.checked_mul(mult).map(ByteSize)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size: bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB or TB")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{s}` is not a size: write bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "bytes, or a number with KiB, MiB, GiB, TiB, KB, MB, GB or TB",
+            "oneOf": [ { "type": "integer", "minimum": 0 }, { "type": "string" } ]
+        })
+    }
+}
+
+/// Default of `settings.multipart_threshold`: the most one CopyObject copies.
+pub const MULTIPART_THRESHOLD: u64 = 5 << 30;
+
+/// S3's smallest part (all but the last): 5 MiB.
+pub const PART_MIN: u64 = 5 << 20;
 
 /// Default of `settings.backfill_inline_max`.
 pub const BACKFILL_INLINE_MAX: u64 = 100_000;
+
+impl Settings {
+    /// `backfill_inline_max`, or its default.
+    pub fn inline_max(&self) -> u64 {
+        self.backfill_inline_max
+            .as_ref()
+            .map(|v| v.value)
+            .unwrap_or(BACKFILL_INLINE_MAX)
+    }
+
+    /// `multipart_threshold` in bytes, or its default.
+    pub fn part_threshold(&self) -> u64 {
+        self.multipart_threshold
+            .as_ref()
+            .map(|t| t.value.0)
+            .unwrap_or(MULTIPART_THRESHOLD)
+    }
+}
 
 /// A change to one entry of the quota table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -54,6 +54,24 @@ pub fn summary(
                 ),
             ));
         }
+        if let StepOutput::BatchJob(j) = out {
+            made.push((
+                id,
+                format!(
+                    "batch job {}: {} of {} objects replicated; report {}",
+                    j.job_id, j.succeeded, j.tasks, j.report
+                ),
+            ));
+        }
+        if let StepOutput::Verified(v) = out {
+            made.push((
+                id,
+                format!(
+                    "canary {} replicated under the replica key in {:.1} s (then deleted)",
+                    v.canary, v.seconds
+                ),
+            ));
+        }
         let planned = kept.iter().filter(|(s, _)| s == id).map(|(_, k)| k);
         let mut all: Vec<&KeptCopy> = out.kept().iter().chain(planned).collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));

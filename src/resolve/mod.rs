@@ -33,6 +33,20 @@ pub struct Inventory {
     /// "account/bucket" -> the bucket's region (S3 buckets, looked up or to be created).
     #[serde(default)]
     pub bucket_regions: BTreeMap<String, String>,
+    /// s3-replication migration id -> what a sample listing of its source found (backfills).
+    #[serde(default)]
+    pub bucket_samples: BTreeMap<String, BucketSample>,
+}
+
+/// How many object versions the resolve stage saw in a source bucket (under the rule's
+/// prefix), listing at most a sample: enough to choose inline copies or a batch job, never the
+/// whole of a huge bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketSample {
+    pub objects: u64,
+    pub bytes: u64,
+    /// The whole bucket (under the prefix) was listed: the counts are exact.
+    pub complete: bool,
 }
 
 /// The key of [`Inventory::bucket_regions`].

@@ -3,9 +3,10 @@
 //! and whether the source bucket's replication configuration leaves room for ferry's rule.
 
 use crate::aws::AwsError;
-use crate::plan::{Diagnostic, S3Replication};
+use crate::exec::BucketKey;
+use crate::plan::{BackfillMode, Diagnostic, S3Replication};
 
-use super::{ResolveError, Resolver};
+use super::{BucketSample, ResolveError, Resolver};
 
 /// What GetBucketLocation says of a bucket, for one account's credentials.
 enum Location {
@@ -141,6 +142,7 @@ impl Resolver<'_> {
 
         self.source_bucket_keys(m, &src_account, &src_region, &dst_account)
             .await?;
+        self.sample_source(m, &src_account, &src_region).await?;
         self.replication_role_fits(m, &src_account, &src_region)
             .await?;
 
@@ -170,6 +172,80 @@ impl Resolver<'_> {
         }
         self.destination_key(&m.destination.key, &dst_account, &dst_region)
             .await
+    }
+
+    /// For a backfill that may run as a batch job: how many object versions the source holds
+    /// under the rule's prefix, listing at most `backfill_inline_max + 1` (never the whole of a
+    /// huge bucket). A batch job needs a place for its report.
+    async fn sample_source(
+        &mut self,
+        m: &S3Replication,
+        account: &str,
+        region: &str,
+    ) -> Result<(), ResolveError> {
+        let Some(mode) = m.backfill.as_ref().map(|b| b.value) else {
+            return Ok(());
+        };
+        if !matches!(mode, BackfillMode::Auto | BackfillMode::Batch) {
+            return Ok(());
+        }
+        let inline_max = self.plan.settings.inline_max();
+        let prefix = m
+            .rule
+            .as_ref()
+            .and_then(|r| r.value.prefix.as_ref())
+            .map(|p| p.value.clone())
+            .unwrap_or_default();
+        let s3 = self.aws.s3(account, region);
+        let mut sample = BucketSample::default();
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            self.limits
+                .take(&[BucketKey::new(
+                    &format!("{account}/{}", m.source.bucket.value),
+                    "s3:read-per-prefix",
+                )])
+                .await;
+            let out = s3
+                .list_object_versions()
+                .bucket(&m.source.bucket.value)
+                .prefix(&prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("s3", "ListObjectVersions", e))?;
+            for v in out.versions() {
+                sample.objects += 1;
+                sample.bytes += v.size().unwrap_or(0).max(0) as u64;
+            }
+            key_marker = out.next_key_marker().map(str::to_string);
+            version_marker = out.next_version_id_marker().map(str::to_string);
+            if !out.is_truncated().unwrap_or(false) || key_marker.is_none() {
+                sample.complete = true;
+                break;
+            }
+            if sample.objects > inline_max {
+                break;
+            }
+        }
+        let batch = mode == BackfillMode::Batch || sample.objects > inline_max;
+        if batch && m.report_location(&self.plan.settings).is_none() {
+            let span = m.backfill.as_ref().map(|b| b.span).unwrap_or(m.id.span);
+            self.problems.push(
+                Diagnostic::new(format!(
+                    "source bucket {} holds more than {inline_max} objects: its backfill is an S3 Batch Replication job, which needs `backfill_report`",
+                    m.source.bucket.value
+                ))
+                .at(span)
+                .help("add `backfill_report: s3://BUCKET/PREFIX` for the job's completion report (with the state on S3 it defaults to the state bucket), or `backfill: inline`"),
+            );
+        }
+        self.out
+            .inventory
+            .bucket_samples
+            .insert(m.id.value.clone(), sample);
+        Ok(())
     }
 
     /// The KMS key of the source bucket's default encryption: the role needs `kms:Decrypt` on it.

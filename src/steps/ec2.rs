@@ -702,6 +702,7 @@ impl Poller<Cx> for SnapshotPoller {
                     percent: s
                         .progress()
                         .and_then(|p| p.trim_end_matches('%').parse().ok()),
+                    detail: None,
                 },
             };
             answers.push((id, answer));
@@ -986,7 +987,10 @@ impl Poller<Cx> for ImagePoller {
                             i.state_reason().and_then(|r| r.message()),
                         ))
                     }
-                    _ => PollAnswer::Pending { percent: None },
+                    _ => PollAnswer::Pending {
+                        percent: None,
+                        detail: None,
+                    },
                 };
                 answers.push((id, answer));
             }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::aws::AwsError;
 use crate::exec::{Applied, Observation, Step, StepCx, StepError};
-use crate::graph::{PlannedStep, RoleSpec};
+use crate::graph::{PlannedStep, RolePurpose, RoleSpec};
 use crate::ids::AccountName;
 use crate::lookup::role_arn;
 
@@ -20,49 +20,30 @@ type Done = Result<Applied<StepOutput>, StepError>;
 
 /// IAM returns policy documents URL-encoded (RFC 3986); one that reads as neither stops the
 /// step (it is never taken for an empty document).
-fn decode_document(doc: &str) -> Result<Value, StepError> {
+pub(crate) fn decode_document(doc: &str) -> Result<Value, StepError> {
     if let Ok(v) = serde_json::from_str(doc) {
         return Ok(v);
     }
-    let bytes = doc.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
+    let text = crate::aws::encoding::form_decode(doc);
     policy::parse(Some(&text), "an IAM policy document")
 }
 
-const TRUST_SID: &str = "ferryS3Replication";
+/// The service that assumes a role, and the Sid of ferry's trust statement for it.
+fn trusted(purpose: &RolePurpose) -> (&'static str, &'static str) {
+    match purpose {
+        RolePurpose::Replication => ("s3.amazonaws.com", "ferryS3Replication"),
+        RolePurpose::BatchReplication { .. } => {
+            ("batchoperations.s3.amazonaws.com", "ferryS3BatchOperations")
+        }
+    }
+}
 
-fn trust_statement() -> Value {
+fn trust_statement(purpose: &RolePurpose) -> Value {
+    let (service, sid) = trusted(purpose);
     json!({
-        "Sid": TRUST_SID,
+        "Sid": sid,
         "Effect": "Allow",
-        "Principal": { "Service": "s3.amazonaws.com" },
+        "Principal": { "Service": service },
         "Action": "sts:AssumeRole",
     })
 }
@@ -71,8 +52,9 @@ fn iam_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkErro
     sdk_error("iam", op)
 }
 
-/// `iam.ensure-role`: the replication role (trust `s3.amazonaws.com`) with ferry's inline
-/// least-privilege policy. Other policies on the role are left as they are.
+/// `iam.ensure-role`: the replication role (trust `s3.amazonaws.com`), or the Batch
+/// Operations role of a batch backfill (trust `batchoperations.s3.amazonaws.com`), with
+/// ferry's inline least-privilege policy. Other policies on the role are left as they are.
 pub struct EnsureRole {
     base: Base,
     spec: RoleSpec,
@@ -117,10 +99,47 @@ impl EnsureRole {
             .unwrap_or("")
     }
 
-    /// ferry's inline policy: replication reads on the source, replicate writes on the
-    /// destination, Decrypt on the source keys and Encrypt on the destination key, each only
-    /// through S3 in its region.
+    /// ferry's inline policy for the role's purpose.
     fn inline_policy(&self, cx: &Cx, destination_key: &str) -> Value {
+        match &self.spec.purpose {
+            RolePurpose::Replication => self.replication_policy(cx, destination_key),
+            RolePurpose::BatchReplication { report } => {
+                let src = &self.spec.source_bucket;
+                let reports = if report.prefix.is_empty() {
+                    format!("arn:aws:s3:::{}/*", report.bucket)
+                } else {
+                    format!("arn:aws:s3:::{}/{}/*", report.bucket, report.prefix)
+                };
+                // S3 user guide, "Configuring an IAM role for S3 Batch Replication" (generated
+                // manifest): the objects' access is the replication role's, not this one's.
+                json!({ "Version": "2012-10-17", "Statement": [
+                    {
+                        "Sid": "InitiateReplication",
+                        "Effect": "Allow",
+                        "Action": "s3:InitiateReplication",
+                        "Resource": format!("arn:aws:s3:::{src}/*"),
+                    },
+                    {
+                        "Sid": "GenerateManifest",
+                        "Effect": "Allow",
+                        "Action": ["s3:GetReplicationConfiguration", "s3:PutInventoryConfiguration"],
+                        "Resource": format!("arn:aws:s3:::{src}"),
+                    },
+                    {
+                        "Sid": "ManifestAndReport",
+                        "Effect": "Allow",
+                        "Action": ["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
+                        "Resource": reports,
+                    },
+                ]})
+            }
+        }
+    }
+
+    /// The replication role's policy: replication reads on the source, replicate writes on
+    /// the destination, Decrypt on the source keys and Encrypt on the destination key, each
+    /// only through S3 in its region.
+    fn replication_policy(&self, cx: &Cx, destination_key: &str) -> Value {
         let src = &self.spec.source_bucket;
         let dst = &self.spec.destination_bucket;
         let cross = cx.account_id(&AccountName::new(self.base.account.as_str()))
@@ -240,8 +259,12 @@ impl Step<Cx> for EnsureRole {
                 .unwrap_or("(the destination key, once it exists)"),
         );
         let Some(now) = self.current(cx).await? else {
-            let trust = policy::merge(&json!({}), &[trust_statement()]);
-            let mut diff = vec![format!("+ role {} trusting s3.amazonaws.com", self.name())];
+            let trust = policy::merge(&json!({}), &[trust_statement(&self.spec.purpose)]);
+            let mut diff = vec![format!(
+                "+ role {} trusting {}",
+                self.name(),
+                trusted(&self.spec.purpose).0
+            )];
             diff.extend(policy::diff(&json!({}), &trust));
             diff.push(format!("+ inline policy {}:", self.policy_name()));
             diff.extend(policy::diff(&json!({}), &wanted));
@@ -251,12 +274,13 @@ impl Step<Cx> for EnsureRole {
                 Todo::Nothing,
             )));
         };
-        let trust = policy::merge(&now.trust, &[trust_statement()]);
+        let trust = policy::merge(&now.trust, &[trust_statement(&self.spec.purpose)]);
+        let service = trusted(&self.spec.purpose).0;
         let trust_ok = policy::same(&trust, &now.trust)
             || now.trust["Statement"].as_array().is_some_and(|l| {
                 l.iter().any(|s| {
                     s["Effect"] == "Allow"
-                        && s["Principal"]["Service"] == "s3.amazonaws.com"
+                        && s["Principal"]["Service"] == service
                         && s["Action"] == "sts:AssumeRole"
                 })
             });
@@ -299,12 +323,17 @@ impl Step<Cx> for EnsureRole {
         let iam = cx.ctx().aws.iam(&self.base.account);
         let arn = match self.current(cx).await? {
             None => {
-                let trust = policy::merge(&json!({}), &[trust_statement()]);
+                let trust = policy::merge(&json!({}), &[trust_statement(&self.spec.purpose)]);
                 let mut req = iam
                     .create_role()
                     .role_name(self.name())
                     .assume_role_policy_document(trust.to_string())
-                    .description("S3 replication role made by ferry");
+                    .description(match self.spec.purpose {
+                        RolePurpose::Replication => "S3 replication role made by ferry",
+                        RolePurpose::BatchReplication { .. } => {
+                            "S3 Batch Replication role made by ferry"
+                        }
+                    });
                 for (k, v) in &self.spec.tags {
                     req = req.tags(
                         Tag::builder()
@@ -332,7 +361,7 @@ impl Step<Cx> for EnsureRole {
                 }
             }
             Some(now) => {
-                let trust = policy::merge(&now.trust, &[trust_statement()]);
+                let trust = policy::merge(&now.trust, &[trust_statement(&self.spec.purpose)]);
                 if !policy::same(&trust, &now.trust) {
                     iam.update_assume_role_policy()
                         .role_name(self.name())

@@ -2,14 +2,17 @@
 //! Each module is one AWS area; `build` turns the compiled [`PlannedStep`]s into executable
 //! steps, each holding its typed spec.
 
+pub mod batch;
 pub mod ec2;
 pub mod iam;
 pub mod kms;
+pub mod multipart;
 pub mod output;
 pub mod permissions;
 pub mod policy;
 pub mod s3;
 pub mod share;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -72,6 +75,9 @@ pub struct Cx {
     /// Key ARN -> (when, the policy read before, the policy ferry wrote): a read that still
     /// shows the old document soon after is stale, and the merge starts from what was written.
     pub key_policies: Mutex<HashMap<String, (std::time::Instant, Value, Value)>>,
+    /// The run this process applies (set before it starts; a dry run has none). Tokens of
+    /// operations that must never be started twice in one run are derived from it.
+    pub run_id: std::sync::OnceLock<String>,
 }
 
 impl exec::Context for Cx {
@@ -104,6 +110,7 @@ impl Cx {
             done_before: HashMap::new(),
             first_changed: Default::default(),
             key_policies: Default::default(),
+            run_id: Default::default(),
         }
     }
 
@@ -393,12 +400,12 @@ pub enum Todo {
     Policy { before: Value },
     /// A grant to revoke.
     Grant { id: Option<String> },
+    /// The step cannot succeed as things are (the user must act first): `apply` fails with
+    /// this error and changes nothing.
+    Failed { code: String, message: String },
     /// A backfill: what the listing found.
-    Backfill {
-        objects: u64,
-        bytes: u64,
-        batch: bool,
-    },
+    /// `objects: 0` when the listing was too long to keep (the apply streams it again).
+    Backfill { objects: u64, bytes: u64 },
 }
 
 /// A copy ferry made earlier under another key than the plan's: kept, never deleted (only a
@@ -728,6 +735,19 @@ pub enum BuildError {
     Graph(#[from] exec::GraphError),
 }
 
+/// Only the planned steps `keep` selects, as executable steps without edges (`ferry verify`
+/// runs its checks on their own).
+pub fn build_only(
+    graph: &PlanGraph,
+    keep: impl Fn(&PlannedStep) -> bool,
+) -> Result<exec::StepGraph<Cx>, BuildError> {
+    let mut b = exec::StepGraphBuilder::<Cx>::new();
+    for step in graph.in_order().filter(|s| keep(s)) {
+        b.add_step(step_for(step)?)?;
+    }
+    Ok(b.seal()?)
+}
+
 /// Turns planned steps into executable steps, in the graph's order, with its edges.
 pub fn build(graph: &PlanGraph) -> Result<exec::StepGraph<Cx>, BuildError> {
     let mut b = exec::StepGraphBuilder::<Cx>::new();
@@ -774,6 +794,8 @@ fn step_for(step: &PlannedStep) -> Result<Arc<dyn Step<Cx>>, BuildError> {
         }
         StepSpec::PutReplication(s) => Arc::new(s3::PutReplication::new(step, s.clone())),
         StepSpec::Backfill(s) => Arc::new(s3::Backfill::new(step, s.clone())),
+        StepSpec::BatchReplication(s) => Arc::new(batch::BatchReplication::new(step, s.clone())),
+        StepSpec::VerifyReplication(s) => Arc::new(verify::VerifyReplication::new(step, s.clone())),
         StepSpec::EnsureRole(s) => Arc::new(iam::EnsureRole::new(step, s.clone())),
         // Selectors are expanded by the resolve stage: a find step never runs (checked above).
         StepSpec::FindSnapshots(_) | StepSpec::FindImages(_) => {

@@ -29,6 +29,8 @@ pub enum StepOutput {
     /// create-bucket, enable-versioning, allow-replication-role, put-replication.
     Bucket(BucketOutput),
     Backfill(BackfillOutput),
+    BatchJob(BatchJobOutput),
+    Verified(VerifyOutput),
     Role(RoleOutput),
 }
 
@@ -113,6 +115,30 @@ pub struct BackfillOutput {
     pub gone_keys: Vec<String>,
 }
 
+/// An S3 Batch Replication job that ran to its end with every task succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchJobOutput {
+    pub job_id: String,
+    pub tasks: u64,
+    pub succeeded: u64,
+    #[serde(default)]
+    pub failed: u64,
+    /// Where its completion report is (`s3://bucket/prefix/job-<id>/`).
+    #[serde(default)]
+    pub report: String,
+}
+
+/// A canary object replicated under the replica key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifyOutput {
+    /// What was proven: the replication configuration's role and ferry's rule, hashed. A later
+    /// run with the same fingerprint need not prove it again.
+    pub fingerprint: String,
+    pub canary: String,
+    #[serde(default)]
+    pub seconds: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoleOutput {
     pub arn: String,
@@ -139,6 +165,8 @@ impl StepOutput {
                 StepOutput::Bucket(serde_json::from_value(v).ok()?)
             }
             Backfill => StepOutput::Backfill(serde_json::from_value(v).ok()?),
+            BatchReplication => StepOutput::BatchJob(serde_json::from_value(v).ok()?),
+            VerifyReplication => StepOutput::Verified(serde_json::from_value(v).ok()?),
             EnsureRole => StepOutput::Role(serde_json::from_value(v).ok()?),
             FindSnapshots | FindImages => return None,
         };

@@ -257,15 +257,114 @@ fn needs(
                 ),
                 // GetObject on the destination: HeadObject, to see whether a copy whose answer
                 // was lost landed.
+                // Multipart copies of big objects: an interrupted one is aborted, never left to
+                // bill.
                 need(
-                    &["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject"],
+                    &[
+                        "s3:PutObject",
+                        "s3:PutObjectTagging",
+                        "s3:GetObject",
+                        "s3:AbortMultipartUpload",
+                        "s3:ListMultipartUploadParts",
+                    ],
                     vec![format!("arn:aws:s3:::{dst}/*")],
+                ),
+                need(
+                    &["s3:ListBucketMultipartUploads"],
+                    vec![format!("arn:aws:s3:::{dst}")],
                 ),
                 need(
                     &["kms:Decrypt", "kms:GenerateDataKey"],
                     vec![format!("arn:aws:kms:*:{account}:key/*")],
                 ),
             ]
+        }
+        StepKind::BatchReplication => {
+            let (role, report) = match &step.spec {
+                StepSpec::BatchReplication(b) => (
+                    match &b.role {
+                        crate::graph::RoleRef::Name(n) => {
+                            format!("arn:aws:iam::{account}:role/{n}")
+                        }
+                        crate::graph::RoleRef::Arn(a) => a.clone(),
+                    },
+                    if b.report.prefix.is_empty() {
+                        format!("arn:aws:s3:::{}/*", b.report.bucket)
+                    } else {
+                        format!("arn:aws:s3:::{}/{}/*", b.report.bucket, b.report.prefix)
+                    },
+                ),
+                _ => ("*".into(), "*".into()),
+            };
+            vec![
+                // Batch Operations jobs are in the account and region, not a bucket.
+                need(
+                    &["s3:CreateJob", "s3:DescribeJob", "s3:ListJobs"],
+                    vec![format!("arn:aws:s3:{region}:{account}:job/*")],
+                ),
+                need(&["iam:PassRole"], vec![role]),
+                // The completion report, read when the job ends.
+                need(&["s3:GetObject"], vec![report]),
+            ]
+        }
+        StepKind::VerifyReplication => {
+            let (dst, dst_account) = match &step.spec {
+                StepSpec::VerifyReplication(v) => (
+                    v.destination_bucket.as_str(),
+                    v.destination_account.as_str(),
+                ),
+                _ => ("*", ""),
+            };
+            let src = bucket_arn(step);
+            let mut needs = vec![
+                need(&["s3:GetReplicationConfiguration"], vec![src.clone()]),
+                // The canary: written, read for its status, deleted with its versions.
+                need(
+                    &[
+                        "s3:PutObject",
+                        "s3:PutObjectTagging",
+                        "s3:GetObject",
+                        "s3:GetObjectVersion",
+                        "s3:DeleteObject",
+                        "s3:DeleteObjectVersion",
+                    ],
+                    vec![format!("{src}/*")],
+                ),
+                need(&["s3:ListBucketVersions"], vec![src]),
+                // Explaining a failure: the role's policies and the replica key's.
+                need(
+                    &[
+                        "iam:ListRolePolicies",
+                        "iam:GetRolePolicy",
+                        "iam:ListAttachedRolePolicies",
+                        "iam:GetPolicy",
+                        "iam:GetPolicyVersion",
+                    ],
+                    vec![
+                        format!("arn:aws:iam::{account}:role/*"),
+                        format!("arn:aws:iam::{account}:policy/*"),
+                    ],
+                ),
+            ];
+            let replica = need(
+                &[
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:DeleteObject",
+                    "s3:DeleteObjectVersion",
+                ],
+                vec![format!("arn:aws:s3:::{dst}/*")],
+            );
+            // The replica is read and deleted as the destination account; the same account
+            // here.
+            if dst_account == step.scope.account.as_str() {
+                needs.push(replica);
+                needs.push(need(
+                    &["kms:GetKeyPolicy"],
+                    vec![format!("arn:aws:kms:*:{account}:key/*")],
+                ));
+            }
+            needs
         }
         StepKind::EnsureRole => vec![need(
             &[

@@ -229,6 +229,89 @@ fn line_diff(old: &[String], new: &[String]) -> Vec<String> {
     out
 }
 
+/// Whether `policy` allows `action` on `resource`: an Allow statement whose `Action` and
+/// `Resource` match (`*` and `?` wildcards; actions case-insensitive), for one of `principals`
+/// when it is a resource policy (`None`: an identity policy, whose statements name no
+/// principal), and no Deny that matches. Conditions are not evaluated: this explains a
+/// failure, it does not decide access.
+pub fn allows(policy: &Value, action: &str, resource: &str, principals: Option<&[String]>) -> bool {
+    let statements = normalized(policy)["Statement"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let matches = |st: &Value| {
+        let listed = |v: &Value| -> Vec<String> {
+            match v {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let action_ok = listed(&st["Action"])
+            .iter()
+            .any(|a| wildcard(&a.to_ascii_lowercase(), &action.to_ascii_lowercase()));
+        let resource_ok = st
+            .get("Resource")
+            .is_none_or(|r| listed(r).iter().any(|p| wildcard(p, resource)));
+        let principal_ok = match principals {
+            None => true,
+            Some(who) => {
+                let p = &st["Principal"];
+                p == "*"
+                    || listed(&p["AWS"]).iter().any(|x| {
+                        x == "*"
+                            || who
+                                .iter()
+                                .any(|w| w == x || root_of(w).as_deref() == Some(x.as_str()))
+                    })
+            }
+        };
+        action_ok && resource_ok && principal_ok
+    };
+    let effect = |st: &Value, e: &str| st["Effect"].as_str() == Some(e);
+    !statements
+        .iter()
+        .any(|st| effect(st, "Deny") && matches(st))
+        && statements
+            .iter()
+            .any(|st| effect(st, "Allow") && matches(st))
+}
+
+/// `arn:aws:iam::123456789012:root` for a principal of that account, also written as the bare
+/// account id.
+fn root_of(principal: &str) -> Option<String> {
+    if principal.len() == 12 && principal.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!("arn:aws:iam::{principal}:root"));
+    }
+    None
+}
+
+/// IAM's `*` / `?` matching.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +419,46 @@ mod tests {
         );
         assert!(d.contains(&r#"    "Sid": "x""#.to_string()), "{d:?}");
         assert!(diff(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn allows_matches_actions_resources_and_principals_with_wildcards() {
+        let identity = json!({"Statement": [
+            {"Effect": "Allow", "Action": ["kms:Decrypt", "s3:Get*"], "Resource": "arn:aws:kms:*:1:key/*"},
+            {"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:eu-west-2:1:key/k2"}
+        ]});
+        assert!(allows(
+            &identity,
+            "KMS:Decrypt",
+            "arn:aws:kms:us-east-1:1:key/k",
+            None
+        ));
+        assert!(!allows(
+            &identity,
+            "kms:Encrypt",
+            "arn:aws:kms:us-east-1:1:key/k",
+            None
+        ));
+        assert!(!allows(
+            &identity,
+            "kms:Decrypt",
+            "arn:aws:kms:eu-west-2:1:key/k2",
+            None
+        ));
+        let key = json!({"Statement": {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111111111111:root"}, "Action": "kms:*", "Resource": "*"}});
+        let who = ["111111111111".to_string()];
+        assert!(allows(
+            &key,
+            "kms:Encrypt",
+            "arn:aws:kms:r:1:key/k",
+            Some(&who)
+        ));
+        assert!(!allows(
+            &key,
+            "kms:Encrypt",
+            "arn:aws:kms:r:1:key/k",
+            Some(&["222222222222".to_string()])
+        ));
+        assert!(wildcard("a?c*", "abcdef") && !wildcard("a?c", "abcd"));
     }
 }

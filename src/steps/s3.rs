@@ -470,6 +470,34 @@ pub struct PutReplication {
     gate: GateKey,
 }
 
+/// A bucket's replication configuration; `None` when it has none.
+pub(super) async fn replication_configuration(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    bucket: &BucketName,
+) -> Result<Option<ReplicationConfiguration>, StepError> {
+    let out = cx
+        .ctx()
+        .aws
+        .s3(account, region)
+        .get_bucket_replication()
+        .bucket(bucket.as_str())
+        .send()
+        .await;
+    match out {
+        Ok(o) => Ok(o.replication_configuration),
+        Err(e) => {
+            let e = s3_error("GetBucketReplication")(e);
+            if e.is_code(&["ReplicationConfigurationNotFoundError"]) {
+                Ok(None)
+            } else {
+                Err(failed(e, &[]))
+            }
+        }
+    }
+}
+
 /// A rule as ferry compares and shows it.
 // Rules of the older schema carry their prefix on the rule itself, not in a filter.
 #[allow(deprecated)]
@@ -607,25 +635,8 @@ impl PutReplication {
         &self,
         cx: &StepCx<'_, Cx>,
     ) -> Result<Option<ReplicationConfiguration>, StepError> {
-        let out = cx
-            .ctx()
-            .aws
-            .s3(&self.base.account, &self.base.region)
-            .get_bucket_replication()
-            .bucket(self.spec.bucket.as_str())
-            .send()
-            .await;
-        match out {
-            Ok(o) => Ok(o.replication_configuration),
-            Err(e) => {
-                let e = s3_error("GetBucketReplication")(e);
-                if e.is_code(&["ReplicationConfigurationNotFoundError"]) {
-                    Ok(None)
-                } else {
-                    Err(failed(e, &[]))
-                }
-            }
-        }
+        replication_configuration(cx, &self.base.account, &self.base.region, &self.spec.bucket)
+            .await
     }
 
     fn destination_region(&self) -> &str {
@@ -904,8 +915,6 @@ impl Missing {
     }
 }
 
-/// S3 copies up to 5 GiB in one CopyObject.
-const COPY_MAX: i64 = 5 * 1024 * 1024 * 1024;
 /// Copies in flight at once.
 const COPY_CONCURRENCY: usize = 64;
 
@@ -1026,32 +1035,11 @@ impl Backfill {
         cx.account_id(&self.spec.source_account)
             != cx.account_id(&AccountName::new(self.base.account.as_str()))
     }
-
-    fn batch_message(&self) -> String {
-        format!(
-            "more than {} objects to backfill from {}: ferry plans an S3 Batch Replication job for buckets this large, \
-             and cannot create it yet. Create it yourself once the replication rule exists: \
-             `aws s3control create-job --account-id <source account id> --operation '{{\"S3ReplicateObject\":{{}}}}' \
-             --manifest-generator ...` (S3 user guide: \"Replicating existing objects with S3 Batch Replication\"), \
-             or raise settings.backfill_inline_max to copy inline",
-            self.inline_max(),
-            self.src_bucket()
-        )
-    }
 }
 
 /// Percent-encodes an object key for `x-amz-copy-source` (slashes kept).
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    crate::aws::encoding::uri_encode(key, true)
 }
 
 /// The first path segment of a key: S3 scales request rates per prefix.
@@ -1155,13 +1143,42 @@ struct Copier {
     dst_region: String,
     key: String,
     bucket_key: bool,
+    /// Objects larger than this are copied in parts.
+    multipart_threshold: u64,
     tally: Tally,
 }
 
 impl Copier {
     async fn copy(&self, o: Object) -> Result<(), StepError> {
+        let copied = if o.size.max(0) as u64 > self.multipart_threshold {
+            self.copy_in_parts(&o).await
+        } else {
+            self.copy_at_once(&o).await
+        };
+        match copied {
+            Ok(()) => {
+                self.tally.objects.fetch_add(1, Ordering::Relaxed);
+                self.tally
+                    .bytes
+                    .fetch_add(o.size.max(0) as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => match Skip::of(&e) {
+                Some(why) => {
+                    self.tally.skipped.lock().expect("skipped").add(why, &o.key);
+                    Ok(())
+                }
+                None => Err(StepError {
+                    message: format!("copying {}: {}", o.key, e.message),
+                    ..e
+                }),
+            },
+        }
+    }
+
+    fn tokens(&self, o: &Object) -> Vec<BucketKey> {
         let p = prefix_of(&o.key);
-        let tokens = vec![
+        vec![
             BucketKey::new(
                 &format!("{}/{}/{p}", self.dst_account, self.dst_bucket),
                 "s3:write-per-prefix",
@@ -1172,14 +1189,37 @@ impl Copier {
             ),
             bucket(&self.dst_account, &self.dst_region, "kms:cryptographic"),
             bucket(&self.src_account, &self.src_region, "kms:cryptographic"),
-        ];
+        ]
+    }
+
+    async fn copy_in_parts(&self, o: &Object) -> Result<(), StepError> {
+        super::multipart::PartCopy {
+            client: self.client.clone(),
+            limits: self.limits.clone(),
+            tokens: self.tokens(o),
+            src_bucket: self.src_bucket.clone(),
+            key: o.key.clone(),
+            version: o.version.clone(),
+            copy_source: copy_source(&self.src_bucket, o),
+            size: o.size.max(0) as u64,
+            dst_bucket: self.dst_bucket.clone(),
+            kms_key: self.key.clone(),
+            bucket_key: self.bucket_key,
+            storage_class: o.storage_class.clone(),
+        }
+        .run()
+        .await
+    }
+
+    async fn copy_at_once(&self, o: &Object) -> Result<(), StepError> {
+        let tokens = self.tokens(o);
         // A copy into a versioned bucket is not idempotent (each makes a version), so it is
         // sent once; after a failure that may have done the work, the destination is looked at
         // before the copy is sent again.
         let ambiguous = std::sync::atomic::AtomicBool::new(false);
-        let copied = with_retries(&RetryPolicies::within_a_step(), || async {
+        with_retries(&RetryPolicies::within_a_step(), || async {
             self.limits.take(&tokens).await;
-            if ambiguous.load(Ordering::Relaxed) && self.landed(&o).await? {
+            if ambiguous.load(Ordering::Relaxed) && self.landed(o).await? {
                 self.limits.succeeded(&tokens);
                 return Ok(());
             }
@@ -1188,7 +1228,7 @@ impl Copier {
                 .copy_object()
                 .bucket(&self.dst_bucket)
                 .key(&o.key)
-                .copy_source(copy_source(&self.src_bucket, &o))
+                .copy_source(copy_source(&self.src_bucket, o))
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .ssekms_key_id(&self.key)
                 .bucket_key_enabled(self.bucket_key)
@@ -1216,26 +1256,7 @@ impl Copier {
                 }
             }
         })
-        .await;
-        match copied {
-            Ok(()) => {
-                self.tally.objects.fetch_add(1, Ordering::Relaxed);
-                self.tally
-                    .bytes
-                    .fetch_add(o.size.max(0) as u64, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => match Skip::of(&e) {
-                Some(why) => {
-                    self.tally.skipped.lock().expect("skipped").add(why, &o.key);
-                    Ok(())
-                }
-                None => Err(StepError {
-                    message: format!("copying {}: {}", o.key, e.message),
-                    ..e
-                }),
-            },
-        }
+        .await
     }
 }
 
@@ -1282,30 +1303,31 @@ impl Step<Cx> for Backfill {
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let mut m = self.missing(cx.ctx());
-        let (mut objects, mut bytes, mut too_big) = (0u64, 0u64, 0u64);
+        let (mut objects, mut bytes, mut in_parts) = (0u64, 0u64, 0u64);
         let mut found = Vec::new();
         *self.listed.lock().expect("listing") = None;
         while let Some(o) = m.next(cx.limits()).await.map_err(|e| failed(e, &[]))? {
             objects += 1;
             bytes += o.size.max(0) as u64;
-            if o.size > COPY_MAX {
-                too_big += 1;
+            if o.size.max(0) as u64 > self.spec.multipart_threshold {
+                in_parts += 1;
             }
             found.push(o);
+            // More than a listing worth keeping (`backfill: inline` on a big bucket): the
+            // apply streams both listings again instead.
             if objects > self.inline_max() {
                 return Ok(Observation::Todo(change(
                     Action::Create,
-                    vec![
-                        format!(
-                            "+ S3 Batch Replication job for more than {} objects (not created by this version of ferry: see below)",
-                            self.inline_max()
-                        ),
-                        format!("! {}", self.batch_message()),
-                    ],
+                    vec![format!(
+                        "+ copy more than {} objects from {} to {}, SSE-KMS with {} (listing stopped there; the copy streams the listings)",
+                        self.inline_max(),
+                        self.src_bucket(),
+                        self.dst_bucket(),
+                        self.spec.key.shown
+                    )],
                     Todo::Backfill {
-                        objects,
-                        bytes,
-                        batch: true,
+                        objects: 0,
+                        bytes: 0,
                     },
                 )));
             }
@@ -1327,9 +1349,10 @@ impl Step<Cx> for Backfill {
             self.spec.key.shown,
             m.present
         )];
-        if too_big > 0 {
+        if in_parts > 0 {
             diff.push(format!(
-                "! {too_big} objects are larger than 5 GiB: ferry cannot copy them yet (multipart copy)"
+                "+ {in_parts} of them larger than {} bytes, copied in parts (UploadPartCopy)",
+                self.spec.multipart_threshold
             ));
         }
         if self.cross_account(cx.ctx()) {
@@ -1342,23 +1365,13 @@ impl Step<Cx> for Backfill {
         Ok(Observation::Todo(change(
             Action::Create,
             diff,
-            Todo::Backfill {
-                objects,
-                bytes,
-                batch: false,
-            },
+            Todo::Backfill { objects, bytes },
         )))
     }
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         let (total, total_bytes) = match change.todo {
-            Todo::Backfill { batch: true, .. } => {
-                return Err(StepError::permanent(
-                    "BatchReplicationNotImplemented",
-                    self.batch_message(),
-                ));
-            }
-            Todo::Backfill { objects, bytes, .. } => (objects, bytes),
+            Todo::Backfill { objects, bytes } => (objects, bytes),
             _ => (0, 0),
         };
         let (account, region) = (&self.base.account, &self.base.region);
@@ -1376,6 +1389,7 @@ impl Step<Cx> for Backfill {
             dst_region: self.base.region.clone(),
             key,
             bucket_key: self.spec.bucket_key,
+            multipart_threshold: self.spec.multipart_threshold,
             tally: Tally::default(),
         });
         let listed = self.listed.lock().expect("listing").take();
@@ -1385,7 +1399,6 @@ impl Step<Cx> for Backfill {
         };
         let mut tasks = tokio::task::JoinSet::new();
         let mut first_error: Option<StepError> = None;
-        let mut too_big = 0u64;
         let started = Instant::now();
         let mut last_report = Instant::now();
         // Progress in objects and bytes goes to the run's event stream (progress bars, logs).
@@ -1427,10 +1440,6 @@ impl Step<Cx> for Backfill {
                 }
             };
             let Some(o) = next else { break };
-            if o.size > COPY_MAX {
-                too_big += 1;
-                continue;
-            }
             let c = copier.clone();
             tasks.spawn(async move { c.copy(o).await });
         }
@@ -1446,12 +1455,7 @@ impl Step<Cx> for Backfill {
         let skipped = copier.tally.skipped.lock().expect("skipped");
         // Objects ferry could not copy fail the step, after every other object was copied:
         // a backup that silently lacks them is worse than a failed run.
-        let mut missed = skipped.lines(|why| why != Skip::Gone);
-        if too_big > 0 {
-            missed.push(format!(
-                "{too_big} objects larger than 5 GiB: ferry cannot copy them yet (multipart copy)"
-            ));
-        }
+        let missed = skipped.lines(|why| why != Skip::Gone);
         if !missed.is_empty() {
             let gone = skipped.lines(|why| why == Skip::Gone);
             return Err(StepError::permanent(
@@ -1476,6 +1480,121 @@ impl Step<Cx> for Backfill {
                 .unwrap_or_default(),
         })))
     }
+}
+
+/// What `ferry verify` read of existing objects' replication status.
+#[derive(Debug, Default)]
+pub struct StatusSample {
+    pub objects: u64,
+    pub completed: u64,
+    pub pending: u64,
+    pub failed: u64,
+    /// No status: written before the rule, or not covered by it (a backfill's work).
+    pub none: u64,
+    pub failed_keys: Vec<String>,
+}
+
+impl StatusSample {
+    pub fn text(&self, migration: &str) -> String {
+        let mut t = format!(
+            "{} {migration}: sampled {} objects: {} COMPLETED, {} PENDING, {} FAILED, {} without a status",
+            if self.failed > 0 { "FAILED" } else { "ok    " },
+            self.objects,
+            self.completed,
+            self.pending,
+            self.failed,
+            self.none
+        );
+        if self.failed > 0 {
+            t.push_str(&format!(
+                "\n  FAILED: {}{}\n  fix the cause, then set `backfill: batch` and `redrive_failed: true` and `ferry apply`: an S3 Batch Replication job replicates them again",
+                self.failed_keys.join(", "),
+                if self.failed as usize > self.failed_keys.len() { ", ..." } else { "" }
+            ));
+        }
+        t
+    }
+}
+
+/// The replication status of up to `n` current objects of a migration's source bucket (under
+/// its rule's prefix; ferry's canaries left out), one HeadObject each.
+pub async fn sample_status(
+    cx: &Cx,
+    resolution: &crate::resolve::Resolution,
+    m: &crate::plan::S3Replication,
+    n: usize,
+) -> Result<StatusSample, AwsError> {
+    use futures::StreamExt;
+    let account = m.source.account.value.as_str();
+    let bucket = m.source.bucket.value.as_str();
+    let region = resolution
+        .bucket_region(account, bucket)
+        .unwrap_or_else(|| "us-east-1".into());
+    let prefix = m
+        .rule
+        .as_ref()
+        .and_then(|r| r.value.prefix.as_ref())
+        .map(|p| p.value.clone())
+        .unwrap_or_default();
+    let s3 = cx.aws.s3(account, &region);
+    let mut keys = Vec::new();
+    let (mut marker, mut version_marker) = (None, None);
+    while keys.len() < n {
+        let out = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .set_key_marker(marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("s3", "ListObjectVersions", e))?;
+        for v in out.versions() {
+            let key = v.key().unwrap_or_default();
+            if v.is_latest() == Some(true) && !key.contains("ferry-canary/") && keys.len() < n {
+                keys.push(key.to_string());
+            }
+        }
+        marker = out.next_key_marker().map(str::to_string);
+        version_marker = out.next_version_id_marker().map(str::to_string);
+        if !out.is_truncated().unwrap_or(false) || marker.is_none() {
+            break;
+        }
+    }
+    let statuses: Vec<Result<(String, Option<String>), AwsError>> = futures::stream::iter(keys)
+        .map(|k| {
+            let s3 = s3.clone();
+            async move {
+                let h = s3
+                    .head_object()
+                    .bucket(bucket)
+                    .key(&k)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("s3", "HeadObject", e))?;
+                Ok((k, h.replication_status().map(|s| s.as_str().to_string())))
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let mut sample = StatusSample::default();
+    for r in statuses {
+        let (key, status) = r?;
+        sample.objects += 1;
+        match status.as_deref() {
+            Some("COMPLETED") | Some("COMPLETE") => sample.completed += 1,
+            Some("PENDING") => sample.pending += 1,
+            Some("FAILED") => {
+                sample.failed += 1;
+                if sample.failed_keys.len() < SKIPPED_SHOWN {
+                    sample.failed_keys.push(key);
+                }
+            }
+            _ => sample.none += 1,
+        }
+    }
+    Ok(sample)
 }
 
 #[cfg(test)]

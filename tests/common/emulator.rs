@@ -204,6 +204,15 @@ impl Emulator {
         s3_client(&self.sdk_config(account_id, region))
     }
 
+    /// An S3 Control client sent to the emulator's own host: the SDK's endpoint rules would put
+    /// the account id before it (`{AccountId}.host`), so the endpoint is taken as given.
+    pub fn s3control(&self, account_id: &str, region: &str) -> aws_sdk_s3control::Client {
+        let conf = aws_sdk_s3control::config::Builder::from(&self.sdk_config(account_id, region))
+            .endpoint_resolver(ferry::aws::FixedEndpoint(self.endpoint.clone()))
+            .build();
+        aws_sdk_s3control::Client::from_conf(conf)
+    }
+
     /// Merges `update` into the running configuration; returns the whole configuration.
     pub fn configure(&self, update: Value) -> Value {
         let (status, body) = self.control("POST", "/_ferry/config", Some(&update.to_string()));
@@ -338,6 +347,12 @@ pub struct Counters {
     pub totals: Totals,
     pub copies: Vec<CopyCount>,
     pub copy_totals: CopyTotals,
+    /// S3 Batch Operations jobs (additions/s3_jobs.py), all accounts.
+    #[serde(default)]
+    pub batch_jobs: BatchJobCounts,
+    /// Object versions replicated, live or by batch tasks (additions/s3_live_replication.py).
+    #[serde(default)]
+    pub replication: ReplicationCounts,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -379,6 +394,27 @@ pub struct CopyTotals {
     pub snapshots: u64,
     pub images: u64,
     pub image_snapshots: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BatchJobCounts {
+    /// Jobs really created (a repeated ClientRequestToken creates none).
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub tasks_succeeded: u64,
+    #[serde(default)]
+    pub tasks_failed: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReplicationCounts {
+    /// Versions whose replica was written (status COMPLETED).
+    #[serde(default)]
+    pub completed: u64,
+    /// Versions that could not be replicated (status FAILED).
+    #[serde(default)]
+    pub failed: u64,
 }
 
 impl Counters {

@@ -58,6 +58,17 @@ fn s3_action(op: &str) -> Vec<String> {
         "ListObjectsV2" | "ListObjects" | "HeadBucket" => "ListBucket",
         "ListObjectVersions" => "ListBucketVersions",
         "HeadObject" => "GetObject",
+        // Parts of a multipart copy are writes of the object (and reads of the source).
+        "CreateMultipartUpload" | "CompleteMultipartUpload" | "UploadPart" => "PutObject",
+        "UploadPartCopy" => {
+            return vec![
+                "s3:PutObject".into(),
+                "s3:GetObject".into(),
+                "s3:GetObjectVersion".into(),
+            ];
+        }
+        "ListMultipartUploads" => "ListBucketMultipartUploads",
+        "ListParts" => "ListMultipartUploadParts",
         // A copy reads the source (by version id) and writes the destination.
         "CopyObject" => {
             return vec![
@@ -73,7 +84,7 @@ fn s3_action(op: &str) -> Vec<String> {
 
 /// The ARN of what an audited call acted on, from the audit record's resource.
 fn resource_arn(r: &Value) -> Option<String> {
-    let service = r["service"].as_str()?.to_lowercase();
+    let service = r["service"].as_str()?.to_lowercase().replace(' ', "");
     let op = r["operation"].as_str()?;
     let (region, account) = (r["region"].as_str()?, r["account"].as_str()?);
     let res = r["resource"].as_str()?;
@@ -84,9 +95,17 @@ fn resource_arn(r: &Value) -> Option<String> {
         "kms" if res.starts_with("alias/") => format!("arn:aws:kms:{region}:{account}:{res}"),
         "kms" => format!("arn:aws:kms:{region}:{account}:key/{res}"),
         "iam" => format!("arn:aws:iam::{account}:role/{res}"),
+        // Batch Operations jobs: `v20180820/jobs[/ID[/status]]`.
+        "s3control" => {
+            let id = res.split('/').nth(2).unwrap_or("new");
+            format!("arn:aws:s3:{region}:{account}:job/{id}")
+        }
         "s3" => {
             let res = res.trim_end_matches('/');
-            let object = op.ends_with("Object") || op.contains("ObjectTagging");
+            let object = op.ends_with("Object")
+                || op.contains("ObjectTagging")
+                || op.contains("MultipartUpload")
+                || op.starts_with("UploadPart");
             match res.split_once('/') {
                 Some((bucket, key)) if object => format!("arn:aws:s3:::{bucket}/{key}"),
                 Some((bucket, _)) => format!("arn:aws:s3:::{bucket}"),
@@ -130,6 +149,8 @@ pub fn assert_policy_covers(w: &World, plan_file: &str, state: &Path) -> (usize,
         calls += 1;
         let actions = match r.service.as_str() {
             "s3" => s3_action(&r.action),
+            // S3 control's actions are IAM's `s3:` actions.
+            "s3control" => vec![format!("s3:{}", r.action)],
             s => vec![format!("{s}:{}", r.action)],
         };
         for a in actions {
@@ -150,9 +171,15 @@ pub fn assert_policy_covers(w: &World, plan_file: &str, state: &Path) -> (usize,
                 continue;
             };
             let op = r["operation"].as_str().unwrap_or_default();
-            let service = r["service"].as_str().unwrap_or_default().to_lowercase();
+            // "S3 Control" as the SDK names it.
+            let service = r["service"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase()
+                .replace(' ', "");
             let actions = match service.as_str() {
                 "s3" => s3_action(op),
+                "s3control" => vec![format!("s3:{op}")],
                 s => vec![format!("{s}:{op}")],
             };
             let arn = resource_arn(&r);

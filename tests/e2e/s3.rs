@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 
 use super::{DST, PROD, SRC, World, bad_input, iam_policy, kill, text, wait_for};
 
-const SOURCE: &str = "app-logs";
-const DESTINATION: &str = "app-logs-dr";
-const ROLE: &str = "ferry-app-logs-replication";
+pub(super) const SOURCE: &str = "app-logs";
+pub(super) const DESTINATION: &str = "app-logs-dr";
+pub(super) const ROLE: &str = "ferry-app-logs-replication";
 const OBJECTS: usize = 500;
 
 /// The key of object `i`: a few prefixes, and some keys that need encoding.
@@ -74,7 +74,7 @@ fn old_rule() -> ReplicationRule {
 
 /// The source bucket in us-east-1: versioned, default SSE-KMS under `key`, `n` objects under
 /// it, and an unrelated replication rule.
-fn source_bucket(w: &World, key: &str, n: usize) {
+pub(super) fn source_bucket(w: &World, key: &str, n: usize) {
     w.rt.block_on(async {
         let s3 = w.emu.s3(PROD, SRC);
         s3.create_bucket().bucket(SOURCE).send().await.unwrap();
@@ -205,7 +205,7 @@ fn assert_backfilled(w: &World, key: &str) {
 
 /// Objects `which` are in the destination: same bytes, content type, storage class, metadata
 /// and tags, encrypted with `key`.
-fn assert_copied(w: &World, key: &str, which: impl Iterator<Item = usize>) {
+pub(super) fn assert_copied(w: &World, key: &str, which: impl Iterator<Item = usize>) {
     w.rt.block_on(async {
         let src = w.emu.s3(PROD, SRC);
         let dst = w.emu.s3(PROD, DST);
@@ -260,7 +260,11 @@ fn assert_copied(w: &World, key: &str, which: impl Iterator<Item = usize>) {
     });
 }
 
-async fn object_tags(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<(String, String)> {
+pub(super) async fn object_tags(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Vec<(String, String)> {
     let t = s3
         .get_object_tagging()
         .bucket(bucket)
@@ -808,42 +812,11 @@ fn s3_destination_key_in_another_region_is_refused_before_any_change() {
     );
 }
 
-#[test]
-fn s3_backfill_beyond_the_inline_limit_is_planned_as_batch_replication_and_not_pretended() {
-    let w = World::new(json!({}));
-    let src_key = w.key(SRC, "alias/s3-source");
-    w.key(DST, "alias/s3-dr");
-    source_bucket(&w, &src_key, 20);
-    let plan_file = w.write_plan(&s3_plan_with(
-        "alias/s3-dr",
-        true,
-        "  backfill_inline_max: 10\n",
-    ));
-    let dry = w.ferry(&["plan", &plan_file]);
-    assert_eq!(dry.status.code(), Some(0));
-    let out = text(&dry.stdout);
-    assert!(out.contains("S3 Batch Replication job"), "{out}");
-    assert!(out.contains("backfill_inline_max"), "{out}");
+pub(super) const BACKUP: &str = "222222222222";
 
-    let applied = w.ferry(&["apply", "--yes", &plan_file]);
-    assert_eq!(applied.status.code(), Some(1), "the backfill step fails");
-    let all = format!("{}{}", text(&applied.stdout), text(&applied.stderr));
-    assert!(all.contains("BatchReplicationNotImplemented"), "{all}");
-    assert_eq!(copy_calls(&w), 0, "nothing is copied inline");
-    // Everything else is in place: the rule replicates new objects.
-    let rules = rule_ids(&w).len();
-    assert_eq!(rules, 2);
-}
-
-const BACKUP: &str = "222222222222";
-
-#[test]
-fn s3_replication_to_another_account_adds_bucket_policy_and_owner_override() {
-    let w = World::new(json!({}));
-    let src_key = w.key(SRC, "alias/s3-source");
-    source_bucket(&w, &src_key, 3);
-    // In the backup account: the role ferry assumes there, and the key for the replicas.
-    let dst_key = w.rt.block_on(async {
+/// In the backup account: the role ferry assumes there, and a key for the replicas (its ARN).
+pub(super) fn backup_account(w: &World) -> String {
+    w.rt.block_on(async {
         let trust = json!({ "Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Principal": { "AWS": format!("arn:aws:iam::{PROD}:root") },
             "Action": "sts:AssumeRole" }] });
@@ -855,10 +828,17 @@ fn s3_replication_to_another_account_adds_bucket_policy_and_owner_override() {
             .send()
             .await
             .unwrap();
-        let kms = w.emu.kms(BACKUP, DST);
-        let k = kms.create_key().send().await.unwrap();
+        let k = w.emu.kms(BACKUP, DST).create_key().send().await.unwrap();
         k.key_metadata().unwrap().arn().unwrap().to_string()
-    });
+    })
+}
+
+#[test]
+fn s3_replication_to_another_account_adds_bucket_policy_and_owner_override() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    source_bucket(&w, &src_key, 3);
+    let dst_key = backup_account(&w);
     let plan = format!(
         r#"version: 1
 name: e2e

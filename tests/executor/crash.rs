@@ -169,6 +169,7 @@ impl Poller<FileWorld> for FilePoller {
                 } else {
                     PollAnswer::Pending {
                         percent: Some(((now_ms() - t) * 100 / ASYNC_MS) as f32),
+                        detail: None,
                     }
                 };
                 (id.clone(), answer)

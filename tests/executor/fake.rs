@@ -317,6 +317,7 @@ impl Poller<Mem> for MemPoller {
                     rid.clone(),
                     PollAnswer::Pending {
                         percent: Some(50.0),
+                        detail: None,
                     },
                 ));
             }

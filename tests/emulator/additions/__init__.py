@@ -13,6 +13,8 @@ def install() -> None:
         ec2_copies,
         ec2_shared,
         kms_cross_account,
+        s3_jobs,
+        s3_live_replication,
         s3_replication,
         sessions,
         visibility,
@@ -25,5 +27,7 @@ def install() -> None:
     ec2_copies.install()
     kms_cross_account.install()
     s3_replication.install()
+    s3_live_replication.install()
+    s3_jobs.install()
     sessions.install()
     visibility.install()

@@ -6,7 +6,7 @@ back as put, with their Filter (Prefix, Tag or And), SourceSelectionCriteria
 (SseKmsEncryptedObjects), DeleteMarkerReplication, Destination (Account, EncryptionConfiguration
 ReplicaKmsKeyID, AccessControlTranslation, StorageClass, ...). moto reports every Filter as
 {Prefix: ""}, DeleteMarkerReplication as Disabled and drops SourceSelectionCriteria.
-Objects are still never replicated (moto-gaps.md).
+Replicating the objects themselves is s3_live_replication.py.
 
 Also GetBucketVersioning: AWS answers `<VersioningConfiguration>` (S3 API reference
 GetBucketVersioning, "Response Syntax"); moto's serializer names the root

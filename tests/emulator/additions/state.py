@@ -53,6 +53,13 @@ DEFAULTS: dict[str, Any] = {
     # A copy of another account's encrypted snapshot leaves a grant, issued by the copier, on
     # the source key (ec2_copies.ebs_grant).
     "ebs_grants": True,
+    # New versions in a bucket with a replication configuration are replicated
+    # (s3_live_replication.py).
+    "live_replication": True,
+    # Milliseconds a new version stays PENDING before live replication replicates it.
+    "replication_delay_ms": 300,
+    # Tasks per second an S3 Batch Operations job runs (s3_jobs.py), paced by the wall clock.
+    "batch_task_rate": 2000,
 }
 
 lock = threading.RLock()
@@ -110,8 +117,13 @@ def validate(update: Any) -> dict[str, Any]:
             "latency_ms",
             "visibility_delay_ms",
             "session_seconds",
+            "replication_delay_ms",
         ):
             _number(key, value)
+        elif key == "batch_task_rate":
+            _number(key, value)
+            if value <= 0:
+                raise ValueError(f"batch_task_rate must be a number > 0, got {value!r}")
         elif key == "fail_next_copies":
             _number(key, value)
         elif key in ("max_pending_snapshot_copies", "max_pending_image_copies"):
@@ -123,6 +135,7 @@ def validate(update: Any) -> dict[str, Any]:
             "enforce_kms",
             "require_presigned_url",
             "ebs_grants",
+            "live_replication",
         ) and not isinstance(
             value, bool
         ):

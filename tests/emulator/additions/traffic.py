@@ -7,7 +7,10 @@ derives (account, region, service, action):
   including STS AssumeRole credentials, map to their account; `AKIA<account id>XXXX` keys map to
   that account, see accounts.py; anything else to 123456789012),
 - action from `X-Amz-Target` (JSON services), the `Action` form/query parameter (query services),
-  or method + path + sub-resource for S3 (PutObject, GetBucketEncryption, ...).
+  or method + path + sub-resource for S3 (PutObject, GetBucketEncryption, ...); S3 control's
+  Batch Operations jobs API, signed for `s3` too, is told apart by its path (`/v20180820/jobs`)
+  and counted as service `s3control` (CreateJob, DescribeJob, ListJobs, UpdateJobStatus), then
+  answered by s3_jobs.py instead of moto.
 
 Throttling (off by default) follows aws-facts.md: EC2 token buckets per (account, region, action)
 from the EC2 API throttling page, answered with `RequestLimitExceeded` (HTTP 503, EC2 XML);
@@ -31,7 +34,7 @@ import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from . import state
+from . import s3_jobs, state
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
@@ -246,7 +249,11 @@ def classify(environ: dict[str, Any]) -> Request | None:
     method = environ.get("REQUEST_METHOD", "GET")
     params: dict[str, list[str]] = dict(query)
     target = environ.get("HTTP_X_AMZ_TARGET")
-    if service == "s3":
+    # S3 control's Batch Operations jobs API is signed for `s3` too; its path tells it apart.
+    jobs_action = s3_jobs.action_for(method, environ.get("PATH_INFO", "/"))
+    if service in ("s3", "s3control") and jobs_action is not None:
+        service, action = "s3control", jobs_action
+    elif service == "s3":
         action = s3_action(method, environ.get("PATH_INFO", "/"), query, environ)
     elif target:
         action = target.split(".")[-1]
@@ -328,6 +335,14 @@ def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]],
             f"<Message>{msg}</Message><RequestId>{rid}</RequestId><HostId>{rid}</HostId></Error>"
         ).encode()
         return status, [("Content-Type", "application/xml"), ("x-amz-request-id", rid)], body
+    if service == "s3control":
+        code, status, msg = (
+            ("TooManyRequestsException", 400, "Too many requests")
+            if kind == "throttle"
+            else ("InternalError", 500, "We encountered an internal error. Please try again.")
+        )
+        headers = [("Content-Type", "application/xml"), ("x-amz-request-id", rid)]
+        return status, headers, s3_jobs.error_body(code, msg, rid)
     if service == "ec2":
         code, status, msg = (
             ("RequestLimitExceeded", 503, "Request limit exceeded.")
@@ -387,7 +402,16 @@ def counters() -> dict[str, Any]:
         "mutating": sum(r["count"] for r in rows if r["mutating"]),
     }
     copy_totals = {k: sum(c[k] for c in copies) for k in ("snapshots", "images", "image_snapshots")}
-    return {"requests": rows, "totals": totals, "copies": copies, "copy_totals": copy_totals}
+    from . import s3_live_replication
+
+    return {
+        "requests": rows,
+        "totals": totals,
+        "copies": copies,
+        "copy_totals": copy_totals,
+        "batch_jobs": s3_jobs.counters(),
+        "replication": s3_live_replication.counters(),
+    }
 
 
 # --- the middleware -------------------------------------------------------------------------
@@ -406,8 +430,10 @@ def _json(start_response: Callable[..., Any], status: int, doc: Any) -> list[byt
 def reset_everything() -> None:
     from moto.moto_api._internal.models import moto_api_backend
 
-    moto_api_backend.reset()
+    # The additions first: background work (copies, replication, batch jobs) sees the reset
+    # before moto's backends are replaced, and never writes into the new world.
     state.reset()
+    moto_api_backend.reset()
 
 
 class Traffic:
@@ -459,11 +485,15 @@ class Traffic:
 
             before_copy(environ)
         set_viewer(req.account)
+        app = self.app
+        if req.service == "s3control":
+            environ["ferry.request"] = req
+            app = s3_jobs.app
         try:
             if not lost:
-                return self.app(environ, start_response)
+                return app(environ, start_response)
             # The work is done; the answer is thrown away.
-            body = self.app(environ, lambda status, headers, exc_info=None: (lambda b: None))
+            body = app(environ, lambda status, headers, exc_info=None: (lambda b: None))
             for _ in body:
                 pass
             if hasattr(body, "close"):
@@ -491,7 +521,7 @@ class Traffic:
     def control(
         self, path: str, method: str, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> list[bytes]:
-        from . import ec2_copies
+        from . import ec2_copies, s3_live_replication
 
         if path == "/_ferry/health":
             return _json(start_response, 200, {"ok": True})
@@ -512,10 +542,16 @@ class Traffic:
             with state.lock:
                 state.requests.clear()
                 state.copies.clear()
+            s3_jobs.zero_counters()
+            s3_live_replication.zero_counters()
             return _json(start_response, 200, {"status": "ok"})
         if path == "/_ferry/reset" and method == "POST":
             reset_everything()
             return _json(start_response, 200, {"status": "ok"})
         if path == "/_ferry/copies/complete" and method == "POST":
             return _json(start_response, 200, {"completed": ec2_copies.complete_all()})
+        if path == "/_ferry/replication" and method == "GET":
+            return _json(start_response, 200, s3_live_replication.summary())
+        if path == "/_ferry/jobs/complete" and method == "POST":
+            return _json(start_response, 200, {"completed": s3_jobs.complete_all()})
         return _json(start_response, 404, {"error": f"no control endpoint {method} {path}"})
