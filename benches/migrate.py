@@ -21,7 +21,7 @@ ratio and the range of ratios. The last line is the headline.
     FERRY_BENCH_REPEAT=1          runs of every workload
     FERRY_BENCH_VERBOSE=1         calls per API after each run
     FERRY_BENCH_KEEP=1            keep each run's directory (plan, journal, audit log)
-    FERRY_BENCH_TASK_RATE=250     the emulator's batch job tasks per second (workload e)
+    FERRY_BENCH_TASK_RATE=1000    the emulator's batch job tasks per second (workload e)
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ SNAPSHOT_SLOTS = 20
 # Tasks per second of the emulator's batch jobs: what S3 Batch Operations does with a job is
 # S3's own capacity, so the bound of a batch backfill is the job's tasks at this rate. Set to
 # what the emulator's single Python process sustains while replicating (measured: see README).
-TASK_RATE = float(os.environ.get("FERRY_BENCH_TASK_RATE", "250"))
+TASK_RATE = float(os.environ.get("FERRY_BENCH_TASK_RATE", "1000"))
 # AWS's default token buckets (aws-facts.md): (burst, refill per second).
 COPY_SNAPSHOT = (50, 5.0)
 COPY_IMAGE = (100, 1.0)

@@ -91,7 +91,8 @@ pub enum Event {
         not_started: usize,
         ts: u64,
     },
-    /// Not journaled: progress of a submitted operation.
+    /// Progress of a long step or a submitted operation. Not journaled by the walker; the
+    /// journal keeps one per step now and then (those with a detail), for `ferry status`.
     StepProgress {
         step: String,
         percent: f32,
@@ -140,6 +141,8 @@ impl Event {
         "step-failed",
         "step-skipped",
         "run-finished",
+        // Kept now and then by the journal writer (not every one: see `JournalWriter`).
+        "step-progress",
     ];
 }
 

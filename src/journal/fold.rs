@@ -63,6 +63,8 @@ pub struct RunFold {
     pub steps: HashMap<String, StepState>,
     /// Step ids in the order first seen.
     pub order: Vec<String>,
+    /// The latest progress journaled per step (what the step said of it).
+    pub progress: HashMap<String, String>,
 }
 
 /// Fold events, oldest first. The latest event about a step wins.
@@ -106,6 +108,14 @@ pub fn fold(events: &[Event]) -> RunFold {
                 error: error.clone(),
             },
             Event::StepSkipped { root, .. } => StepState::Skipped { root: root.clone() },
+            Event::StepProgress {
+                step,
+                detail: Some(d),
+                ..
+            } => {
+                f.progress.insert(step.clone(), d.clone());
+                continue;
+            }
             Event::StepProgress { .. } | Event::StepRetry { .. } => continue,
         };
         let id = ev.step().unwrap_or_default();
@@ -183,6 +193,7 @@ impl RunFold {
         RunStatus {
             summary: self.summary(run_id),
             steps,
+            progress: self.progress.clone(),
             torn_tail,
         }
     }
@@ -204,6 +215,9 @@ pub struct RunSummary {
 pub struct RunStatus {
     pub summary: RunSummary,
     pub steps: Vec<(String, StepState)>,
+    /// The latest progress journaled per step, for those still going.
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub progress: HashMap<String, String>,
     pub torn_tail: bool,
 }
 
@@ -254,7 +268,14 @@ pub fn render_status(st: &RunStatus) -> String {
     for (id, state) in &st.steps {
         *counts.entry(state.label()).or_default() += 1;
         let detail = match state {
-            StepState::Submitted { id: op, .. } => format!("  ({op})"),
+            StepState::Submitted { id: op, .. } => match st.progress.get(id) {
+                Some(p) => format!("  ({op}; last seen: {p})"),
+                None => format!("  ({op})"),
+            },
+            StepState::Started => match st.progress.get(id) {
+                Some(p) => format!("  (last seen: {p})"),
+                None => String::new(),
+            },
             StepState::Failed { error } => {
                 let mut d = format!("  {}: {}", error.code, error.message);
                 if let Some(r) = &error.request_id {

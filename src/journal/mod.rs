@@ -190,14 +190,23 @@ pub fn render_audit(records: &[Value]) -> String {
     out
 }
 
-/// The journal writer: a subscriber that appends every durable event, fsync'ed, in order.
+/// The journal writer: a subscriber that appends every durable event, fsync'ed, in order,
+/// and a step's progress (with what it says) at most every [`PROGRESS_EVERY`], so that `ferry
+/// status` can tell how far a batch job or a backfill had come.
 pub struct JournalWriter {
     log: Box<dyn EventLog>,
+    progress_noted: std::collections::HashMap<String, std::time::Instant>,
 }
+
+/// How often a step's progress is journaled at most.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl JournalWriter {
     pub fn new(log: Box<dyn EventLog>) -> Self {
-        JournalWriter { log }
+        JournalWriter {
+            log,
+            progress_noted: Default::default(),
+        }
     }
 }
 
@@ -205,6 +214,21 @@ impl Subscriber for JournalWriter {
     fn on_event(&mut self, event: &Event) -> Result<(), SubscriberError> {
         if event.is_durable() {
             self.log.append(event)?;
+        } else if let Event::StepProgress {
+            step,
+            detail: Some(_),
+            ..
+        } = event
+        {
+            let now = std::time::Instant::now();
+            let due = self
+                .progress_noted
+                .get(step)
+                .is_none_or(|t| now.duration_since(*t) >= PROGRESS_EVERY);
+            if due {
+                self.progress_noted.insert(step.clone(), now);
+                self.log.append(event)?;
+            }
         }
         Ok(())
     }

@@ -143,6 +143,14 @@ fn a_big_bucket_is_backfilled_by_one_batch_job_that_a_kill_does_not_duplicate() 
     });
     kill(&mut child);
     assert_eq!(jobs_created(&w), 1);
+    // The journal knows the job and how far it had come.
+    let status = w.ferry(&["status"]);
+    let st = text(&status.stdout);
+    assert!(
+        st.contains("submitted") && st.contains("app-logs/backfill/batch-job"),
+        "{st}"
+    );
+    assert!(st.contains("tasks succeeded"), "the job's progress: {st}");
     assert!(
         batch(&w)["tasks_succeeded"].as_u64().unwrap_or(0) < N as u64,
         "the kill landed while the job ran"
