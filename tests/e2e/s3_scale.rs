@@ -486,3 +486,63 @@ migrations:
     assert!(out.contains("sampled 2 objects"), "{out}");
     assert_reapply_changes_nothing(&w, &plan_file, &[PROD, BACKUP]);
 }
+
+#[test]
+fn killed_at_random_points_under_faults_a_batch_backfill_makes_one_job() {
+    for seed in super::soak_seeds(&[5]) {
+        batch_under(seed, Some(1 + seed % 9));
+    }
+}
+
+/// A batch backfill of 300 objects under every fault and a kill: one job however many
+/// CreateJob answers were lost or runs resumed, every object replicated once, no canary left,
+/// and a re-apply changes nothing.
+fn batch_under(seed: u64, kill_at: Option<u64>) {
+    const N: usize = 300;
+    let w = World::new(json!({ "batch_task_rate": 2000 }));
+    let src_key = w.key(SRC, "alias/s3-source");
+    let dst_key = w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, N);
+    reports_bucket(&w);
+    let plan_file = w.write_plan(&plan(
+        "  backfill_inline_max: 100\n",
+        &format!(
+            "    role: {{ name: {ROLE} }}\n    backfill: true\n    backfill_report: s3://{REPORTS}/jobs\n"
+        ),
+    ));
+    w.emu.reset_counters();
+    w.emu.configure(super::every_fault(seed));
+    let out = super::apply_until_done(&w, &plan_file, kill_at, 8);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "seed {seed}, kill at {kill_at:?}: done, with resumes"
+    );
+    w.emu.configure(super::no_faults());
+    assert_eq!(jobs_created(&w), 1, "seed {seed}: one job");
+    let objects = destination_objects(&w);
+    assert_eq!(
+        objects.len(),
+        N,
+        "seed {seed}: every object, and no canary, in the destination"
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|(_, k)| k.as_deref() == Some(dst_key.as_str())),
+        "seed {seed}: under the replica key"
+    );
+    let versions = w.rt.block_on(async {
+        let out = w
+            .emu
+            .s3(PROD, DST)
+            .list_object_versions()
+            .bucket(DESTINATION)
+            .send()
+            .await
+            .unwrap();
+        out.versions().len() + out.delete_markers().len()
+    });
+    assert_eq!(versions, N, "seed {seed}: one version per object");
+    super::assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+}
