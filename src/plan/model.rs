@@ -318,7 +318,7 @@ impl<'de> Deserialize<'de> for BackfillMode {
                 match s {
                     "inline" => Ok(BackfillMode::Inline),
                     "batch" => Ok(BackfillMode::Batch),
-                    _ => Err(E::unknown_variant(s, &["inline", "batch"])),
+                    _ => Err(E::unknown_variant(s, &["true", "false", "inline", "batch"])),
                 }
             }
         }
@@ -518,5 +518,25 @@ impl Plan {
             .map(|s| (s.span.offset, s.span.len, &s.value))
             .collect();
         super::secret::redact(text, &secrets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_read_with_binary_and_decimal_units() {
+        assert_eq!(ByteSize::parse("8MiB"), Some(ByteSize(8 << 20)));
+        assert_eq!(ByteSize::parse("5 GiB"), Some(ByteSize(5 << 30)));
+        assert_eq!(ByteSize::parse("100MB"), Some(ByteSize(100_000_000)));
+        assert_eq!(ByteSize::parse("1024"), Some(ByteSize(1024)));
+        assert_eq!(ByteSize::parse("12 parsecs"), None);
+        assert_eq!(ByteSize::parse("MiB"), None);
+        assert_eq!(
+            ByteSize::parse("99999999999TiB"),
+            None,
+            "overflow is refused"
+        );
     }
 }
