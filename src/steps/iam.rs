@@ -91,118 +91,11 @@ impl EnsureRole {
             .unwrap_or("")
     }
 
-    fn source_region(&self) -> &str {
-        self.spec
-            .source_region
-            .as_ref()
-            .map(|r| r.as_str())
-            .unwrap_or("")
-    }
-
     /// ferry's inline policy for the role's purpose.
     fn inline_policy(&self, cx: &Cx, destination_key: &str) -> Value {
-        match &self.spec.purpose {
-            RolePurpose::Replication => self.replication_policy(cx, destination_key),
-            RolePurpose::BatchReplication { report } => {
-                let src = &self.spec.source_bucket;
-                let reports = if report.prefix.is_empty() {
-                    format!("arn:aws:s3:::{}/*", report.bucket)
-                } else {
-                    format!("arn:aws:s3:::{}/{}/*", report.bucket, report.prefix)
-                };
-                // S3 user guide, "Configuring an IAM role for S3 Batch Replication" (generated
-                // manifest): the objects' access is the replication role's, not this one's.
-                json!({ "Version": "2012-10-17", "Statement": [
-                    {
-                        "Sid": "InitiateReplication",
-                        "Effect": "Allow",
-                        "Action": "s3:InitiateReplication",
-                        "Resource": format!("arn:aws:s3:::{src}/*"),
-                    },
-                    {
-                        "Sid": "GenerateManifest",
-                        "Effect": "Allow",
-                        "Action": ["s3:GetReplicationConfiguration", "s3:PutInventoryConfiguration"],
-                        "Resource": format!("arn:aws:s3:::{src}"),
-                    },
-                    {
-                        "Sid": "ManifestAndReport",
-                        "Effect": "Allow",
-                        "Action": ["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
-                        "Resource": reports,
-                    },
-                ]})
-            }
-        }
-    }
-
-    /// The replication role's policy: replication reads on the source, replicate writes on
-    /// the destination, Decrypt on the source keys and Encrypt on the destination key, each
-    /// only through S3 in its region.
-    fn replication_policy(&self, cx: &Cx, destination_key: &str) -> Value {
-        let src = &self.spec.source_bucket;
-        let dst = &self.spec.destination_bucket;
         let cross = cx.account_id(&AccountName::new(self.base.account.as_str()))
             != cx.account_id(&self.spec.destination_account);
-        let mut writes = vec![
-            "s3:ReplicateObject",
-            "s3:ReplicateDelete",
-            "s3:ReplicateTags",
-        ];
-        if cross {
-            writes.push("s3:ObjectOwnerOverrideToBucketOwner");
-        }
-        let mut statements = vec![
-            json!({
-                "Sid": "SourceBucket",
-                "Effect": "Allow",
-                "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
-                "Resource": format!("arn:aws:s3:::{src}"),
-            }),
-            json!({
-                "Sid": "SourceObjects",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:GetObjectVersionForReplication",
-                    "s3:GetObjectVersionAcl",
-                    "s3:GetObjectVersionTagging"
-                ],
-                "Resource": format!("arn:aws:s3:::{src}/*"),
-            }),
-            json!({
-                "Sid": "DestinationObjects",
-                "Effect": "Allow",
-                "Action": writes,
-                "Resource": format!("arn:aws:s3:::{dst}/*"),
-            }),
-        ];
-        let source_keys: Vec<String> = self
-            .spec
-            .source_keys
-            .iter()
-            .map(|k| k.to_string())
-            .collect();
-        if !source_keys.is_empty() {
-            statements.push(json!({
-                "Sid": "DecryptSource",
-                "Effect": "Allow",
-                "Action": "kms:Decrypt",
-                "Resource": source_keys,
-                "Condition": { "StringEquals": {
-                    "kms:ViaService": format!("s3.{}.amazonaws.com", self.source_region())
-                } },
-            }));
-        }
-        statements.push(json!({
-            "Sid": "EncryptDestination",
-            "Effect": "Allow",
-            "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
-            "Resource": destination_key,
-            "Condition": { "StringEquals": {
-                "kms:ViaService": format!("s3.{}.amazonaws.com", self.destination_region())
-            } },
-        }));
-        json!({ "Version": "2012-10-17", "Statement": statements })
+        role_policy(&self.spec, cross, destination_key)
     }
 
     async fn current(&self, cx: &StepCx<'_, Cx>) -> Result<Option<Current>, StepError> {
@@ -245,6 +138,115 @@ impl EnsureRole {
     }
 }
 
+/// ferry's inline policy on a role of `spec`'s purpose (`cross_account`: the destination is
+/// another account's).
+pub fn role_policy(spec: &RoleSpec, cross_account: bool, destination_key: &str) -> Value {
+    match &spec.purpose {
+        RolePurpose::Replication => replication_policy(spec, cross_account, destination_key),
+        RolePurpose::BatchReplication { report } => {
+            let src = &spec.source_bucket;
+            let reports = if report.prefix.is_empty() {
+                format!("arn:aws:s3:::{}/*", report.bucket)
+            } else {
+                format!("arn:aws:s3:::{}/{}/*", report.bucket, report.prefix)
+            };
+            // S3 user guide, "Configuring an IAM role for S3 Batch Replication" (generated
+            // manifest): the objects' access is the replication role's, not this one's.
+            json!({ "Version": "2012-10-17", "Statement": [
+                {
+                    "Sid": "InitiateReplication",
+                    "Effect": "Allow",
+                    "Action": "s3:InitiateReplication",
+                    "Resource": format!("arn:aws:s3:::{src}/*"),
+                },
+                {
+                    "Sid": "GenerateManifest",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetReplicationConfiguration", "s3:PutInventoryConfiguration"],
+                    "Resource": format!("arn:aws:s3:::{src}"),
+                },
+                {
+                    "Sid": "ManifestAndReport",
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
+                    "Resource": reports,
+                },
+            ]})
+        }
+    }
+}
+
+/// The replication role's policy: replication reads on the source, replicate writes on
+/// the destination, Decrypt on the source keys and Encrypt on the destination key, each
+/// only through S3 in its region.
+fn replication_policy(spec: &RoleSpec, cross: bool, destination_key: &str) -> Value {
+    let src = &spec.source_bucket;
+    let dst = &spec.destination_bucket;
+    let mut writes = vec![
+        "s3:ReplicateObject",
+        "s3:ReplicateDelete",
+        "s3:ReplicateTags",
+    ];
+    if cross {
+        writes.push("s3:ObjectOwnerOverrideToBucketOwner");
+    }
+    let mut statements = vec![
+        json!({
+            "Sid": "SourceBucket",
+            "Effect": "Allow",
+            "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"],
+            "Resource": format!("arn:aws:s3:::{src}"),
+        }),
+        json!({
+            "Sid": "SourceObjects",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObjectVersionForReplication",
+                "s3:GetObjectVersionAcl",
+                "s3:GetObjectVersionTagging"
+            ],
+            "Resource": format!("arn:aws:s3:::{src}/*"),
+        }),
+        json!({
+            "Sid": "DestinationObjects",
+            "Effect": "Allow",
+            "Action": writes,
+            "Resource": format!("arn:aws:s3:::{dst}/*"),
+        }),
+    ];
+    let source_keys: Vec<String> = spec.source_keys.iter().map(|k| k.to_string()).collect();
+    if !source_keys.is_empty() {
+        statements.push(json!({
+            "Sid": "DecryptSource",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": source_keys,
+            "Condition": { "StringEquals": {
+                "kms:ViaService": format!("s3.{}.amazonaws.com", region_of(&spec.source_region))
+            } },
+        }));
+    }
+    statements.push(json!({
+        "Sid": "EncryptDestination",
+        "Effect": "Allow",
+        "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+        "Resource": destination_key,
+        "Condition": { "StringEquals": {
+            "kms:ViaService": format!("s3.{}.amazonaws.com", region_of(&spec.destination_region))
+        } },
+    }));
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+fn region_of(r: &Option<crate::ids::Region>) -> &str {
+    r.as_ref().map(|r| r.as_str()).unwrap_or("")
+}
+
+/// The trust policy ferry gives a new role of this purpose.
+pub fn trust_policy(purpose: &RolePurpose) -> Value {
+    policy::merge(&json!({}), &[trust_statement(purpose)])
+}
+
 #[async_trait]
 impl Step<Cx> for EnsureRole {
     step_identity!();
@@ -259,7 +261,7 @@ impl Step<Cx> for EnsureRole {
                 .unwrap_or("(the destination key, once it exists)"),
         );
         let Some(now) = self.current(cx).await? else {
-            let trust = policy::merge(&json!({}), &[trust_statement(&self.spec.purpose)]);
+            let trust = trust_policy(&self.spec.purpose);
             let mut diff = vec![format!(
                 "+ role {} trusting {}",
                 self.name(),
@@ -323,7 +325,7 @@ impl Step<Cx> for EnsureRole {
         let iam = cx.ctx().aws.iam(&self.base.account);
         let arn = match self.current(cx).await? {
             None => {
-                let trust = policy::merge(&json!({}), &[trust_statement(&self.spec.purpose)]);
+                let trust = trust_policy(&self.spec.purpose);
                 let mut req = iam
                     .create_role()
                     .role_name(self.name())

@@ -441,6 +441,30 @@ pub fn iam_policies(plan: &Plan, graph: &PlanGraph) -> Value {
             }
         }
     }
+    // The roles ferry makes and keeps up to date (a replication role, a Batch Operations
+    // role): their trust and their inline policy, for review before a run.
+    let mut roles: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    for step in graph.in_order() {
+        let StepSpec::EnsureRole(r) = &step.spec else {
+            continue;
+        };
+        // Two plan accounts are two AWS accounts (the checks refuse a shared id).
+        let cross = r.destination_account.as_str() != step.scope.account.as_str();
+        let key = format!("<the ARN of {}>", r.key.shown);
+        roles
+            .entry(step.scope.account.to_string())
+            .or_default()
+            .insert(
+                r.name.clone(),
+                json!({
+                    "trust": crate::steps::iam::trust_policy(&r.purpose),
+                    "inline_policy": {
+                        "name": format!("ferry-{}", r.migration),
+                        "document": crate::steps::iam::role_policy(r, cross, &key),
+                    },
+                }),
+            );
+    }
     let mut out = serde_json::Map::new();
     for (account, by_resource) in per_account {
         let statements: Vec<Value> = by_resource
@@ -460,6 +484,9 @@ pub fn iam_policies(plan: &Plan, graph: &PlanGraph) -> Value {
             "account_id": account_id(&account),
             "policy": { "Version": "2012-10-17", "Statement": statements },
         });
+        if let Some(r) = roles.remove(&account) {
+            entry["roles_ferry_makes"] = Value::Object(r);
+        }
         if let Some(role) = plan
             .accounts
             .iter()

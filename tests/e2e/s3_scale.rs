@@ -185,6 +185,20 @@ fn a_big_bucket_is_backfilled_by_one_batch_job_that_a_kill_does_not_duplicate() 
     }
     assert_copied(&w, &dst_key, (0..N).step_by(97));
     super::iam_policy::assert_policy_covers(&w, &plan_file, &w.path(".ferry"));
+    // The Batch Operations role is shown for review: its trust and least-privilege policy.
+    let policy: Value =
+        serde_json::from_slice(&w.ferry(&["iam-policy", &plan_file]).stdout).unwrap();
+    let role = &policy["prod"]["roles_ferry_makes"][format!("{ROLE}-batch")];
+    assert_eq!(
+        role["trust"]["Statement"][0]["Principal"]["Service"],
+        "batchoperations.s3.amazonaws.com"
+    );
+    let doc = role["inline_policy"]["document"].to_string();
+    assert!(doc.contains("s3:InitiateReplication"), "{doc}");
+    assert!(
+        doc.contains(&format!("arn:aws:s3:::{REPORTS}/jobs/*")),
+        "the report location only: {doc}"
+    );
 
     assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
     assert_eq!(
