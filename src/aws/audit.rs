@@ -256,11 +256,18 @@ const JSON_RESOURCE: &[&str] = &["KeyId", "TargetKeyId", "AliasName", "GrantId"]
 /// parameter by name. Nothing else of the body is kept.
 fn resource_of(uri: &str, body: Option<&[u8]>) -> Option<String> {
     let body = body.unwrap_or_default();
-    if body.first() == Some(&b'{') {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        return JSON_RESOURCE
-            .iter()
-            .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string));
+    // A JSON API names the resource in its body; a REST API (S3) in its path, and its body may
+    // be JSON too (a bucket policy): a JSON body without a resource field says nothing.
+    if body.first() == Some(&b'{')
+        && let Some(r) = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                JSON_RESOURCE
+                    .iter()
+                    .find_map(|k| v.get(*k).and_then(|x| x.as_str()).map(str::to_string))
+            })
+    {
+        return Some(r);
     }
     let text = std::str::from_utf8(body).unwrap_or_default();
     if text.contains("Action=") {
@@ -368,6 +375,14 @@ mod tests {
         assert_eq!(
             resource_of("https://logs.s3.eu-west-2.amazonaws.com/k", None),
             Some("logs/k".into())
+        );
+        // A bucket policy is a JSON body, and its bucket is in the path.
+        assert_eq!(
+            resource_of(
+                "http://127.0.0.1:1/logs?policy",
+                Some(br#"{"Version":"2012-10-17","Statement":[]}"#)
+            ),
+            Some("logs".into())
         );
     }
 

@@ -441,6 +441,45 @@ pub fn iam_policies(plan: &Plan, graph: &PlanGraph) -> Value {
             }
         }
     }
+    // A canary's replica in another account is read and deleted as that account, and the
+    // replica key's policy read there when the canary fails.
+    for step in graph.in_order() {
+        let StepSpec::VerifyReplication(v) = &step.spec else {
+            continue;
+        };
+        let dst = v.destination_account.as_str();
+        if dst == step.scope.account.as_str() {
+            continue;
+        }
+        let id = account_id(dst);
+        let grouped = per_account.entry(dst.to_string()).or_default();
+        for (actions, resources) in [
+            (
+                &[
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:DeleteObject",
+                    "s3:DeleteObjectVersion",
+                    "s3:ListBucketVersions",
+                ][..],
+                vec![
+                    format!("arn:aws:s3:::{}/*", v.destination_bucket),
+                    format!("arn:aws:s3:::{}", v.destination_bucket),
+                ],
+            ),
+            (
+                &["kms:GetKeyPolicy"][..],
+                vec![format!("arn:aws:kms:*:{id}:key/*")],
+            ),
+        ] {
+            let list = grouped.entry((resources, String::new())).or_default();
+            for a in actions {
+                if !list.contains(a) {
+                    list.push(a);
+                }
+            }
+        }
+    }
     // The roles ferry makes and keeps up to date (a replication role, a Batch Operations
     // role): their trust and their inline policy, for review before a run.
     let mut roles: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();

@@ -188,7 +188,7 @@ pub fn assert_policy_covers(w: &World, plan_file: &str, state: &Path) -> (usize,
             // A copy's source is read, not written: only the copy's own action is checked there.
             for a in actions.iter().take(1) {
                 if !allows(policy, a, Some(arn.as_deref().unwrap_or("*"))) {
-                    missing.push(format!("{account}: {a} on {arn:?}"));
+                    missing.push(format!("{account}: {a} on {arn:?} (audited: {line})"));
                 }
             }
         }

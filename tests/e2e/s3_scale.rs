@@ -454,6 +454,7 @@ migrations:
     ));
     let dry = w.ferry(&["plan", &plan_file]);
     assert!(text(&dry.stdout).contains("canary object ferry-canary/"));
+    w.emu.reset_counters();
     let failed = w.ferry(&["apply", "--yes", &plan_file]);
     assert_eq!(
         failed.status.code(),
@@ -469,7 +470,10 @@ migrations:
     );
     assert!(err.contains(&role), "and the role: {err}");
 
+    super::iam_policy::assert_policy_covers(&w, &plan_file, &w.path(".ferry"));
+
     user_role(&w, ROLE, &policy(true));
+    w.emu.reset_counters();
     let resumed = w.ferry(&["resume"]);
     assert_eq!(resumed.status.code(), Some(0));
     assert!(text(&resumed.stdout).contains("replicated under the replica key"));
@@ -492,6 +496,7 @@ migrations:
             );
         }
     });
+    super::iam_policy::assert_policy_covers(&w, &plan_file, &w.path(".ferry"));
     // `ferry verify` proves it again on demand, and samples the objects' status.
     let verified = w.ferry(&["verify", &plan_file]);
     assert_eq!(verified.status.code(), Some(0));
