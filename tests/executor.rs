@@ -387,6 +387,7 @@ impl Poller<Mem> for LinearPoller {
                     PollAnswer::Pending {
                         percent: Some((done * 100.0).floor() as f32),
                         detail: None,
+                        eta: None,
                     }
                 };
                 (rid.clone(), answer)

@@ -52,6 +52,10 @@ pub enum PollAnswer<O> {
         percent: Option<f32>,
         /// What the operation says of its progress (tasks done of total, say).
         detail: Option<String>,
+        /// When the operation expects to finish, from now, if it can tell (a job that knows
+        /// its own rate). Without one, the finish is predicted from `percent`, linearly from
+        /// when polling began.
+        eta: Option<std::time::Duration>,
     },
     Done(O),
     Failed(StepError),

@@ -992,8 +992,14 @@ impl<C: Context> Walker<C> {
                         continue;
                     };
                     match answer {
-                        PollAnswer::Pending { percent, detail } => {
-                            if let (Some(p), Some((_, _, since))) =
+                        PollAnswer::Pending {
+                            percent,
+                            detail,
+                            eta,
+                        } => {
+                            if let Some(eta) = eta {
+                                self.predicted.insert(i, Instant::now() + eta);
+                            } else if let (Some(p), Some((_, _, since))) =
                                 (percent.filter(|p| *p > 0.0), self.poll_since.get(&i))
                             {
                                 // Linear progress: done at since + elapsed * 100 / p.

@@ -8,6 +8,9 @@ use crate::plan::{BackfillMode, Diagnostic, S3Replication};
 
 use super::{BucketSample, ResolveError, Resolver};
 
+/// Object versions a `backfill: batch` samples for its estimate (one ListObjectVersions page).
+const BATCH_SAMPLE: u64 = 999;
+
 /// What GetBucketLocation says of a bucket, for one account's credentials.
 enum Location {
     In(String),
@@ -175,8 +178,9 @@ impl Resolver<'_> {
     }
 
     /// For a backfill that may run as a batch job: how many object versions the source holds
-    /// under the rule's prefix, listing at most `backfill_inline_max + 1` (never the whole of a
-    /// huge bucket). A batch job needs a place for its report.
+    /// under the rule's prefix, listing at most `backfill_inline_max + 1` to decide (one page
+    /// for `backfill: batch`, which needs only an estimate): never the whole of a huge bucket.
+    /// A batch job needs a place for its report.
     async fn sample_source(
         &mut self,
         m: &S3Replication,
@@ -190,6 +194,13 @@ impl Resolver<'_> {
             return Ok(());
         }
         let inline_max = self.plan.settings.inline_max();
+        // `batch` needs no decision, only an estimate: one page. `true` must know whether
+        // there are more than `inline_max`.
+        let enough = if mode == BackfillMode::Batch {
+            BATCH_SAMPLE
+        } else {
+            inline_max
+        };
         let prefix = m
             .rule
             .as_ref()
@@ -225,7 +236,7 @@ impl Resolver<'_> {
                 sample.complete = true;
                 break;
             }
-            if sample.objects > inline_max {
+            if sample.objects > enough {
                 break;
             }
         }

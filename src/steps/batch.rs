@@ -425,12 +425,26 @@ impl Poller<Cx> for JobPoller {
                     JobStatus::Paused | JobStatus::Pausing => "; paused".to_string(),
                     _ => String::new(),
                 };
+                // The job's own rate since it became Active: its finish, not a line from when
+                // it was submitted (a manifest of millions of objects takes a while first).
+                let active = p
+                    .and_then(|p| p.timers())
+                    .and_then(|t| t.elapsed_time_in_active_seconds())
+                    .unwrap_or(0);
+                let ran = succeeded + failed_tasks;
+                let eta = (status == JobStatus::Active && active > 0 && ran > 0 && total >= ran)
+                    .then(|| {
+                        std::time::Duration::from_secs_f64(
+                            (total - ran) as f64 * active as f64 / ran as f64,
+                        )
+                    });
                 PollAnswer::Pending {
                     percent: Some(percent),
                     detail: Some(format!(
                         "job {id} {}: {succeeded} of {total} tasks succeeded, {failed_tasks} failed{waiting}",
                         status.as_str()
                     )),
+                    eta,
                 }
             } else if status == JobStatus::Complete && failed_tasks == 0 {
                 PollAnswer::Done(StepOutput::BatchJob(BatchJobOutput {

@@ -703,6 +703,7 @@ impl Poller<Cx> for SnapshotPoller {
                         .progress()
                         .and_then(|p| p.trim_end_matches('%').parse().ok()),
                     detail: None,
+                    eta: None,
                 },
             };
             answers.push((id, answer));
@@ -990,6 +991,7 @@ impl Poller<Cx> for ImagePoller {
                     _ => PollAnswer::Pending {
                         percent: None,
                         detail: None,
+                        eta: None,
                     },
                 };
                 answers.push((id, answer));

@@ -118,8 +118,10 @@ impl VerifyReplication {
     }
 
     /// Canaries an earlier attempt left (killed, or its PutObject answer lost): every version
-    /// under this migration's canary prefix, in the source and in the destination.
-    async fn sweep(&self, cx: &StepCx<'_, Cx>) {
+    /// under this migration's canary prefix, in the source and in the destination. Returns how
+    /// many it deleted.
+    async fn sweep(&self, cx: &StepCx<'_, Cx>) -> usize {
+        let mut deleted = 0;
         let c = cx.ctx();
         let prefix = self.canary_prefix(c);
         let places = [
@@ -157,6 +159,7 @@ impl VerifyReplication {
                 );
             for (key, version) in versions {
                 let Some(key) = key else { continue };
+                deleted += 1;
                 let _ = s3
                     .delete_object()
                     .bucket(bucket)
@@ -166,6 +169,7 @@ impl VerifyReplication {
                     .await;
             }
         }
+        deleted
     }
 
     fn role(&self, cx: &Cx) -> String {
@@ -450,7 +454,7 @@ impl Step<Cx> for VerifyReplication {
         )
         .await?;
         let fingerprint = self.fingerprint(c, replica_key.as_str());
-        self.sweep(cx).await;
+        let left_over = self.sweep(cx).await;
         let key = self.canary_key(c);
         let src = c.aws.s3(&self.base.account, &self.base.region);
         let put = src
@@ -552,8 +556,10 @@ impl Step<Cx> for VerifyReplication {
         });
         self.remove(cx, &key, version.as_deref(), replica_version.as_deref())
             .await;
-        // And any canary of an earlier attempt whose replica landed meanwhile.
-        self.sweep(cx).await;
+        // An earlier attempt left canaries: their replicas may have landed since.
+        if left_over > 0 {
+            self.sweep(cx).await;
+        }
         if !under_key {
             return Err(StepError::permanent(
                 "ReplicaKeyMismatch",

@@ -170,6 +170,7 @@ impl Poller<FileWorld> for FilePoller {
                     PollAnswer::Pending {
                         percent: Some(((now_ms() - t) * 100 / ASYNC_MS) as f32),
                         detail: None,
+                        eta: None,
                     }
                 };
                 (id.clone(), answer)

@@ -318,6 +318,7 @@ impl Poller<Mem> for MemPoller {
                     PollAnswer::Pending {
                         percent: Some(50.0),
                         detail: None,
+                        eta: None,
                     },
                 ));
             }
