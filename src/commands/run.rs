@@ -175,10 +175,15 @@ fn earlier_additions(
         }
     };
     let kind_of = |id: &StepId| match id.action.as_str() {
+        // An inline backfill done: a bucket that has grown past the inline limit since is not
+        // copied again by a batch job (its objects' replication status is still NONE).
+        "copy" if id.resource == "backfill" => Some(StepKind::Backfill),
         "share" => Some(StepKind::ShareSnapshot),
         "grant-access" => Some(StepKind::GrantKeyAccess),
         // What an earlier run proved need not be proven again while the rule is the same.
         "verify" => Some(StepKind::VerifyReplication),
+        // A batch job S3 has forgotten (90 days after it ended) was still done.
+        "batch-job" => Some(StepKind::BatchReplication),
         _ => None,
     };
     for run in backend.list_runs().map_err(|e| e.to_string())? {

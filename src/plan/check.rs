@@ -841,6 +841,18 @@ impl<'p> Checker<'p> {
             );
         }
         if let Some(role) = &m.backfill_role {
+            // One role for both would have each step write its own policy over the other's.
+            let same = match (&role.name, &m.role.name, &role.arn, &m.role.arn) {
+                (Some(b), Some(r), _, _) => (b.value == r.value).then_some(b.span),
+                (_, _, Some(b), Some(r)) => (b.value == r.value).then_some(b.span),
+                _ => None,
+            };
+            if let Some(span) = same {
+                self.err(span, "the batch backfill's role is the replication role")
+                    .help = Some(
+                    "S3 Batch Operations needs a role of its own (it trusts batchoperations.s3.amazonaws.com): name another one, or leave `backfill_role` out".into(),
+                );
+            }
             match (&role.name, &role.arn) {
                 (Some(n), Some(_)) => {
                     self.err(

@@ -57,10 +57,14 @@ pub fn summary(
         if let StepOutput::BatchJob(j) = out {
             made.push((
                 id,
-                format!(
-                    "batch job {}: {} of {} objects replicated; report {}",
-                    j.job_id, j.succeeded, j.tasks, j.report
-                ),
+                if j.job_id.is_empty() {
+                    "no batch job: backfilled inline by an earlier run".to_string()
+                } else {
+                    format!(
+                        "batch job {}: {} of {} objects replicated; report {}",
+                        j.job_id, j.succeeded, j.tasks, j.report
+                    )
+                },
             ));
         }
         if let StepOutput::Verified(v) = out {

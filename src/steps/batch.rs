@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_s3control::types::{
     JobManifestGenerator, JobManifestGeneratorFilter, JobOperation, JobReport, JobReportFormat,
-    JobReportScope, JobStatus, ReplicationStatus, S3JobManifestGenerator, S3ManifestOutputLocation,
-    S3ReplicateObjectOperation,
+    JobReportScope, JobStatus, KeyNameConstraint, ReplicationStatus, S3JobManifestGenerator,
+    S3ManifestOutputLocation, S3ReplicateObjectOperation,
 };
 use serde_json::{Value, json};
 
@@ -85,12 +85,14 @@ impl BatchReplication {
         )
     }
 
-    /// 1-64 characters, the same for the same run and step: a retried or resumed apply gets
-    /// the job it made, never a second one (S3 answers a repeated token with the same job).
-    fn token(&self, cx: &Cx) -> String {
+    /// 1-64 characters, the same for the same run, step and number of this migration's jobs
+    /// that ended: a retried or resumed apply gets the job it made, never a second one (S3
+    /// answers a repeated token with the same job), and a job that ended without success
+    /// (Failed, Cancelled, or failed tasks) is replaced by a new one, even in the same run.
+    fn token(&self, cx: &Cx, ended: usize) -> String {
         use sha2::Digest;
         let material = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}|{ended}",
             cx.plan,
             cx.run_id.get().map(String::as_str).unwrap_or(""),
             self.base.id_text,
@@ -156,6 +158,21 @@ impl BatchReplication {
         }
         jobs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         Ok(jobs)
+    }
+
+    /// The inline backfill step of the same migration (`<owner>/backfill/copy`).
+    fn inline_step(&self) -> Option<crate::ids::StepId> {
+        let id: crate::ids::StepId = self.base.id_text.parse().ok()?;
+        Some(crate::ids::StepId::new(id.owner, "backfill", "copy"))
+    }
+
+    /// This step's output from an earlier run, if its job succeeded.
+    fn earlier_success(&self, cx: &Cx) -> Option<BatchJobOutput> {
+        let id: crate::ids::StepId = self.base.id_text.parse().ok()?;
+        match cx.earlier_output(&id)? {
+            StepOutput::BatchJob(j) if j.failed == 0 => Some(j.clone()),
+            _ => None,
+        }
     }
 
     fn role(&self, cx: &Cx) -> String {
@@ -233,8 +250,31 @@ impl Step<Cx> for BatchReplication {
                 id: j.id.clone(),
             }));
         }
+        // The backfill was done inline by an earlier run (the bucket was smaller then): the
+        // rule has replicated every object written since, and a job over status NONE would
+        // replicate again every object that run copied.
+        if jobs.is_empty()
+            && let Some(StepOutput::Backfill(b)) = self
+                .inline_step()
+                .and_then(|id| cx.ctx().earlier_output(&id))
+        {
+            return Ok(Observation::Done(StepOutput::BatchJob(BatchJobOutput {
+                job_id: String::new(),
+                tasks: 0,
+                succeeded: b.copied + b.present,
+                failed: 0,
+                report: "(backfilled inline by an earlier run)".into(),
+            })));
+        }
         let mut diff = Vec::new();
+        let ended = jobs.len();
         match jobs.first() {
+            // S3 forgets jobs 90 days after they end: what this step journaled when its job
+            // succeeded still says the backfill was done.
+            None if self.earlier_success(cx.ctx()).is_some() => {
+                let out = self.earlier_success(cx.ctx()).expect("just seen");
+                return Ok(Observation::Done(StepOutput::BatchJob(out)));
+            }
             Some(j) if j.status == JobStatus::Complete && j.failed == 0 => {
                 return Ok(Observation::Done(StepOutput::BatchJob(BatchJobOutput {
                     job_id: j.id.clone(),
@@ -244,7 +284,7 @@ impl Step<Cx> for BatchReplication {
                     report: format!("{}/job-{}/", self.report_url(), j.id),
                 })));
             }
-            Some(j) if j.status == JobStatus::Complete && !self.spec.redrive_failed => {
+            Some(j) if j.failed > 0 && !self.spec.redrive_failed => {
                 diff.push(format!(
                     "! job {} left {} of {} objects FAILED: fix the cause, then set `redrive_failed: true` to replicate them again",
                     j.id, j.failed, j.total
@@ -278,7 +318,7 @@ impl Step<Cx> for BatchReplication {
         Ok(Observation::Todo(change(
             Action::Create,
             diff,
-            Todo::Nothing,
+            Todo::BatchJob { ended },
         )))
     }
 
@@ -287,32 +327,40 @@ impl Step<Cx> for BatchReplication {
     }
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
-        if let Todo::Failed { code, message } = change.todo {
-            return Err(StepError::permanent(code, message));
-        }
+        let ended = match change.todo {
+            Todo::Failed { code, message } => return Err(StepError::permanent(code, message)),
+            Todo::BatchJob { ended } => ended,
+            _ => 0,
+        };
         let c = cx.ctx();
         let account_id = self.account_id(c).to_string();
         let report = &self.spec.report;
+        // ManifestPrefix is 1-512 characters when given.
+        let output = S3ManifestOutputLocation::builder()
+            .bucket(format!("arn:aws:s3:::{}", report.bucket))
+            .set_manifest_prefix((!report.prefix.is_empty()).then(|| report.prefix.clone()))
+            .manifest_format(
+                aws_sdk_s3control::types::GeneratedManifestFormat::S3InventoryReportCsv20211130,
+            )
+            .build()
+            .expect("bucket and format set");
+        let mut filter = JobManifestGeneratorFilter::builder()
+            .eligible_for_replication(true)
+            .set_object_replication_statuses(Some(self.statuses()));
+        // A generated manifest follows every rule of the bucket: only this rule's objects.
+        if !self.spec.prefix.is_empty() {
+            filter = filter.key_name_constraint(
+                KeyNameConstraint::builder()
+                    .match_any_prefix(&self.spec.prefix)
+                    .build(),
+            );
+        }
         let generator = S3JobManifestGenerator::builder()
             .expected_bucket_owner(&account_id)
             .source_bucket(format!("arn:aws:s3:::{}", self.spec.source_bucket))
             .enable_manifest_output(true)
-            .manifest_output_location(
-                S3ManifestOutputLocation::builder()
-                    .bucket(format!("arn:aws:s3:::{}", report.bucket))
-                    .manifest_prefix(&report.prefix)
-                    .manifest_format(
-                        aws_sdk_s3control::types::GeneratedManifestFormat::S3InventoryReportCsv20211130,
-                    )
-                    .build()
-                    .expect("bucket and format set"),
-            )
-            .filter(
-                JobManifestGeneratorFilter::builder()
-                    .eligible_for_replication(true)
-                    .set_object_replication_statuses(Some(self.statuses()))
-                    .build(),
-            )
+            .manifest_output_location(output)
+            .filter(filter.build())
             .build()
             .expect("bucket and output set");
         let mut job_report = JobReport::builder()
@@ -337,19 +385,14 @@ impl Step<Cx> for BatchReplication {
             )
             .manifest_generator(JobManifestGenerator::S3JobManifestGenerator(generator))
             .report(job_report.build())
-            .client_request_token(self.token(c))
+            .client_request_token(self.token(c, ended))
             .description(self.description(c))
             .priority(10)
             .role_arn(self.role(c))
             .send()
             .await
             // A batch role made seconds ago may not be assumable yet.
-            .map_err(|e| {
-                failed(
-                    control_error("CreateJob")(e),
-                    &["InvalidRequest", "AccessDenied"],
-                )
-            })?;
+            .map_err(|e| failed(control_error("CreateJob")(e), &["AccessDenied"]))?;
         let id = out.job_id().unwrap_or_default().to_string();
         if id.is_empty() {
             return Err(StepError::permanent(
@@ -472,10 +515,14 @@ impl Poller<Cx> for JobPoller {
                     }
                     _ => String::new(),
                 };
-                let mut message = format!(
-                    "S3 Batch Replication job {id} ended {}: {failed_tasks} of {total} objects failed to replicate",
-                    status.as_str()
-                );
+                let mut message = if failed_tasks > 0 || total > 0 {
+                    format!(
+                        "S3 Batch Replication job {id} ended {}: {failed_tasks} of {total} objects failed to replicate",
+                        status.as_str()
+                    )
+                } else {
+                    format!("S3 Batch Replication job {id} ended {}", status.as_str())
+                };
                 if !reasons.is_empty() {
                     message.push_str(&format!(" ({})", reasons.join("; ")));
                 }
@@ -485,10 +532,13 @@ impl Poller<Cx> for JobPoller {
                 if !report_url.is_empty() {
                     message.push_str(&format!("; completion report: {report_url}"));
                 }
+                let hint = if failed_tasks > 0 {
+                    "fix the cause (the replication role's kms:Encrypt on the replica key, kms:Decrypt on the source key, or the destination bucket policy), then set `redrive_failed: true` and apply again: only the FAILED objects are replicated again"
+                } else {
+                    "no object failed: the job itself did (see the reasons). Check the Batch Operations role (its trust of batchoperations.s3.amazonaws.com, s3:InitiateReplication on the source, s3:PutObject under the report location) and that the report bucket exists in the source region, then `ferry resume`: a new job replaces this one"
+                };
                 PollAnswer::Failed(
-                    StepError::permanent("ReplicationFailed", message).with_hint(
-                        "fix the cause (the replication role's kms:Encrypt on the replica key, kms:Decrypt on the source key, or the destination bucket policy), then set `redrive_failed: true` and apply again: only the FAILED objects are replicated again",
-                    ),
+                    StepError::permanent("ReplicationFailed", message).with_hint(hint),
                 )
             };
             answers.push((id.clone(), answer));

@@ -400,6 +400,9 @@ pub enum Todo {
     Policy { before: Value },
     /// A grant to revoke.
     Grant { id: Option<String> },
+    /// A batch job to create, after `ended` jobs of the migration ended without success (its
+    /// client token counts them).
+    BatchJob { ended: usize },
     /// The step cannot succeed as things are (the user must act first): `apply` fails with
     /// this error and changes nothing.
     Failed { code: String, message: String },

@@ -60,7 +60,10 @@ fn s3_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError
 
 /// What one multipart copy needs.
 pub struct PartCopy {
+    /// The destination's client (the upload).
     pub client: aws_sdk_s3::Client,
+    /// The same account's client in the source region (the source's metadata and tags).
+    pub src_client: aws_sdk_s3::Client,
     pub limits: Arc<Limits>,
     /// The token buckets each call draws on (per prefix, KMS in both regions).
     pub tokens: Vec<BucketKey>,
@@ -137,7 +140,7 @@ impl PartCopy {
     pub async fn run(&self) -> Result<(), StepError> {
         let head = self
             .call("HeadObject", || async {
-                self.client
+                self.src_client
                     .head_object()
                     .bucket(&self.src_bucket)
                     .key(&self.key)
@@ -158,7 +161,7 @@ impl PartCopy {
             })?;
         let tags = self
             .call("GetObjectTagging", || async {
-                self.client
+                self.src_client
                     .get_object_tagging()
                     .bucket(&self.src_bucket)
                     .key(&self.key)
@@ -168,7 +171,14 @@ impl PartCopy {
                     .map_err(|e| failed(s3_error("GetObjectTagging")(e), &[]))
             })
             .await?;
-        self.abort_left_over().await?;
+        self.abort_left_over(None).await?;
+        // The parts cover the object HeadObject saw, and each must still be that object (an
+        // overwrite meanwhile fails the copy instead of mixing two objects).
+        let size = head
+            .content_length()
+            .map(|n| n.max(0) as u64)
+            .unwrap_or(self.size);
+        let etag = head.e_tag().map(str::to_string);
         let algorithm = algorithm_of(&head);
         let tagging = tagging_header(tags.tag_set());
         let created = self
@@ -207,7 +217,9 @@ impl PartCopy {
                 "CreateMultipartUpload returned no upload id",
             ));
         };
-        let done = self.parts_and_complete(&upload, algorithm.as_ref()).await;
+        let done = self
+            .parts_and_complete(&upload, algorithm.as_ref(), size, etag.as_deref())
+            .await;
         if done.is_err() {
             // Never left to bill.
             let _ = self
@@ -219,6 +231,8 @@ impl PartCopy {
                 .send()
                 .await;
         }
+        // An upload a lost CreateMultipartUpload answer made, which no one else knows of.
+        let _ = self.abort_left_over(Some(&upload)).await;
         done
     }
 
@@ -226,9 +240,11 @@ impl PartCopy {
         &self,
         upload: &str,
         algorithm: Option<&ChecksumAlgorithm>,
+        size: u64,
+        etag: Option<&str>,
     ) -> Result<(), StepError> {
         use futures::StreamExt;
-        let parts: Vec<Result<CompletedPart, StepError>> = futures::stream::iter(ranges(self.size))
+        let parts: Vec<Result<CompletedPart, StepError>> = futures::stream::iter(ranges(size))
             .map(|(n, first, last)| async move {
                 let out = self
                     .call("UploadPartCopy", || async {
@@ -240,6 +256,7 @@ impl PartCopy {
                             .part_number(n)
                             .copy_source(&self.copy_source)
                             .copy_source_range(format!("bytes={first}-{last}"))
+                            .set_copy_source_if_match(etag.map(str::to_string))
                             .send()
                             .await
                             .map_err(|e| failed(s3_error("UploadPartCopy")(e), &[]))
@@ -295,7 +312,7 @@ impl PartCopy {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = failed(s3_error("CompleteMultipartUpload")(e), &[]);
-                if matches!(e.class, ErrorClass::Transient) && self.completed(upload).await {
+                if matches!(e.class, ErrorClass::Transient) && self.completed(upload, size).await {
                     return Ok(());
                 }
                 Err(e)
@@ -305,7 +322,7 @@ impl PartCopy {
 
     /// Whether an unanswered completion took effect: the upload is gone from the bucket's
     /// uploads and an object of the full size is there.
-    async fn completed(&self, upload: &str) -> bool {
+    async fn completed(&self, upload: &str, size: u64) -> bool {
         let listed = self
             .client
             .list_multipart_uploads()
@@ -325,12 +342,13 @@ impl PartCopy {
             .key(&self.key)
             .send()
             .await
-            .is_ok_and(|h| h.content_length().unwrap_or(-1) as u64 == self.size)
+            .is_ok_and(|h| h.content_length().unwrap_or(-1) as u64 == size)
     }
 
-    /// Uploads to this very key that an earlier, killed attempt left open: aborted (the copy
-    /// about to run replaces that key anyway).
-    async fn abort_left_over(&self) -> Result<(), StepError> {
+    /// Uploads to this very key other than `ours`, which an earlier, killed attempt (or a
+    /// CreateMultipartUpload whose answer was lost) left open: aborted (the copy replaces that
+    /// key anyway).
+    async fn abort_left_over(&self, ours: Option<&str>) -> Result<(), StepError> {
         let listed = self
             .call("ListMultipartUploads", || async {
                 self.client
@@ -347,6 +365,9 @@ impl PartCopy {
                 continue;
             }
             let Some(id) = u.upload_id() else { continue };
+            if Some(id) == ours {
+                continue;
+            }
             let _ = self
                 .client
                 .abort_multipart_upload()

@@ -297,14 +297,18 @@ fn needs(
                 _ => ("*".into(), "*".into()),
             };
             vec![
-                // Batch Operations jobs are in the account and region, not a bucket.
+                // CreateJob and ListJobs take no resource (Service Authorization Reference,
+                // Amazon S3); DescribeJob takes the job.
+                need(&["s3:CreateJob", "s3:ListJobs"], any()),
                 need(
-                    &["s3:CreateJob", "s3:DescribeJob", "s3:ListJobs"],
+                    &["s3:DescribeJob"],
                     vec![format!("arn:aws:s3:{region}:{account}:job/*")],
                 ),
                 need(&["iam:PassRole"], vec![role]),
                 // The completion report, read when the job ends.
                 need(&["s3:GetObject"], vec![report]),
+                // The resolve stage's sample of the source, for the estimate.
+                need(&["s3:ListBucketVersions"], vec![bucket_arn(step)]),
             ]
         }
         StepKind::VerifyReplication => {
@@ -331,6 +335,11 @@ fn needs(
                     vec![format!("{src}/*")],
                 ),
                 need(&["s3:ListBucketVersions"], vec![src]),
+                // The canary is written under the source bucket's default key.
+                need(
+                    &["kms:GenerateDataKey", "kms:Decrypt"],
+                    vec![format!("arn:aws:kms:*:{account}:key/*")],
+                ),
                 // Explaining a failure: the role's policies and the replica key's.
                 need(
                     &[
@@ -352,8 +361,12 @@ fn needs(
                     "s3:GetObjectVersion",
                     "s3:DeleteObject",
                     "s3:DeleteObjectVersion",
+                    "s3:ListBucketVersions",
                 ],
-                vec![format!("arn:aws:s3:::{dst}/*")],
+                vec![
+                    format!("arn:aws:s3:::{dst}/*"),
+                    format!("arn:aws:s3:::{dst}"),
+                ],
             );
             // The replica is read and deleted as the destination account; the same account
             // here.
@@ -391,6 +404,8 @@ fn bucket_arn(step: &PlannedStep) -> String {
         StepSpec::AllowReplicationRole(b) => b.bucket.as_str(),
         StepSpec::PutReplication(b) => b.bucket.as_str(),
         StepSpec::Backfill(b) => b.source_bucket.as_str(),
+        StepSpec::BatchReplication(b) => b.source_bucket.as_str(),
+        StepSpec::VerifyReplication(v) => v.source_bucket.as_str(),
         _ => "*",
     };
     format!("arn:aws:s3:::{bucket}")

@@ -1133,7 +1133,11 @@ impl Skipped {
 
 /// Everything one copy needs, shared by the copy tasks.
 struct Copier {
+    /// The destination account's client in the destination region (the copies).
     client: aws_sdk_s3::Client,
+    /// The destination account's client in the source region: reads of the source (S3 does
+    /// not answer a bucket's requests from another region's endpoint).
+    src_client: aws_sdk_s3::Client,
     limits: Arc<Limits>,
     src_bucket: String,
     dst_bucket: String,
@@ -1195,6 +1199,7 @@ impl Copier {
     async fn copy_in_parts(&self, o: &Object) -> Result<(), StepError> {
         super::multipart::PartCopy {
             client: self.client.clone(),
+            src_client: self.src_client.clone(),
             limits: self.limits.clone(),
             tokens: self.tokens(o),
             src_bucket: self.src_bucket.clone(),
@@ -1285,16 +1290,15 @@ impl Copier {
     }
 }
 
-/// `x-amz-copy-source`: the bucket, the encoded key and the listed version.
+/// `x-amz-copy-source`: the bucket, the encoded key and the listed version (`null` for an
+/// object written before versioning: it has that version id, and naming it keeps a copy from
+/// taking a newer version written meanwhile).
 fn copy_source(bucket: &str, o: &Object) -> String {
-    match &o.version {
-        Some(v) => format!(
-            "{bucket}/{}?versionId={}",
-            encode_key(&o.key),
-            encode_key(v)
-        ),
-        None => format!("{bucket}/{}", encode_key(&o.key)),
-    }
+    format!(
+        "{bucket}/{}?versionId={}",
+        encode_key(&o.key),
+        encode_key(o.version.as_deref().unwrap_or("null"))
+    )
 }
 
 #[async_trait]
@@ -1380,6 +1384,7 @@ impl Step<Cx> for Backfill {
             .to_string();
         let copier = Arc::new(Copier {
             client: cx.ctx().aws.s3(&self.base.account, &self.base.region),
+            src_client: cx.ctx().aws.s3(&self.base.account, self.src_region()),
             limits: cx.limits().clone(),
             src_bucket: self.src_bucket().to_string(),
             dst_bucket: self.dst_bucket().to_string(),

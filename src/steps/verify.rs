@@ -465,6 +465,15 @@ impl Step<Cx> for VerifyReplication {
                 b"ferry replication canary: safe to delete\n",
             ))
             .tagging("ferry%3Acanary=true")
+            // Under the source bucket's key, as the bucket's objects are: the KMS path is what
+            // a replication role most often lacks, and a bucket policy may require the header.
+            .set_server_side_encryption(
+                self.spec
+                    .source_keys
+                    .first()
+                    .map(|_| aws_sdk_s3::types::ServerSideEncryption::AwsKms),
+            )
+            .set_ssekms_key_id(self.spec.source_keys.first().map(|k| k.to_string()))
             // Sent once: a canary whose answer was lost is swept by the next attempt, which
             // writes a new one (the walker retries the step).
             .customize()

@@ -565,3 +565,55 @@ fn batch_under(seed: u64, kill_at: Option<u64>) {
     assert_eq!(versions, N, "seed {seed}: one version per object");
     super::assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
+
+#[test]
+fn a_bucket_backfilled_inline_that_grows_past_the_limit_gets_no_batch_job() {
+    let w = World::new(json!({}));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    source_bucket(&w, &src_key, 30);
+    reports_bucket(&w);
+    let plan_file = w.write_plan(&plan(
+        "  backfill_inline_max: 40\n",
+        &format!(
+            "    role: {{ name: {ROLE} }}\n    backfill: true\n    backfill_report: s3://{REPORTS}/jobs\n"
+        ),
+    ));
+    let first = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(first.status.code(), Some(0));
+    assert!(text(&first.stdout).contains("copied 30 objects"));
+    // The bucket grows past the inline limit; the rule replicates the new objects.
+    w.rt.block_on(async {
+        let s3 = w.emu.s3(PROD, SRC);
+        for i in 0..20 {
+            s3.put_object()
+                .bucket(SOURCE)
+                .key(format!("new/{i:02}"))
+                .body(ByteStream::from_static(b"new"))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    wait_for(
+        "the new objects to replicate",
+        Duration::from_secs(30),
+        || destination_objects(&w).len() == 50,
+    );
+    w.emu.reset_counters();
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        text(&again.stdout).contains("backfilled inline by an earlier run"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(
+        jobs_created(&w),
+        0,
+        "no job replicates the copied objects again"
+    );
+    let c = w.emu.counters();
+    assert_eq!(c.requests(PROD, "s3", "CopyObject"), 0);
+    assert_eq!(destination_objects(&w).len(), 50);
+}
