@@ -617,3 +617,45 @@ fn a_bucket_backfilled_inline_that_grows_past_the_limit_gets_no_batch_job() {
     assert_eq!(c.requests(PROD, "s3", "CopyObject"), 0);
     assert_eq!(destination_objects(&w).len(), 50);
 }
+
+#[test]
+fn a_batch_job_replicates_only_the_objects_under_its_rules_prefix() {
+    const N: usize = 100;
+    // Written before any replication (the bucket's other rule, for `audit/`, exists already).
+    let w = World::new(json!({ "live_replication": false }));
+    let src_key = w.key(SRC, "alias/s3-source");
+    w.key(DST, "alias/s3-dr");
+    // Keys under `logs/`, and every 50th under `odd keys/`.
+    source_bucket(&w, &src_key, N);
+    // Objects the other rule covers: a job without ferry's prefix would take them too.
+    w.rt.block_on(async {
+        let s3 = w.emu.s3(PROD, SRC);
+        for i in 0..5 {
+            s3.put_object()
+                .bucket(SOURCE)
+                .key(format!("audit/{i}"))
+                .body(ByteStream::from_static(b"audit"))
+                // SSE-S3: the other rule does not select SSE-KMS objects.
+                .server_side_encryption(ServerSideEncryption::Aes256)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    w.emu.configure(json!({ "live_replication": true }));
+    reports_bucket(&w);
+    let plan_file = w.write_plan(&plan(
+        "",
+        &format!(
+            "    role: {{ name: {ROLE} }}\n    rule: {{ prefix: \"logs/\" }}\n    backfill: batch\n    backfill_report: s3://{REPORTS}/jobs\n"
+        ),
+    ));
+    let applied = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(applied.status.code(), Some(0));
+    let keys: Vec<String> = destination_objects(&w)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys.len(), N - N / 50, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("logs/")), "{keys:?}");
+}
