@@ -111,3 +111,43 @@ pub fn role_arn(account_id: &str, name_or_arn: &str) -> String {
         format!("arn:aws:iam::{account_id}:role/{name_or_arn}")
     }
 }
+
+/// Where a listing of object versions goes on: S3's key and version-id markers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionsFrom {
+    pub key: Option<String>,
+    pub version: Option<String>,
+}
+
+/// One page of `bucket`'s object versions under `prefix`, starting `from` (the default: the
+/// first page), and where the next page starts (`None` after the last).
+pub async fn object_versions_page(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    from: VersionsFrom,
+) -> Result<
+    (
+        aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput,
+        Option<VersionsFrom>,
+    ),
+    AwsError,
+> {
+    let out = s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(prefix)
+        .set_key_marker(from.key)
+        .set_version_id_marker(from.version)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("s3", "ListObjectVersions", e))?;
+    let next =
+        (out.is_truncated().unwrap_or(false) && out.next_key_marker().is_some()).then(|| {
+            VersionsFrom {
+                key: out.next_key_marker().map(str::to_string),
+                version: out.next_version_id_marker().map(str::to_string),
+            }
+        });
+    Ok((out, next))
+}

@@ -92,8 +92,15 @@ fn validate(paths: &[std::path::PathBuf]) -> Outcome {
 }
 
 fn compile(path: &Path) -> Result<(Plan, graph::PlanGraph), Outcome> {
+    compile_with(path, graph::compile)
+}
+
+fn compile_with(
+    path: &Path,
+    compile: fn(&Plan) -> Result<graph::PlanGraph, graph::CompileError>,
+) -> Result<(Plan, graph::PlanGraph), Outcome> {
     let plan = load(path).ok_or(Outcome::BadInput)?;
-    match graph::compile(&plan) {
+    match compile(&plan) {
         Ok(g) => Ok((plan, g)),
         Err(e) => Err(Outcome::Failed(format!(
             "internal error compiling the plan: {e}"
@@ -114,18 +121,11 @@ fn plan_offline(path: &Path, output: Output) -> Outcome {
 }
 
 fn iam_policy(path: &Path) -> Outcome {
-    let (plan, _) = match compile(path) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
     // Every path a run may take: a `backfill: true` is inline or a batch job by the bucket's
     // size, which only a run sees.
-    let g = match graph::compile_every_path(&plan) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::BadInput;
-        }
+    let (plan, g) = match compile_with(path, graph::compile_every_path) {
+        Ok(x) => x,
+        Err(o) => return o,
     };
     let policies = crate::steps::permissions::iam_policies(&plan, &g);
     println!("{}", serde_json::to_string_pretty(&policies).expect("JSON"));

@@ -209,7 +209,7 @@ impl Resolver<'_> {
             .unwrap_or_default();
         let s3 = self.aws.s3(account, region);
         let mut sample = BucketSample::default();
-        let (mut key_marker, mut version_marker) = (None, None);
+        let mut from = crate::lookup::VersionsFrom::default();
         loop {
             self.limits
                 .take(&[BucketKey::new(
@@ -217,27 +217,20 @@ impl Resolver<'_> {
                     "s3:read-per-prefix",
                 )])
                 .await;
-            let out = s3
-                .list_object_versions()
-                .bucket(&m.source.bucket.value)
-                .prefix(&prefix)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("s3", "ListObjectVersions", e))?;
+            let (out, next) =
+                crate::lookup::object_versions_page(&s3, &m.source.bucket.value, &prefix, from)
+                    .await?;
             for v in out.versions() {
                 sample.objects += 1;
                 sample.bytes += v.size().unwrap_or(0).max(0) as u64;
             }
-            key_marker = out.next_key_marker().map(str::to_string);
-            version_marker = out.next_version_id_marker().map(str::to_string);
-            if !out.is_truncated().unwrap_or(false) || key_marker.is_none() {
-                sample.complete = true;
-                break;
-            }
-            if sample.objects > enough {
-                break;
+            match next {
+                None => {
+                    sample.complete = true;
+                    break;
+                }
+                Some(_) if sample.objects > enough => break,
+                Some(n) => from = n,
             }
         }
         let batch = mode == BackfillMode::Batch || sample.objects > inline_max;

@@ -271,8 +271,7 @@ impl Step<Cx> for BatchReplication {
         match jobs.first() {
             // S3 forgets jobs 90 days after they end: what this step journaled when its job
             // succeeded still says the backfill was done.
-            None if self.earlier_success(cx.ctx()).is_some() => {
-                let out = self.earlier_success(cx.ctx()).expect("just seen");
+            None if let Some(out) = self.earlier_success(cx.ctx()) => {
                 return Ok(Observation::Done(StepOutput::BatchJob(out)));
             }
             Some(j) if j.status == JobStatus::Complete && j.failed == 0 => {

@@ -445,6 +445,13 @@ pub(crate) fn change(action: Action, diff: Vec<String>, todo: Todo) -> Change {
     Change { action, diff, todo }
 }
 
+/// The configuration of an S3 call sent once, without the SDK's retries: one that is not
+/// idempotent (a copy into a versioned bucket makes a version each time), whose caller looks
+/// at what a lost answer may have done before it calls again.
+pub(crate) fn s3_sent_once() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new().retry_config(aws_config::retry::RetryConfig::disabled())
+}
+
 /// The SDK's error for an operation whose service error is `E`.
 pub(crate) type SdkError<E> =
     aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>;

@@ -302,10 +302,7 @@ impl PartCopy {
                     .build(),
             )
             .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::new()
-                    .retry_config(aws_config::retry::RetryConfig::disabled()),
-            )
+            .config_override(super::s3_sent_once())
             .send()
             .await;
         match out {

@@ -848,16 +848,13 @@ impl Listing {
     }
 
     async fn versions_page(&mut self) -> Result<(), AwsError> {
-        let out = self
-            .client
-            .list_object_versions()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            .set_key_marker(self.token.clone())
-            .set_version_id_marker(self.version_marker.clone())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3", "ListObjectVersions", e))?;
+        let from = crate::lookup::VersionsFrom {
+            key: self.token.clone(),
+            version: self.version_marker.clone(),
+        };
+        let (out, next) =
+            crate::lookup::object_versions_page(&self.client, &self.bucket, &self.prefix, from)
+                .await?;
         // A key whose current version is a delete marker has no current version here: it is
         // deleted, and S3 replication would not copy it either.
         self.page.extend(
@@ -872,9 +869,10 @@ impl Listing {
                     version: v.version_id().filter(|v| *v != "null").map(str::to_string),
                 }),
         );
-        self.token = out.next_key_marker().map(str::to_string);
-        self.version_marker = out.next_version_id_marker().map(str::to_string);
-        self.done = !out.is_truncated().unwrap_or(false) || self.token.is_none();
+        self.done = next.is_none();
+        let next = next.unwrap_or_default();
+        self.token = next.key;
+        self.version_marker = next.version;
         Ok(())
     }
 }
@@ -1239,10 +1237,7 @@ impl Copier {
                 .bucket_key_enabled(self.bucket_key)
                 .set_storage_class(o.storage_class.as_deref().map(StorageClass::from))
                 .customize()
-                .config_override(
-                    aws_sdk_s3::config::Builder::new()
-                        .retry_config(aws_config::retry::RetryConfig::disabled()),
-                )
+                .config_override(super::s3_sent_once())
                 .send()
                 .await;
             match out {
@@ -1543,27 +1538,15 @@ pub async fn sample_status(
         .unwrap_or_default();
     let s3 = cx.aws.s3(account, &region);
     let mut keys = Vec::new();
-    let (mut marker, mut version_marker) = (None, None);
-    while keys.len() < n {
-        let out = s3
-            .list_object_versions()
-            .bucket(bucket)
-            .prefix(&prefix)
-            .set_key_marker(marker.take())
-            .set_version_id_marker(version_marker.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3", "ListObjectVersions", e))?;
+    let mut from = Some(crate::lookup::VersionsFrom::default());
+    while let Some(f) = from.take().filter(|_| keys.len() < n) {
+        let (out, next) = crate::lookup::object_versions_page(&s3, bucket, &prefix, f).await?;
+        from = next;
         for v in out.versions() {
             let key = v.key().unwrap_or_default();
             if v.is_latest() == Some(true) && !key.contains("ferry-canary/") && keys.len() < n {
                 keys.push(key.to_string());
             }
-        }
-        marker = out.next_key_marker().map(str::to_string);
-        version_marker = out.next_version_id_marker().map(str::to_string);
-        if !out.is_truncated().unwrap_or(false) || marker.is_none() {
-            break;
         }
     }
     let statuses: Vec<Result<(String, Option<String>), AwsError>> = futures::stream::iter(keys)

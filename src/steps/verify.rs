@@ -477,10 +477,7 @@ impl Step<Cx> for VerifyReplication {
             // Sent once: a canary whose answer was lost is swept by the next attempt, which
             // writes a new one (the walker retries the step).
             .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::new()
-                    .retry_config(aws_config::retry::RetryConfig::disabled()),
-            )
+            .config_override(super::s3_sent_once())
             .send()
             .await
             .map_err(|e| failed(s3_error("PutObject")(e), &[]))?;

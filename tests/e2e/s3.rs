@@ -174,6 +174,21 @@ fn copy_calls(w: &World) -> u64 {
     w.emu.counters().requests(PROD, "s3", "CopyObject")
 }
 
+/// The first page (1,000) of the destination bucket's versions and delete markers.
+pub(super) fn destination_versions(
+    w: &World,
+) -> aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput {
+    w.rt.block_on(async {
+        w.emu
+            .s3(PROD, DST)
+            .list_object_versions()
+            .bucket(DESTINATION)
+            .send()
+            .await
+            .unwrap()
+    })
+}
+
 /// Keys in the destination bucket.
 fn destination_keys(w: &World) -> Vec<String> {
     w.rt.block_on(async {
@@ -698,19 +713,10 @@ fn s3_under(seed: u64, kill_at: Option<u64>) {
     assert_eq!(keys, wanted, "seed {seed}: every object, once");
     assert_copied(&w, &dst_key, 0..N);
     // No copy was sent twice: each object has one version in the (versioned) destination.
-    let versions = w.rt.block_on(async {
-        // One page holds them all (up to 1,000).
-        let out = w
-            .emu
-            .s3(PROD, DST)
-            .list_object_versions()
-            .bucket(DESTINATION)
-            .send()
-            .await
-            .unwrap();
-        assert_ne!(out.is_truncated(), Some(true));
-        out.versions().len()
-    });
+    // One page holds them all (up to 1,000).
+    let out = destination_versions(&w);
+    assert_ne!(out.is_truncated(), Some(true));
+    let versions = out.versions().len();
     assert_eq!(versions, N, "seed {seed}: one version per object");
     let rules = rule_ids(&w);
     assert!(

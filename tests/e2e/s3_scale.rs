@@ -551,17 +551,8 @@ fn batch_under(seed: u64, kill_at: Option<u64>) {
             .all(|(_, k)| k.as_deref() == Some(dst_key.as_str())),
         "seed {seed}: under the replica key"
     );
-    let versions = w.rt.block_on(async {
-        let out = w
-            .emu
-            .s3(PROD, DST)
-            .list_object_versions()
-            .bucket(DESTINATION)
-            .send()
-            .await
-            .unwrap();
-        out.versions().len() + out.delete_markers().len()
-    });
+    let out = super::s3::destination_versions(&w);
+    let versions = out.versions().len() + out.delete_markers().len();
     assert_eq!(versions, N, "seed {seed}: one version per object");
     super::assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
