@@ -448,7 +448,7 @@ pub(crate) fn change(action: Action, diff: Vec<String>, todo: Todo) -> Change {
 /// The configuration of an S3 call sent once, without the SDK's retries: one that is not
 /// idempotent (a copy into a versioned bucket makes a version each time), whose caller looks
 /// at what a lost answer may have done before it calls again.
-pub(crate) fn s3_sent_once() -> aws_sdk_s3::config::Builder {
+pub(crate) fn sent_once_s3() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::new().retry_config(aws_config::retry::RetryConfig::disabled())
 }
 

@@ -302,7 +302,7 @@ impl PartCopy {
                     .build(),
             )
             .customize()
-            .config_override(super::s3_sent_once())
+            .config_override(super::sent_once_s3())
             .send()
             .await;
         match out {

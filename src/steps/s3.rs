@@ -1237,7 +1237,7 @@ impl Copier {
                 .bucket_key_enabled(self.bucket_key)
                 .set_storage_class(o.storage_class.as_deref().map(StorageClass::from))
                 .customize()
-                .config_override(super::s3_sent_once())
+                .config_override(super::sent_once_s3())
                 .send()
                 .await;
             match out {

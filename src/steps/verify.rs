@@ -477,7 +477,7 @@ impl Step<Cx> for VerifyReplication {
             // Sent once: a canary whose answer was lost is swept by the next attempt, which
             // writes a new one (the walker retries the step).
             .customize()
-            .config_override(super::s3_sent_once())
+            .config_override(super::sent_once_s3())
             .send()
             .await
             .map_err(|e| failed(s3_error("PutObject")(e), &[]))?;
