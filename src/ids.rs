@@ -108,6 +108,36 @@ impl KeyArn {
     }
 }
 
+/// RDS DB snapshots or Aurora DB cluster snapshots: the same calls with other names and quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DbKind {
+    Instance,
+    Cluster,
+}
+
+impl DbKind {
+    /// The ARN resource type (`arn:aws:rds:REGION:ACCOUNT:<this>:NAME`).
+    pub fn arn_type(self) -> &'static str {
+        match self {
+            DbKind::Instance => "snapshot",
+            DbKind::Cluster => "cluster-snapshot",
+        }
+    }
+    /// Longest identifier AWS accepts (CopyDBSnapshot 255, CopyDBClusterSnapshot 63).
+    pub fn max_identifier(self) -> usize {
+        match self {
+            DbKind::Instance => 255,
+            DbKind::Cluster => 63,
+        }
+    }
+    pub fn noun(self) -> &'static str {
+        match self {
+            DbKind::Instance => "DB snapshot",
+            DbKind::Cluster => "DB cluster snapshot",
+        }
+    }
+}
+
 /// The plan element a step belongs to: a key of `keys:` or a migration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
@@ -194,9 +224,69 @@ impl<'de> Deserialize<'de> for StepId {
     }
 }
 
+/// The identifier ferry gives its copy of `source`: `ferry-<plan>-<source>[-<suffix>]` in RDS's
+/// alphabet (letters, digits, single hyphens, a letter first, no trailing hyphen), lowercased
+/// as RDS stores it, and cut to `max` characters with a hash of the whole so that long names
+/// stay distinct. Deterministic: it is how a repeat, a resume or a lost answer finds the copy.
+pub fn db_copy_identifier(plan: &str, source: &str, suffix: Option<&str>, max: usize) -> String {
+    let mut raw = format!("ferry-{plan}-{source}");
+    if let Some(s) = suffix {
+        raw.push('-');
+        raw.push_str(s);
+    }
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+    }
+    let out = out.trim_end_matches('-').to_string();
+    if out.len() <= max {
+        return out;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(raw.as_bytes())[..4]);
+    let keep = &out[..max - hash.len() - 1];
+    format!("{}-{hash}", keep.trim_end_matches('-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn db_copy_identifiers_follow_rds_rules() {
+        assert_eq!(
+            db_copy_identifier("dr", "orders-2026-11-30", None, 255),
+            "ferry-dr-orders-2026-11-30"
+        );
+        assert_eq!(
+            db_copy_identifier(
+                "Nightly_DR",
+                "rds:orders-db-2026-11-30-03-00",
+                Some("shared"),
+                255
+            ),
+            "ferry-nightly-dr-rds-orders-db-2026-11-30-03-00-shared"
+        );
+        let long = "a".repeat(80);
+        let a = db_copy_identifier("dr", &long, None, 63);
+        let b = db_copy_identifier("dr", &format!("{long}b"), None, 63);
+        assert_eq!(a.len(), 63);
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert!(id.starts_with(|c: char| c.is_ascii_lowercase()), "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            );
+            assert!(!id.contains("--") && !id.ends_with('-'), "{id}");
+        }
+        assert!(!db_copy_identifier("x-", "-y-", None, 255).contains("--"));
+    }
 
     #[test]
     fn step_ids_round_trip() {

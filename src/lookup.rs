@@ -151,3 +151,238 @@ pub async fn object_versions_page(
         });
     Ok((out, next))
 }
+
+/// An RDS DB snapshot or Aurora DB cluster snapshot, as ferry reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DbSnapshotFacts {
+    pub id: String,
+    pub arn: String,
+    /// `available`, `creating`, `copying`, `failed`, …
+    pub status: String,
+    pub percent: Option<i32>,
+    /// `manual`, `automated`, `shared`, …
+    pub snapshot_type: String,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+    pub engine: String,
+    /// The instance or cluster it is a snapshot of.
+    pub of: String,
+    pub created_ms: Option<i64>,
+    pub size_gib: i32,
+    pub option_group: Option<String>,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl DbSnapshotFacts {
+    pub fn automated(&self) -> bool {
+        self.snapshot_type == "automated"
+    }
+    pub fn available(&self) -> bool {
+        self.status == "available"
+    }
+
+    fn of_db(s: &aws_sdk_rds::types::DbSnapshot) -> Self {
+        DbSnapshotFacts {
+            id: s.db_snapshot_identifier().unwrap_or_default().to_string(),
+            arn: s.db_snapshot_arn().unwrap_or_default().to_string(),
+            status: s.status().unwrap_or_default().to_string(),
+            percent: s.percent_progress(),
+            snapshot_type: s.snapshot_type().unwrap_or_default().to_string(),
+            encrypted: s.encrypted().unwrap_or(false),
+            kms_key_id: s.kms_key_id().map(str::to_string),
+            engine: s.engine().unwrap_or_default().to_string(),
+            of: s.db_instance_identifier().unwrap_or_default().to_string(),
+            created_ms: s.snapshot_create_time().and_then(|t| t.to_millis().ok()),
+            size_gib: s.allocated_storage().unwrap_or(0),
+            option_group: s.option_group_name().map(str::to_string),
+            tags: rds_tags(s.tag_list()),
+        }
+    }
+
+    fn of_cluster(s: &aws_sdk_rds::types::DbClusterSnapshot) -> Self {
+        DbSnapshotFacts {
+            id: s
+                .db_cluster_snapshot_identifier()
+                .unwrap_or_default()
+                .to_string(),
+            arn: s.db_cluster_snapshot_arn().unwrap_or_default().to_string(),
+            status: s.status().unwrap_or_default().to_string(),
+            percent: s.percent_progress(),
+            snapshot_type: s.snapshot_type().unwrap_or_default().to_string(),
+            encrypted: s.storage_encrypted().unwrap_or(false),
+            kms_key_id: s.kms_key_id().map(str::to_string),
+            engine: s.engine().unwrap_or_default().to_string(),
+            of: s.db_cluster_identifier().unwrap_or_default().to_string(),
+            created_ms: s.snapshot_create_time().and_then(|t| t.to_millis().ok()),
+            size_gib: s.allocated_storage().unwrap_or(0),
+            option_group: None,
+            tags: rds_tags(s.tag_list()),
+        }
+    }
+}
+
+pub fn rds_tags(tags: &[aws_sdk_rds::types::Tag]) -> std::collections::BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Which RDS snapshots to read.
+#[derive(Debug, Clone, Copy)]
+pub enum DbQuery<'a> {
+    /// One, by identifier or ARN (another account's shared snapshot by its ARN).
+    One(&'a str),
+    /// Several of the account's own, by identifier (one filtered call per 100).
+    Ids(&'a [String]),
+    /// Every snapshot of this instance (or cluster), manual and automated.
+    Of(&'a str),
+    /// Every manual snapshot of the account and region.
+    Manual,
+}
+
+/// Values per RDS `Filters` entry ferry sends at once.
+pub const RDS_FILTER_VALUES: usize = 100;
+
+/// Reads RDS snapshots, every page, each after a token of the describe call's bucket. A `One`
+/// that does not exist is an empty answer, not an error.
+pub async fn db_snapshots(
+    aws: &Aws,
+    limits: &Limits,
+    account: &str,
+    region: &str,
+    kind: crate::ids::DbKind,
+    query: DbQuery<'_>,
+) -> Result<Vec<DbSnapshotFacts>, AwsError> {
+    use crate::ids::DbKind;
+    let client = aws.rds(account, region);
+    let chunks: Vec<Vec<String>> = match query {
+        DbQuery::Ids(ids) => ids.chunks(RDS_FILTER_VALUES).map(|c| c.to_vec()).collect(),
+        _ => vec![Vec::new()],
+    };
+    let mut all = Vec::new();
+    for chunk in chunks {
+        if matches!(query, DbQuery::Ids(_)) && chunk.is_empty() {
+            continue;
+        }
+        let mut marker: Option<String> = None;
+        loop {
+            let (op, api) = match kind {
+                DbKind::Instance => ("DescribeDBSnapshots", "rds:DescribeDBSnapshots"),
+                DbKind::Cluster => (
+                    "DescribeDBClusterSnapshots",
+                    "rds:DescribeDBClusterSnapshots",
+                ),
+            };
+            limits.take(&[bucket(account, region, api)]).await;
+            let (page, next) = match kind {
+                DbKind::Instance => {
+                    let mut req = client.describe_db_snapshots().set_marker(marker.clone());
+                    req = match query {
+                        DbQuery::One(id) => req
+                            .db_snapshot_identifier(id)
+                            .include_shared(id.starts_with("arn:")),
+                        DbQuery::Ids(_) => req.filters(
+                            aws_sdk_rds::types::Filter::builder()
+                                .name("db-snapshot-id")
+                                .set_values(Some(chunk.clone()))
+                                .build(),
+                        ),
+                        DbQuery::Of(i) => req.db_instance_identifier(i),
+                        DbQuery::Manual => req.snapshot_type("manual"),
+                    };
+                    match req.send().await {
+                        Ok(out) => (
+                            out.db_snapshots()
+                                .iter()
+                                .map(DbSnapshotFacts::of_db)
+                                .collect::<Vec<_>>(),
+                            out.marker().map(str::to_string),
+                        ),
+                        Err(e) => {
+                            let e = AwsError::from_sdk("rds", op, e);
+                            if matches!(query, DbQuery::One(_)) && e.is_not_found() {
+                                return Ok(Vec::new());
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                DbKind::Cluster => {
+                    let mut req = client
+                        .describe_db_cluster_snapshots()
+                        .set_marker(marker.clone());
+                    req = match query {
+                        DbQuery::One(id) => req
+                            .db_cluster_snapshot_identifier(id)
+                            .include_shared(id.starts_with("arn:")),
+                        DbQuery::Ids(_) => req.filters(
+                            aws_sdk_rds::types::Filter::builder()
+                                .name("db-cluster-snapshot-id")
+                                .set_values(Some(chunk.clone()))
+                                .build(),
+                        ),
+                        DbQuery::Of(c) => req.db_cluster_identifier(c),
+                        DbQuery::Manual => req.snapshot_type("manual"),
+                    };
+                    match req.send().await {
+                        Ok(out) => (
+                            out.db_cluster_snapshots()
+                                .iter()
+                                .map(DbSnapshotFacts::of_cluster)
+                                .collect::<Vec<_>>(),
+                            out.marker().map(str::to_string),
+                        ),
+                        Err(e) => {
+                            let e = AwsError::from_sdk("rds", op, e);
+                            if matches!(query, DbQuery::One(_)) && e.is_not_found() {
+                                return Ok(Vec::new());
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            all.extend(page);
+            match next.filter(|m| !m.is_empty()) {
+                Some(m) => marker = Some(m),
+                None => break,
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The account's quota of manual snapshots of `kind` in the region, and how many it has, as
+/// RDS reports them (DescribeAccountAttributes: `ManualSnapshots`, `ManualClusterSnapshots`).
+pub async fn manual_snapshot_quota(
+    aws: &Aws,
+    limits: &Limits,
+    account: &str,
+    region: &str,
+    kind: crate::ids::DbKind,
+) -> Result<Option<(i64, i64)>, AwsError> {
+    let name = match kind {
+        crate::ids::DbKind::Instance => "ManualSnapshots",
+        crate::ids::DbKind::Cluster => "ManualClusterSnapshots",
+    };
+    limits
+        .take(&[bucket(account, region, "rds:DescribeAccountAttributes")])
+        .await;
+    let out = aws
+        .rds(account, region)
+        .describe_account_attributes()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("rds", "DescribeAccountAttributes", e))?;
+    Ok(out
+        .account_quotas()
+        .iter()
+        .find(|q| q.account_quota_name() == Some(name))
+        .and_then(|q| Some((q.used()?, q.max()?))))
+}

@@ -196,8 +196,91 @@ pub const DEFAULTS: &[(&str, Quota)] = &[
             per_second: 5500.0,
         },
     ),
+    // RDS publishes no per-action request rates: these assume EC2's (burst, refill) for the
+    // same kinds of call, well under what RDS answers in practice.
+    (
+        "rds:CopyDBSnapshot",
+        Quota::Rate {
+            burst: 50,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "rds:CopyDBClusterSnapshot",
+        Quota::Rate {
+            burst: 50,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "rds:DeleteDBSnapshot",
+        Quota::Rate {
+            burst: 50,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "rds:DeleteDBClusterSnapshot",
+        Quota::Rate {
+            burst: 50,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "rds:ModifyDBSnapshotAttribute",
+        Quota::Rate {
+            burst: 100,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "rds:ModifyDBClusterSnapshotAttribute",
+        Quota::Rate {
+            burst: 100,
+            per_second: 5.0,
+        },
+    ),
+    (
+        "rds:DescribeDBSnapshots",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
+        "rds:DescribeDBClusterSnapshots",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
+        "rds:DescribeDBSnapshotAttributes",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
+        "rds:DescribeDBClusterSnapshotAttributes",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
+        "rds:DescribeAccountAttributes",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
     ("ec2:snapshot-copies-in-flight", Quota::InFlight(20)),
     ("ec2:image-copies-in-flight", Quota::InFlight(300)),
+    // RDS: 20 DB snapshot copies in progress per destination region and account; Aurora: 5
+    // cluster snapshot copies (aws-facts-next.md §1).
+    ("rds:snapshot-copies-in-flight", Quota::InFlight(20)),
+    ("rds:cluster-snapshot-copies-in-flight", Quota::InFlight(5)),
 ];
 
 pub fn default_for(name: &str) -> Option<Quota> {

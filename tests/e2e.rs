@@ -6,6 +6,8 @@ mod common;
 mod cross_account;
 #[path = "e2e/iam_policy.rs"]
 mod iam_policy;
+#[path = "e2e/rds.rs"]
+mod rds;
 #[path = "e2e/state.rs"]
 mod state;
 

@@ -2507,6 +2507,26 @@ async fn seed_demo_builds_the_demo_world() {
         world["role"]["arn"].as_str(),
         Some(role.role().unwrap().arn())
     );
+
+    let rds = emu.rds(prod, SRC);
+    let snap = world["rds"]["snapshots"][0]["id"].as_str().unwrap();
+    let found = rds
+        .describe_db_snapshots()
+        .db_snapshot_identifier(snap)
+        .send()
+        .await
+        .unwrap();
+    let s = &found.db_snapshots()[0];
+    assert_eq!(
+        s.kms_key_id(),
+        Some(key_arn),
+        "the demo's RDS snapshot is under its key"
+    );
+    assert!(
+        s.tag_list()
+            .iter()
+            .any(|t| t.key() == Some("Backup") && t.value() == Some("nightly"))
+    );
 }
 
 /// IAM returns policy documents URL-encoded.
@@ -2531,4 +2551,195 @@ fn urlencoding_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+// --- RDS (additions/rds_snapshots.py) ----------------------------------------------------------
+
+const RDS_A: &str = "131313131313";
+const RDS_B: &str = "141414141414";
+
+/// An encrypted instance in A (under `key`, or `aws/rds`) and a manual snapshot of it.
+async fn rds_snapshot(emu: &Emulator, instance: &str, key: Option<&str>) -> String {
+    let rds = emu.rds(RDS_A, SRC);
+    let mut req = rds
+        .create_db_instance()
+        .db_instance_identifier(instance)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("admin")
+        .master_user_password("not-a-secret-1")
+        .storage_encrypted(true);
+    if let Some(k) = key {
+        req = req.kms_key_id(k);
+    }
+    req.send().await.unwrap();
+    let id = format!("{instance}-manual");
+    rds.create_db_snapshot()
+        .db_instance_identifier(instance)
+        .db_snapshot_identifier(&id)
+        .send()
+        .await
+        .unwrap();
+    id
+}
+
+fn rds_code<E: ProvideErrorMetadata>(e: &aws_sdk_rds::error::SdkError<E>) -> String {
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or("none")
+        .to_string()
+}
+
+#[tokio::test]
+async fn rds_shared_snapshots_are_seen_and_copied_by_the_other_account_only_with_key_access() {
+    let emu = Emulator::start_with(json!({ "rds_copy_seconds": 30.0 }));
+    let kms = emu.kms(RDS_A, SRC);
+    let key = kms.create_key().send().await.unwrap();
+    let key = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let snap = rds_snapshot(&emu, "orders", Some(&key)).await;
+    let arn = format!("arn:aws:rds:{SRC}:{RDS_A}:snapshot:{snap}");
+    let b = emu.rds(RDS_B, SRC);
+    let b_key = emu.kms(RDS_B, SRC).create_key().send().await.unwrap();
+    let b_key = b_key.key_metadata().unwrap().arn().unwrap().to_string();
+
+    // Not shared: B does not see it.
+    let e = b
+        .describe_db_snapshots()
+        .db_snapshot_identifier(&arn)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(rds_code(&e), "DBSnapshotNotFound");
+    emu.rds(RDS_A, SRC)
+        .modify_db_snapshot_attribute()
+        .db_snapshot_identifier(&snap)
+        .attribute_name("restore")
+        .values_to_add(RDS_B)
+        .send()
+        .await
+        .unwrap();
+    let seen = b
+        .describe_db_snapshots()
+        .db_snapshot_identifier(&arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.db_snapshots()[0].db_snapshot_arn(), Some(arn.as_str()));
+
+    // Shared, but A's key does not let B use it: the copy is refused at once.
+    let copy = |target: &'static str| {
+        b.copy_db_snapshot()
+            .source_db_snapshot_identifier(&arn)
+            .target_db_snapshot_identifier(target)
+            .kms_key_id(&b_key)
+            .send()
+    };
+    let e = copy("theirs-1").await.unwrap_err();
+    assert_eq!(rds_code(&e), "KMSKeyNotAccessibleFault");
+    // With a statement for B on A's key, it is made, pending with its progress.
+    let mut policy: serde_json::Value = serde_json::from_str(
+        kms.get_key_policy()
+            .key_id(&key)
+            .policy_name("default")
+            .send()
+            .await
+            .unwrap()
+            .policy()
+            .unwrap(),
+    )
+    .unwrap();
+    policy["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(copy_statement(json!(RDS_B)));
+    kms.put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let made = copy("theirs-1").await.unwrap();
+    let made = made.db_snapshot().unwrap();
+    assert_eq!(made.status(), Some("copying"));
+    assert_eq!(made.kms_key_id(), Some(b_key.as_str()));
+    // The name is the idempotency key.
+    let e = copy("theirs-1").await.unwrap_err();
+    assert_eq!(rds_code(&e), "DBSnapshotAlreadyExists");
+    assert_eq!(emu.counters().copy_totals.db_snapshots, 1);
+    // Another region than the shared snapshot's: refused.
+    let e = emu
+        .rds(RDS_B, DST)
+        .copy_db_snapshot()
+        .source_db_snapshot_identifier(&arn)
+        .target_db_snapshot_identifier("theirs-2")
+        .kms_key_id(&b_key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(rds_code(&e), "InvalidParameterValue");
+}
+
+#[tokio::test]
+async fn rds_refuses_to_share_automated_and_aws_managed_key_snapshots_and_limits_copies() {
+    let emu = Emulator::start_with(json!({
+        "rds_copy_seconds": 30.0,
+        "max_pending_db_snapshot_copies": 2,
+    }));
+    let a = emu.rds(RDS_A, SRC);
+    // Under aws/rds (no KmsKeyId): never shared.
+    let managed = rds_snapshot(&emu, "managed", None).await;
+    let share = |id: String| {
+        a.modify_db_snapshot_attribute()
+            .db_snapshot_identifier(id)
+            .attribute_name("restore")
+            .values_to_add(RDS_B)
+            .send()
+    };
+    let e = share(managed.clone()).await.unwrap_err();
+    assert_eq!(rds_code(&e), "InvalidParameterValue");
+    assert!(format!("{:?}", e.as_service_error()).contains("aws/rds"));
+    // Automated snapshots: never shared.
+    let automated = a
+        .describe_db_snapshots()
+        .db_instance_identifier("managed")
+        .snapshot_type("automated")
+        .send()
+        .await
+        .unwrap();
+    let automated = automated.db_snapshots()[0]
+        .db_snapshot_identifier()
+        .unwrap()
+        .to_string();
+    let e = share(automated.clone()).await.unwrap_err();
+    assert_eq!(rds_code(&e), "InvalidDBSnapshotState");
+    // Copies in progress per destination: at most 2 here (20 by default).
+    let key = emu.kms(RDS_A, DST).create_key().send().await.unwrap();
+    let key = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let src = format!("arn:aws:rds:{SRC}:{RDS_A}:snapshot:{managed}");
+    let dst = emu.rds(RDS_A, DST);
+    for (i, ok) in [(0, true), (1, true), (2, false)] {
+        let r = dst
+            .copy_db_snapshot()
+            .source_db_snapshot_identifier(&src)
+            .target_db_snapshot_identifier(format!("copy-{i}"))
+            .kms_key_id(&key)
+            .send()
+            .await;
+        match r {
+            Ok(_) => assert!(ok, "copy {i} is over the limit"),
+            Err(e) => {
+                assert!(!ok, "copy {i}: {e:?}");
+                assert_eq!(rds_code(&e), "SnapshotQuotaExceeded");
+            }
+        }
+    }
+    let quotas = dst.describe_account_attributes().send().await.unwrap();
+    let manual = quotas
+        .account_quotas()
+        .iter()
+        .find(|q| q.account_quota_name() == Some("ManualSnapshots"))
+        .unwrap();
+    assert_eq!((manual.used(), manual.max()), (Some(2), Some(100)));
 }

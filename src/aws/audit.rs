@@ -249,6 +249,11 @@ const QUERY_RESOURCE: &[&str] = &[
     "RoleName",
     "PolicyArn",
     "UserName",
+    // RDS: a copy writes its target; the other calls name the snapshot they act on.
+    "TargetDBSnapshotIdentifier",
+    "TargetDBClusterSnapshotIdentifier",
+    "DBSnapshotIdentifier",
+    "DBClusterSnapshotIdentifier",
 ];
 const JSON_RESOURCE: &[&str] = &["KeyId", "TargetKeyId", "AliasName", "GrantId"];
 

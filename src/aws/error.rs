@@ -204,6 +204,16 @@ pub fn classify(e: &AwsError, not_yet_consistent: &[&str]) -> ErrorClass {
     if e.service.eq_ignore_ascii_case("kms") && e.code == "LimitExceededException" {
         return ErrorClass::Permanent;
     }
+    // RDS answers SnapshotQuotaExceeded both for copies in flight ("Cannot copy more than 20
+    // snapshots ...": a slot frees when one ends) and for the manual snapshot quota ("Cannot
+    // create more than 100 manual snapshots": only deleting snapshots or a raised quota helps).
+    if e.service == "rds" && e.code == "SnapshotQuotaExceeded" {
+        return if e.message.contains("Cannot copy more than") {
+            ErrorClass::QuotaExceeded
+        } else {
+            ErrorClass::Permanent
+        };
+    }
     if e.is_code(QUOTA) {
         ErrorClass::QuotaExceeded
     } else if e.is_code(THROTTLING) || (e.status == Some(503) && e.service == "s3") {
@@ -238,6 +248,10 @@ fn hint(e: &AwsError) -> Option<String> {
             "a KMS quota of this account and region is used up ({}:{} was refused: keys, aliases or grants per key, see the message); raise it in Service Quotas (\"AWS Key Management Service\") or remove what is no longer used, then `ferry resume`",
             e.service, e.operation
         ))
+    } else if code == "SnapshotQuotaExceeded" {
+        Some("the account's quota of manual RDS snapshots in this region is used up: delete snapshots no longer needed or raise \"Manual DB snapshots\" / \"Manual DB cluster snapshots\" in Service Quotas (\"Amazon RDS\"), then `ferry resume`".into())
+    } else if code == "KMSKeyNotAccessibleFault" {
+        Some("RDS cannot use a KMS key named in the message: the destination key must be enabled in the destination account and region, and a shared source's key must let the destination account use it (kms:DescribeKey, kms:CreateGrant, kms:GenerateDataKey*, kms:ReEncrypt*, kms:Decrypt; `key_access: policy` or `grant` lets ferry add that)".into())
     } else if code == "IdempotentParameterMismatch" {
         Some("a copy with the same client token but other parameters exists: the plan changed under a running migration; use `ferry resume --replan`".into())
     } else {
@@ -269,6 +283,20 @@ mod tests {
         // Elsewhere the same code is a request rate: retried.
         let e = error("ec2", "LimitExceededException", 400);
         assert_eq!(classify(&e, &[]), ErrorClass::Throttled);
+    }
+
+    #[test]
+    fn rds_copies_in_flight_wait_and_the_manual_snapshot_quota_fails() {
+        let mut e = error("rds", "SnapshotQuotaExceeded", 400);
+        e.message = "Cannot copy more than 20 snapshots at a time to this region".into();
+        assert_eq!(classify(&e, &[]), ErrorClass::QuotaExceeded);
+        e.message = "Cannot create more than 100 manual snapshots".into();
+        assert_eq!(classify(&e, &[]), ErrorClass::Permanent);
+        assert!(hint(&e).is_some_and(|h| h.contains("Service Quotas")));
+        assert_eq!(
+            classify(&error("rds", "Throttling", 400), &[]),
+            ErrorClass::Throttled
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub struct Aws {
     kms: Mutex<HashMap<(String, String), aws_sdk_kms::Client>>,
     s3: Mutex<HashMap<(String, String), aws_sdk_s3::Client>>,
     s3control: Mutex<HashMap<(String, String), aws_sdk_s3control::Client>>,
+    rds: Mutex<HashMap<(String, String), aws_sdk_rds::Client>>,
     /// Each account's credentials, for the URLs ferry presigns itself (presign.rs).
     credentials: Mutex<HashMap<String, aws_credential_types::Credentials>>,
     /// The audit sink and the mutation gate every client's interceptor consults.
@@ -139,6 +140,7 @@ impl Aws {
             kms: Mutex::default(),
             s3: Mutex::default(),
             s3control: Mutex::default(),
+            rds: Mutex::default(),
             credentials: Mutex::default(),
             hooks: Arc::default(),
         })
@@ -181,6 +183,21 @@ impl Aws {
                     .interceptor(self.interceptor(account, region))
                     .build();
                 aws_sdk_ec2::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    pub fn rds(&self, account: &str, region: &str) -> aws_sdk_rds::Client {
+        let key = (account.to_string(), region.to_string());
+        let mut cache = self.rds.lock().expect("client cache");
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let conf = aws_sdk_rds::config::Builder::from(self.sdk(account))
+                    .region(Region::new(region.to_string()))
+                    .interceptor(self.interceptor(account, region))
+                    .build();
+                aws_sdk_rds::Client::from_conf(conf)
             })
             .clone()
     }

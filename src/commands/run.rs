@@ -614,6 +614,14 @@ async fn execute(
         )
         .poller(steps::ec2::IMAGE_POLL, Arc::new(steps::ec2::ImagePoller))
         .poller(steps::batch::JOB_POLL, Arc::new(steps::batch::JobPoller))
+        .poller(
+            steps::rds::DB_SNAPSHOT_POLL,
+            Arc::new(steps::rds::DbSnapshotPoller(crate::ids::DbKind::Instance)),
+        )
+        .poller(
+            steps::rds::DB_CLUSTER_SNAPSHOT_POLL,
+            Arc::new(steps::rds::DbSnapshotPoller(crate::ids::DbKind::Cluster)),
+        )
         .resume(typed_resume(p, prepared.resume))
         .subscribe(Box::new(prepared.writer))
         .subscribe(Box::new(Progress::new(mode)));

@@ -7,12 +7,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::step::*;
 use super::{CompileError, GraphBuilder, PlanGraph};
+use crate::ids::db_copy_identifier;
 use crate::ids::{
     AccountName, BucketName, ImageId, KeyArn, KeyName, MigrationId, Owner, Region, SnapshotId,
     StepId,
 };
+use crate::plan::check::db_snapshot_name;
 use crate::plan::{
-    AmiCopy, BackfillMode, KeyAccess, KeyRef, Migration, Plan, S3Replication, SnapshotCopy, Spanned,
+    AmiCopy, BackfillMode, DbSnapshotCopy, KeyAccess, KeyRef, Migration, Plan, S3Replication,
+    SnapshotCopy, Spanned,
 };
 use crate::resolve::{BucketSample, Resolution};
 
@@ -55,6 +58,8 @@ fn compile_with(
             Migration::SnapshotCopy(s) => c.snapshot_copy(s),
             Migration::AmiCopy(a) => c.ami_copy(a),
             Migration::S3Replication(r) => c.s3_replication(r),
+            Migration::DbSnapshotCopy(d) => c.db_snapshot_copy(d, DbKind::Instance),
+            Migration::DbClusterSnapshotCopy(d) => c.db_snapshot_copy(d, DbKind::Cluster),
         }
         let ids: Vec<StepId> = (before..c.b.graph.node_count())
             .map(|i| c.b.graph[petgraph::graph::NodeIndex::new(i)].id.clone())
@@ -410,6 +415,7 @@ impl<'p> Compiler<'p> {
         dst_region: &str,
         revoke: bool,
         copies_under: Option<DestinationKey>,
+        copied: Copied,
     ) -> Sharing {
         Sharing {
             migration: MigrationId::new(id),
@@ -417,6 +423,7 @@ impl<'p> Compiler<'p> {
             destination_region: Region::new(dst_region),
             revoke_after: revoke,
             copies_under,
+            copied,
         }
     }
 
@@ -447,7 +454,14 @@ impl<'p> Compiler<'p> {
             src_region,
         );
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
-        let sharing = self.sharing(id, dst_account, dst_region, revoke, Some(key.clone()));
+        let sharing = self.sharing(
+            id,
+            dst_account,
+            dst_region,
+            revoke,
+            Some(key.clone()),
+            Copied::Snapshots,
+        );
         let sources = known_sources(&targets);
         let how = m.key_access.as_ref().map(|k| k.value).unwrap_or_default();
         let manage_access = how != KeyAccess::None;
@@ -541,6 +555,275 @@ impl<'p> Compiler<'p> {
             }
         }
         if cross {
+            self.remember_shared_keys(id, dst_account, access, Vec::new(), copies);
+        }
+    }
+
+    /// RDS DB (or Aurora cluster) snapshots. Within an account: one copy per source into the
+    /// destination region. Across accounts (same region): an automated source is first copied
+    /// to a manual snapshot (automated ones cannot be shared), that is shared along with the
+    /// source key, the destination copies it under its own key, and with `revoke_after` the
+    /// share, the key access and the manual copy are taken back.
+    fn db_snapshot_copy(&mut self, m: &'p DbSnapshotCopy, kind: DbKind) {
+        let id = m.id.value.as_str();
+        let owner = migration_owner(id);
+        let plan_name = self.plan.name.value.as_str();
+        let src_account = m.source.account.value.as_str();
+        let src_region = m.source.region.value.as_str();
+        let dst_account = self.account_of(&m.destination.account, &m.source.account);
+        let dst_region = m
+            .destination
+            .region
+            .as_ref()
+            .unwrap_or(&m.source.region)
+            .value
+            .as_str();
+        let cross = self.is_cross_account(src_account, dst_account);
+        let (key_deps, key) = match &m.destination.key {
+            Some(k) => (
+                self.key_steps(&k.value, dst_region),
+                Some(self.destination_key(&k.value, dst_account, Some(dst_region))),
+            ),
+            None => (Vec::new(), None),
+        };
+        let tags = ferry_tags(self.plan, id, &m.tags.value);
+        let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
+        let sharing = self.sharing(
+            id,
+            dst_account,
+            dst_region,
+            revoke,
+            key.clone(),
+            Copied::DbSnapshots(kind),
+        );
+        let how = m.key_access.as_ref().map(|k| k.value).unwrap_or_default();
+
+        // The sources: as resolved (tags and latest_of expanded, automated ones known), or
+        // offline the explicit ones plus one find step standing for the selectors.
+        let resolved = self
+            .resolution
+            .and_then(|r| r.inventory.db_snapshots.get(id));
+        let source_tags = |source: &str| -> Tags {
+            resolved
+                .and_then(|f| f.iter().find(|s| s.id == source))
+                .map(|s| s.tags.clone())
+                .unwrap_or_default()
+        };
+        let (sources, find): (Vec<(String, bool, Target)>, Option<StepId>) = match resolved {
+            Some(found) => (
+                found
+                    .iter()
+                    .map(|s| (s.id.clone(), s.automated, Target::One(s.id.clone())))
+                    .collect(),
+                None,
+            ),
+            None => {
+                let mut v: Vec<(String, bool, Target)> = m
+                    .source
+                    .snapshots
+                    .iter()
+                    .map(|s| {
+                        let name = db_snapshot_name(&s.value).to_string();
+                        let automated = name.starts_with("rds:") || self.every_path;
+                        (name.clone(), automated, Target::One(name))
+                    })
+                    .collect();
+                let mut selector = m
+                    .source
+                    .tags
+                    .as_ref()
+                    .map(|t| t.value.clone())
+                    .unwrap_or_default();
+                if !m.source.latest_of.is_empty() {
+                    let of: Vec<&str> = m
+                        .source
+                        .latest_of
+                        .iter()
+                        .map(|i| i.value.as_str())
+                        .collect();
+                    selector.insert("latest-of".into(), of.join(","));
+                }
+                let find = (!selector.is_empty()).then(|| {
+                    self.step(
+                        StepId::new(owner.clone(), "selected", "find"),
+                        src_account,
+                        Some(src_region),
+                        Target::Tagged(selector.clone()),
+                        StepSpec::FindDbSnapshots(FindSpec {
+                            tags: selector.clone(),
+                        }),
+                    )
+                });
+                if find.is_some() {
+                    v.push(("selected".into(), self.every_path, Target::Tagged(selector)));
+                }
+                (v, find)
+            }
+        };
+        let known: Vec<String> = sources
+            .iter()
+            .filter(|(_, _, t)| !t.is_expanded_later())
+            .map(|(s, _, _)| s.clone())
+            .collect();
+        let access = if cross && how != KeyAccess::None {
+            self.key_access(
+                id,
+                src_account,
+                src_region,
+                &sharing,
+                how,
+                &known,
+                find.as_ref(),
+            )
+        } else {
+            Vec::new()
+        };
+        let mut copies = Vec::new();
+        let mut undo = Vec::new();
+        for (source, automated, target) in sources {
+            let final_id = db_copy_identifier(plan_name, &source, None, kind.max_identifier());
+            let final_ref = DbSnapshotRef {
+                account: AccountName::new(dst_account),
+                region: Region::new(dst_region),
+                id: final_id.clone(),
+            };
+            let mut shared_id = source.clone();
+            let mut deps: Vec<StepId> = find
+                .iter()
+                .filter(|_| target.is_expanded_later())
+                .cloned()
+                .collect();
+            let mut intermediate = None;
+            if cross && automated {
+                shared_id =
+                    db_copy_identifier(plan_name, &source, Some("shared"), kind.max_identifier());
+                let mut itags = tags.clone();
+                itags.insert("ferry:intermediate".into(), "true".into());
+                let step = self.step(
+                    StepId::new(owner.clone(), source.clone(), "copy-to-share"),
+                    src_account,
+                    Some(src_region),
+                    target.clone(),
+                    StepSpec::CopyDbSnapshot(DbCopySpec {
+                        migration: MigrationId::new(id),
+                        kind,
+                        source: DbSnapshotRef {
+                            account: AccountName::new(src_account),
+                            region: Region::new(src_region),
+                            id: source.clone(),
+                        },
+                        origin: source.clone(),
+                        target: shared_id.clone(),
+                        key: None,
+                        option_group: None,
+                        tags: itags,
+                        source_tags: source_tags(&source),
+                        serves: Some(final_ref.clone()),
+                    }),
+                );
+                for d in &deps {
+                    self.b.depends(&step, d);
+                }
+                deps.push(step.clone());
+                intermediate = Some(step);
+            }
+            let share = cross.then(|| {
+                let s = self.step(
+                    StepId::new(owner.clone(), source.clone(), "share"),
+                    src_account,
+                    Some(src_region),
+                    target.clone(),
+                    StepSpec::ShareDbSnapshot(DbShareSpec {
+                        kind,
+                        snapshot: shared_id.clone(),
+                        sharing: sharing.clone(),
+                        copy: final_ref.clone(),
+                        undoes: None,
+                    }),
+                );
+                for d in &deps {
+                    self.b.depends(&s, d);
+                }
+                s
+            });
+            let copy = self.step(
+                StepId::new(owner.clone(), source.clone(), "copy"),
+                dst_account,
+                Some(dst_region),
+                target.clone(),
+                StepSpec::CopyDbSnapshot(DbCopySpec {
+                    migration: MigrationId::new(id),
+                    kind,
+                    source: DbSnapshotRef {
+                        account: AccountName::new(src_account),
+                        region: Region::new(src_region),
+                        id: shared_id.clone(),
+                    },
+                    origin: source.clone(),
+                    target: final_id,
+                    key: key.clone(),
+                    option_group: m.destination.option_group.as_ref().map(|o| o.value.clone()),
+                    tags: tags.clone(),
+                    source_tags: source_tags(&source),
+                    serves: None,
+                }),
+            );
+            for d in deps.iter().chain(&key_deps).chain(share.iter()) {
+                self.b.depends(&copy, d);
+            }
+            for (_, a) in &access {
+                self.b.depends(&copy, a);
+            }
+            copies.push(copy.clone());
+            if let (true, Some(share)) = (revoke, share) {
+                undo.push((
+                    source,
+                    target,
+                    shared_id,
+                    share,
+                    intermediate,
+                    final_ref,
+                    copy,
+                ));
+            }
+        }
+        for (source, target, shared_id, share, intermediate, final_ref, copy) in undo {
+            let u = self.step(
+                share.with_action("unshare"),
+                src_account,
+                Some(src_region),
+                target.clone(),
+                StepSpec::UnshareDbSnapshot(DbShareSpec {
+                    kind,
+                    snapshot: shared_id.clone(),
+                    sharing: sharing.clone(),
+                    copy: final_ref.clone(),
+                    undoes: Some(share.clone()),
+                }),
+            );
+            self.b.depends(&u, &share);
+            self.b.depends(&u, &copy);
+            if intermediate.is_some() {
+                let d = self.step(
+                    StepId::new(owner.clone(), source, "delete-shared"),
+                    src_account,
+                    Some(src_region),
+                    target,
+                    StepSpec::DeleteDbSnapshot(DbDeleteSpec {
+                        migration: MigrationId::new(id),
+                        kind,
+                        snapshot: shared_id,
+                        copy: final_ref,
+                    }),
+                );
+                self.b.depends(&d, &u);
+            }
+        }
+        if cross && revoke && how != KeyAccess::None {
+            let revokes = self.revoke_access(src_account, src_region, &sharing, how, &access);
+            self.revokes_after(&revokes, &copies);
+            self.remember_shared_keys(id, dst_account, access, revokes, copies);
+        } else if cross {
             self.remember_shared_keys(id, dst_account, access, Vec::new(), copies);
         }
     }
@@ -691,7 +974,14 @@ impl<'p> Compiler<'p> {
             src_region,
         );
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
-        let sharing = self.sharing(id, dst_account, dst_region, revoke, key.clone());
+        let sharing = self.sharing(
+            id,
+            dst_account,
+            dst_region,
+            revoke,
+            key.clone(),
+            Copied::Images,
+        );
         let sources = known_sources(&targets);
         let how = m.key_access.as_ref().map(|k| k.value).unwrap_or_default();
         let manage_access = how != KeyAccess::None;

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::ids::DbKind;
 use crate::ids::{
     AccountName, BucketName, ImageId, KeyArn, KeyName, MigrationId, Region, SnapshotId, StepId,
 };
@@ -60,6 +61,16 @@ pub enum StepKind {
     VerifyReplication,
     #[serde(rename = "iam.ensure-role")]
     EnsureRole,
+    #[serde(rename = "rds.find-snapshots")]
+    FindDbSnapshots,
+    #[serde(rename = "rds.copy-snapshot")]
+    CopyDbSnapshot,
+    #[serde(rename = "rds.share-snapshot")]
+    ShareDbSnapshot,
+    #[serde(rename = "rds.unshare-snapshot")]
+    UnshareDbSnapshot,
+    #[serde(rename = "rds.delete-snapshot")]
+    DeleteDbSnapshot,
 }
 
 impl StepKind {
@@ -87,6 +98,11 @@ impl StepKind {
             StepKind::BatchReplication => "s3.batch-replication",
             StepKind::VerifyReplication => "s3.verify-replication",
             StepKind::EnsureRole => "iam.ensure-role",
+            StepKind::FindDbSnapshots => "rds.find-snapshots",
+            StepKind::CopyDbSnapshot => "rds.copy-snapshot",
+            StepKind::ShareDbSnapshot => "rds.share-snapshot",
+            StepKind::UnshareDbSnapshot => "rds.unshare-snapshot",
+            StepKind::DeleteDbSnapshot => "rds.delete-snapshot",
         }
     }
 }
@@ -206,6 +222,11 @@ pub enum StepSpec {
     BatchReplication(BatchReplicationSpec),
     VerifyReplication(VerifySpec),
     EnsureRole(RoleSpec),
+    FindDbSnapshots(FindSpec),
+    CopyDbSnapshot(DbCopySpec),
+    ShareDbSnapshot(DbShareSpec),
+    UnshareDbSnapshot(DbShareSpec),
+    DeleteDbSnapshot(DbDeleteSpec),
 }
 
 impl StepSpec {
@@ -233,6 +254,11 @@ impl StepSpec {
             StepSpec::BatchReplication(_) => StepKind::BatchReplication,
             StepSpec::VerifyReplication(_) => StepKind::VerifyReplication,
             StepSpec::EnsureRole(_) => StepKind::EnsureRole,
+            StepSpec::FindDbSnapshots(_) => StepKind::FindDbSnapshots,
+            StepSpec::CopyDbSnapshot(_) => StepKind::CopyDbSnapshot,
+            StepSpec::ShareDbSnapshot(_) => StepKind::ShareDbSnapshot,
+            StepSpec::UnshareDbSnapshot(_) => StepKind::UnshareDbSnapshot,
+            StepSpec::DeleteDbSnapshot(_) => StepKind::DeleteDbSnapshot,
         }
     }
 }
@@ -302,6 +328,15 @@ pub struct KeyAccessSpec {
     pub undoes: Option<StepId>,
 }
 
+/// What the other account makes of what is shared: the copies whose existence makes a share
+/// (or key access) unneeded once `revoke_after` took it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copied {
+    Snapshots,
+    Images,
+    DbSnapshots(DbKind),
+}
+
 /// What a share (or key access) step knows about the other account.
 #[derive(Debug, Clone)]
 pub struct Sharing {
@@ -312,6 +347,7 @@ pub struct Sharing {
     pub revoke_after: bool,
     /// The key copies are made under: only a copy under it makes the share unneeded.
     pub copies_under: Option<DestinationKey>,
+    pub copied: Copied,
 }
 
 /// `ec2.find-snapshots` / `ec2.find-images`: a tag selector, expanded by the resolve stage
@@ -499,4 +535,59 @@ pub struct RoleSpec {
     pub key: DestinationKey,
     pub tags: Tags,
     pub purpose: RolePurpose,
+}
+
+/// An RDS snapshot by identifier in a plan account and region (its ARN needs the account's
+/// id, known once the accounts are resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSnapshotRef {
+    pub account: AccountName,
+    pub region: Region,
+    pub id: String,
+}
+
+/// `rds.copy-snapshot`: CopyDBSnapshot / CopyDBClusterSnapshot of `source` into the step's
+/// account and region as `target`, the deterministic identifier that makes a repeat find it.
+#[derive(Debug, Clone)]
+pub struct DbCopySpec {
+    pub migration: MigrationId,
+    pub kind: DbKind,
+    pub source: DbSnapshotRef,
+    /// The plan's source snapshot this copy stands for (`ferry:source`).
+    pub origin: String,
+    pub target: String,
+    /// `None`: the source's key (a copy within the account and region).
+    pub key: Option<DestinationKey>,
+    pub option_group: Option<String>,
+    /// ferry's tags and the migration's; `ferry:source` and `ferry:key` are added per copy.
+    pub tags: Tags,
+    /// The source's own tags, written under ferry's (which win on a clash).
+    pub source_tags: Tags,
+    /// A manual copy of an automated source made to share it: not needed once this final copy
+    /// exists (a re-apply after `revoke_after` removed it makes none).
+    pub serves: Option<DbSnapshotRef>,
+}
+
+/// `rds.share-snapshot` / `rds.unshare-snapshot`: the `restore` attribute for the other account.
+#[derive(Debug, Clone)]
+pub struct DbShareSpec {
+    pub kind: DbKind,
+    /// In the step's account and region.
+    pub snapshot: String,
+    pub sharing: Sharing,
+    /// The final copy in the other account: once it exists, sharing is not needed.
+    pub copy: DbSnapshotRef,
+    /// For an unshare: the share step whose addition it takes back.
+    pub undoes: Option<StepId>,
+}
+
+/// `rds.delete-snapshot`: removes the manual copy ferry made of an automated source to share
+/// it, once the final copy exists (`revoke_after`). Only a snapshot carrying this migration's
+/// ferry tags is ever deleted.
+#[derive(Debug, Clone)]
+pub struct DbDeleteSpec {
+    pub migration: MigrationId,
+    pub kind: DbKind,
+    pub snapshot: String,
+    pub copy: DbSnapshotRef,
 }

@@ -50,6 +50,27 @@ fn is_hex_id(s: &str, prefix: &str) -> bool {
     })
 }
 
+/// An RDS snapshot identifier as AWS accepts it: letters, digits and hyphens, starting with a
+/// letter, no `--` and no trailing hyphen (automated snapshots add an `rds:` prefix).
+pub fn is_db_snapshot_name(s: &str) -> bool {
+    let s = s.strip_prefix("rds:").unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 255
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+/// The identifier of an RDS snapshot given by identifier or ARN.
+pub fn db_snapshot_name(given: &str) -> &str {
+    if given.starts_with("arn:") {
+        // arn:aws:rds:REGION:ACCOUNT:snapshot:NAME (NAME may itself hold `rds:`)
+        return given.splitn(7, ':').nth(6).unwrap_or(given);
+    }
+    given
+}
+
 /// An ARN split into its parts: `arn:partition:service:region:account:resource`.
 pub struct Arn<'a> {
     pub service: &'a str,
@@ -589,6 +610,8 @@ impl<'p> Checker<'p> {
                 Migration::SnapshotCopy(s) => self.snapshot_copy(s),
                 Migration::AmiCopy(a) => self.ami_copy(a),
                 Migration::S3Replication(r) => self.s3_replication(r),
+                Migration::DbSnapshotCopy(d) => self.db_snapshot_copy(d, false),
+                Migration::DbClusterSnapshotCopy(d) => self.db_snapshot_copy(d, true),
             }
         }
         self.cycles();
@@ -651,6 +674,115 @@ impl<'p> Checker<'p> {
             );
         }
         self.destination_key(&m.destination.key, &dst_account.value, &dst_region.value);
+        self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
+        self.tags(&m.tags, "the migration's `tags`");
+    }
+
+    fn db_snapshot_copy(&mut self, m: &'p DbSnapshotCopy, cluster: bool) {
+        let what = if cluster {
+            "DB cluster snapshot copies"
+        } else {
+            "DB snapshot copies"
+        };
+        self.account_ref(&m.source.account);
+        self.region(&m.source.region);
+        let (dst_account, dst_region) = self.destination(
+            &m.source.account,
+            &m.source.region,
+            &m.destination.account,
+            &m.destination.region,
+        );
+        let same_account = self.same_aws_account(&m.source.account.value, &dst_account.value);
+        let same_region = m.source.region.value == dst_region.value;
+        self.same_place(same_account, same_region, m.id.span, what);
+        if !same_account && !same_region {
+            let span = m
+                .destination
+                .region
+                .as_ref()
+                .map(|r| r.span)
+                .unwrap_or(m.id.span);
+            self.err(
+                span,
+                "RDS copies a snapshot shared by another account only within its region: this migration changes both account and region",
+            )
+            .help = Some(format!(
+                "split it in two: copy to `{}` within account `{}` first (a migration without `destination.account`), then share that copy with a second migration in `{}`",
+                dst_region.value, m.source.account.value, dst_region.value
+            ));
+        }
+        let resource = if cluster {
+            "cluster-snapshot"
+        } else {
+            "snapshot"
+        };
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for s in &m.source.snapshots {
+            let v = s.value.as_str();
+            if let Some(a) = parse_arn(v) {
+                let id_ok = a.service == "rds"
+                    && a.resource
+                        .strip_prefix(resource)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .is_some_and(is_db_snapshot_name);
+                if !id_ok {
+                    self.err(s.span, format!("`{v}` is not an RDS {resource} ARN"))
+                        .help = Some(format!(
+                        "expected arn:aws:rds:REGION:ACCOUNT:{resource}:NAME"
+                    ));
+                } else if a.region != m.source.region.value {
+                    self.err(
+                        s.span,
+                        format!(
+                            "this snapshot is in region `{}` but the source region is `{}`",
+                            a.region, m.source.region.value
+                        ),
+                    );
+                } else if let Some(id) = self.account_id(&m.source.account.value)
+                    && a.account != id
+                {
+                    self.err(
+                        s.span,
+                        format!(
+                            "this snapshot is in account {} but the source account `{}` is {id}",
+                            a.account, m.source.account.value
+                        ),
+                    );
+                }
+            } else if !is_db_snapshot_name(v) {
+                self.err(s.span, format!("`{v}` is not an RDS snapshot identifier"))
+                    .help = Some("identifiers are letters, digits and hyphens, starting with a letter (automated ones start with `rds:`)".into());
+            }
+            if let Some(first) = seen.get(v) {
+                let d = Diagnostic::new(format!("`{v}` is listed twice"))
+                    .at(s.span)
+                    .related(*first, "first listed here");
+                self.push(d);
+            } else {
+                seen.insert(v, s.span);
+            }
+        }
+        for i in &m.source.latest_of {
+            if !is_db_snapshot_name(&i.value) || i.value.starts_with("rds:") {
+                let whose = if cluster { "DB cluster" } else { "DB instance" };
+                self.err(i.span, format!("`{}` is not a {whose} identifier", i.value))
+                    .help = Some(
+                    "identifiers are letters, digits and hyphens, starting with a letter".into(),
+                );
+            }
+        }
+        let no_tags = m.source.tags.as_ref().is_none_or(|t| t.value.is_empty());
+        if m.source.snapshots.is_empty() && no_tags && m.source.latest_of.is_empty() {
+            self.err(m.id.span, format!("migration `{}` selects no snapshots", m.id.value))
+                .help = Some("add `source.snapshots: [...]`, `source.tags: {Key: value}` and/or `source.latest_of: [instance-id]`".into());
+        }
+        if let Some(key) = &m.destination.key {
+            self.destination_key(key, &dst_account.value, &dst_region.value);
+        }
+        if let (true, Some(og)) = (cluster, &m.destination.option_group) {
+            self.err(og.span, "Aurora DB cluster snapshots have no option group")
+                .help = Some("remove `option_group`".into());
+        }
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
         self.tags(&m.tags, "the migration's `tags`");
     }

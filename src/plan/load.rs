@@ -262,6 +262,12 @@ fn migration(item: &Node) -> Result<Migration, Diagnostic> {
         Value::Str(ref t) if t == "s3-replication" => {
             from_node_skipping(item, skip).map(Migration::S3Replication)
         }
+        Value::Str(ref t) if t == "db-snapshot-copy" => {
+            from_node_skipping(item, skip).map(Migration::DbSnapshotCopy)
+        }
+        Value::Str(ref t) if t == "db-cluster-snapshot-copy" => {
+            from_node_skipping(item, skip).map(Migration::DbClusterSnapshotCopy)
+        }
         _ => {
             let text = ty.scalar_text().unwrap_or_default();
             let d = Diagnostic::new(format!("unknown migration type `{text}`"))

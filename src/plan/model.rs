@@ -111,9 +111,20 @@ pub enum Migration {
     AmiCopy(AmiCopy),
     /// Replicate an SSE-KMS bucket to another bucket.
     S3Replication(S3Replication),
+    /// Copy RDS DB snapshots to another region and/or account, re-encrypted with
+    /// `destination.key`.
+    DbSnapshotCopy(DbSnapshotCopy),
+    /// Copy Aurora DB cluster snapshots to another region and/or account.
+    DbClusterSnapshotCopy(DbSnapshotCopy),
 }
 
-pub const MIGRATION_TYPES: &[&str] = &["snapshot-copy", "ami-copy", "s3-replication"];
+pub const MIGRATION_TYPES: &[&str] = &[
+    "snapshot-copy",
+    "ami-copy",
+    "s3-replication",
+    "db-snapshot-copy",
+    "db-cluster-snapshot-copy",
+];
 
 impl Migration {
     pub fn id(&self) -> &Spanned<String> {
@@ -121,6 +132,7 @@ impl Migration {
             Migration::SnapshotCopy(m) => &m.id,
             Migration::AmiCopy(m) => &m.id,
             Migration::S3Replication(m) => &m.id,
+            Migration::DbSnapshotCopy(m) | Migration::DbClusterSnapshotCopy(m) => &m.id,
         }
     }
     pub fn depends_on(&self) -> &[Spanned<String>] {
@@ -128,6 +140,7 @@ impl Migration {
             Migration::SnapshotCopy(m) => &m.depends_on,
             Migration::AmiCopy(m) => &m.depends_on,
             Migration::S3Replication(m) => &m.depends_on,
+            Migration::DbSnapshotCopy(m) | Migration::DbClusterSnapshotCopy(m) => &m.depends_on,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -135,6 +148,8 @@ impl Migration {
             Migration::SnapshotCopy(_) => "snapshot-copy",
             Migration::AmiCopy(_) => "ami-copy",
             Migration::S3Replication(_) => "s3-replication",
+            Migration::DbSnapshotCopy(_) => "db-snapshot-copy",
+            Migration::DbClusterSnapshotCopy(_) => "db-cluster-snapshot-copy",
         }
     }
 }
@@ -192,6 +207,57 @@ pub struct Destination {
     pub region: Option<Spanned<String>>,
     /// A name from `keys:`, or a literal alias / key ARN valid in the destination.
     pub key: Spanned<String>,
+}
+
+/// `db-snapshot-copy` / `db-cluster-snapshot-copy`: RDS DB snapshots or Aurora DB cluster
+/// snapshots, copied to another region and/or account.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbSnapshotCopy {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    pub source: DbSnapshotSource,
+    pub destination: DbDestination,
+    /// Cross-account only: `policy` (default), `grant` or `none`.
+    pub key_access: Option<Spanned<KeyAccess>>,
+    /// Cross-account only: once every copy completed, stop sharing, take back the key access,
+    /// and remove the manual copies ferry made of automated sources to share them.
+    pub revoke_after: Option<Spanned<bool>>,
+    /// Added to every copy, beside the source's own tags (`CopyTags`) and ferry's.
+    #[serde(default)]
+    pub tags: Spanned<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbSnapshotSource {
+    pub account: Spanned<String>,
+    pub region: Spanned<String>,
+    /// Snapshot identifiers or ARNs (manual or automated).
+    #[serde(default)]
+    pub snapshots: Vec<Spanned<String>>,
+    /// Every available manual snapshot of the account and region with all these tags.
+    pub tags: Option<Spanned<BTreeMap<String, String>>>,
+    /// DB instance (or cluster) identifiers: the newest available snapshot of each, manual or
+    /// automated.
+    #[serde(default)]
+    pub latest_of: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbDestination {
+    /// Default: the source account.
+    pub account: Option<Spanned<String>>,
+    /// Default: the source region.
+    pub region: Option<Spanned<String>>,
+    /// Required for encrypted sources: a name from `keys:`, or an alias / key ARN of the
+    /// destination account and region.
+    pub key: Option<Spanned<String>>,
+    /// The option group the copy gets in the destination region (Oracle and SQL Server need
+    /// one across regions; DB snapshots only).
+    pub option_group: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

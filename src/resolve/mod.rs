@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+mod rds;
 mod s3;
 
 use aws_sdk_ec2::types::{Filter, SnapshotState};
@@ -36,6 +37,22 @@ pub struct Inventory {
     /// s3-replication migration id -> what a sample listing of its source found (backfills).
     #[serde(default)]
     pub bucket_samples: BTreeMap<String, BucketSample>,
+    /// db-snapshot-copy / db-cluster-snapshot-copy migration id -> its source snapshots.
+    #[serde(default)]
+    pub db_snapshots: BTreeMap<String, Vec<DbSource>>,
+}
+
+/// One source RDS snapshot of a migration, as resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbSource {
+    pub id: String,
+    /// Automated snapshots cannot be shared: a manual copy is shared instead.
+    pub automated: bool,
+    pub size_gib: i32,
+    /// Its own tags (no `aws:` or `ferry:` keys), read with the source account: RDS copies a
+    /// source's tags only when the copy is given none, and never across accounts.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// How many object versions the resolve stage saw in a source bucket (under the rule's
@@ -138,6 +155,8 @@ struct Resolver<'a> {
     limits: &'a Limits,
     problems: Vec<Diagnostic>,
     out: Resolution,
+    /// New manual RDS snapshots per (account, region, kind), checked against the quota.
+    db_quota: BTreeMap<(String, String, crate::ids::DbKind), rds::Planned>,
 }
 
 /// Resolves `plan` with read-only calls.
@@ -148,6 +167,7 @@ pub async fn resolve(plan: &Plan, aws: &Aws, limits: &Limits) -> Result<Resoluti
         limits,
         problems: Vec::new(),
         out: Resolution::default(),
+        db_quota: BTreeMap::new(),
     };
     r.accounts().await?;
     if !r.problems.is_empty() {
@@ -160,8 +180,15 @@ pub async fn resolve(plan: &Plan, aws: &Aws, limits: &Limits) -> Result<Resoluti
             Migration::SnapshotCopy(s) => r.snapshot_copy(s).await?,
             Migration::AmiCopy(a) => r.ami_copy(a).await?,
             Migration::S3Replication(m) => r.s3_replication(m).await?,
+            Migration::DbSnapshotCopy(d) => {
+                r.db_snapshot_copy(d, crate::ids::DbKind::Instance).await?
+            }
+            Migration::DbClusterSnapshotCopy(d) => {
+                r.db_snapshot_copy(d, crate::ids::DbKind::Cluster).await?
+            }
         }
     }
+    r.db_snapshot_quotas().await?;
     r.out.inventory.sizes = r
         .out
         .snapshots
@@ -455,7 +482,8 @@ impl Resolver<'_> {
                     used.push((format!("snapshot {id}"), f.kms_key_id.clone(), span_of(&id)));
                 }
             }
-            self.source_keys(&m.id.value, account, region, used).await?;
+            self.source_keys(&m.id.value, account, region, used, "aws/ebs")
+                .await?;
         }
         self.destination_key(&m.destination.key, &dst_account, &dst_region)
             .await
@@ -473,6 +501,7 @@ impl Resolver<'_> {
         account: &str,
         region: &str,
         used: Vec<(String, Option<String>, crate::plan::Span)>,
+        managed: &str,
     ) -> Result<(), ResolveError> {
         let mut keys: Vec<String> = Vec::new();
         let mut described: BTreeMap<String, Option<KeyFacts>> = BTreeMap::new();
@@ -497,7 +526,7 @@ impl Resolver<'_> {
                 ),
                 Some(f) if !f.customer_managed => self.problems.push(
                     Diagnostic::new(format!(
-                        "{what} is encrypted with the AWS managed key aws/ebs ({}), which cannot be shared with another account",
+                        "{what} is encrypted with the AWS managed key {managed} ({}), which cannot be shared with another account",
                         f.arn
                     ))
                     .at(span)
@@ -651,7 +680,8 @@ impl Resolver<'_> {
             }
         }
         if self.cross_account(account, &dst_account) {
-            self.source_keys(&m.id.value, account, region, used).await?;
+            self.source_keys(&m.id.value, account, region, used, "aws/ebs")
+                .await?;
         }
         if let (Some(key), true) = (&m.destination.key, m.destination.copies()) {
             self.destination_key(key, &dst_account, &dst_region).await?;

@@ -641,33 +641,6 @@ fn copy_failed(
     }
 }
 
-/// The answers for submitted ids a poll did not list: pending while they may still show,
-/// then gone (a transient failure: the retry re-observes and copies again if need be).
-fn unlisted(
-    ctx: &Cx,
-    ids: &[String],
-    answers: &[(String, PollAnswer<StepOutput>)],
-) -> Vec<(String, PollAnswer<StepOutput>)> {
-    for (id, _) in answers {
-        ctx.seen(id);
-    }
-    ids.iter()
-        .filter(|id| !answers.iter().any(|(a, _)| a == *id))
-        .filter(|id| ctx.vanished(id))
-        .map(|id| {
-            ctx.seen(id);
-            let e = StepError::new(
-                ErrorClass::Transient,
-                "CopyVanished",
-                format!(
-                    "the copy {id} is no longer listed: looking for this source's copies again"
-                ),
-            );
-            (id.clone(), PollAnswer::Failed(e))
-        })
-        .collect()
-}
-
 /// Follows pending snapshot copies: one DescribeSnapshots per (account, region) per tick.
 pub struct SnapshotPoller;
 
@@ -708,7 +681,7 @@ impl Poller<Cx> for SnapshotPoller {
             };
             answers.push((id, answer));
         }
-        let gone = unlisted(ctx, ids, &answers);
+        let gone = super::unlisted(ctx, ids, &answers);
         answers.extend(gone);
         Ok(answers)
     }
@@ -997,7 +970,7 @@ impl Poller<Cx> for ImagePoller {
                 answers.push((id, answer));
             }
         }
-        let gone = unlisted(ctx, ids, &answers);
+        let gone = super::unlisted(ctx, ids, &answers);
         answers.extend(gone);
         Ok(answers)
     }

@@ -10,6 +10,7 @@ pub mod multipart;
 pub mod output;
 pub mod permissions;
 pub mod policy;
+pub mod rds;
 pub mod s3;
 pub mod share;
 pub mod verify;
@@ -708,6 +709,51 @@ pub const KEY_POLICY_GATE: &str = "key-policy";
 pub const REPLICATION_GATE: &str = "bucket-replication";
 pub const BUCKET_POLICY_GATE: &str = "bucket-policy";
 
+/// What the step `share_step` added, in this run (its output, read by the undoing step) or in
+/// an earlier run recorded in the same state.
+pub(crate) fn added_by_ferry(cx: &exec::StepCx<'_, Cx>, share_step: &StepId) -> Vec<String> {
+    let mut added: Vec<String> = cx
+        .input(&share_step.to_string())
+        .into_iter()
+        .chain(cx.ctx().earlier_output(share_step))
+        .filter_map(|out| match out {
+            StepOutput::Share(s) => Some(s.added_by_ferry.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    added.sort();
+    added.dedup();
+    added
+}
+
+/// The answers for submitted ids a poll did not list: pending while they may still show,
+/// then gone (a transient failure: the retry re-observes and copies again if need be).
+pub(crate) fn unlisted(
+    ctx: &Cx,
+    ids: &[String],
+    answers: &[(String, exec::PollAnswer<StepOutput>)],
+) -> Vec<(String, exec::PollAnswer<StepOutput>)> {
+    for (id, _) in answers {
+        ctx.seen(id);
+    }
+    ids.iter()
+        .filter(|id| !answers.iter().any(|(a, _)| a == *id))
+        .filter(|id| ctx.vanished(id))
+        .map(|id| {
+            ctx.seen(id);
+            let e = StepError::new(
+                ErrorClass::Transient,
+                "CopyVanished",
+                format!(
+                    "the copy {id} is no longer listed: looking for this source's copies again"
+                ),
+            );
+            (id.clone(), exec::PollAnswer::Failed(e))
+        })
+        .collect()
+}
+
 /// The limiter for a plan: the default quota table with the plan's overrides.
 pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limits {
     let mut buckets = HashMap::new();
@@ -725,6 +771,8 @@ pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limit
                 let gate = match *name {
                     "ec2:snapshot-copies-in-flight" => ec2::SNAPSHOT_COPY_GATE,
                     "ec2:image-copies-in-flight" => ec2::IMAGE_COPY_GATE,
+                    "rds:snapshot-copies-in-flight" => rds::DB_SNAPSHOT_COPY_GATE,
+                    "rds:cluster-snapshot-copies-in-flight" => rds::DB_CLUSTER_SNAPSHOT_COPY_GATE,
                     other => other,
                 };
                 gates.insert(gate.to_string(), n as usize);
@@ -807,8 +855,14 @@ fn step_for(step: &PlannedStep) -> Result<Arc<dyn Step<Cx>>, BuildError> {
         StepSpec::BatchReplication(s) => Arc::new(batch::BatchReplication::new(step, s.clone())),
         StepSpec::VerifyReplication(s) => Arc::new(verify::VerifyReplication::new(step, s.clone())),
         StepSpec::EnsureRole(s) => Arc::new(iam::EnsureRole::new(step, s.clone())),
+        StepSpec::CopyDbSnapshot(s) => Arc::new(rds::CopyDbSnapshot::new(step, s.clone())),
+        StepSpec::ShareDbSnapshot(s) => Arc::new(rds::ShareDbSnapshot::new(step, s.clone(), true)),
+        StepSpec::UnshareDbSnapshot(s) => {
+            Arc::new(rds::ShareDbSnapshot::new(step, s.clone(), false))
+        }
+        StepSpec::DeleteDbSnapshot(s) => Arc::new(rds::DeleteDbSnapshot::new(step, s.clone())),
         // Selectors are expanded by the resolve stage: a find step never runs (checked above).
-        StepSpec::FindSnapshots(_) | StepSpec::FindImages(_) => {
+        StepSpec::FindSnapshots(_) | StepSpec::FindImages(_) | StepSpec::FindDbSnapshots(_) => {
             return Err(BuildError::NotExpanded(step.id.clone()));
         }
     })

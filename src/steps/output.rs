@@ -32,6 +32,10 @@ pub enum StepOutput {
     BatchJob(BatchJobOutput),
     Verified(VerifyOutput),
     Role(RoleOutput),
+    /// rds.copy-snapshot.
+    DbSnapshotCopy(DbSnapshotCopyOutput),
+    /// rds.delete-snapshot.
+    DbSnapshotDeleted(DbDeleteOutput),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +148,25 @@ pub struct RoleOutput {
     pub arn: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DbSnapshotCopyOutput {
+    /// The copy's identifier and ARN.
+    pub db_snapshot: String,
+    pub arn: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// A manual copy made only to share an automated source (removed with `revoke_after`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intermediate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DbDeleteOutput {
+    /// The snapshot ferry removed (or found gone).
+    pub deleted: String,
+}
+
 impl StepOutput {
     /// Reads the journaled output of a step of `kind`; `None` if it is not of that kind's shape
     /// (then the step is observed again, which is always safe).
@@ -168,7 +191,12 @@ impl StepOutput {
             BatchReplication => StepOutput::BatchJob(serde_json::from_value(v).ok()?),
             VerifyReplication => StepOutput::Verified(serde_json::from_value(v).ok()?),
             EnsureRole => StepOutput::Role(serde_json::from_value(v).ok()?),
-            FindSnapshots | FindImages => return None,
+            CopyDbSnapshot => StepOutput::DbSnapshotCopy(serde_json::from_value(v).ok()?),
+            ShareDbSnapshot | UnshareDbSnapshot => {
+                StepOutput::Share(serde_json::from_value(v).ok()?)
+            }
+            DeleteDbSnapshot => StepOutput::DbSnapshotDeleted(serde_json::from_value(v).ok()?),
+            FindSnapshots | FindImages | FindDbSnapshots => return None,
         };
         Some(out)
     }
@@ -188,6 +216,7 @@ impl StepOutput {
             StepOutput::ImageCopy(c) => Some(c.image_id.clone()),
             StepOutput::Key(k) => Some(k.arn.to_string()),
             StepOutput::Role(r) => Some(r.arn.clone()),
+            StepOutput::DbSnapshotCopy(c) if !c.intermediate => Some(c.arn.clone()),
             _ => None,
         }
     }

@@ -76,6 +76,9 @@ fn needs(
                 (id_of(c.source_account.as_str()), c.source_region.as_str())
             }
             StepSpec::CopyImage(c) => (id_of(c.source_account.as_str()), c.source_region.as_str()),
+            StepSpec::CopyDbSnapshot(c) => {
+                (id_of(c.source.account.as_str()), c.source.region.as_str())
+            }
             _ => ("*".to_string(), "*"),
         };
         let mut k = vec![
@@ -151,6 +154,18 @@ fn needs(
             if grant {
                 vec![need(
                     &["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"],
+                    vec![key],
+                )]
+            } else if step.kind() == StepKind::RevokeKeyAccess {
+                // Taking access back also revokes the grants the other account's copies left
+                // on the key (they are listed to find them).
+                vec![need(
+                    &[
+                        "kms:GetKeyPolicy",
+                        "kms:PutKeyPolicy",
+                        "kms:ListGrants",
+                        "kms:RevokeGrant",
+                    ],
                     vec![key],
                 )]
             } else {
@@ -379,6 +394,87 @@ fn needs(
             }
             needs
         }
+        StepKind::FindDbSnapshots => vec![need(
+            &["rds:DescribeDBSnapshots", "rds:DescribeDBClusterSnapshots"],
+            any(),
+        )],
+        StepKind::CopyDbSnapshot => {
+            let (kind, source, option_group) = match &step.spec {
+                StepSpec::CopyDbSnapshot(c) => (
+                    c.kind,
+                    format!(
+                        "arn:aws:rds:{}:{}:{}:*",
+                        c.source.region,
+                        id_of(c.source.account.as_str()),
+                        c.kind.arn_type()
+                    ),
+                    c.option_group.clone(),
+                ),
+                _ => (crate::ids::DbKind::Instance, "*".into(), None),
+            };
+            let (copy, delete, describe): (&'static [&'static str], _, _) = match kind {
+                crate::ids::DbKind::Instance => (
+                    &["rds:CopyDBSnapshot", "rds:AddTagsToResource"],
+                    &["rds:DeleteDBSnapshot"][..],
+                    &["rds:DescribeDBSnapshots"][..],
+                ),
+                crate::ids::DbKind::Cluster => (
+                    &["rds:CopyDBClusterSnapshot", "rds:AddTagsToResource"],
+                    &["rds:DeleteDBClusterSnapshot"][..],
+                    &["rds:DescribeDBClusterSnapshots"][..],
+                ),
+            };
+            let target = format!("arn:aws:rds:{region}:{account}:{}:*", kind.arn_type());
+            let mut on = vec![target.clone(), source];
+            on.dedup();
+            if let Some(og) = option_group {
+                on.push(format!("arn:aws:rds:{region}:{account}:og:{og}"));
+            }
+            vec![
+                need(copy, on),
+                need(describe, any()),
+                // Only ferry's own failed copies are deleted.
+                own(delete, vec![target], plan),
+                // RDS, like EBS, uses the keys through grants on the caller's behalf.
+                need(EBS_KMS, copy_keys()),
+            ]
+        }
+        StepKind::ShareDbSnapshot | StepKind::UnshareDbSnapshot => {
+            let kind = match &step.spec {
+                StepSpec::ShareDbSnapshot(s) | StepSpec::UnshareDbSnapshot(s) => s.kind,
+                _ => crate::ids::DbKind::Instance,
+            };
+            let on = vec![format!(
+                "arn:aws:rds:{region}:{account}:{}:*",
+                kind.arn_type()
+            )];
+            let actions: &'static [&'static str] = match kind {
+                crate::ids::DbKind::Instance => &[
+                    "rds:ModifyDBSnapshotAttribute",
+                    "rds:DescribeDBSnapshotAttributes",
+                ],
+                crate::ids::DbKind::Cluster => &[
+                    "rds:ModifyDBClusterSnapshotAttribute",
+                    "rds:DescribeDBClusterSnapshotAttributes",
+                ],
+            };
+            vec![need(actions, on)]
+        }
+        StepKind::DeleteDbSnapshot => {
+            let kind = match &step.spec {
+                StepSpec::DeleteDbSnapshot(d) => d.kind,
+                _ => crate::ids::DbKind::Instance,
+            };
+            let on = vec![format!(
+                "arn:aws:rds:{region}:{account}:{}:*",
+                kind.arn_type()
+            )];
+            let delete: &'static [&'static str] = match kind {
+                crate::ids::DbKind::Instance => &["rds:DeleteDBSnapshot"],
+                crate::ids::DbKind::Cluster => &["rds:DeleteDBClusterSnapshot"],
+            };
+            vec![own(delete, on, plan)]
+        }
         StepKind::EnsureRole => vec![need(
             &[
                 "iam:GetRole",
@@ -420,6 +516,13 @@ const RESOLVE: &[&str] = &[
     "s3:GetEncryptionConfiguration",
 ];
 
+/// Reading RDS snapshots and the manual snapshot quota, for plans with RDS migrations.
+const RESOLVE_RDS: &[&str] = &[
+    "rds:DescribeDBSnapshots",
+    "rds:DescribeDBClusterSnapshots",
+    "rds:DescribeAccountAttributes",
+];
+
 /// Per plan account: the least-privilege policy for the identity ferry runs as there.
 pub fn iam_policies(plan: &Plan, graph: &PlanGraph) -> Value {
     type Grouped = BTreeMap<(Vec<String>, String), Vec<&'static str>>;
@@ -432,13 +535,23 @@ pub fn iam_policies(plan: &Plan, graph: &PlanGraph) -> Value {
             .map(|i| i.value.clone())
             .unwrap_or_else(|| "*".into())
     };
+    let rds = plan.migrations.iter().any(|m| {
+        matches!(
+            m,
+            crate::plan::Migration::DbSnapshotCopy(_)
+                | crate::plan::Migration::DbClusterSnapshotCopy(_)
+        )
+    });
     for a in &plan.accounts {
-        per_account
+        let reads = per_account
             .entry(a.name.value.clone())
             .or_default()
             .entry((vec!["*".into()], String::new()))
-            .or_default()
-            .extend(RESOLVE);
+            .or_default();
+        reads.extend(RESOLVE);
+        if rds {
+            reads.extend(RESOLVE_RDS);
+        }
     }
     for step in graph.in_order() {
         let id = account_id(step.scope.account.as_str());

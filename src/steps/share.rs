@@ -19,8 +19,9 @@ use super::{
 };
 use crate::aws::AwsError;
 use crate::exec::{Applied, GateKey, Observation, Step, StepCx, StepError};
-use crate::graph::{DestKey, KeyAccessSpec, PlannedStep, ShareSpec, Shared, Sharing, SourceKey};
-use crate::ids::StepId;
+use crate::graph::{
+    Copied, DestKey, KeyAccessSpec, PlannedStep, ShareSpec, Shared, Sharing, SourceKey,
+};
 use crate::plan::KeyAccess;
 
 type Observed = Result<Observation<StepOutput, Change>, StepError>;
@@ -118,24 +119,6 @@ fn source_tag(tags: &[aws_sdk_ec2::types::Tag]) -> Option<String> {
         .find(|t| t.key() == Some("ferry:source"))
         .and_then(|t| t.value())
         .map(str::to_string)
-}
-
-/// What the step `share_step` added, in this run (its output, read by the undoing step) or in
-/// an earlier run recorded in the same state.
-fn added_by_ferry(cx: &StepCx<'_, Cx>, share_step: &StepId) -> Vec<String> {
-    let mut added: Vec<String> = cx
-        .input(&share_step.to_string())
-        .into_iter()
-        .chain(cx.ctx().earlier_output(share_step))
-        .filter_map(|out| match out {
-            StepOutput::Share(s) => Some(s.added_by_ferry.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    added.sort();
-    added.dedup();
-    added
 }
 
 /// One resource shared (or not) with one account: (owner account, region, resource, other
@@ -333,7 +316,7 @@ impl Permission {
     async fn pending(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
         let candidates = match &self.spec.undoes {
             // Only what ferry itself added is taken back.
-            Some(share) if !self.add => added_by_ferry(cx, share),
+            Some(share) if !self.add => super::added_by_ferry(cx, share),
             _ => {
                 if self.spec.sharing.revoke_after {
                     // AMI shares (launch permission and the AMI's snapshots) are unneeded once
@@ -682,8 +665,13 @@ impl SourceKeyAccess {
         if !self.add || !self.spec.sharing.revoke_after || self.spec.sources.is_empty() {
             return Ok(false);
         }
-        let images = self.spec.sources.iter().all(|s| s.starts_with("ami-"));
-        let copied = copied_sources(cx, &self.spec.sharing, images).await?;
+        let copied = match self.spec.sharing.copied {
+            Copied::DbSnapshots(kind) => {
+                super::rds::copied_sources(cx, &self.spec.sharing, kind, &self.spec.sources).await?
+            }
+            Copied::Images => copied_sources(cx, &self.spec.sharing, true).await?,
+            Copied::Snapshots => copied_sources(cx, &self.spec.sharing, false).await?,
+        };
         Ok(self.spec.sources.iter().all(|s| copied.contains(s)))
     }
 

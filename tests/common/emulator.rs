@@ -187,6 +187,10 @@ impl Emulator {
         aws_sdk_ec2::Client::new(&self.sdk_config(account_id, region))
     }
 
+    pub fn rds(&self, account_id: &str, region: &str) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::new(&self.sdk_config(account_id, region))
+    }
+
     pub fn kms(&self, account_id: &str, region: &str) -> aws_sdk_kms::Client {
         aws_sdk_kms::Client::new(&self.sdk_config(account_id, region))
     }
@@ -387,6 +391,11 @@ pub struct CopyCount {
     pub snapshots: u64,
     pub images: u64,
     pub image_snapshots: u64,
+    /// RDS CopyDBSnapshot / CopyDBClusterSnapshot calls that made a copy.
+    #[serde(default)]
+    pub db_snapshots: u64,
+    #[serde(default)]
+    pub db_cluster_snapshots: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +403,11 @@ pub struct CopyTotals {
     pub snapshots: u64,
     pub images: u64,
     pub image_snapshots: u64,
+    /// RDS CopyDBSnapshot / CopyDBClusterSnapshot calls that made a copy.
+    #[serde(default)]
+    pub db_snapshots: u64,
+    #[serde(default)]
+    pub db_cluster_snapshots: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -95,6 +95,10 @@ fn resource_arn(r: &Value) -> Option<String> {
         "kms" if res.starts_with("alias/") => format!("arn:aws:kms:{region}:{account}:{res}"),
         "kms" => format!("arn:aws:kms:{region}:{account}:key/{res}"),
         "iam" => format!("arn:aws:iam::{account}:role/{res}"),
+        "rds" if op.contains("Cluster") => {
+            format!("arn:aws:rds:{region}:{account}:cluster-snapshot:{res}")
+        }
+        "rds" => format!("arn:aws:rds:{region}:{account}:snapshot:{res}"),
         // Batch Operations jobs: `v20180820/jobs[/ID[/status]]`.
         "s3control" => {
             let id = res.split('/').nth(2).unwrap_or("new");

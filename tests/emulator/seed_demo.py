@@ -7,7 +7,9 @@ two regions: us-east-1 (source) and eu-west-2 (destination). In prod/us-east-1:
 - a customer managed KMS key with alias alias/demo-source,
 - 5 encrypted EBS snapshots under it, tagged Backup=nightly,
 - an AMI "demo-app" with two encrypted volumes (root + data) under the same key,
-- an S3 bucket demo-app-logs with default SSE-KMS encryption (the key) and 20 objects.
+- an S3 bucket demo-app-logs with default SSE-KMS encryption (the key) and 20 objects,
+- an encrypted RDS DB instance orders-db (postgres, under the key) with one manual snapshot
+  orders-2026-11-30 tagged Backup=nightly (and the automated snapshot RDS makes at creation).
 In backup: an IAM role ferry-migrator that prod's root may assume.
 """
 
@@ -40,6 +42,7 @@ def seed(endpoint: str) -> dict:
     ec2 = client(endpoint, "ec2", PROD, SRC)
     s3 = client(endpoint, "s3", PROD, SRC)
     iam = client(endpoint, "iam", BACKUP, SRC)
+    rds = client(endpoint, "rds", PROD, SRC)
 
     key = kms.create_key(
         Description="ferry demo source key", Tags=[{"TagKey": "Demo", "TagValue": "ferry"}]
@@ -110,6 +113,22 @@ def seed(endpoint: str) -> dict:
         s3.put_object(Bucket=bucket, Key=k, Body=f"demo log line {i}\n".encode())
         keys.append(k)
 
+    db = rds.create_db_instance(
+        DBInstanceIdentifier="orders-db",
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        AllocatedStorage=20,
+        MasterUsername="orders",
+        MasterUserPassword="ferry-demo-password",
+        StorageEncrypted=True,
+        KmsKeyId=key_arn,
+    )["DBInstance"]
+    db_snapshot = rds.create_db_snapshot(
+        DBInstanceIdentifier="orders-db",
+        DBSnapshotIdentifier="orders-2026-11-30",
+        Tags=[{"Key": "Backup", "Value": "nightly"}],
+    )["DBSnapshot"]
+
     trust = {
         "Version": "2012-10-17",
         "Statement": [
@@ -135,6 +154,23 @@ def seed(endpoint: str) -> dict:
         "image": {"id": image, "name": "demo-app", "snapshots": [root, data]},
         "bucket": {"name": bucket, "region": SRC, "objects": len(keys), "sse": "aws:kms"},
         "role": {"arn": role["Arn"], "account": BACKUP, "trusts": f"arn:aws:iam::{PROD}:root"},
+        "rds": {
+            "instance": {
+                "id": "orders-db",
+                "arn": db["DBInstanceArn"],
+                "engine": "postgres",
+                "kms_key_id": db["KmsKeyId"],
+                "region": SRC,
+            },
+            "snapshots": [
+                {
+                    "id": db_snapshot["DBSnapshotIdentifier"],
+                    "arn": db_snapshot["DBSnapshotArn"],
+                    "kms_key_id": db_snapshot["KmsKeyId"],
+                    "tags": {"Backup": "nightly"},
+                }
+            ],
+        },
     }
 
 

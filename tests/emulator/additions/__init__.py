@@ -13,6 +13,7 @@ def install() -> None:
         ec2_copies,
         ec2_shared,
         kms_cross_account,
+        rds_snapshots,
         s3_jobs,
         s3_live_replication,
         s3_replication,
@@ -26,6 +27,7 @@ def install() -> None:
     ec2_shared.install()
     ec2_copies.install()
     kms_cross_account.install()
+    rds_snapshots.install()
     s3_replication.install()
     s3_live_replication.install()
     s3_jobs.install()

@@ -118,10 +118,13 @@ def _ami_set_state(self: Any, value: str) -> None:
 
 
 def complete_all() -> int:
-    """Finish every pending copy now (control endpoint /_ferry/copies/complete)."""
+    """Finish every pending copy now (control endpoint /_ferry/copies/complete), RDS copies
+    (rds_snapshots.py) included."""
     from moto.ec2.models import ec2_backends
 
-    n = 0
+    from . import rds_snapshots
+
+    n = rds_snapshots.complete_all()
     now = time.monotonic()
     for account in list(ec2_backends.keys()):
         for backend in list(dict.values(ec2_backends[account])):

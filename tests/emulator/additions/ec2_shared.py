@@ -41,6 +41,11 @@ def set_viewer(account: str | None) -> None:
     _viewer.account = account
 
 
+def viewer() -> str | None:
+    """The account whose request this thread is handling, if any."""
+    return getattr(_viewer, "account", None)
+
+
 def ec2_backends_in(region: str) -> list[tuple[str, Any]]:
     """(account, backend) of every account that has an EC2 backend for `region`."""
     from moto.ec2.models import ec2_backends

@@ -60,6 +60,16 @@ DEFAULTS: dict[str, Any] = {
     "replication_delay_ms": 300,
     # Tasks per second an S3 Batch Operations job runs (s3_jobs.py), paced by the wall clock.
     "batch_task_rate": 2000,
+    # Seconds a CopyDBSnapshot/CopyDBClusterSnapshot target stays `copying` (rds_snapshots.py).
+    "rds_copy_seconds": 2.0,
+    # DB snapshot copies in flight per destination (account, region) before SnapshotQuotaExceeded.
+    "max_pending_db_snapshot_copies": 20,
+    # DB cluster snapshot copies in flight per destination (account, region), likewise.
+    "max_pending_db_cluster_snapshot_copies": 5,
+    # Manual DB snapshots per (account, region) before SnapshotQuotaExceeded.
+    "max_manual_db_snapshots": 100,
+    # Manual DB cluster snapshots per (account, region) before SnapshotQuotaExceeded.
+    "max_manual_db_cluster_snapshots": 100,
 }
 
 lock = threading.RLock()
@@ -118,6 +128,7 @@ def validate(update: Any) -> dict[str, Any]:
             "visibility_delay_ms",
             "session_seconds",
             "replication_delay_ms",
+            "rds_copy_seconds",
         ):
             _number(key, value)
         elif key == "batch_task_rate":
@@ -126,7 +137,14 @@ def validate(update: Any) -> dict[str, Any]:
                 raise ValueError(f"batch_task_rate must be a number > 0, got {value!r}")
         elif key == "fail_next_copies":
             _number(key, value)
-        elif key in ("max_pending_snapshot_copies", "max_pending_image_copies"):
+        elif key in (
+            "max_pending_snapshot_copies",
+            "max_pending_image_copies",
+            "max_pending_db_snapshot_copies",
+            "max_pending_db_cluster_snapshot_copies",
+            "max_manual_db_snapshots",
+            "max_manual_db_cluster_snapshots",
+        ):
             _number(key, value, 1)
         elif key in ("fault_rate", "lost_response_rate"):
             _number(key, value, 0, 1)
@@ -207,6 +225,13 @@ def reset(keep_config: bool = False) -> None:
 def count_copy(account: str, region: str, kind: str, n: int = 1) -> None:
     with lock:
         entry = copies.setdefault(
-            (account, region), {"snapshots": 0, "images": 0, "image_snapshots": 0}
+            (account, region),
+            {
+                "snapshots": 0,
+                "images": 0,
+                "image_snapshots": 0,
+                "db_snapshots": 0,
+                "db_cluster_snapshots": 0,
+            },
         )
         entry[kind] += n

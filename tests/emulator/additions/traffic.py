@@ -17,7 +17,9 @@ from the EC2 API throttling page, answered with `RequestLimitExceeded` (HTTP 503
 KMS per-second request quotas per (account, region, API) (cryptographic operations share one
 regional bucket), answered with `ThrottlingException` (HTTP 400, JSON `__type`); S3 per
 (account, region, bucket, read|write) 5,500 GET/HEAD and 3,500 PUT/COPY/POST/DELETE per second,
-answered with `SlowDown` (HTTP 503, S3 XML). Faults are the services' HTTP 500 errors.
+answered with `SlowDown` (HTTP 503, S3 XML); RDS per (account, region, action), rates assumed
+like EC2's (RDS publishes none), answered with `Throttling` (HTTP 400, the query services'
+`<ErrorResponse>` XML). Faults are the services' HTTP 500 errors.
 
 Lost responses (`lost_response_rate`, off by default) are what AWS also does: the request is
 applied, and then its answer never arrives, as a 500 (the service's InternalError after the work
@@ -69,6 +71,17 @@ EC2_QUOTAS = {
 EC2_NON_MUTATING_DEFAULT = (100, 20)
 EC2_MUTATING_DEFAULT = (50, 5)
 
+# (bucket size, refill per second) [U]: assumed. RDS publishes no per-action request rates;
+# these are chosen like EC2's. Throttled RDS calls answer `Throttling` (HTTP 400).
+RDS_QUOTAS = {
+    "CopyDBSnapshot": (50, 5),
+    "CopyDBClusterSnapshot": (50, 5),
+    "ModifyDBSnapshotAttribute": (100, 5),
+    "ModifyDBClusterSnapshotAttribute": (100, 5),
+}
+RDS_NON_MUTATING_DEFAULT = (100, 20)
+RDS_MUTATING_DEFAULT = (50, 5)
+
 # per second; docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html
 KMS_QUOTAS = {
     "CreateGrant": 50, "RetireGrant": 50, "RevokeGrant": 50, "PutKeyPolicy": 15,
@@ -115,6 +128,12 @@ def quota(service: str, region: str, bucket: str) -> tuple[float, float] | None:
         if bucket.startswith(("Describe", "Get", "List")):
             return EC2_NON_MUTATING_DEFAULT
         return EC2_MUTATING_DEFAULT
+    if service == "rds":
+        if bucket in RDS_QUOTAS:
+            return RDS_QUOTAS[bucket]
+        if bucket.startswith(("Describe", "Get", "List")):
+            return RDS_NON_MUTATING_DEFAULT
+        return RDS_MUTATING_DEFAULT
     if service == "kms":
         if bucket == "cryptographic":
             rate = KMS_CRYPTO_BY_REGION.get(region, KMS_CRYPTO_DEFAULT)
@@ -354,6 +373,7 @@ def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]],
             f"<Message>{msg}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
         ).encode()
         return status, [("Content-Type", "text/xml;charset=UTF-8")], body
+    # The query services' form (STS, IAM, RDS): <ErrorResponse><Error><Type/><Code/><Message/>.
     code, status, msg = (
         ("Throttling", 400, "Rate exceeded")
         if kind == "throttle"
@@ -401,7 +421,8 @@ def counters() -> dict[str, Any]:
         "lost": sum(r["lost"] for r in rows),
         "mutating": sum(r["count"] for r in rows if r["mutating"]),
     }
-    copy_totals = {k: sum(c[k] for c in copies) for k in ("snapshots", "images", "image_snapshots")}
+    kinds = ("snapshots", "images", "image_snapshots", "db_snapshots", "db_cluster_snapshots")
+    copy_totals = {k: sum(c[k] for c in copies) for k in kinds}
     from . import s3_live_replication
 
     return {
