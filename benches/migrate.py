@@ -10,6 +10,7 @@ Workloads:
   c  2,000 SSE-KMS objects replicated and backfilled
   d  all of them in one plan
   e  20,000 objects backfilled by an S3 Batch Replication job
+  f  45 encrypted RDS DB snapshots -> another region (same account)
 
 For each: makespan (the whole `ferry apply`, resolve and dry run included), the lower bound
 (see `lower_bound`), their ratio, API calls per migrated resource (mutating / describe),
@@ -156,6 +157,23 @@ def seed_amis(ep: str, n: int) -> list[str]:
     return amis
 
 
+def seed_db_snapshots(ep: str, n: int) -> None:
+    """An encrypted postgres instance in us-east-1 and n manual snapshots of it, tagged."""
+    region = "us-east-1"
+    key = cmk(ep, A, region, "alias/bench-rds")
+    rds = client(ep, "rds", A, region)
+    rds.create_db_instance(
+        DBInstanceIdentifier="bench-db", Engine="postgres", DBInstanceClass="db.t3.micro",
+        AllocatedStorage=20, MasterUsername="bench", MasterUserPassword="not-a-secret-1",
+        StorageEncrypted=True, KmsKeyId=key, BackupRetentionPeriod=0,
+    )
+    for i in range(n):
+        rds.create_db_snapshot(
+            DBInstanceIdentifier="bench-db", DBSnapshotIdentifier=f"bench-db-{i:03d}",
+            Tags=[{"Key": "Bench", "Value": "rds"}],
+        )
+
+
 def seed_objects(ep: str, n: int, bucket: str = "bench-logs") -> None:
     region = "us-east-1"
     key = cmk(ep, A, region, f"alias/{bucket}")
@@ -171,7 +189,7 @@ def seed_objects(ep: str, n: int, bucket: str = "bench-logs") -> None:
 
 # ---- plans --------------------------------------------------------------------------------
 
-def plan_text(snaps: bool, amis: bool, objects: bool, batch: bool = False) -> str:
+def plan_text(snaps: bool, amis: bool, objects: bool, batch: bool = False, dbs: bool = False) -> str:
     """The plan of a workload: only the accounts, keys and migrations it uses."""
     text = f'version: 1\nname: bench\naccounts:\n  prod: {{ id: "{A}" }}\n'
     if amis:
@@ -186,6 +204,8 @@ def plan_text(snaps: bool, amis: bool, objects: bool, batch: bool = False) -> st
         text += "  logs-dr: { account: prod, region: eu-west-2, alias: alias/bench-logs-dr, create: true }\n"
     if batch:
         text += "  archive-dr: { account: prod, region: eu-west-2, alias: alias/bench-archive-dr, create: true }\n"
+    if dbs:
+        text += "  rds-dr: { account: prod, region: eu-west-2, alias: alias/bench-rds-dr, create: true }\n"
     text += "migrations:\n"
     if snaps:
         text += SNAPSHOTS
@@ -195,6 +215,8 @@ def plan_text(snaps: bool, amis: bool, objects: bool, batch: bool = False) -> st
         text += OBJECTS
     if batch:
         text += BATCH
+    if dbs:
+        text += DB_SNAPSHOTS
     return text
 
 
@@ -232,10 +254,16 @@ BATCH = """  - id: archive
     backfill_report: s3://bench-reports/jobs
 """
 
+DB_SNAPSHOTS = """  - id: orders
+    type: db-snapshot-copy
+    source: { account: prod, region: us-east-1, tags: { Bench: rds } }
+    destination: { region: eu-west-2, key: rds-dr }
+"""
+
 # ---- lower bound --------------------------------------------------------------------------
 
 
-def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rate: float, list_s: float, tasks: int = 0) -> float:
+def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rate: float, list_s: float, tasks: int = 0, dbs: int = 0) -> float:
     """The least time the limits allow, from the same quotas and durations the emulator uses:
     - per destination region, ceil(snapshot copies / 20 slots) x copy time;
     - per token bucket, (calls - burst) / refill, then one copy time (CopySnapshot 50/5 s,
@@ -246,7 +274,9 @@ def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rat
       before under the same throttling: no AWS quota binds at this size (3,500 COPY/s per
       prefix), the emulator's speed does;
     - for a batch job, its tasks at the emulator's task rate (S3 runs the job: ferry can only
-      start it, follow it and read its report).
+      start it, follow it and read its report);
+    - for RDS DB snapshots, ceil(copies / 20 copies in progress per destination region) x copy
+      time (CopyDBSnapshot's bucket, 50 then 5/s as assumed, does not bind at 45).
     Workloads in one plan run side by side, so the bound of (d) is the max of its parts."""
     bounds = [0.0]
     for n in snapshots_per_region:
@@ -259,6 +289,9 @@ def lower_bound(snapshots_per_region: list[int], amis: int, objects: int, s3_rat
         bounds.append(list_s + objects / s3_rate)
     if tasks:
         bounds.append(tasks / TASK_RATE)
+    if dbs:
+        bounds.append(math.ceil(dbs / SNAPSHOT_SLOTS) * COPY_SECONDS)
+        bounds.append(max(0.0, (dbs - COPY_SNAPSHOT[0]) / COPY_SNAPSHOT[1]) + COPY_SECONDS)
     return max(bounds)
 
 
@@ -386,23 +419,24 @@ def counters(ep: str) -> dict:
 
 # Runs per workload: the short ones are repeated and reported by their median ratio, since this
 # small VM's speed drifts by 10-15 % from one minute to the next (FERRY_BENCH_REPEAT overrides).
-REPEATS = {"a": 1, "b": 3, "c": 5, "d": 1, "e": 1}
+REPEATS = {"a": 1, "b": 3, "c": 5, "d": 1, "e": 1, "f": 3}
 
 WORKLOADS = {
-    "a": ("400 snapshots, 2 regions -> 2 regions", 400, 0, 0, 0),
-    "b": ("40 AMIs x 2 volumes, cross-account", 0, 40, 0, 0),
-    "c": ("2,000 SSE-KMS objects backfilled", 0, 0, 2000, 0),
-    "d": ("all of the above in one plan", 400, 40, 2000, 0),
-    "e": ("20,000 objects by a batch replication job", 0, 0, 0, 20000),
+    "a": ("400 snapshots, 2 regions -> 2 regions", 400, 0, 0, 0, 0),
+    "b": ("40 AMIs x 2 volumes, cross-account", 0, 40, 0, 0, 0),
+    "c": ("2,000 SSE-KMS objects backfilled", 0, 0, 2000, 0, 0),
+    "d": ("all of the above in one plan", 400, 40, 2000, 0, 0),
+    "e": ("20,000 objects by a batch replication job", 0, 0, 0, 20000, 0),
+    "f": ("45 RDS DB snapshots -> another region", 0, 0, 0, 0, 45),
 }
 
 
 def workload(name: str) -> dict:
-    title, snaps, amis, objects, batch = WORKLOADS[name]
+    title, snaps, amis, objects, batch, dbs = WORKLOADS[name]
     emu = Emulator()
     try:
         ep = emu.endpoint
-        control(ep, "/_ferry/config", {"copy_seconds": COPY_SECONDS, "throttle": False})
+        control(ep, "/_ferry/config", {"copy_seconds": COPY_SECONDS, "rds_copy_seconds": COPY_SECONDS, "throttle": False})
         if snaps:
             seed_snapshots(ep, snaps)
         if amis:
@@ -413,16 +447,18 @@ def workload(name: str) -> dict:
             seed_objects(ep, batch, "bench-archive")
             client(ep, "s3", A, "us-east-1").create_bucket(Bucket="bench-reports")
             control(ep, "/_ferry/config", {"batch_task_rate": TASK_RATE})
+        if dbs:
+            seed_db_snapshots(ep, dbs)
         # Measured before ferry runs, in an emulator of its own.
         s3_rate, list_s = s3_calibration(objects) if objects else (0.0, 0.0)
-        plan = plan_text(bool(snaps), bool(amis), bool(objects), bool(batch))
+        plan = plan_text(bool(snaps), bool(amis), bool(objects), bool(batch), bool(dbs))
         # From here on AWS's quotas apply (the emulator's buckets at scale 1.0).
         control(ep, "/_ferry/config", {"throttle": True, "throttle_scale": 1.0})
         control(ep, "/_ferry/counters/reset", {})
         elapsed, code, rss_kb, cpu_s, err = run_ferry(ep, plan)
         c = counters(ep)
-        resources = snaps + amis + objects + batch
-        bound = lower_bound([snaps // 2, snaps // 2] if snaps else [], amis, objects, s3_rate, list_s, batch)
+        resources = snaps + amis + objects + batch + dbs
+        bound = lower_bound([snaps // 2, snaps // 2] if snaps else [], amis, objects, s3_rate, list_s, batch, dbs)
         return {
             "workload": f"({name}) {title}",
             "ok": code == 0,

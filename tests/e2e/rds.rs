@@ -494,12 +494,18 @@ migrations:
 
 #[test]
 fn an_automated_snapshot_goes_to_another_account_through_a_manual_copy_taken_back_after() {
+    for key_access in ["policy", "grant"] {
+        automated_snapshot_to_another_account(key_access);
+    }
+}
+
+fn automated_snapshot_to_another_account(key_access: &str) {
     let w = World::new(json!({ "rds_copy_seconds": 0.3 }));
     let src_key = w.key(SRC, "alias/orders-src");
     w.db_instance("orders-db", Some(&src_key), "postgres");
     let automated = w.automated_snapshot("orders-db");
     let policy_before = key_policy(&w, &src_key);
-    let plan_file = w.write_plan(&cross_account_plan("latest_of: [orders-db]", "policy"));
+    let plan_file = w.write_plan(&cross_account_plan("latest_of: [orders-db]", key_access));
 
     w.emu.reset_counters();
     let out = w.ferry(&["apply", "--yes", &plan_file]);
