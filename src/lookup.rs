@@ -246,6 +246,12 @@ pub enum DbQuery<'a> {
     Manual,
 }
 
+/// An automated snapshot's identifier (or ARN): RDS finds one by identifier only when asked
+/// for `SnapshotType=automated` (API reference, DescribeDBSnapshots).
+fn automated(id: &str) -> bool {
+    id.starts_with("rds:") || id.contains(":snapshot:rds:") || id.contains(":cluster-snapshot:rds:")
+}
+
 /// Values per RDS `Filters` entry ferry sends at once.
 pub const RDS_FILTER_VALUES: usize = 100;
 
@@ -286,7 +292,8 @@ pub async fn db_snapshots(
                     req = match query {
                         DbQuery::One(id) => req
                             .db_snapshot_identifier(id)
-                            .include_shared(id.starts_with("arn:")),
+                            .include_shared(id.starts_with("arn:"))
+                            .set_snapshot_type(automated(id).then(|| "automated".to_string())),
                         DbQuery::Ids(_) => req.filters(
                             aws_sdk_rds::types::Filter::builder()
                                 .name("db-snapshot-id")
@@ -320,7 +327,8 @@ pub async fn db_snapshots(
                     req = match query {
                         DbQuery::One(id) => req
                             .db_cluster_snapshot_identifier(id)
-                            .include_shared(id.starts_with("arn:")),
+                            .include_shared(id.starts_with("arn:"))
+                            .set_snapshot_type(automated(id).then(|| "automated".to_string())),
                         DbQuery::Ids(_) => req.filters(
                             aws_sdk_rds::types::Filter::builder()
                                 .name("db-cluster-snapshot-id")

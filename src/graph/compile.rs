@@ -623,7 +623,8 @@ impl<'p> Compiler<'p> {
                     .snapshots
                     .iter()
                     .map(|s| {
-                        let name = db_snapshot_name(&s.value).to_string();
+                        // RDS stores identifiers lowercased: the resolved ids are.
+                        let name = db_snapshot_name(&s.value).to_ascii_lowercase();
                         let automated = name.starts_with("rds:") || self.every_path;
                         (name.clone(), automated, Target::One(name))
                     })
@@ -645,7 +646,7 @@ impl<'p> Compiler<'p> {
                 }
                 let find = (!selector.is_empty()).then(|| {
                     self.step(
-                        StepId::new(owner.clone(), "selected", "find"),
+                        StepId::new(owner.clone(), SELECTED, "find"),
                         src_account,
                         Some(src_region),
                         Target::Tagged(selector.clone()),
@@ -655,7 +656,7 @@ impl<'p> Compiler<'p> {
                     )
                 });
                 if find.is_some() {
-                    v.push(("selected".into(), self.every_path, Target::Tagged(selector)));
+                    v.push((SELECTED.into(), self.every_path, Target::Tagged(selector)));
                 }
                 (v, find)
             }
@@ -695,8 +696,14 @@ impl<'p> Compiler<'p> {
                 .collect();
             let mut intermediate = None;
             if cross && automated {
-                shared_id =
-                    db_copy_identifier(plan_name, &source, Some("shared"), kind.max_identifier());
+                // Named after the migration too: two migrations may share one source with two
+                // accounts, each through a manual copy of its own.
+                shared_id = db_copy_identifier(
+                    plan_name,
+                    &format!("{id}-{source}"),
+                    Some("shared"),
+                    kind.max_identifier(),
+                );
                 let mut itags = tags.clone();
                 itags.insert("ferry:intermediate".into(), "true".into());
                 let step = self.step(
@@ -735,6 +742,7 @@ impl<'p> Compiler<'p> {
                     target.clone(),
                     StepSpec::ShareDbSnapshot(DbShareSpec {
                         kind,
+                        origin: source.clone(),
                         snapshot: shared_id.clone(),
                         sharing: sharing.clone(),
                         copy: final_ref.clone(),
@@ -795,6 +803,7 @@ impl<'p> Compiler<'p> {
                 target.clone(),
                 StepSpec::UnshareDbSnapshot(DbShareSpec {
                     kind,
+                    origin: source.clone(),
                     snapshot: shared_id.clone(),
                     sharing: sharing.clone(),
                     copy: final_ref.clone(),
@@ -805,13 +814,14 @@ impl<'p> Compiler<'p> {
             self.b.depends(&u, &copy);
             if intermediate.is_some() {
                 let d = self.step(
-                    StepId::new(owner.clone(), source, "delete-shared"),
+                    StepId::new(owner.clone(), source.clone(), "delete-shared"),
                     src_account,
                     Some(src_region),
                     target,
                     StepSpec::DeleteDbSnapshot(DbDeleteSpec {
                         migration: MigrationId::new(id),
                         kind,
+                        origin: source.clone(),
                         snapshot: shared_id,
                         copy: final_ref,
                     }),
@@ -1582,6 +1592,10 @@ pub fn batch_role_name(m: &S3Replication) -> String {
 
 /// A key-access step's resource name and target: the key id once resolved, else "every
 /// source key".
+/// The resource name of the steps that stand for an RDS selector offline: not an RDS
+/// identifier (those have no parentheses), so no snapshot's steps can take it.
+const SELECTED: &str = "(selected)";
+
 fn source_key_names(key: &SourceKey) -> (String, Target) {
     match key {
         SourceKey::Known(arn) => (arn.key_id().to_string(), Target::One(arn.to_string())),

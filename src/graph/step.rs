@@ -572,6 +572,8 @@ pub struct DbCopySpec {
 #[derive(Debug, Clone)]
 pub struct DbShareSpec {
     pub kind: DbKind,
+    /// The plan's source snapshot (`ferry:source` of the copy).
+    pub origin: String,
     /// In the step's account and region.
     pub snapshot: String,
     pub sharing: Sharing,
@@ -588,6 +590,8 @@ pub struct DbShareSpec {
 pub struct DbDeleteSpec {
     pub migration: MigrationId,
     pub kind: DbKind,
+    /// The plan's source snapshot (`ferry:source` of both copies).
+    pub origin: String,
     pub snapshot: String,
     pub copy: DbSnapshotRef,
 }

@@ -707,7 +707,7 @@ impl<'p> Checker<'p> {
                 "RDS copies a snapshot shared by another account only within its region: this migration changes both account and region",
             )
             .help = Some(format!(
-                "split it in two: copy to `{}` within account `{}` first (a migration without `destination.account`), then share that copy with a second migration in `{}`",
+                "use two plans: one copies to `{}` within account `{}`, the second shares that copy (named `ferry-<first plan>-<source>`) with the other account in `{}`",
                 dst_region.value, m.source.account.value, dst_region.value
             ));
         }

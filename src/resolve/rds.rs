@@ -2,7 +2,7 @@
 //! mean, and what AWS would refuse once copies started (an `aws/rds` source shared with another
 //! account, a missing option group, a missing destination key, the manual snapshot quota).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use super::{DbSource, ResolveError, Resolver};
 use crate::ids::{DbKind, db_copy_identifier};
@@ -14,12 +14,21 @@ use crate::plan::{DbSnapshotCopy, Diagnostic, Span};
 /// cluster snapshots, adjustable).
 const DEFAULT_MANUAL_SNAPSHOTS: i64 = 100;
 
-/// The new manual snapshots the plan would make in one (account, region) of one kind.
-#[derive(Default)]
-pub(super) struct Planned {
-    made: BTreeSet<String>,
-    span: Option<Span>,
+/// A manual snapshot the plan would make in one (account, region) of one kind.
+pub(super) struct PlannedCopy {
+    migration: String,
+    /// The plan's source snapshot it stands for (`ferry:source`).
+    origin: String,
+    /// The destination key's ARN, when it exists (a copy under another key is drift).
+    key: Option<String>,
+    span: Span,
+    /// A manual copy made to share an automated source: not made when this final copy
+    /// (account, region, name) exists already.
+    unless: Option<(String, String, String)>,
 }
+
+/// Per (account, region, kind): the copies the plan would make there, by name.
+pub(super) type Planned = BTreeMap<String, PlannedCopy>;
 
 /// Engines whose snapshots need an option group of the destination region (Oracle and SQL
 /// Server, for TDE and their options; aws-facts-next.md §1).
@@ -58,8 +67,27 @@ impl Resolver<'_> {
             }
         };
 
+        let own_id = self
+            .out
+            .account_ids
+            .get(account)
+            .cloned()
+            .unwrap_or_default();
         for wanted in &m.source.snapshots {
             let name = db_snapshot_name(&wanted.value);
+            if let Some(arn) = crate::plan::check::parse_arn(&wanted.value)
+                && arn.account != own_id
+            {
+                self.problems.push(
+                    Diagnostic::new(format!(
+                        "this snapshot is in account {}, but the source account `{account}` is {own_id}",
+                        arn.account
+                    ))
+                    .at(wanted.span)
+                    .help("name a snapshot of the source account (a snapshot another account shares is copied from that account)"),
+                );
+                continue;
+            }
             let found = lookup::db_snapshots(
                 self.aws,
                 self.limits,
@@ -189,15 +217,43 @@ impl Resolver<'_> {
             self.destination_key(key, &dst_account, &dst_region).await?;
         }
 
-        // What the run would add to the manual snapshot quotas.
+        // What the run would add to the manual snapshot quotas, and the names it would take.
+        let key = m.destination.key.as_ref().and_then(|k| {
+            let reference = self
+                .plan
+                .key_ref(&k.value)
+                .map(|r| r.lookup().to_string())
+                .unwrap_or_else(|| k.value.clone());
+            self.out
+                .key_arn(&dst_account, &dst_region, &reference)
+                .map(|a| a.to_string())
+        });
         for (f, span) in &chosen {
             let target = db_copy_identifier(&plan, &f.id, None, kind.max_identifier());
-            self.plan_manual(&dst_account, &dst_region, kind, target, *span);
             if cross && f.automated() {
-                let shared =
-                    db_copy_identifier(&plan, &f.id, Some("shared"), kind.max_identifier());
-                self.plan_manual(account, region, kind, shared, *span);
+                let shared = db_copy_identifier(
+                    &plan,
+                    &format!("{}-{}", m.id.value, f.id),
+                    Some("shared"),
+                    kind.max_identifier(),
+                );
+                let copy = PlannedCopy {
+                    migration: m.id.value.clone(),
+                    origin: f.id.clone(),
+                    key: None,
+                    span: *span,
+                    unless: Some((dst_account.clone(), dst_region.clone(), target.clone())),
+                };
+                self.plan_copy(account, region, kind, shared, copy);
             }
+            let copy = PlannedCopy {
+                migration: m.id.value.clone(),
+                origin: f.id.clone(),
+                key: key.clone(),
+                span: *span,
+                unless: None,
+            };
+            self.plan_copy(&dst_account, &dst_region, kind, target, copy);
         }
         self.out.inventory.db_snapshots.insert(
             m.id.value.clone(),
@@ -219,48 +275,119 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    fn plan_manual(&mut self, account: &str, region: &str, kind: DbKind, id: String, span: Span) {
+    /// Records a copy the plan would make; two under one name are refused (the name is the
+    /// copy's identity: the second would be taken for the first).
+    fn plan_copy(
+        &mut self,
+        account: &str,
+        region: &str,
+        kind: DbKind,
+        id: String,
+        copy: PlannedCopy,
+    ) {
         let p = self
             .db_quota
             .entry((account.to_string(), region.to_string(), kind))
             .or_default();
-        p.made.insert(id);
-        p.span.get_or_insert(span);
+        if let Some(first) = p.get(&id) {
+            let d = Diagnostic::new(format!(
+                "{} and {} would both be copied to {id} in {account}/{region}",
+                first.origin, copy.origin
+            ))
+            .at(copy.span)
+            .related(first.span, "the other source")
+            .help("ferry names each copy after its plan and source: copy these in two plans");
+            self.problems.push(d);
+            return;
+        }
+        p.insert(id, copy);
     }
 
-    /// Refuses a plan whose copies would exceed a manual snapshot quota: RDS would refuse the
-    /// copies past it, after the first ones were made.
+    /// Before any change: a name ferry would copy to that holds someone else's snapshot, one
+    /// of ferry's copies under another key than the plan's, and copies that would exceed a
+    /// manual snapshot quota (RDS would refuse the copies past it, after the first were made).
     pub(super) async fn db_snapshot_quotas(&mut self) -> Result<(), ResolveError> {
         let planned = std::mem::take(&mut self.db_quota);
-        for ((account, region, kind), p) in planned {
-            let existing: BTreeSet<String> = lookup::db_snapshots(
+        let mut listed: BTreeMap<(String, String, DbKind), BTreeMap<String, DbSnapshotFacts>> =
+            BTreeMap::new();
+        for (account, region, kind) in planned.keys() {
+            let found = lookup::db_snapshots(
                 self.aws,
                 self.limits,
-                &account,
-                &region,
-                kind,
+                account,
+                region,
+                *kind,
                 DbQuery::Manual,
             )
             .await?
             .into_iter()
-            .map(|s| s.id)
+            .map(|s| (s.id.clone(), s))
             .collect();
+            listed.insert((account.clone(), region.clone(), *kind), found);
+        }
+        let plan = self.plan.name.value.clone();
+        for ((account, region, kind), copies) in &planned {
+            let existing = &listed[&(account.clone(), region.clone(), *kind)];
+            let noun = kind.noun();
+            let mut new = 0i64;
+            let mut span = None;
+            for (id, c) in copies {
+                let final_exists = c.unless.as_ref().is_some_and(|(a, r, f)| {
+                    listed
+                        .get(&(a.clone(), r.clone(), *kind))
+                        .is_some_and(|l| l.contains_key(f))
+                });
+                let Some(s) = existing.get(id) else {
+                    if !final_exists {
+                        new += 1;
+                        span.get_or_insert(c.span);
+                    }
+                    continue;
+                };
+                let tag = |k: &str| s.tags.get(k).map(String::as_str);
+                if tag("ferry:plan") != Some(plan.as_str())
+                    || tag("ferry:migration") != Some(c.migration.as_str())
+                    || tag("ferry:source") != Some(c.origin.as_str())
+                {
+                    self.problems.push(
+                        Diagnostic::new(format!(
+                            "a {noun} named {id} exists in {account}/{region} that ferry did not make for migration `{}` (from {}): ferry never adopts it",
+                            c.migration, c.origin
+                        ))
+                        .at(c.span)
+                        .label("its copy's name is taken")
+                        .help("rename or delete that snapshot, then plan again"),
+                    );
+                } else if let (Some(want), Some(under)) = (&c.key, &s.kms_key_id)
+                    && want != under
+                {
+                    self.problems.push(
+                        Diagnostic::new(format!(
+                            "ferry's copy {id} in {account}/{region} is under {under}, but the plan's key is {want}: RDS names are unique, so ferry cannot make a second copy beside it"
+                        ))
+                        .at(c.span)
+                        .label("copied under another key")
+                        .help("delete or rename that copy (ferry never deletes a finished copy), then apply again"),
+                    );
+                }
+            }
+            if new == 0 {
+                continue;
+            }
             let (used, max) =
-                match lookup::manual_snapshot_quota(self.aws, self.limits, &account, &region, kind)
+                match lookup::manual_snapshot_quota(self.aws, self.limits, account, region, *kind)
                     .await
                 {
                     Ok(Some(q)) => q,
                     // Not allowed to read the quota (or not reported): the default quota.
                     Ok(None) | Err(_) => (existing.len() as i64, DEFAULT_MANUAL_SNAPSHOTS),
                 };
-            let new = p.made.iter().filter(|id| !existing.contains(*id)).count() as i64;
             if used + new > max {
-                let noun = kind.noun();
                 self.problems.push(
                     Diagnostic::new(format!(
                         "the copies would make {new} new manual {noun}s in {account}/{region}, which has {used} of its quota of {max}"
                     ))
-                    .at(p.span.unwrap_or_else(Span::start))
+                    .at(span.unwrap_or_else(Span::start))
                     .label("over the manual snapshot quota")
                     .help("delete manual snapshots no longer needed, or raise the quota in Service Quotas (\"Amazon RDS\"), then plan again"),
                 );

@@ -49,6 +49,15 @@ const ALREADY_EXISTS: &[&str] = &[
     "DBClusterSnapshotAlreadyExists",
 ];
 
+/// What RDS answers a copy of another account's snapshot that is not (yet) shared with the
+/// copier, or whose key the copier may not (yet) use.
+const NOT_SHARED_YET: &[&str] = &[
+    "KMSKeyNotAccessibleFault",
+    "DBSnapshotNotFound",
+    "DBSnapshotNotFoundFault",
+    "DBClusterSnapshotNotFoundFault",
+];
+
 /// Statuses after which a snapshot never becomes available (the waiter's failure states).
 fn failed_status(status: &str) -> bool {
     matches!(status, "failed" | "deleted" | "error") || status.starts_with("incompatible")
@@ -76,10 +85,16 @@ fn arn_of(cx: &Cx, kind: DbKind, s: &DbSnapshotRef) -> String {
     )
 }
 
-/// Whether `s` carries this plan's and this migration's ferry tags: only then is it ferry's.
-fn is_ferrys(cx: &Cx, migration: &str, s: &DbSnapshotFacts) -> bool {
+/// Whether `s` carries this plan's and this migration's ferry tags.
+fn ferrys_for(cx: &Cx, migration: &str, s: &DbSnapshotFacts) -> bool {
     s.tags.get("ferry:plan") == Some(&cx.plan)
         && s.tags.get("ferry:migration").map(String::as_str) == Some(migration)
+}
+
+/// Whether `s` is ferry's copy of `origin` for this migration: only then is it adopted (or
+/// deleted). A snapshot under the same name made for another source is not.
+fn is_ferrys(cx: &Cx, migration: &str, origin: &str, s: &DbSnapshotFacts) -> bool {
+    ferrys_for(cx, migration, s) && s.tags.get("ferry:source").map(String::as_str) == Some(origin)
 }
 
 async fn describe(
@@ -105,6 +120,7 @@ async fn final_copy_done(
     cx: &StepCx<'_, Cx>,
     kind: DbKind,
     migration: &str,
+    origin: &str,
     copy: &DbSnapshotRef,
 ) -> Result<bool, StepError> {
     let found = describe(
@@ -116,7 +132,7 @@ async fn final_copy_done(
         &copy.id,
     )
     .await?;
-    Ok(found.is_some_and(|s| s.available() && is_ferrys(cx.ctx(), migration, &s)))
+    Ok(found.is_some_and(|s| s.available() && is_ferrys(cx.ctx(), migration, origin, &s)))
 }
 
 /// The sources of `sharing`'s migration whose final copy exists, under the key the plan copies
@@ -157,7 +173,7 @@ pub(crate) async fn copied_sources(
             .is_none_or(|w| s.kms_key_id.as_deref() == Some(w));
         if s.available()
             && under
-            && is_ferrys(cx.ctx(), sharing.migration.as_str(), &s)
+            && ferrys_for(cx.ctx(), sharing.migration.as_str(), &s)
             && let Some(src) = s.tags.get("ferry:source")
         {
             out.insert(src.clone());
@@ -228,7 +244,7 @@ impl CopyDbSnapshot {
     async fn judge(&self, cx: &StepCx<'_, Cx>, s: &DbSnapshotFacts) -> Observed {
         let (account, region) = (&self.base.account, &self.base.region);
         let noun = self.spec.kind.noun();
-        if !is_ferrys(cx.ctx(), self.spec.migration.as_str(), s) {
+        if !is_ferrys(cx.ctx(), self.spec.migration.as_str(), &self.spec.origin, s) {
             let message = format!(
                 "a {noun} named {} exists in {account}/{region} that ferry did not make for migration `{}`: ferry never adopts it",
                 self.spec.target, self.spec.migration
@@ -413,7 +429,14 @@ impl Step<Cx> for CopyDbSnapshot {
         // A manual copy made only to share an automated source is not needed once the final
         // copy exists: a re-apply after `revoke_after` removed it makes none.
         if let Some(final_copy) = &self.spec.serves
-            && final_copy_done(cx, self.spec.kind, self.spec.migration.as_str(), final_copy).await?
+            && final_copy_done(
+                cx,
+                self.spec.kind,
+                self.spec.migration.as_str(),
+                &self.spec.origin,
+                final_copy,
+            )
+            .await?
         {
             return Ok(Observation::Done(StepOutput::DbSnapshotCopy(
                 DbSnapshotCopyOutput {
@@ -512,8 +535,51 @@ impl Step<Cx> for CopyDbSnapshot {
                             _ => Err(failed(e, &[])),
                         },
                     },
-                    None => Err(failed(e, &[])),
+                    // Taken, and nothing shows under the name yet (a snapshot being deleted,
+                    // or one that does not show at once): looked for again, for as long as new
+                    // resources may take to show, before the step fails.
+                    None => {
+                        let id = &self.base.id_text;
+                        let first = !cx
+                            .ctx()
+                            .ambiguous
+                            .lock()
+                            .expect("ambiguous")
+                            .contains_key(id);
+                        if first {
+                            cx.ctx().ambiguous_attempt(id);
+                        }
+                        match cx.ctx().still_settling(id) {
+                            Some(left) => Err(super::not_visible_yet(
+                                "CopyNameTaken",
+                                format!("the snapshot holding the name {}", self.spec.target),
+                                left,
+                            )),
+                            None => Err(failed(e, &[])),
+                        }
+                    }
                 };
+            }
+            // Another account's snapshot seconds after it was shared with this one, or after
+            // its key's access was given: RDS judges access at once, and those changes take a
+            // while to apply. Looked at again until they surely have.
+            Err(e)
+                if self.spec.source.account.as_str() != self.base.account
+                    && e.is_code(NOT_SHARED_YET) =>
+            {
+                let prefix = format!("{}/", self.spec.migration);
+                let left = cx.ctx().settling_after_any(&self.base.id_text, |s| {
+                    s.starts_with(&prefix)
+                        && (s.ends_with("/share") || s.ends_with("/grant-access"))
+                });
+                return Err(match left {
+                    Some(left) => super::not_visible_yet(
+                        "AccessNotVisibleYet",
+                        format!("the share of {} and its key access", self.spec.source.id),
+                        left,
+                    ),
+                    None => failed(e, &[]),
+                });
             }
             Err(e) => return Err(failed(e, &[])),
         }
@@ -730,22 +796,24 @@ impl Step<Cx> for ShareDbSnapshot {
         let c = cx.ctx();
         let who = c.account_id(&self.spec.sharing.with_account).to_string();
         let snapshot = &self.spec.snapshot;
+        let done = || {
+            final_copy_done(
+                cx,
+                self.spec.kind,
+                self.spec.sharing.migration.as_str(),
+                &self.spec.origin,
+                &self.spec.copy,
+            )
+        };
         let pending = if self.add {
-            if self.spec.sharing.revoke_after
-                && final_copy_done(
-                    cx,
-                    self.spec.kind,
-                    self.spec.sharing.migration.as_str(),
-                    &self.spec.copy,
-                )
-                .await?
-            {
+            if self.spec.sharing.revoke_after && done().await? {
                 false
             } else {
                 match self.restorers(cx).await? {
                     Some(r) => !r.contains(&who),
-                    // Not made yet (the manual copy of an automated source, in a dry run).
-                    None => true,
+                    // Not made yet (the manual copy of an automated source, in a dry run), or
+                    // removed after the copy it was made for: nothing to share then.
+                    None => !done().await?,
                 }
             }
         } else {
@@ -847,7 +915,7 @@ impl Step<Cx> for DeleteDbSnapshot {
         )
         .await?;
         let ours = found.as_ref().is_some_and(|s| {
-            is_ferrys(cx.ctx(), self.spec.migration.as_str(), s)
+            is_ferrys(cx.ctx(), self.spec.migration.as_str(), &self.spec.origin, s)
                 && s.tags.get("ferry:intermediate").map(String::as_str) == Some("true")
                 && s.status != "deleting"
         });

@@ -441,6 +441,11 @@ def _describe(resp: RDSResponse, kind: Kind) -> ActionResult:
     found = {s.arn: s for s in candidates}
     if filters:
         found = RDSBackend._filter_resources(found, filters, kind.cls)
+    if ref and snapshot_type != "automated":
+        # "If this identifier is for an automated snapshot, the SnapshotType parameter must also
+        # be specified" (API reference, DescribeDBSnapshots): without it, none is found [U: the
+        # exact answer].
+        found = {a: s for a, s in found.items() if s.snapshot_type != "automated"}
     if ref and not found and not parent:
         raise kind.not_found(ref)
     return ActionResult({kind.list_key: list(found.values())})
