@@ -269,6 +269,13 @@ pub const DEFAULTS: &[(&str, Quota)] = &[
         },
     ),
     (
+        "rds:DescribeOptionGroups",
+        Quota::Rate {
+            burst: 100,
+            per_second: 20.0,
+        },
+    ),
+    (
         "rds:DescribeAccountAttributes",
         Quota::Rate {
             burst: 100,

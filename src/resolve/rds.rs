@@ -30,6 +30,9 @@ pub(super) struct PlannedCopy {
 /// Per (account, region, kind): the copies the plan would make there, by name.
 pub(super) type Planned = BTreeMap<String, PlannedCopy>;
 
+/// Tags per RDS resource (RDS user guide, "Tagging Amazon RDS resources": up to 50).
+const MAX_TAGS: usize = 50;
+
 /// Engines whose snapshots need an option group of the destination region (Oracle and SQL
 /// Server, for TDE and their options; aws-facts-next.md §1).
 fn needs_option_group(engine: &str) -> bool {
@@ -213,6 +216,41 @@ impl Resolver<'_> {
             self.source_keys(&m.id.value, account, region, used, "aws/rds")
                 .await?;
         }
+        if let Some(og) = &m.destination.option_group {
+            self.option_group(og, &dst_account, &dst_region, &chosen)
+                .await?;
+        }
+        // RDS takes at most 50 tags on a resource: the source's, the plan's and ferry's.
+        let ours: BTreeMap<&str, ()> = self
+            .plan
+            .settings
+            .tags
+            .value
+            .keys()
+            .chain(m.tags.value.keys())
+            .map(|k| (k.as_str(), ()))
+            .collect();
+        for (f, span) in &chosen {
+            let source_only = f
+                .tags
+                .keys()
+                .filter(|k| !k.starts_with("aws:") && !k.starts_with("ferry:"))
+                .filter(|k| !ours.contains_key(k.as_str()))
+                .count();
+            // ferry:plan, ferry:migration, ferry:source, ferry:key (and ferry:intermediate).
+            let total = source_only + ours.len() + 5;
+            if total > MAX_TAGS {
+                self.problems.push(
+                    Diagnostic::new(format!(
+                        "the copy of {} would carry {total} tags (its own {source_only}, the plan's {}, ferry's 5): RDS takes at most {MAX_TAGS}",
+                        f.id,
+                        ours.len()
+                    ))
+                    .at(*span)
+                    .help("remove tags from the source, `settings.tags` or the migration's `tags`"),
+                );
+            }
+        }
         if let Some(key) = &m.destination.key {
             self.destination_key(key, &dst_account, &dst_region).await?;
         }
@@ -272,6 +310,68 @@ impl Resolver<'_> {
                 })
                 .collect(),
         );
+        Ok(())
+    }
+
+    /// `destination.option_group` must exist in the destination, for the sources' engine.
+    async fn option_group(
+        &mut self,
+        og: &crate::plan::Spanned<String>,
+        account: &str,
+        region: &str,
+        chosen: &[(DbSnapshotFacts, Span)],
+    ) -> Result<(), ResolveError> {
+        self.limits
+            .take(&[crate::quotas::bucket(
+                account,
+                region,
+                "rds:DescribeOptionGroups",
+            )])
+            .await;
+        let found = self
+            .aws
+            .rds(account, region)
+            .describe_option_groups()
+            .option_group_name(&og.value)
+            .send()
+            .await;
+        let engine = match found {
+            Ok(out) => out
+                .option_groups_list()
+                .first()
+                .and_then(|g| g.engine_name())
+                .map(str::to_string),
+            Err(e) => {
+                let e = crate::aws::AwsError::from_sdk("rds", "DescribeOptionGroups", e);
+                if !e.is_not_found() && e.code != "OptionGroupNotFoundFault" {
+                    return Err(e.into());
+                }
+                self.problems.push(
+                    Diagnostic::new(format!(
+                        "option group {} does not exist in {account}/{region}",
+                        og.value
+                    ))
+                    .at(og.span)
+                    .label("not found")
+                    .help("option groups are regional: create it in the destination region (for the source's engine), then plan again"),
+                );
+                return Ok(());
+            }
+        };
+        if let Some(engine) = engine {
+            for (f, span) in chosen {
+                if !f.engine.is_empty() && f.engine != engine {
+                    self.problems.push(
+                        Diagnostic::new(format!(
+                            "option group {} is for {engine}, but {} is {}",
+                            og.value, f.id, f.engine
+                        ))
+                        .at(*span)
+                        .related(og.span, "the option group"),
+                    );
+                }
+            }
+        }
         Ok(())
     }
 

@@ -521,6 +521,7 @@ const RESOLVE_RDS: &[&str] = &[
     "rds:DescribeDBSnapshots",
     "rds:DescribeDBClusterSnapshots",
     "rds:DescribeAccountAttributes",
+    "rds:DescribeOptionGroups",
 ];
 
 /// Per plan account: the least-privilege policy for the identity ferry runs as there.

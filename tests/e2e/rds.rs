@@ -580,6 +580,18 @@ fn automated_snapshot_to_another_account(key_access: &str) {
         policy_before,
         "the source key policy is the original"
     );
+    let grants = w.rt.block_on(async {
+        w.emu
+            .kms(PROD, SRC)
+            .list_grants()
+            .key_id(&src_key)
+            .send()
+            .await
+            .unwrap()
+            .grants()
+            .len()
+    });
+    assert_eq!(grants, 0, "{key_access}: no grant left on the source key");
     assert_reapply_changes_nothing(&w, &plan_file, &[PROD, BACKUP]);
 }
 
@@ -619,6 +631,63 @@ fn rds_problems_aws_would_refuse_are_found_before_any_change() {
             "oracle-ee",
             "need an option group",
             "destination.option_group",
+        ],
+    );
+    // An option group the destination region does not have.
+    super::bad_input(
+        &w,
+        &rds_plan(&format!("snapshots: [{erp}]"), "").replace(
+            "      key: dr-rds\n",
+            "      key: dr-rds\n      option_group: erp-og-eu\n",
+        ),
+        &["option group erp-og-eu does not exist in prod/eu-west-2"],
+    );
+    // More tags than RDS takes on the copy: 46 of the source's, 2 of the plan's, ferry's 5.
+    let tagged = w.db_snapshot("orders-db", "orders-many-tags");
+    w.rt.block_on(async {
+        let mut req = w
+            .emu
+            .rds(PROD, SRC)
+            .add_tags_to_resource()
+            .resource_name(format!("arn:aws:rds:{SRC}:{PROD}:snapshot:{tagged}"));
+        for i in 0..45 {
+            req = req.tags(
+                aws_sdk_rds::types::Tag::builder()
+                    .key(format!("k{i}"))
+                    .value("v")
+                    .build(),
+            );
+        }
+        req.send().await.expect("AddTagsToResource");
+    });
+    super::bad_input(
+        &w,
+        &rds_plan(&format!("snapshots: [{tagged}]"), ""),
+        &["would carry 53 tags", "at most 50"],
+    );
+    // Copies that would take the destination past its manual snapshot quota (2 here, one of
+    // them used by a snapshot already there).
+    let other = w.db_snapshot("orders-db", "orders-2026-11-29");
+    w.emu.configure(json!({ "max_manual_db_snapshots": 2 }));
+    let dst_key = w.key(DST, "alias/someone-else");
+    w.rt.block_on(async {
+        w.emu
+            .rds(PROD, DST)
+            .copy_db_snapshot()
+            .source_db_snapshot_identifier(format!("arn:aws:rds:{SRC}:{PROD}:snapshot:{other}"))
+            .target_db_snapshot_identifier("someone-elses-copy")
+            .kms_key_id(&dst_key)
+            .send()
+            .await
+            .expect("CopyDBSnapshot");
+    });
+    super::bad_input(
+        &w,
+        &rds_plan(&format!("snapshots: [{snap}, {other}]"), ""),
+        &[
+            "2 new manual DB snapshots",
+            "1 of its quota of 2",
+            "Service Quotas",
         ],
     );
 }
