@@ -444,6 +444,7 @@ impl<'p> Compiler<'p> {
         let key_deps = self.key_steps(&m.destination.key.value, dst_region);
         let key = self.destination_key(&m.destination.key.value, dst_account, Some(dst_region));
         let tags = ferry_tags(self.plan, id, &m.tags.value);
+        let copy_tags = crate::plan::copies_tags(&m.copy_tags, false);
 
         let (targets, find) = self.selection(
             id,
@@ -511,6 +512,14 @@ impl<'p> Compiler<'p> {
                     source_region: Region::new(src_region),
                     key: key.clone(),
                     tags: tags.clone(),
+                    source_tags: match (copy_tags, self.resolution) {
+                        (true, Some(r)) => r
+                            .snapshots
+                            .get(&t.resource)
+                            .map(|f| f.tags.clone())
+                            .unwrap_or_default(),
+                        _ => Tags::new(),
+                    },
                 }),
             );
             if let (Some(f), true) = (&find, later) {
@@ -974,6 +983,7 @@ impl<'p> Compiler<'p> {
             .filter(|_| copy_wanted)
             .map(|k| self.destination_key(&k.value, dst_account, Some(dst_region)));
         let tags = ferry_tags(self.plan, id, &m.tags.value);
+        let copy_tags = crate::plan::copies_tags(&m.copy_tags, false);
 
         let (targets, find) = self.selection(
             id,
@@ -1064,6 +1074,15 @@ impl<'p> Compiler<'p> {
                         source_region: Region::new(src_region),
                         key: key.clone(),
                         tags: tags.clone(),
+                        source_tags: match (copy_tags, self.resolution) {
+                            (true, Some(r)) => r
+                                .inventory
+                                .image_tags
+                                .get(image.as_str())
+                                .cloned()
+                                .unwrap_or_default(),
+                            _ => Tags::new(),
+                        },
                     }),
                 );
                 if let (Some(f), true) = (&find, later) {

@@ -389,6 +389,8 @@ pub struct CopySnapshotSpec {
     pub key: DestinationKey,
     /// ferry's tags and the migration's; `ferry:source` and `ferry:key` are added per copy.
     pub tags: Tags,
+    /// The source's own tags (`copy_tags`), written under ferry's (which win on a clash).
+    pub source_tags: Tags,
 }
 
 /// `ec2.copy-image`: a copy of `source` in the step's account and region, every volume under
@@ -401,6 +403,8 @@ pub struct CopyImageSpec {
     pub source_region: Region,
     pub key: DestinationKey,
     pub tags: Tags,
+    /// The source AMI's own tags (`copy_tags`), written under ferry's.
+    pub source_tags: Tags,
 }
 
 /// `s3.create-bucket`: the destination bucket, with default SSE-KMS under `key`.

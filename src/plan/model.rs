@@ -88,6 +88,11 @@ pub struct Key {
     pub policy_statements: Option<Vec<Spanned<serde_json::Value>>>,
 }
 
+/// Whether a migration writes its sources' tags onto the copies (`copy_tags`).
+pub fn copies_tags(flag: &Option<Spanned<bool>>, default: bool) -> bool {
+    flag.as_ref().map_or(default, |f| f.value)
+}
+
 impl Key {
     pub fn creates(&self) -> bool {
         self.create.as_ref().is_some_and(|c| c.value)
@@ -184,6 +189,9 @@ pub struct SnapshotCopy {
     /// Added to every copy.
     #[serde(default)]
     pub tags: Spanned<BTreeMap<String, String>>,
+    /// Write each source's own tags onto its copy (without `aws:` keys; ferry's and the
+    /// migration's tags win). A tag changed on the source later is drift. Default false.
+    pub copy_tags: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -224,9 +232,11 @@ pub struct DbSnapshotCopy {
     /// Cross-account only: once every copy completed, stop sharing, take back the key access,
     /// and remove the manual copies ferry made of automated sources to share them.
     pub revoke_after: Option<Spanned<bool>>,
-    /// Added to every copy, beside the source's own tags (`CopyTags`) and ferry's.
+    /// Added to every copy, beside the source's own tags and ferry's.
     #[serde(default)]
     pub tags: Spanned<BTreeMap<String, String>>,
+    /// Write each source's own tags onto its copy (as RDS's `CopyTags`). Default true.
+    pub copy_tags: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -272,6 +282,8 @@ pub struct AmiCopy {
     pub revoke_after: Option<Spanned<bool>>,
     #[serde(default)]
     pub tags: Spanned<BTreeMap<String, String>>,
+    /// Write each source AMI's own tags onto its copy (as for `snapshot-copy`). Default false.
+    pub copy_tags: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -40,6 +40,9 @@ pub struct Inventory {
     /// db-snapshot-copy / db-cluster-snapshot-copy migration id -> its source snapshots.
     #[serde(default)]
     pub db_snapshots: BTreeMap<String, Vec<DbSource>>,
+    /// AMI id -> its own tags (`copy_tags`), as [`copyable_tags`] keeps them.
+    #[serde(default)]
+    pub image_tags: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// One source RDS snapshot of a migration, as resolved.
@@ -129,6 +132,21 @@ pub struct SnapshotFacts {
     pub size_gib: i32,
     pub encrypted: bool,
     pub kms_key_id: Option<String>,
+    /// Its own tags, without `aws:` and `ferry:` keys (read with the source account: tags do
+    /// not cross accounts), for `copy_tags`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A resource's tags as a copy may carry them: no `aws:` keys (AWS reserves them) and no
+/// `ferry:` ones (ferry writes its own).
+pub fn copyable_tags<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> BTreeMap<String, String> {
+    tags.into_iter()
+        .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("ferry:"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -658,6 +676,15 @@ impl Resolver<'_> {
                 .inventory
                 .image_snapshots
                 .insert(id.clone(), snaps.clone());
+            if crate::plan::copies_tags(&m.copy_tags, false) {
+                let tags = copyable_tags(
+                    image
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
+                );
+                self.out.inventory.image_tags.insert(id.clone(), tags);
+            }
             available.push((id.clone(), *span, snaps));
         }
         // The snapshots of every AMI, described in batches (not one call per AMI).
@@ -695,5 +722,10 @@ fn facts(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotFacts {
         size_gib: s.volume_size().unwrap_or(0),
         encrypted: s.encrypted().unwrap_or(false),
         kms_key_id: s.kms_key_id().map(str::to_string),
+        tags: copyable_tags(
+            s.tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
+        ),
     }
 }

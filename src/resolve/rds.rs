@@ -301,12 +301,11 @@ impl Resolver<'_> {
                     id: f.id.clone(),
                     automated: f.automated(),
                     size_gib: f.size_gib,
-                    tags: f
-                        .tags
-                        .iter()
-                        .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("ferry:"))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
+                    tags: if crate::plan::copies_tags(&m.copy_tags, true) {
+                        super::copyable_tags(f.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    } else {
+                        BTreeMap::new()
+                    },
                 })
                 .collect(),
         );

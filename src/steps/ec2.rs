@@ -44,8 +44,10 @@ fn ec2_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkErro
 /// The tags a copy carries: the migration's ferry and user tags, `ferry:source`, by which a
 /// repeated or resumed run finds it, and `ferry:key`, the key as the plan named it (how a
 /// later plan shows a copy it keeps under another key).
-fn copy_tags(tags: &Tags, source: &str, key: &DestinationKey) -> Tags {
-    let mut tags = tags.clone();
+fn copy_tags(source_tags: &Tags, tags: &Tags, source: &str, key: &DestinationKey) -> Tags {
+    let mut tags_out = source_tags.clone();
+    tags_out.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut tags = tags_out;
     tags.insert("ferry:source".into(), source.to_string());
     tags.insert("ferry:key".into(), key.shown.clone());
     tags
@@ -69,6 +71,46 @@ pub struct Copy {
     pub key_shown: Option<String>,
     pub migration: String,
     pub source: String,
+    /// Every tag it carries.
+    pub tags: Tags,
+}
+
+fn all_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The source's tags (`copy_tags`) a finished copy lacks or carries with another value: drift,
+/// mended with CreateTags. Tags the plan or ferry set win, so they are not compared here; a
+/// tag removed from the source is left on the copy (ferry never removes a copy's tags).
+fn tag_drift(copy: &Copy, source_tags: &Tags, ours: &Tags) -> (Tags, Vec<String>) {
+    let mut add = Tags::new();
+    let mut diff = Vec::new();
+    for (k, v) in source_tags {
+        if ours.contains_key(k) {
+            continue;
+        }
+        match copy.tags.get(k) {
+            Some(now) if now == v => {}
+            Some(now) => {
+                diff.push(format!(
+                    "~ tag {k}: {now:?} -> {v:?} (changed on the source)"
+                ));
+                add.insert(k.clone(), v.clone());
+            }
+            None => {
+                diff.push(format!("+ tag {k} = {v:?} (from the source)"));
+                add.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (add, diff)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +133,7 @@ impl Copy {
             key_shown: tag_of(s.tags(), "ferry:key"),
             migration: tag_of(s.tags(), "ferry:migration").unwrap_or_default(),
             source: tag_of(s.tags(), "ferry:source").unwrap_or_default(),
+            tags: all_tags(s.tags()),
         }
     }
 
@@ -106,6 +149,7 @@ impl Copy {
             key_shown: tag_of(i.tags(), "ferry:key"),
             migration: tag_of(i.tags(), "ferry:migration").unwrap_or_default(),
             source: tag_of(i.tags(), "ferry:source").unwrap_or_default(),
+            tags: all_tags(i.tags()),
         };
         let snapshots = i
             .block_device_mappings()
@@ -299,6 +343,55 @@ fn sort_copies(copies: &[Copy], wanted: Option<&KeyArn>) -> Found {
     f
 }
 
+/// A finished copy: done, or (with `copy_tags`) the source's tags to write onto it first.
+fn tags_or_done(
+    copy: &Copy,
+    source_tags: &Tags,
+    ours: &Tags,
+    done: StepOutput,
+) -> Observation<StepOutput, Change> {
+    let (add, diff) = tag_drift(copy, source_tags, ours);
+    if add.is_empty() {
+        return Observation::Done(done);
+    }
+    Observation::Todo(change(
+        Action::Update,
+        diff,
+        Todo::Tags {
+            resource: copy.id.clone(),
+            tags: add,
+            done: Box::new(done),
+        },
+    ))
+}
+
+/// Writes `tags` onto a copy (snapshot or image) this step made: the `Todo::Tags` of
+/// [`tags_or_done`].
+async fn write_tags(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    resource: &str,
+    tags: &Tags,
+) -> Result<(), StepError> {
+    cx.limits()
+        .take(&[bucket(account, region, "ec2:CreateTags")])
+        .await;
+    let mut req = cx
+        .ctx()
+        .aws
+        .ec2(account, region)
+        .create_tags()
+        .resources(resource);
+    for (k, v) in tags {
+        req = req.tags(Tag::builder().key(k).value(v).build());
+    }
+    req.send()
+        .await
+        .map_err(|e| failed(ec2_error("CreateTags")(e), &[]))?;
+    Ok(())
+}
+
 /// The plan's lines for extra copies: removed, the one kept named.
 fn extras_change(keep: &Copy, found: &Found) -> Change {
     let mut diff: Vec<String> = found
@@ -389,7 +482,12 @@ impl CopySnapshot {
     }
 
     fn tags(&self) -> Tags {
-        copy_tags(&self.spec.tags, self.spec.source.as_str(), &self.spec.key)
+        copy_tags(
+            &self.spec.source_tags,
+            &self.spec.tags,
+            self.spec.source.as_str(),
+            &self.spec.key,
+        )
     }
 
     /// Copies this migration made of this source, found by their ferry tags (CopySnapshot has
@@ -447,14 +545,19 @@ impl Step<Cx> for CopySnapshot {
             return Ok(Observation::Todo(extras_change(keep, &found)));
         }
         if let Some(c) = &found.done {
-            return Ok(Observation::Done(StepOutput::SnapshotCopy(
-                SnapshotCopyOutput {
-                    snapshot_id: c.id.clone(),
-                    source: Some(self.spec.source.to_string()),
-                    kms_key_id: c.key.clone(),
-                    kept: found.kept,
-                },
-            )));
+            let done = StepOutput::SnapshotCopy(SnapshotCopyOutput {
+                snapshot_id: c.id.clone(),
+                source: Some(self.spec.source.to_string()),
+                kms_key_id: c.key.clone(),
+                kept: found.kept,
+            });
+            let ours = copy_tags(
+                &Tags::new(),
+                &self.spec.tags,
+                self.spec.source.as_str(),
+                &self.spec.key,
+            );
+            return Ok(tags_or_done(c, &self.spec.source_tags, &ours, done));
         }
         if let Some(c) = &found.pending {
             return Ok(Observation::InProgress(Submitted {
@@ -489,6 +592,15 @@ impl Step<Cx> for CopySnapshot {
 
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         let (account, region) = (&self.base.account, &self.base.region);
+        if let Todo::Tags {
+            resource,
+            tags,
+            done,
+        } = &change.todo
+        {
+            write_tags(cx, account, region, resource, tags).await?;
+            return Ok(Applied::Done((**done).clone()));
+        }
         cx.ctx().copy_index.attempt(&self.base.id_text);
         // A copy of another account's data issues grants on its key (revokes wait for them).
         cx.ctx().changing(&self.base.id_text);
@@ -708,7 +820,12 @@ impl CopyImage {
     }
 
     fn tags(&self) -> Tags {
-        copy_tags(&self.spec.tags, self.spec.source.as_str(), &self.spec.key)
+        copy_tags(
+            &self.spec.source_tags,
+            &self.spec.tags,
+            self.spec.source.as_str(),
+            &self.spec.key,
+        )
     }
 
     /// ≤ 64 ASCII characters, the same for the same (plan, migration, image, destination, key)
@@ -773,12 +890,19 @@ impl Step<Cx> for CopyImage {
         let wanted = key_arn(cx, &self.spec.key, account, region).await?;
         let found = sort_copies(&copies, wanted.as_ref());
         if let Some(c) = &found.done {
-            return Ok(Observation::Done(StepOutput::ImageCopy(ImageCopyOutput {
+            let done = StepOutput::ImageCopy(ImageCopyOutput {
                 image_id: c.id.clone(),
                 source: Some(self.spec.source.to_string()),
                 snapshots: Vec::new(),
                 kept: found.kept,
-            })));
+            });
+            let ours = copy_tags(
+                &Tags::new(),
+                &self.spec.tags,
+                self.spec.source.as_str(),
+                &self.spec.key,
+            );
+            return Ok(tags_or_done(c, &self.spec.source_tags, &ours, done));
         }
         if let Some(c) = &found.pending {
             return Ok(Observation::InProgress(Submitted {
@@ -814,6 +938,15 @@ impl Step<Cx> for CopyImage {
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         let c = cx.ctx();
         let (account, region) = (&self.base.account, &self.base.region);
+        if let Todo::Tags {
+            resource,
+            tags,
+            done,
+        } = &change.todo
+        {
+            write_tags(cx, account, region, resource, tags).await?;
+            return Ok(Applied::Done((**done).clone()));
+        }
         c.copy_index.attempt(&self.base.id_text);
         c.changing(&self.base.id_text);
         let client = c.aws.ec2(account, region);

@@ -407,6 +407,12 @@ pub enum Todo {
     /// The step cannot succeed as things are (the user must act first): `apply` fails with
     /// this error and changes nothing.
     Failed { code: String, message: String },
+    /// Tags (`copy_tags`) to write onto a finished copy, which is then `done`.
+    Tags {
+        resource: String,
+        tags: BTreeMap<String, String>,
+        done: Box<StepOutput>,
+    },
     /// A backfill: what the listing found.
     /// `objects: 0` when the listing was too long to keep (the apply streams it again).
     Backfill { objects: u64, bytes: u64 },

@@ -314,7 +314,42 @@ impl CopyDbSnapshot {
             }
         }
         if s.available() {
-            return Ok(Observation::Done(self.output(cx.ctx(), s)));
+            let done = self.output(cx.ctx(), s);
+            // The source's tags the copy lacks, or carries with another value (changed on the
+            // source since): written onto it. ferry's and the plan's tags are not compared.
+            let mut add = Tags::new();
+            let mut diff = Vec::new();
+            for (k, v) in &self.spec.source_tags {
+                if self.spec.tags.contains_key(k) {
+                    continue;
+                }
+                match s.tags.get(k) {
+                    Some(now) if now == v => {}
+                    Some(now) => diff.push(format!(
+                        "~ tag {k}: {now:?} -> {v:?} (changed on the source)"
+                    )),
+                    None => diff.push(format!("+ tag {k} = {v:?} (from the source)")),
+                }
+                if s.tags.get(k) != Some(v) {
+                    add.insert(k.clone(), v.clone());
+                }
+            }
+            if !add.is_empty() {
+                let resource = match &done {
+                    StepOutput::DbSnapshotCopy(o) => o.arn.clone(),
+                    _ => s.arn.clone(),
+                };
+                return Ok(Observation::Todo(change(
+                    Action::Update,
+                    diff,
+                    Todo::Tags {
+                        resource,
+                        tags: add,
+                        done: Box::new(done),
+                    },
+                )));
+            }
+            return Ok(Observation::Done(done));
         }
         Ok(Observation::InProgress(Submitted {
             poll_key: self.poll_key.clone(),
@@ -373,6 +408,29 @@ impl CopyDbSnapshot {
                 .map(|_| ())
                 .map_err(rds_error("CopyDBClusterSnapshot")),
         }
+    }
+
+    /// AddTagsToResource on the copy (its ARN).
+    async fn write_tags(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        arn: &str,
+        tags: &Tags,
+    ) -> Result<(), StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let mut req = cx
+            .ctx()
+            .aws
+            .rds(account, region)
+            .add_tags_to_resource()
+            .resource_name(arn);
+        for (k, v) in tags {
+            req = req.tags(aws_sdk_rds::types::Tag::builder().key(k).value(v).build());
+        }
+        req.send()
+            .await
+            .map_err(|e| failed(rds_error("AddTagsToResource")(e), &[]))?;
+        Ok(())
     }
 
     async fn delete(&self, cx: &StepCx<'_, Cx>, id: &str) -> Result<(), StepError> {
@@ -492,6 +550,14 @@ impl Step<Cx> for CopyDbSnapshot {
     async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
         match change.todo {
             Todo::Failed { code, message } => return Err(StepError::permanent(code, message)),
+            Todo::Tags {
+                resource,
+                tags,
+                done,
+            } => {
+                self.write_tags(cx, &resource, &tags).await?;
+                return Ok(Applied::Done(*done));
+            }
             Todo::Copy { failed: gone, .. } if !gone.is_empty() => {
                 for id in &gone {
                     self.delete(cx, id).await?;
@@ -531,6 +597,14 @@ impl Step<Cx> for CopyDbSnapshot {
                         Observation::Todo(ch) => match ch.todo {
                             Todo::Failed { code, message } => {
                                 Err(StepError::permanent(code, message))
+                            }
+                            Todo::Tags {
+                                resource,
+                                tags,
+                                done,
+                            } => {
+                                self.write_tags(cx, &resource, &tags).await?;
+                                Ok(Applied::Done(*done))
                             }
                             _ => Err(failed(e, &[])),
                         },

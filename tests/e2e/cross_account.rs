@@ -966,3 +966,141 @@ fn a_run_longer_than_the_assumed_role_session_completes() {
         c.requests
     );
 }
+
+/// The tags of a snapshot (in `account`, us-east-1).
+fn snapshot_tags(w: &World, account: &str, id: &str) -> std::collections::BTreeMap<String, String> {
+    w.rt.block_on(async {
+        let out = w
+            .emu
+            .ec2(account, SRC)
+            .describe_snapshots()
+            .snapshot_ids(id)
+            .send()
+            .await
+            .unwrap();
+        out.snapshots()[0]
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    })
+}
+
+fn tag_source(w: &World, id: &str, tags: &[(&str, &str)]) {
+    w.rt.block_on(async {
+        let mut req = w.emu.ec2(PROD, SRC).create_tags().resources(id);
+        for (k, v) in tags {
+            req = req.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        }
+        req.send().await.expect("CreateTags");
+    })
+}
+
+#[test]
+fn copy_tags_across_accounts_carry_the_sources_tags_and_a_changed_tag_is_mended() {
+    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    let f = fixture(&w);
+    tag_source(&w, &f.ami, &[("Team", "platform"), ("Name", "golden-app")]);
+    tag_source(
+        &w,
+        &f.standalone,
+        &[
+            ("Team", "payments"),
+            ("CostCenter", "42"),
+            ("Purpose", "prod"),
+            ("aws:backup:source-resource", "vol-1"),
+        ],
+    );
+    let plan_file = w.write_plan(&format!(
+        r#"version: 1
+name: xacct
+accounts:
+  prod: {{ id: "{PROD}" }}
+  backup: {{ id: "{BACKUP}", role_arn: "arn:aws:iam::{BACKUP}:role/ferry-migrator" }}
+migrations:
+  - id: standalone
+    type: snapshot-copy
+    source: {{ account: prod, region: {SRC}, snapshots: [{snap}] }}
+    destination: {{ account: backup, key: alias/backup-ebs }}
+    copy_tags: true
+    tags: {{ Purpose: dr }}
+  - id: golden
+    type: ami-copy
+    source: {{ account: prod, region: {SRC}, images: [{ami}] }}
+    destination: {{ account: backup, key: alias/backup-ebs }}
+    copy_tags: true
+"#,
+        snap = f.standalone,
+        ami = f.ami
+    ));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let (_, copies) = copies_in_backup(&w);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let tags = snapshot_tags(&w, BACKUP, &copies[0].0);
+    assert_eq!(
+        tags.get("Team").map(String::as_str),
+        Some("payments"),
+        "{tags:?}"
+    );
+    assert_eq!(tags.get("CostCenter").map(String::as_str), Some("42"));
+    assert_eq!(
+        tags.get("Purpose").map(String::as_str),
+        Some("dr"),
+        "the migration's tags win over the source's"
+    );
+    assert!(
+        !tags.keys().any(|k| k.starts_with("aws:")),
+        "no aws: keys: {tags:?}"
+    );
+    assert_eq!(
+        tags.get("ferry:migration").map(String::as_str),
+        Some("standalone")
+    );
+    let (amis, _) = copies_in_backup(&w);
+    assert_eq!(amis.len(), 1);
+    let image_tags: std::collections::BTreeMap<String, String> = w.rt.block_on(async {
+        let out = w
+            .emu
+            .ec2(BACKUP, SRC)
+            .describe_images()
+            .image_ids(&amis[0].0)
+            .send()
+            .await
+            .unwrap();
+        out.images()[0]
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+            .collect()
+    });
+    assert_eq!(
+        image_tags.get("Team").map(String::as_str),
+        Some("platform"),
+        "{image_tags:?}"
+    );
+    assert_eq!(
+        image_tags.get("Name").map(String::as_str),
+        Some("golden-app")
+    );
+
+    // A tag changed on the source is drift: shown, then mended on the copy.
+    tag_source(&w, &f.standalone, &[("Team", "billing")]);
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert!(
+        text(&dry.stdout).contains(r#"~ tag Team: "payments" -> "billing""#),
+        "the plan shows the changed tag"
+    );
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let tags = snapshot_tags(&w, BACKUP, &copies[0].0);
+    assert_eq!(tags.get("Team").map(String::as_str), Some("billing"));
+    let (_, again) = copies_in_backup(&w);
+    assert_eq!(again.len(), 1, "mended in place, no second copy");
+    assert_zero_mutating_reapply(&w, &plan_file);
+}

@@ -235,6 +235,35 @@ fn a_db_snapshot_is_copied_across_regions_under_the_destination_key_with_its_tag
     }
     assert_eq!(w.emu.counters().copy_totals.db_snapshots, 1);
     assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+
+    // A tag changed on the source is drift: shown, then written onto the copy.
+    w.rt.block_on(async {
+        w.emu
+            .rds(PROD, SRC)
+            .add_tags_to_resource()
+            .resource_name(format!("arn:aws:rds:{SRC}:{PROD}:snapshot:{snap}"))
+            .tags(
+                aws_sdk_rds::types::Tag::builder()
+                    .key("Backup")
+                    .value("weekly")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("AddTagsToResource");
+    });
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert!(text(&dry.stdout).contains(r#"~ tag Backup: "nightly" -> "weekly""#));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let c = &copies_in_dst(&w)[0];
+    assert_eq!(c.tags.get("Backup").map(String::as_str), Some("weekly"));
+    assert_eq!(
+        w.emu.counters().copy_totals.db_snapshots,
+        0,
+        "mended, not copied again (counters were reset by the re-apply above)"
+    );
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
 
 #[test]
