@@ -1000,3 +1000,174 @@ fn a_copy_aws_fails_is_reported_removed_and_made_once_more_then_fails_the_run() 
     assert_eq!(resumed.status.code(), Some(0));
     assert_one_copy_each(&w, &all_sources, &dr);
 }
+
+/// `rounds` nightly snapshots of each of `volumes` encrypted volumes in prod/us-east-1 (a
+/// second apart, so their start times order them): ids by volume, oldest first.
+fn nightly_rounds(
+    w: &World,
+    key: &str,
+    volumes: usize,
+    rounds: usize,
+) -> Vec<(String, Vec<String>)> {
+    let vols: Vec<String> = w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, SRC);
+        let mut v = Vec::new();
+        for _ in 0..volumes {
+            let vol = ec2
+                .create_volume()
+                .availability_zone(format!("{SRC}a"))
+                .size(1)
+                .encrypted(true)
+                .kms_key_id(key)
+                .send()
+                .await
+                .expect("CreateVolume");
+            v.push(vol.volume_id().unwrap().to_string());
+        }
+        v
+    });
+    let mut out: Vec<(String, Vec<String>)> =
+        vols.iter().map(|v| (v.clone(), Vec::new())).collect();
+    for _ in 0..rounds {
+        nightly_round(w, &mut out);
+    }
+    out
+}
+
+/// One more nightly snapshot of each volume, a second after the last.
+fn nightly_round(w: &World, volumes: &mut [(String, Vec<String>)]) {
+    std::thread::sleep(Duration::from_millis(1100));
+    w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, SRC);
+        for (vol, snaps) in volumes.iter_mut() {
+            let s = ec2
+                .create_snapshot()
+                .volume_id(vol.as_str())
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Snapshot)
+                        .tags(Tag::builder().key("Backup").value("nightly").build())
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("CreateSnapshot");
+            snaps.push(s.snapshot_id().unwrap().to_string());
+        }
+    });
+}
+
+/// The sources of ferry's copies, per volume, as sorted lists.
+fn copied_per_volume(w: &World, volumes: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
+    let copies = w.copies();
+    volumes
+        .iter()
+        .map(|(_, snaps)| {
+            let mut c: Vec<String> = copies
+                .iter()
+                .filter(|c| snaps.contains(&c.1))
+                .map(|c| c.1.clone())
+                .collect();
+            c.sort();
+            c
+        })
+        .collect()
+}
+
+fn newest(snaps: &[String], n: usize) -> Vec<String> {
+    let mut v = snaps[snaps.len() - n..].to_vec();
+    v.sort();
+    v
+}
+
+#[test]
+fn retention_keeps_the_newest_copies_of_each_volume_and_deletes_only_ferrys() {
+    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    let src_key = w.key(SRC, "alias/source");
+    let dr = w.key(DST, "alias/dr");
+    let mut volumes = nightly_rounds(&w, &src_key, 4, 5);
+    // A copy someone made by hand in the destination region, of a snapshot ferry would prune.
+    let foreign = w.rt.block_on(async {
+        w.emu
+            .ec2(PROD, DST)
+            .copy_snapshot()
+            .source_snapshot_id(&volumes[0].1[0])
+            .source_region(SRC)
+            .encrypted(true)
+            .kms_key_id(&dr)
+            .send()
+            .await
+            .expect("CopySnapshot")
+            .snapshot_id()
+            .unwrap()
+            .to_string()
+    });
+    let plan_file = w.write_plan(&format!(
+        r#"version: 1
+name: e2e
+accounts:
+  prod: {{ id: "{PROD}" }}
+migrations:
+  - id: nightly
+    type: snapshot-copy
+    source: {{ account: prod, region: {SRC}, tags: {{ Backup: nightly }} }}
+    destination: {{ region: {DST}, key: alias/dr }}
+    retention: {{ keep_last: 2 }}
+    tags: {{ Purpose: dr }}
+settings:
+  tags: {{ MigratedBy: ferry }}
+"#
+    ));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let kept = copied_per_volume(&w, &volumes);
+    for ((_, snaps), copies) in volumes.iter().zip(&kept) {
+        assert_eq!(copies, &newest(snaps, 2), "the newest 2 of each volume");
+    }
+    assert_eq!(
+        w.emu.counters().copy_totals.snapshots,
+        1 + 8,
+        "the hand-made copy, and only the 8 copies retention keeps"
+    );
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+
+    // A new night: one copy made and one deleted per volume.
+    nightly_round(&w, &mut volumes);
+    w.emu.reset_counters();
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert!(
+        text(&dry.stdout).contains("beyond the retention, keep_last 2"),
+        "the plan shows what retention deletes"
+    );
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let c = w.emu.counters();
+    assert_eq!(c.copy_totals.snapshots, 4, "one new copy per volume");
+    let deleted: u64 = c
+        .requests
+        .iter()
+        .filter(|r| r.action == "DeleteSnapshot")
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(deleted, 4, "one copy deleted per volume");
+    let kept = copied_per_volume(&w, &volumes);
+    for ((_, snaps), copies) in volumes.iter().zip(&kept) {
+        assert_eq!(
+            copies,
+            &newest(snaps, 2),
+            "still the newest 2 of each volume"
+        );
+    }
+    let still = w.rt.block_on(async {
+        w.emu
+            .ec2(PROD, DST)
+            .describe_snapshots()
+            .snapshot_ids(&foreign)
+            .send()
+            .await
+            .map(|o| o.snapshots().len())
+            .unwrap_or(0)
+    });
+    assert_eq!(still, 1, "the copy made outside ferry is untouched");
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+}

@@ -446,7 +446,7 @@ impl<'p> Compiler<'p> {
         let tags = ferry_tags(self.plan, id, &m.tags.value);
         let copy_tags = crate::plan::copies_tags(&m.copy_tags, false);
 
-        let (targets, find) = self.selection(
+        let (mut targets, find) = self.selection(
             id,
             &m.source.snapshots,
             m.source.tags.as_ref(),
@@ -454,6 +454,13 @@ impl<'p> Compiler<'p> {
             src_account,
             src_region,
         );
+        // Sources retention would delete the copies of are not copied at all.
+        if let Some(beyond) = self
+            .resolution
+            .and_then(|r| r.inventory.beyond_retention.get(id))
+        {
+            targets.retain(|t| !beyond.contains(&t.resource));
+        }
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
         let sharing = self.sharing(
             id,
@@ -520,6 +527,10 @@ impl<'p> Compiler<'p> {
                             .unwrap_or_default(),
                         _ => Tags::new(),
                     },
+                    lineage: self.resolution.and_then(|r| {
+                        let f = r.snapshots.get(&t.resource)?;
+                        Some((f.volume_id.clone()?, f.start_ms?))
+                    }),
                 }),
             );
             if let (Some(f), true) = (&find, later) {
@@ -536,6 +547,36 @@ impl<'p> Compiler<'p> {
                 self.b.depends(&copy, a);
             }
             copies.push(copy);
+        }
+        if let Some(r) = &m.retention {
+            let planned: Vec<(String, Option<String>, Option<i64>)> = copies
+                .iter()
+                .filter_map(|c| {
+                    let f = self.resolution?.snapshots.get(&c.resource)?;
+                    Some((c.resource.clone(), f.volume_id.clone(), f.start_ms))
+                })
+                .collect();
+            let prune = self.step(
+                StepId::new(owner.clone(), "retention", "prune"),
+                dst_account,
+                Some(dst_region),
+                Target::One(format!("copies of {id}")),
+                StepSpec::PruneCopies(PruneSpec {
+                    migration: MigrationId::new(id),
+                    source_account: AccountName::new(src_account),
+                    source_region: Region::new(src_region),
+                    keep_last: r.value.keep_last.as_ref().map(|k| k.value),
+                    max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
+                    planned: planned.clone(),
+                }),
+            );
+            // After this run's copies: they are the newest of their lineages.
+            for c in &copies {
+                self.b.depends(&prune, c);
+            }
+            if let Some(f) = &find {
+                self.b.depends(&prune, f);
+            }
         }
         if cross && revoke {
             for (t, share) in shares {

@@ -61,6 +61,8 @@ pub enum StepKind {
     VerifyReplication,
     #[serde(rename = "iam.ensure-role")]
     EnsureRole,
+    #[serde(rename = "ec2.prune-copies")]
+    PruneCopies,
     #[serde(rename = "rds.find-snapshots")]
     FindDbSnapshots,
     #[serde(rename = "rds.copy-snapshot")]
@@ -98,6 +100,7 @@ impl StepKind {
             StepKind::BatchReplication => "s3.batch-replication",
             StepKind::VerifyReplication => "s3.verify-replication",
             StepKind::EnsureRole => "iam.ensure-role",
+            StepKind::PruneCopies => "ec2.prune-copies",
             StepKind::FindDbSnapshots => "rds.find-snapshots",
             StepKind::CopyDbSnapshot => "rds.copy-snapshot",
             StepKind::ShareDbSnapshot => "rds.share-snapshot",
@@ -222,6 +225,7 @@ pub enum StepSpec {
     BatchReplication(BatchReplicationSpec),
     VerifyReplication(VerifySpec),
     EnsureRole(RoleSpec),
+    PruneCopies(PruneSpec),
     FindDbSnapshots(FindSpec),
     CopyDbSnapshot(DbCopySpec),
     ShareDbSnapshot(DbShareSpec),
@@ -254,6 +258,7 @@ impl StepSpec {
             StepSpec::BatchReplication(_) => StepKind::BatchReplication,
             StepSpec::VerifyReplication(_) => StepKind::VerifyReplication,
             StepSpec::EnsureRole(_) => StepKind::EnsureRole,
+            StepSpec::PruneCopies(_) => StepKind::PruneCopies,
             StepSpec::FindDbSnapshots(_) => StepKind::FindDbSnapshots,
             StepSpec::CopyDbSnapshot(_) => StepKind::CopyDbSnapshot,
             StepSpec::ShareDbSnapshot(_) => StepKind::ShareDbSnapshot,
@@ -391,6 +396,22 @@ pub struct CopySnapshotSpec {
     pub tags: Tags,
     /// The source's own tags (`copy_tags`), written under ferry's (which win on a clash).
     pub source_tags: Tags,
+    /// The source's volume and start time (ms), written as `ferry:lineage` and
+    /// `ferry:source-time`: what `retention` judges the copy by.
+    pub lineage: Option<(String, i64)>,
+}
+
+/// `ec2.prune-copies`: deletes the migration's snapshot copies `retention` no longer keeps.
+#[derive(Debug, Clone)]
+pub struct PruneSpec {
+    pub migration: MigrationId,
+    pub source_account: AccountName,
+    pub source_region: Region,
+    pub keep_last: Option<u32>,
+    pub max_age_secs: Option<u64>,
+    /// The sources this run copies, with their lineage and start time: a dry run counts their
+    /// copies as made (so it shows what the run will delete).
+    pub planned: Vec<(String, Option<String>, Option<i64>)>,
 }
 
 /// `ec2.copy-image`: a copy of `source` in the step's account and region, every volume under

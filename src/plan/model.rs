@@ -192,6 +192,49 @@ pub struct SnapshotCopy {
     /// Write each source's own tags onto its copy (without `aws:` keys; ferry's and the
     /// migration's tags win). A tag changed on the source later is drift. Default false.
     pub copy_tags: Option<Spanned<bool>>,
+    /// Which of this migration's copies to keep, per source volume; the others are deleted.
+    pub retention: Option<Spanned<Retention>>,
+}
+
+/// How many of a migration's copies to keep per lineage (source volume): a copy is deleted
+/// only if it is not the newest of its lineage and is beyond `keep_last` or older than
+/// `max_age` (by its source's start time).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// The newest N copies of each lineage are kept (at least 1).
+    pub keep_last: Option<Spanned<u32>>,
+    /// Copies whose source started longer ago than this (`30d`, `12h`, `2w`) are deleted.
+    pub max_age: Option<Spanned<Age>>,
+}
+
+/// A length of time, written like `30d`, `12h`, `2w`, `90m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Age(pub u64);
+
+impl<'de> Deserialize<'de> for Age {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(|d| Age(d.as_secs()))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a length of time: write e.g. `30d`, `12h`, `2w`"
+                ))
+            })
+    }
+}
+
+impl JsonSchema for Age {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Age".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "a length of time: a number with s, m, h, d or w (`30d`)",
+            "type": "string"
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -40,6 +40,9 @@ pub struct Inventory {
     /// db-snapshot-copy / db-cluster-snapshot-copy migration id -> its source snapshots.
     #[serde(default)]
     pub db_snapshots: BTreeMap<String, Vec<DbSource>>,
+    /// snapshot-copy migration id -> its selected sources that `retention` does not copy.
+    #[serde(default)]
+    pub beyond_retention: BTreeMap<String, Vec<String>>,
     /// AMI id -> its own tags (`copy_tags`), as [`copyable_tags`] keeps them.
     #[serde(default)]
     pub image_tags: BTreeMap<String, BTreeMap<String, String>>,
@@ -136,6 +139,12 @@ pub struct SnapshotFacts {
     /// not cross accounts), for `copy_tags`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// The volume it is a snapshot of: its lineage, for `retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    /// When it was started (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<i64>,
 }
 
 /// A resource's tags as a copy may carry them: no `aws:` keys (AWS reserves them) and no
@@ -473,6 +482,37 @@ impl Resolver<'_> {
             self.out.inventory.tagged.insert(m.id.value.clone(), ids);
         }
 
+        if let Some(r) = &m.retention {
+            let mut ids: Vec<String> = m.source.snapshots.iter().map(|s| s.value.clone()).collect();
+            ids.extend(
+                self.out
+                    .inventory
+                    .tagged
+                    .get(&m.id.value)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            ids.sort();
+            ids.dedup();
+            let sources: Vec<(String, Option<String>, Option<i64>)> = ids
+                .iter()
+                .filter_map(|id| {
+                    let f = self.out.snapshots.get(id)?;
+                    Some((id.clone(), f.volume_id.clone(), f.start_ms))
+                })
+                .collect();
+            let now = crate::exec::now_ms() as i64;
+            let beyond = beyond_retention(
+                &sources,
+                r.value.keep_last.as_ref().map(|k| k.value),
+                r.value.max_age.as_ref().map(|a| a.value.0),
+                now,
+            );
+            self.out
+                .inventory
+                .beyond_retention
+                .insert(m.id.value.clone(), beyond);
+        }
         if self.cross_account(account, &dst_account) {
             let span_of = |id: &str| {
                 m.source
@@ -727,5 +767,83 @@ fn facts(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotFacts {
                 .iter()
                 .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
         ),
+        volume_id: s.volume_id().map(str::to_string),
+        start_ms: s.start_time().and_then(|t| t.to_millis().ok()),
+    }
+}
+
+/// The sources `retention` keeps from copying: per volume, those beyond the newest `keep_last`
+/// or started longer than `max_age` ago, never the newest of a volume. A source without a
+/// volume or start time is its own lineage.
+pub fn beyond_retention(
+    sources: &[(String, Option<String>, Option<i64>)],
+    keep_last: Option<u32>,
+    max_age_secs: Option<u64>,
+    now_ms: i64,
+) -> Vec<String> {
+    let mut lineages: BTreeMap<String, Vec<(Option<i64>, String)>> = BTreeMap::new();
+    for (id, volume, start) in sources {
+        let lineage = volume.clone().unwrap_or_else(|| id.clone());
+        lineages
+            .entry(lineage)
+            .or_default()
+            .push((*start, id.clone()));
+    }
+    let mut out = Vec::new();
+    for (_, mut copies) in lineages {
+        // Newest first; equal times by id, so every look agrees.
+        copies.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        for (i, (start, id)) in copies.into_iter().enumerate() {
+            if i == 0 {
+                continue;
+            }
+            let beyond = keep_last.is_some_and(|k| i >= k as usize);
+            let old = match (max_age_secs, start) {
+                (Some(age), Some(t)) => now_ms - t > (age as i64) * 1000,
+                _ => false,
+            };
+            if beyond || old {
+                out.push(id);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beyond_retention;
+
+    fn s(id: &str, vol: Option<&str>, t: Option<i64>) -> (String, Option<String>, Option<i64>) {
+        (id.into(), vol.map(str::to_string), t)
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_of_each_volume_and_judges_the_rest() {
+        let day = 86_400_000;
+        let now = 100 * day;
+        let sources = vec![
+            s("a1", Some("vol-a"), Some(now - 3 * day)),
+            s("a2", Some("vol-a"), Some(now - 2 * day)),
+            s("a3", Some("vol-a"), Some(now - day)),
+            s("b1", Some("vol-b"), Some(now - 40 * day)),
+            // No volume or time known: a lineage of its own, kept.
+            s("c1", None, None),
+        ];
+        assert_eq!(beyond_retention(&sources, Some(2), None, now), vec!["a1"]);
+        // Older than 30 days, but the newest (only) of vol-b: kept.
+        assert_eq!(
+            beyond_retention(&sources, None, Some(30 * 86_400), now),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            beyond_retention(&sources, None, Some(36 * 3600), now),
+            vec!["a1", "a2"]
+        );
+        assert_eq!(
+            beyond_retention(&sources, Some(1), None, now),
+            vec!["a1", "a2"]
+        );
     }
 }

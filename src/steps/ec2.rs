@@ -482,12 +482,18 @@ impl CopySnapshot {
     }
 
     fn tags(&self) -> Tags {
-        copy_tags(
+        let mut tags = copy_tags(
             &self.spec.source_tags,
             &self.spec.tags,
             self.spec.source.as_str(),
             &self.spec.key,
-        )
+        );
+        // What retention judges the copy by, also once the source is gone.
+        if let Some((volume, start)) = &self.spec.lineage {
+            tags.insert("ferry:lineage".into(), volume.clone());
+            tags.insert("ferry:source-time".into(), start.to_string());
+        }
+        tags
     }
 
     /// Copies this migration made of this source, found by their ferry tags (CopySnapshot has

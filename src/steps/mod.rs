@@ -11,6 +11,7 @@ pub mod output;
 pub mod permissions;
 pub mod policy;
 pub mod rds;
+pub mod retention;
 pub mod s3;
 pub mod share;
 pub mod verify;
@@ -867,6 +868,7 @@ fn step_for(step: &PlannedStep) -> Result<Arc<dyn Step<Cx>>, BuildError> {
             Arc::new(rds::ShareDbSnapshot::new(step, s.clone(), false))
         }
         StepSpec::DeleteDbSnapshot(s) => Arc::new(rds::DeleteDbSnapshot::new(step, s.clone())),
+        StepSpec::PruneCopies(s) => Arc::new(retention::PruneCopies::new(step, s.clone())),
         // Selectors are expanded by the resolve stage: a find step never runs (checked above).
         StepSpec::FindSnapshots(_) | StepSpec::FindImages(_) | StepSpec::FindDbSnapshots(_) => {
             return Err(BuildError::NotExpanded(step.id.clone()));

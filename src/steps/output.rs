@@ -36,6 +36,8 @@ pub enum StepOutput {
     DbSnapshotCopy(DbSnapshotCopyOutput),
     /// rds.delete-snapshot.
     DbSnapshotDeleted(DbDeleteOutput),
+    /// ec2.prune-copies.
+    Pruned(PruneOutput),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +164,12 @@ pub struct DbSnapshotCopyOutput {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneOutput {
+    /// The copies retention deleted.
+    pub deleted: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DbDeleteOutput {
     /// The snapshot ferry removed (or found gone).
     pub deleted: String,
@@ -196,6 +204,7 @@ impl StepOutput {
                 StepOutput::Share(serde_json::from_value(v).ok()?)
             }
             DeleteDbSnapshot => StepOutput::DbSnapshotDeleted(serde_json::from_value(v).ok()?),
+            PruneCopies => StepOutput::Pruned(serde_json::from_value(v).ok()?),
             FindSnapshots | FindImages | FindDbSnapshots => return None,
         };
         Some(out)

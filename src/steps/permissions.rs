@@ -394,6 +394,15 @@ fn needs(
             }
             needs
         }
+        StepKind::PruneCopies => vec![
+            need(&["ec2:DescribeSnapshots", "ec2:DescribeImages"], any()),
+            // Only this plan's copies are deleted.
+            own(
+                &["ec2:DeleteSnapshot"],
+                vec![format!("arn:aws:ec2:{region}::snapshot/*")],
+                plan,
+            ),
+        ],
         StepKind::FindDbSnapshots => vec![need(
             &["rds:DescribeDBSnapshots", "rds:DescribeDBClusterSnapshots"],
             any(),
