@@ -482,19 +482,21 @@ impl Resolver<'_> {
             self.out.inventory.tagged.insert(m.id.value.clone(), ids);
         }
 
+        // Every source the migration selected: named, and tagged.
+        let mut selected: Vec<String> =
+            m.source.snapshots.iter().map(|s| s.value.clone()).collect();
+        selected.extend(
+            self.out
+                .inventory
+                .tagged
+                .get(&m.id.value)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        selected.sort();
+        selected.dedup();
         if let Some(r) = &m.retention {
-            let mut ids: Vec<String> = m.source.snapshots.iter().map(|s| s.value.clone()).collect();
-            ids.extend(
-                self.out
-                    .inventory
-                    .tagged
-                    .get(&m.id.value)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-            ids.sort();
-            ids.dedup();
-            let sources: Vec<(String, Option<String>, Option<i64>)> = ids
+            let sources: Vec<(String, Option<String>, Option<i64>)> = selected
                 .iter()
                 .filter_map(|id| {
                     let f = self.out.snapshots.get(id)?;
@@ -523,21 +525,10 @@ impl Resolver<'_> {
                     .or(m.source.tags.as_ref().map(|t| t.span))
                     .unwrap_or(m.id.span)
             };
-            let mut ids: Vec<String> = m.source.snapshots.iter().map(|s| s.value.clone()).collect();
-            ids.extend(
-                self.out
-                    .inventory
-                    .tagged
-                    .get(&m.id.value)
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-            ids.sort();
-            ids.dedup();
             let mut used = Vec::new();
-            for id in ids {
-                if let Some(f) = self.out.snapshots.get(&id) {
-                    used.push((format!("snapshot {id}"), f.kms_key_id.clone(), span_of(&id)));
+            for id in &selected {
+                if let Some(f) = self.out.snapshots.get(id) {
+                    used.push((format!("snapshot {id}"), f.kms_key_id.clone(), span_of(id)));
                 }
             }
             self.source_keys(&m.id.value, account, region, used, "aws/ebs")
