@@ -556,27 +556,16 @@ impl<'p> Compiler<'p> {
                     Some((c.resource.clone(), f.volume_id.clone(), f.start_ms))
                 })
                 .collect();
-            let prune = self.step(
-                StepId::new(owner.clone(), "retention", "prune"),
-                dst_account,
-                Some(dst_region),
-                Target::One(format!("copies of {id}")),
-                StepSpec::PruneCopies(PruneSpec {
-                    migration: MigrationId::new(id),
-                    source_account: AccountName::new(src_account),
-                    source_region: Region::new(src_region),
-                    keep_last: r.value.keep_last.as_ref().map(|k| k.value),
-                    max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
-                    planned: planned.clone(),
-                }),
-            );
-            // After this run's copies: they are the newest of their lineages.
-            for c in &copies {
-                self.b.depends(&prune, c);
-            }
-            if let Some(f) = &find {
-                self.b.depends(&prune, f);
-            }
+            let spec = PruneSpec {
+                what: Pruned::Snapshots,
+                migration: MigrationId::new(id),
+                source_account: AccountName::new(src_account),
+                source_region: Region::new(src_region),
+                keep_last: r.value.keep_last.as_ref().map(|k| k.value),
+                max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
+                planned,
+            };
+            self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
         }
         if cross && revoke {
             for (t, share) in shares {
@@ -775,6 +764,7 @@ impl<'p> Compiler<'p> {
                         option_group: None,
                         tags: itags,
                         source_tags: source_tags(&source),
+                        lineage: None,
                         serves: Some(final_ref.clone()),
                     }),
                 );
@@ -823,6 +813,10 @@ impl<'p> Compiler<'p> {
                     option_group: m.destination.option_group.as_ref().map(|o| o.value.clone()),
                     tags: tags.clone(),
                     source_tags: source_tags(&source),
+                    lineage: resolved
+                        .and_then(|f| f.iter().find(|s| s.id == source))
+                        .and_then(|s| Some((s.of.clone(), s.created_ms?)))
+                        .filter(|(of, _)| !of.is_empty()),
                     serves: None,
                 }),
             );
@@ -879,12 +873,63 @@ impl<'p> Compiler<'p> {
                 self.b.depends(&d, &u);
             }
         }
+        if let Some(r) = &m.retention {
+            let planned = resolved
+                .map(|f| {
+                    f.iter()
+                        .map(|s| {
+                            (
+                                s.id.clone(),
+                                Some(s.of.clone()).filter(|o| !o.is_empty()),
+                                s.created_ms,
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let spec = PruneSpec {
+                what: Pruned::DbSnapshots(kind),
+                migration: MigrationId::new(id),
+                source_account: AccountName::new(src_account),
+                source_region: Region::new(src_region),
+                keep_last: r.value.keep_last.as_ref().map(|k| k.value),
+                max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
+                planned,
+            };
+            self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
+        }
         if cross && revoke && how != KeyAccess::None {
             let revokes = self.revoke_access(src_account, src_region, &sharing, how, &access);
             self.revokes_after(&revokes, &copies);
             self.remember_shared_keys(id, dst_account, access, revokes, copies);
         } else if cross {
             self.remember_shared_keys(id, dst_account, access, Vec::new(), copies);
+        }
+    }
+
+    /// The retention step of a migration: after this run's copies (they are the newest of
+    /// their lineages).
+    fn prune(
+        &mut self,
+        spec: PruneSpec,
+        dst_account: &str,
+        dst_region: &str,
+        copies: &[StepId],
+        find: Option<&StepId>,
+    ) {
+        let id = spec.migration.to_string();
+        let prune = self.step(
+            StepId::new(migration_owner(&id), "retention", "prune"),
+            dst_account,
+            Some(dst_region),
+            Target::One(format!("copies of {id}")),
+            StepSpec::PruneCopies(spec),
+        );
+        for c in copies {
+            self.b.depends(&prune, c);
+        }
+        if let Some(f) = find {
+            self.b.depends(&prune, f);
         }
     }
 

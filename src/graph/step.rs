@@ -63,6 +63,8 @@ pub enum StepKind {
     EnsureRole,
     #[serde(rename = "ec2.prune-copies")]
     PruneCopies,
+    #[serde(rename = "rds.prune-copies")]
+    PruneDbCopies,
     #[serde(rename = "rds.find-snapshots")]
     FindDbSnapshots,
     #[serde(rename = "rds.copy-snapshot")]
@@ -101,6 +103,7 @@ impl StepKind {
             StepKind::VerifyReplication => "s3.verify-replication",
             StepKind::EnsureRole => "iam.ensure-role",
             StepKind::PruneCopies => "ec2.prune-copies",
+            StepKind::PruneDbCopies => "rds.prune-copies",
             StepKind::FindDbSnapshots => "rds.find-snapshots",
             StepKind::CopyDbSnapshot => "rds.copy-snapshot",
             StepKind::ShareDbSnapshot => "rds.share-snapshot",
@@ -258,7 +261,10 @@ impl StepSpec {
             StepSpec::BatchReplication(_) => StepKind::BatchReplication,
             StepSpec::VerifyReplication(_) => StepKind::VerifyReplication,
             StepSpec::EnsureRole(_) => StepKind::EnsureRole,
-            StepSpec::PruneCopies(_) => StepKind::PruneCopies,
+            StepSpec::PruneCopies(p) => match p.what {
+                Pruned::Snapshots => StepKind::PruneCopies,
+                Pruned::DbSnapshots(_) => StepKind::PruneDbCopies,
+            },
             StepSpec::FindDbSnapshots(_) => StepKind::FindDbSnapshots,
             StepSpec::CopyDbSnapshot(_) => StepKind::CopyDbSnapshot,
             StepSpec::ShareDbSnapshot(_) => StepKind::ShareDbSnapshot,
@@ -401,9 +407,20 @@ pub struct CopySnapshotSpec {
     pub lineage: Option<(String, i64)>,
 }
 
-/// `ec2.prune-copies`: deletes the migration's snapshot copies `retention` no longer keeps.
+/// What a prune step deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pruned {
+    /// EBS snapshot copies (lineage: the source's volume).
+    Snapshots,
+    /// RDS DB (or cluster) snapshot copies (lineage: the source's instance or cluster).
+    DbSnapshots(DbKind),
+}
+
+/// `ec2.prune-copies` / `rds.prune-copies`: deletes the migration's copies `retention` no
+/// longer keeps.
 #[derive(Debug, Clone)]
 pub struct PruneSpec {
+    pub what: Pruned,
     pub migration: MigrationId,
     pub source_account: AccountName,
     pub source_region: Region,
@@ -588,6 +605,9 @@ pub struct DbCopySpec {
     pub tags: Tags,
     /// The source's own tags, written under ferry's (which win on a clash).
     pub source_tags: Tags,
+    /// The source's instance (or cluster) and creation time (ms), written as `ferry:lineage`
+    /// and `ferry:source-time`: what `retention` judges the copy by.
+    pub lineage: Option<(String, i64)>,
     /// A manual copy of an automated source made to share it: not needed once this final copy
     /// exists (a re-apply after `revoke_after` removed it makes none).
     pub serves: Option<DbSnapshotRef>,

@@ -676,17 +676,22 @@ impl<'p> Checker<'p> {
         self.destination_key(&m.destination.key, &dst_account.value, &dst_region.value);
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
         self.tags(&m.tags, "the migration's `tags`");
-        if let Some(r) = &m.retention {
-            if r.value.keep_last.is_none() && r.value.max_age.is_none() {
-                self.err(r.span, "`retention` needs `keep_last` and/or `max_age`");
-            }
-            if let Some(k) = r.value.keep_last.as_ref().filter(|k| k.value == 0) {
-                self.err(k.span, "`keep_last` must be at least 1").help =
-                    Some("the newest copy of each volume is always kept".into());
-            }
-            if let Some(a) = r.value.max_age.as_ref().filter(|a| a.value.0 == 0) {
-                self.err(a.span, "`max_age` must be longer than 0");
-            }
+        self.retention(&m.retention);
+    }
+
+    fn retention(&mut self, retention: &Option<Spanned<Retention>>) {
+        let Some(r) = retention else {
+            return;
+        };
+        if r.value.keep_last.is_none() && r.value.max_age.is_none() {
+            self.err(r.span, "`retention` needs `keep_last` and/or `max_age`");
+        }
+        if let Some(k) = r.value.keep_last.as_ref().filter(|k| k.value == 0) {
+            self.err(k.span, "`keep_last` must be at least 1").help =
+                Some("the newest copy of each lineage is always kept".into());
+        }
+        if let Some(a) = r.value.max_age.as_ref().filter(|a| a.value.0 == 0) {
+            self.err(a.span, "`max_age` must be longer than 0");
         }
     }
 
@@ -797,6 +802,7 @@ impl<'p> Checker<'p> {
         }
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
         self.tags(&m.tags, "the migration's `tags`");
+        self.retention(&m.retention);
     }
 
     fn ami_copy(&mut self, m: &'p AmiCopy) {

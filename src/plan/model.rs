@@ -280,6 +280,8 @@ pub struct DbSnapshotCopy {
     pub tags: Spanned<BTreeMap<String, String>>,
     /// Write each source's own tags onto its copy (as RDS's `CopyTags`). Default true.
     pub copy_tags: Option<Spanned<bool>>,
+    /// Which of this migration's copies to keep, per DB instance (or cluster).
+    pub retention: Option<Spanned<Retention>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

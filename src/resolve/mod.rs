@@ -59,6 +59,12 @@ pub struct DbSource {
     /// source's tags only when the copy is given none, and never across accounts.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The instance (or cluster) it is a snapshot of, and when it was made (ms): its lineage
+    /// and age, for `retention`.
+    #[serde(default)]
+    pub of: String,
+    #[serde(default)]
+    pub created_ms: Option<i64>,
 }
 
 /// How many object versions the resolve stage saw in a source bucket (under the rule's

@@ -174,6 +174,27 @@ impl Resolver<'_> {
             }
         }
 
+        // The sources retention would not keep are not copied (a later apply would copy again
+        // what it deleted).
+        if let Some(ret) = &m.retention {
+            let sources: Vec<(String, Option<String>, Option<i64>)> = chosen
+                .iter()
+                .map(|(f, _)| {
+                    (
+                        f.id.clone(),
+                        Some(f.of.clone()).filter(|o| !o.is_empty()),
+                        f.created_ms,
+                    )
+                })
+                .collect();
+            let beyond = super::beyond_retention(
+                &sources,
+                ret.value.keep_last.as_ref().map(|k| k.value),
+                ret.value.max_age.as_ref().map(|a| a.value.0),
+                crate::exec::now_ms() as i64,
+            );
+            chosen.retain(|(f, _)| !beyond.contains(&f.id));
+        }
         let cross = self.cross_account(account, &dst_account);
         let cross_region = region != dst_region;
         let mut used = Vec::new();
@@ -306,6 +327,8 @@ impl Resolver<'_> {
                     } else {
                         BTreeMap::new()
                     },
+                    of: f.of.clone(),
+                    created_ms: f.created_ms,
                 })
                 .collect(),
         );

@@ -204,7 +204,7 @@ impl StepOutput {
                 StepOutput::Share(serde_json::from_value(v).ok()?)
             }
             DeleteDbSnapshot => StepOutput::DbSnapshotDeleted(serde_json::from_value(v).ok()?),
-            PruneCopies => StepOutput::Pruned(serde_json::from_value(v).ok()?),
+            PruneCopies | PruneDbCopies => StepOutput::Pruned(serde_json::from_value(v).ok()?),
             FindSnapshots | FindImages | FindDbSnapshots => return None,
         };
         Some(out)

@@ -403,6 +403,31 @@ fn needs(
                 plan,
             ),
         ],
+        StepKind::PruneDbCopies => {
+            let kind = match &step.spec {
+                StepSpec::PruneCopies(p) => match p.what {
+                    crate::graph::Pruned::DbSnapshots(k) => k,
+                    crate::graph::Pruned::Snapshots => crate::ids::DbKind::Instance,
+                },
+                _ => crate::ids::DbKind::Instance,
+            };
+            let on = vec![format!(
+                "arn:aws:rds:{region}:{account}:{}:*",
+                kind.arn_type()
+            )];
+            let (describe, delete): (&'static [&'static str], &'static [&'static str]) = match kind
+            {
+                crate::ids::DbKind::Instance => {
+                    (&["rds:DescribeDBSnapshots"], &["rds:DeleteDBSnapshot"])
+                }
+                crate::ids::DbKind::Cluster => (
+                    &["rds:DescribeDBClusterSnapshots"],
+                    &["rds:DeleteDBClusterSnapshot"],
+                ),
+            };
+            // Only this plan's copies are deleted.
+            vec![need(describe, any()), own(delete, on, plan)]
+        }
         StepKind::FindDbSnapshots => vec![need(
             &["rds:DescribeDBSnapshots", "rds:DescribeDBClusterSnapshots"],
             any(),

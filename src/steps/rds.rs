@@ -214,6 +214,11 @@ impl CopyDbSnapshot {
         if let Some(k) = &self.spec.key {
             tags.insert("ferry:key".into(), k.shown.clone());
         }
+        // What retention judges the copy by, also once the source is gone.
+        if let Some((of, created)) = &self.spec.lineage {
+            tags.insert("ferry:lineage".into(), of.clone());
+            tags.insert("ferry:source-time".into(), created.to_string());
+        }
         tags
     }
 

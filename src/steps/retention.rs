@@ -13,8 +13,9 @@ use super::{
     Action, Base, Change, Cx, StepOutput, Todo, change, each_page, failed, sdk_error, step_identity,
 };
 use crate::exec::{Applied, Observation, Step, StepCx, StepError};
-use crate::graph::{PlannedStep, PruneSpec};
-use crate::lookup::{FILTER_VALUES, snapshots_by_id};
+use crate::graph::{PlannedStep, PruneSpec, Pruned};
+use crate::ids::DbKind;
+use crate::lookup::{DbQuery, FILTER_VALUES, snapshots_by_id};
 
 type Observed = Result<Observation<StepOutput, Change>, StepError>;
 
@@ -41,14 +42,51 @@ pub struct PruneCopies {
 
 impl PruneCopies {
     pub fn new(step: &PlannedStep, spec: PruneSpec) -> Self {
+        let api = match spec.what {
+            Pruned::Snapshots => "ec2:DeleteSnapshot",
+            Pruned::DbSnapshots(DbKind::Instance) => "rds:DeleteDBSnapshot",
+            Pruned::DbSnapshots(DbKind::Cluster) => "rds:DeleteDBClusterSnapshot",
+        };
         PruneCopies {
-            base: Base::new(step, "ec2:DeleteSnapshot"),
+            base: Base::new(step, api),
             spec,
         }
     }
 
+    /// The migration's finished RDS copies here (not the manual copies made to share).
+    async fn db_copies(&self, cx: &StepCx<'_, Cx>, kind: DbKind) -> Result<Vec<Kept>, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let found = crate::lookup::db_snapshots(
+            &cx.ctx().aws,
+            cx.limits(),
+            account,
+            region,
+            kind,
+            DbQuery::Manual,
+        )
+        .await
+        .map_err(|e| failed(e, &[]))?;
+        let tag = |s: &crate::lookup::DbSnapshotFacts, k: &str| s.tags.get(k).cloned();
+        Ok(found
+            .iter()
+            .filter(|s| s.available())
+            .filter(|s| tag(s, "ferry:plan").as_deref() == Some(cx.ctx().plan.as_str()))
+            .filter(|s| tag(s, "ferry:migration").as_deref() == Some(self.spec.migration.as_str()))
+            .filter(|s| tag(s, "ferry:intermediate").is_none())
+            .map(|s| Kept {
+                id: s.id.clone(),
+                source: tag(s, "ferry:source").unwrap_or_default(),
+                lineage: tag(s, "ferry:lineage"),
+                source_ms: tag(s, "ferry:source-time").and_then(|t| t.parse().ok()),
+            })
+            .collect())
+    }
+
     /// The migration's finished snapshot copies in this account and region.
     async fn copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<Kept>, StepError> {
+        if let Pruned::DbSnapshots(kind) = self.spec.what {
+            return self.db_copies(cx, kind).await;
+        }
         let (account, region) = (&self.base.account, &self.base.region);
         let pages = cx
             .ctx()
@@ -102,6 +140,10 @@ impl PruneCopies {
         cx: &StepCx<'_, Cx>,
         copies: &mut [Kept],
     ) -> Result<(), StepError> {
+        // RDS copies are all made with their lineage tags.
+        if self.spec.what != Pruned::Snapshots {
+            return Ok(());
+        }
         let wanted: Vec<String> = copies
             .iter()
             .filter(|c| c.lineage.is_none() && !c.source.is_empty())
@@ -217,7 +259,7 @@ impl Step<Cx> for PruneCopies {
             self.spec.max_age_secs,
             crate::exec::now_ms() as i64,
         );
-        let used = if beyond.is_empty() {
+        let used = if beyond.is_empty() || self.spec.what != Pruned::Snapshots {
             HashSet::new()
         } else {
             self.in_use(cx, &beyond).await?
@@ -239,7 +281,7 @@ impl Step<Cx> for PruneCopies {
                     "- {} (copy of {} of {}: beyond the retention, {why})",
                     c.id,
                     c.source,
-                    c.lineage.as_deref().unwrap_or("its volume")
+                    c.lineage.as_deref().unwrap_or("its own lineage")
                 )
             })
             .collect();
@@ -266,10 +308,41 @@ impl Step<Cx> for PruneCopies {
             Todo::Resources(r) => r,
             _ => Vec::new(),
         };
-        let client = cx.ctx().aws.ec2(&self.base.account, &self.base.region);
+        let (account, region) = (&self.base.account, &self.base.region);
         for id in &ids {
-            let r = client.delete_snapshot().snapshot_id(id).send().await;
-            if let Err(e) = r.map_err(sdk_error("ec2", "DeleteSnapshot"))
+            let r = match self.spec.what {
+                Pruned::Snapshots => cx
+                    .ctx()
+                    .aws
+                    .ec2(account, region)
+                    .delete_snapshot()
+                    .snapshot_id(id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk_error("ec2", "DeleteSnapshot")),
+                Pruned::DbSnapshots(DbKind::Instance) => cx
+                    .ctx()
+                    .aws
+                    .rds(account, region)
+                    .delete_db_snapshot()
+                    .db_snapshot_identifier(id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk_error("rds", "DeleteDBSnapshot")),
+                Pruned::DbSnapshots(DbKind::Cluster) => cx
+                    .ctx()
+                    .aws
+                    .rds(account, region)
+                    .delete_db_cluster_snapshot()
+                    .db_cluster_snapshot_identifier(id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk_error("rds", "DeleteDBClusterSnapshot")),
+            };
+            if let Err(e) = r
                 && !e.is_not_found()
             {
                 return Err(failed(e, &[]));

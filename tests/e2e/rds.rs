@@ -720,3 +720,55 @@ fn rds_problems_aws_would_refuse_are_found_before_any_change() {
         ],
     );
 }
+
+#[test]
+fn retention_keeps_the_newest_db_snapshot_copies_of_the_instance() {
+    let w = World::new(json!({ "rds_copy_seconds": 0.2 }));
+    let src_key = w.key(SRC, "alias/orders-src");
+    w.db_instance("orders-db", Some(&src_key), "postgres");
+    let mut snaps = Vec::new();
+    for i in 0..4 {
+        std::thread::sleep(Duration::from_millis(1100));
+        snaps.push(w.db_snapshot("orders-db", &format!("orders-night-{i}")));
+    }
+    let plan_file = w.write_plan(&rds_plan(
+        "tags: { Backup: nightly }",
+        "    retention: { keep_last: 2 }\n",
+    ));
+    let copied = |w: &World| {
+        let mut v: Vec<String> = copies_in_dst(w)
+            .iter()
+            .map(|c| c.tags["ferry:source"].clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(copied(&w), snaps[2..].to_vec(), "the newest two are copied");
+    assert_eq!(w.emu.counters().copy_totals.db_snapshots, 2);
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+
+    // A new night: its snapshot is copied, the oldest copy deleted.
+    std::thread::sleep(Duration::from_millis(1100));
+    snaps.push(w.db_snapshot("orders-db", "orders-night-4"));
+    w.emu.reset_counters();
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert!(
+        text(&dry.stdout).contains("- ferry-e2e-orders-night-2 (copy of orders-night-2"),
+        "the plan shows the copy retention deletes"
+    );
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(copied(&w), snaps[3..].to_vec());
+    let c = w.emu.counters();
+    assert_eq!(c.copy_totals.db_snapshots, 1, "one copy made");
+    let deleted: u64 = c
+        .requests
+        .iter()
+        .filter(|r| r.action == "DeleteDBSnapshot")
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(deleted, 1, "one copy deleted");
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+}
