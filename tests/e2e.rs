@@ -1170,4 +1170,24 @@ settings:
     });
     assert_eq!(still, 1, "the copy made outside ferry is untouched");
     assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+
+    // The newest snapshot of a volume deleted at the source: its copy still counts in its
+    // lineage (by the copy's tags), so nothing older is copied again and nothing deleted.
+    let newest_of_first = volumes[0].1.last().unwrap().clone();
+    w.rt.block_on(async {
+        w.emu
+            .ec2(PROD, SRC)
+            .delete_snapshot()
+            .snapshot_id(&newest_of_first)
+            .send()
+            .await
+            .expect("DeleteSnapshot");
+    });
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
+    let kept = copied_per_volume(&w, &volumes);
+    assert_eq!(
+        kept[0],
+        newest(&volumes[0].1, 2),
+        "its copies stay as they were"
+    );
 }

@@ -549,13 +549,6 @@ impl<'p> Compiler<'p> {
             copies.push(copy);
         }
         if let Some(r) = &m.retention {
-            let planned: Vec<(String, Option<String>, Option<i64>)> = copies
-                .iter()
-                .filter_map(|c| {
-                    let f = self.resolution?.snapshots.get(&c.resource)?;
-                    Some((c.resource.clone(), f.volume_id.clone(), f.start_ms))
-                })
-                .collect();
             let spec = PruneSpec {
                 what: Pruned::Snapshots,
                 migration: MigrationId::new(id),
@@ -563,7 +556,11 @@ impl<'p> Compiler<'p> {
                 source_region: Region::new(src_region),
                 keep_last: r.value.keep_last.as_ref().map(|k| k.value),
                 max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
-                planned,
+                beyond: self
+                    .resolution
+                    .and_then(|r| r.inventory.beyond_retention.get(id))
+                    .cloned()
+                    .unwrap_or_default(),
             };
             self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
         }
@@ -874,19 +871,6 @@ impl<'p> Compiler<'p> {
             }
         }
         if let Some(r) = &m.retention {
-            let planned = resolved
-                .map(|f| {
-                    f.iter()
-                        .map(|s| {
-                            (
-                                s.id.clone(),
-                                Some(s.of.clone()).filter(|o| !o.is_empty()),
-                                s.created_ms,
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
             let spec = PruneSpec {
                 what: Pruned::DbSnapshots(kind),
                 migration: MigrationId::new(id),
@@ -894,7 +878,11 @@ impl<'p> Compiler<'p> {
                 source_region: Region::new(src_region),
                 keep_last: r.value.keep_last.as_ref().map(|k| k.value),
                 max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
-                planned,
+                beyond: self
+                    .resolution
+                    .and_then(|r| r.inventory.beyond_retention.get(id))
+                    .cloned()
+                    .unwrap_or_default(),
             };
             self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
         }

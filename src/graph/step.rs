@@ -426,9 +426,9 @@ pub struct PruneSpec {
     pub source_region: Region,
     pub keep_last: Option<u32>,
     pub max_age_secs: Option<u64>,
-    /// The sources this run copies, with their lineage and start time: a dry run counts their
-    /// copies as made (so it shows what the run will delete).
-    pub planned: Vec<(String, Option<String>, Option<i64>)>,
+    /// The sources the resolve stage judged beyond the retention (their copies are deleted):
+    /// the one judgment the copy steps (which skip them) and this step share.
+    pub beyond: Vec<String>,
 }
 
 /// `ec2.copy-image`: a copy of `source` in the step's account and region, every volume under

@@ -501,26 +501,42 @@ impl Resolver<'_> {
         );
         selected.sort();
         selected.dedup();
+        let mut beyond = Vec::new();
         if let Some(r) = &m.retention {
-            let sources: Vec<(String, Option<String>, Option<i64>)> = selected
+            // One judgment of every source: those selected now and those the migration's
+            // copies in the destination came from (a source deleted or untagged since still
+            // counts in its lineage), each once, with one clock. The copy steps skip the
+            // sources beyond it, the prune step deletes their copies: the two never disagree.
+            let mut sources: BTreeMap<String, (Option<String>, Option<i64>)> = selected
                 .iter()
                 .filter_map(|id| {
                     let f = self.out.snapshots.get(id)?;
-                    Some((id.clone(), f.volume_id.clone(), f.start_ms))
+                    Some((id.clone(), (f.volume_id.clone(), f.start_ms)))
                 })
                 .collect();
-            let now = crate::exec::now_ms() as i64;
-            let beyond = beyond_retention(
-                &sources,
+            for (source, lineage) in self
+                .copied_lineages(&m.id.value, &dst_account, &dst_region, account, region)
+                .await?
+            {
+                sources.entry(source).or_insert(lineage);
+            }
+            let judged: Vec<(String, Option<String>, Option<i64>)> = sources
+                .into_iter()
+                .map(|(id, (vol, t))| (id, vol, t))
+                .collect();
+            beyond = beyond_retention(
+                &judged,
                 r.value.keep_last.as_ref().map(|k| k.value),
                 r.value.max_age.as_ref().map(|a| a.value.0),
-                now,
+                crate::exec::now_ms() as i64,
             );
             self.out
                 .inventory
                 .beyond_retention
-                .insert(m.id.value.clone(), beyond);
+                .insert(m.id.value.clone(), beyond.clone());
         }
+        // Sources retention does not copy need no key access (nor any check of their key).
+        selected.retain(|id| !beyond.contains(id));
         if self.cross_account(account, &dst_account) {
             let span_of = |id: &str| {
                 m.source
@@ -542,6 +558,79 @@ impl Resolver<'_> {
         }
         self.destination_key(&m.destination.key, &dst_account, &dst_region)
             .await
+    }
+
+    /// The sources of a snapshot-copy migration's copies in the destination, with their
+    /// lineage and start time: from the copies' `ferry:lineage` / `ferry:source-time`, else
+    /// from the source (read in the source account; a source that is gone has no lineage).
+    async fn copied_lineages(
+        &self,
+        migration: &str,
+        dst_account: &str,
+        dst_region: &str,
+        src_account: &str,
+        src_region: &str,
+    ) -> Result<BTreeMap<String, (Option<String>, Option<i64>)>, ResolveError> {
+        let mut pages = self
+            .aws
+            .ec2(dst_account, dst_region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder()
+                    .name("tag:ferry:plan")
+                    .values(&self.plan.name.value)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("tag:ferry:migration")
+                    .values(migration)
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        let mut out: BTreeMap<String, (Option<String>, Option<i64>)> = BTreeMap::new();
+        let mut unknown = Vec::new();
+        loop {
+            self.limits
+                .take(&[bucket(dst_account, dst_region, "ec2:DescribeSnapshots")])
+                .await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let page = page.map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
+            for s in page.snapshots() {
+                let tag = |k: &str| {
+                    s.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                        .map(str::to_string)
+                };
+                let Some(source) = tag("ferry:source") else {
+                    continue;
+                };
+                let lineage = tag("ferry:lineage");
+                let time = tag("ferry:source-time").and_then(|t| t.parse().ok());
+                if lineage.is_none() {
+                    unknown.push(source.clone());
+                }
+                out.entry(source).or_insert((lineage, time));
+            }
+        }
+        if !unknown.is_empty() {
+            for s in
+                lookup::snapshots_by_id(self.aws, self.limits, src_account, src_region, &unknown)
+                    .await?
+            {
+                let f = facts(&s);
+                if let Some(e) = s.snapshot_id().and_then(|id| out.get_mut(id)) {
+                    *e = (f.volume_id, e.1.or(f.start_ms));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn cross_account(&self, a: &str, b: &str) -> bool {
@@ -764,10 +853,17 @@ fn facts(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotFacts {
                 .iter()
                 .filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))),
         ),
-        volume_id: s.volume_id().map(str::to_string),
+        // A snapshot made by CopySnapshot has the placeholder volume vol-ffffffff: no lineage.
+        volume_id: s
+            .volume_id()
+            .filter(|v| *v != PLACEHOLDER_VOLUME)
+            .map(str::to_string),
         start_ms: s.start_time().and_then(|t| t.to_millis().ok()),
     }
 }
+
+/// The volume AWS gives snapshots made by copying (not a real volume, so not a lineage).
+pub const PLACEHOLDER_VOLUME: &str = "vol-ffffffff";
 
 /// The sources `retention` keeps from copying: per volume, those beyond the newest `keep_last`
 /// or started longer than `max_age` ago, never the newest of a volume. A source without a
@@ -796,7 +892,10 @@ pub fn beyond_retention(
             }
             let beyond = keep_last.is_some_and(|k| i >= k as usize);
             let old = match (max_age_secs, start) {
-                (Some(age), Some(t)) => now_ms - t > (age as i64) * 1000,
+                (Some(age), Some(t)) => {
+                    now_ms.saturating_sub(t)
+                        > i64::try_from(age).unwrap_or(i64::MAX).saturating_mul(1000)
+                }
                 _ => false,
             };
             if beyond || old {

@@ -33,6 +33,9 @@ pub(super) type Planned = BTreeMap<String, PlannedCopy>;
 /// Tags per RDS resource (RDS user guide, "Tagging Amazon RDS resources": up to 50).
 const MAX_TAGS: usize = 50;
 
+/// The tags ferry writes on a copy of its own (at most).
+const FERRY_TAGS: usize = 6;
+
 /// Engines whose snapshots need an option group of the destination region (Oracle and SQL
 /// Server, for TDE and their options; aws-facts-next.md §1).
 fn needs_option_group(engine: &str) -> bool {
@@ -177,23 +180,54 @@ impl Resolver<'_> {
         // The sources retention would not keep are not copied (a later apply would copy again
         // what it deleted).
         if let Some(ret) = &m.retention {
-            let sources: Vec<(String, Option<String>, Option<i64>)> = chosen
+            // One judgment of the sources selected now and of those the migration's copies in
+            // the destination came from (see the snapshot-copy resolve), with one clock.
+            let mut sources: BTreeMap<String, (Option<String>, Option<i64>)> = chosen
                 .iter()
                 .map(|(f, _)| {
-                    (
-                        f.id.clone(),
-                        Some(f.of.clone()).filter(|o| !o.is_empty()),
-                        f.created_ms,
-                    )
+                    let of = Some(f.of.clone()).filter(|o| !o.is_empty());
+                    (f.id.clone(), (of, f.created_ms))
                 })
                 .collect();
+            let dst = lookup::db_snapshots(
+                self.aws,
+                self.limits,
+                &dst_account,
+                &dst_region,
+                kind,
+                DbQuery::Manual,
+            )
+            .await?;
+            for s in dst {
+                let tag = |k: &str| s.tags.get(k).cloned();
+                if tag("ferry:plan").as_deref() != Some(plan.as_str())
+                    || tag("ferry:migration").as_deref() != Some(m.id.value.as_str())
+                    || tag("ferry:intermediate").is_some()
+                {
+                    continue;
+                }
+                if let Some(source) = tag("ferry:source") {
+                    let time = tag("ferry:source-time").and_then(|t| t.parse().ok());
+                    sources
+                        .entry(source)
+                        .or_insert((tag("ferry:lineage"), time));
+                }
+            }
+            let judged: Vec<(String, Option<String>, Option<i64>)> = sources
+                .into_iter()
+                .map(|(id, (of, t))| (id, of, t))
+                .collect();
             let beyond = super::beyond_retention(
-                &sources,
+                &judged,
                 ret.value.keep_last.as_ref().map(|k| k.value),
                 ret.value.max_age.as_ref().map(|a| a.value.0),
                 crate::exec::now_ms() as i64,
             );
             chosen.retain(|(f, _)| !beyond.contains(&f.id));
+            self.out
+                .inventory
+                .beyond_retention
+                .insert(m.id.value.clone(), beyond);
         }
         let cross = self.cross_account(account, &dst_account);
         let cross_region = region != dst_region;
@@ -251,19 +285,21 @@ impl Resolver<'_> {
             .chain(m.tags.value.keys())
             .map(|k| (k.as_str(), ()))
             .collect();
-        for (f, span) in &chosen {
+        let copy_tags = crate::plan::copies_tags(&m.copy_tags, true);
+        for (f, span) in chosen.iter().filter(|_| copy_tags) {
             let source_only = f
                 .tags
                 .keys()
                 .filter(|k| !k.starts_with("aws:") && !k.starts_with("ferry:"))
                 .filter(|k| !ours.contains_key(k.as_str()))
                 .count();
-            // ferry:plan, ferry:migration, ferry:source, ferry:key (and ferry:intermediate).
-            let total = source_only + ours.len() + 5;
+            // ferry:plan, ferry:migration, ferry:source, ferry:key, ferry:lineage,
+            // ferry:source-time (or ferry:intermediate).
+            let total = source_only + ours.len() + FERRY_TAGS;
             if total > MAX_TAGS {
                 self.problems.push(
                     Diagnostic::new(format!(
-                        "the copy of {} would carry {total} tags (its own {source_only}, the plan's {}, ferry's 5): RDS takes at most {MAX_TAGS}",
+                        "the copy of {} would carry {total} tags (its own {source_only}, the plan's {}, ferry's {FERRY_TAGS}): RDS takes at most {MAX_TAGS}",
                         f.id,
                         ours.len()
                     ))

@@ -1,8 +1,9 @@
-//! `retention`: deleting the snapshot copies a migration no longer keeps. Only copies that carry
-//! this plan's and this migration's ferry tags are ever looked at; the newest copy of each
-//! lineage (source volume) is always kept, and so is a copy that backs a registered AMI.
+//! `retention`: deleting the copies of the sources the resolve stage judged beyond a
+//! migration's retention. Only copies that carry this plan's and this migration's ferry tags
+//! are ever looked at; the newest source of each lineage is never beyond it, and a snapshot
+//! that backs a registered AMI is kept.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, SnapshotState};
@@ -15,7 +16,7 @@ use super::{
 use crate::exec::{Applied, Observation, Step, StepCx, StepError};
 use crate::graph::{PlannedStep, PruneSpec, Pruned};
 use crate::ids::DbKind;
-use crate::lookup::{DbQuery, FILTER_VALUES, snapshots_by_id};
+use crate::lookup::{DbQuery, FILTER_VALUES};
 
 type Observed = Result<Observation<StepOutput, Change>, StepError>;
 
@@ -24,7 +25,6 @@ struct Kept {
     id: String,
     source: String,
     lineage: Option<String>,
-    source_ms: Option<i64>,
 }
 
 fn tag(tags: &[aws_sdk_ec2::types::Tag], k: &str) -> Option<String> {
@@ -77,7 +77,6 @@ impl PruneCopies {
                 id: s.id.clone(),
                 source: tag(s, "ferry:source").unwrap_or_default(),
                 lineage: tag(s, "ferry:lineage"),
-                source_ms: tag(s, "ferry:source-time").and_then(|t| t.parse().ok()),
             })
             .collect())
     }
@@ -124,62 +123,12 @@ impl PruneCopies {
                         id: s.snapshot_id().unwrap_or_default().to_string(),
                         source: tag(s.tags(), "ferry:source").unwrap_or_default(),
                         lineage: tag(s.tags(), "ferry:lineage"),
-                        source_ms: tag(s.tags(), "ferry:source-time").and_then(|t| t.parse().ok()),
                     });
                 }
             },
         )
         .await?;
         Ok(out)
-    }
-
-    /// Copies made before ferry tagged their lineage: their sources are read (with the source
-    /// account). A copy whose source is gone is a lineage of its own, so it is kept.
-    async fn fill_lineages(
-        &self,
-        cx: &StepCx<'_, Cx>,
-        copies: &mut [Kept],
-    ) -> Result<(), StepError> {
-        // RDS copies are all made with their lineage tags.
-        if self.spec.what != Pruned::Snapshots {
-            return Ok(());
-        }
-        let wanted: Vec<String> = copies
-            .iter()
-            .filter(|c| c.lineage.is_none() && !c.source.is_empty())
-            .map(|c| c.source.clone())
-            .collect();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let found = snapshots_by_id(
-            &cx.ctx().aws,
-            cx.limits(),
-            self.spec.source_account.as_str(),
-            self.spec.source_region.as_str(),
-            &wanted,
-        )
-        .await
-        .map_err(|e| failed(e, &[]))?;
-        let by_id: BTreeMap<String, (Option<String>, Option<i64>)> = found
-            .iter()
-            .map(|s| {
-                (
-                    s.snapshot_id().unwrap_or_default().to_string(),
-                    (
-                        s.volume_id().map(str::to_string),
-                        s.start_time().and_then(|t| t.to_millis().ok()),
-                    ),
-                )
-            })
-            .collect();
-        for c in copies.iter_mut().filter(|c| c.lineage.is_none()) {
-            if let Some((volume, start)) = by_id.get(&c.source) {
-                c.lineage = volume.clone();
-                c.source_ms = c.source_ms.or(*start);
-            }
-        }
-        Ok(())
     }
 
     /// Snapshots among `ids` that a registered AMI of this account uses: never deleted.
@@ -197,6 +146,8 @@ impl PruneCopies {
                 .ec2(account, region)
                 .describe_images()
                 .owners("self")
+                // A disabled AMI still uses its snapshots.
+                .include_disabled(true)
                 .filters(
                     Filter::builder()
                         .name("block-device-mapping.snapshot-id")
@@ -239,34 +190,36 @@ impl Step<Cx> for PruneCopies {
     step_identity!();
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
-        let mut copies = self.copies(cx).await?;
-        self.fill_lineages(cx, &mut copies).await?;
-        let mut judged: Vec<(String, Option<String>, Option<i64>)> = copies
+        let copies = self.copies(cx).await?;
+        // Exactly the copies of the sources the resolve stage judged beyond the retention (one
+        // judgment, shared with the copy steps, which skip those sources). An RDS copy must
+        // also carry the name ferry gives its copy of that source: a snapshot that only
+        // inherited ferry's tags (one of an instance restored from a copy) is not ferry's.
+        let beyond: HashSet<&str> = self.spec.beyond.iter().map(String::as_str).collect();
+        let candidates: Vec<&Kept> = copies
             .iter()
-            .map(|c| (c.id.clone(), c.lineage.clone(), c.source_ms))
+            .filter(|c| beyond.contains(c.source.as_str()))
+            .filter(|c| match self.spec.what {
+                Pruned::Snapshots => true,
+                Pruned::DbSnapshots(kind) => {
+                    c.id == crate::ids::db_copy_identifier(
+                        &cx.ctx().plan,
+                        &c.source,
+                        None,
+                        kind.max_identifier(),
+                    )
+                }
+            })
             .collect();
-        // The copies this run makes count as made (a dry run shows what the run deletes);
-        // they are the newest of their lineages, so never among those deleted.
-        let copied: HashSet<&str> = copies.iter().map(|c| c.source.as_str()).collect();
-        for (source, volume, start) in &self.spec.planned {
-            if !copied.contains(source.as_str()) {
-                judged.push((format!("(to be copied) {source}"), volume.clone(), *start));
-            }
-        }
-        let beyond = crate::resolve::beyond_retention(
-            &judged,
-            self.spec.keep_last,
-            self.spec.max_age_secs,
-            crate::exec::now_ms() as i64,
-        );
-        let used = if beyond.is_empty() || self.spec.what != Pruned::Snapshots {
+        let used = if candidates.is_empty() || self.spec.what != Pruned::Snapshots {
             HashSet::new()
         } else {
-            self.in_use(cx, &beyond).await?
+            let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+            self.in_use(cx, &ids).await?
         };
-        let gone: Vec<&Kept> = copies
-            .iter()
-            .filter(|c| beyond.contains(&c.id) && !used.contains(&c.id))
+        let gone: Vec<&Kept> = candidates
+            .into_iter()
+            .filter(|c| !used.contains(&c.id))
             .collect();
         if gone.is_empty() {
             return Ok(Observation::Done(StepOutput::Pruned(PruneOutput {
@@ -342,10 +295,12 @@ impl Step<Cx> for PruneCopies {
                     .map(|_| ())
                     .map_err(sdk_error("rds", "DeleteDBClusterSnapshot")),
             };
-            if let Err(e) = r
-                && !e.is_not_found()
-            {
-                return Err(failed(e, &[]));
+            match r {
+                // Gone already, or taken into use since the look (an AMI registered from it):
+                // nothing to delete, or not ours to delete now.
+                Err(e) if e.is_not_found() || e.code.contains("InUse") => {}
+                Err(e) => return Err(failed(e, &[])),
+                Ok(()) => {}
             }
         }
         Ok(Applied::Done(StepOutput::Pruned(PruneOutput {

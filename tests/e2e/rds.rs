@@ -671,7 +671,7 @@ fn rds_problems_aws_would_refuse_are_found_before_any_change() {
         ),
         &["option group erp-og-eu does not exist in prod/eu-west-2"],
     );
-    // More tags than RDS takes on the copy: 46 of the source's, 2 of the plan's, ferry's 5.
+    // More tags than RDS takes on the copy: 46 of the source's, 2 of the plan's, ferry's 6.
     let tagged = w.db_snapshot("orders-db", "orders-many-tags");
     w.rt.block_on(async {
         let mut req = w
@@ -692,7 +692,7 @@ fn rds_problems_aws_would_refuse_are_found_before_any_change() {
     super::bad_input(
         &w,
         &rds_plan(&format!("snapshots: [{tagged}]"), ""),
-        &["would carry 53 tags", "at most 50"],
+        &["would carry 54 tags", "at most 50"],
     );
     // Copies that would take the destination past its manual snapshot quota (2 here, one of
     // them used by a snapshot already there).
