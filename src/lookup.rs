@@ -286,7 +286,7 @@ pub async fn db_snapshots(
                 ),
             };
             limits.take(&[bucket(account, region, api)]).await;
-            let (page, next) = match kind {
+            let read: Result<(Vec<DbSnapshotFacts>, Option<String>), AwsError> = match kind {
                 DbKind::Instance => {
                     let mut req = client.describe_db_snapshots().set_marker(marker.clone());
                     req = match query {
@@ -303,22 +303,17 @@ pub async fn db_snapshots(
                         DbQuery::Of(i) => req.db_instance_identifier(i),
                         DbQuery::Manual => req.snapshot_type("manual"),
                     };
-                    match req.send().await {
-                        Ok(out) => (
-                            out.db_snapshots()
+                    req.send()
+                        .await
+                        .map(|out| {
+                            let page = out
+                                .db_snapshots()
                                 .iter()
                                 .map(DbSnapshotFacts::of_db)
-                                .collect::<Vec<_>>(),
-                            out.marker().map(str::to_string),
-                        ),
-                        Err(e) => {
-                            let e = AwsError::from_sdk("rds", op, e);
-                            if matches!(query, DbQuery::One(_)) && e.is_not_found() {
-                                return Ok(Vec::new());
-                            }
-                            return Err(e);
-                        }
-                    }
+                                .collect();
+                            (page, out.marker().map(str::to_string))
+                        })
+                        .map_err(|e| AwsError::from_sdk("rds", op, e))
                 }
                 DbKind::Cluster => {
                     let mut req = client
@@ -338,23 +333,25 @@ pub async fn db_snapshots(
                         DbQuery::Of(c) => req.db_cluster_identifier(c),
                         DbQuery::Manual => req.snapshot_type("manual"),
                     };
-                    match req.send().await {
-                        Ok(out) => (
-                            out.db_cluster_snapshots()
+                    req.send()
+                        .await
+                        .map(|out| {
+                            let page = out
+                                .db_cluster_snapshots()
                                 .iter()
                                 .map(DbSnapshotFacts::of_cluster)
-                                .collect::<Vec<_>>(),
-                            out.marker().map(str::to_string),
-                        ),
-                        Err(e) => {
-                            let e = AwsError::from_sdk("rds", op, e);
-                            if matches!(query, DbQuery::One(_)) && e.is_not_found() {
-                                return Ok(Vec::new());
-                            }
-                            return Err(e);
-                        }
-                    }
+                                .collect();
+                            (page, out.marker().map(str::to_string))
+                        })
+                        .map_err(|e| AwsError::from_sdk("rds", op, e))
                 }
+            };
+            let (page, next) = match read {
+                Ok(r) => r,
+                Err(e) if matches!(query, DbQuery::One(_)) && e.is_not_found() => {
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(e),
             };
             all.extend(page);
             match next.filter(|m| !m.is_empty()) {

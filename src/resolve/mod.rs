@@ -190,6 +190,8 @@ struct Resolver<'a> {
     out: Resolution,
     /// New manual RDS snapshots per (account, region, kind), checked against the quota.
     db_quota: BTreeMap<(String, String, crate::ids::DbKind), rds::Planned>,
+    /// Manual RDS snapshots per (account, region, kind), as listed once.
+    db_manual: BTreeMap<(String, String, crate::ids::DbKind), Vec<crate::lookup::DbSnapshotFacts>>,
 }
 
 /// Resolves `plan` with read-only calls.
@@ -201,6 +203,7 @@ pub async fn resolve(plan: &Plan, aws: &Aws, limits: &Limits) -> Result<Resoluti
         problems: Vec::new(),
         out: Resolution::default(),
         db_quota: BTreeMap::new(),
+        db_manual: BTreeMap::new(),
     };
     r.accounts().await?;
     if !r.problems.is_empty() {

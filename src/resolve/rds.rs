@@ -122,15 +122,7 @@ impl Resolver<'_> {
             }
         }
         if let Some(tags) = m.source.tags.as_ref().filter(|t| !t.value.is_empty()) {
-            let all = lookup::db_snapshots(
-                self.aws,
-                self.limits,
-                account,
-                region,
-                kind,
-                DbQuery::Manual,
-            )
-            .await?;
+            let all = self.manual_snapshots(account, region, kind).await?;
             let mut matched = all
                 .into_iter()
                 .filter(|s| s.available())
@@ -189,15 +181,9 @@ impl Resolver<'_> {
                     (f.id.clone(), (of, f.created_ms))
                 })
                 .collect();
-            let dst = lookup::db_snapshots(
-                self.aws,
-                self.limits,
-                &dst_account,
-                &dst_region,
-                kind,
-                DbQuery::Manual,
-            )
-            .await?;
+            let dst = self
+                .manual_snapshots(&dst_account, &dst_region, kind)
+                .await?;
             for s in dst {
                 let tag = |k: &str| s.tags.get(k).cloned();
                 if tag("ferry:plan").as_deref() != Some(plan.as_str())
@@ -433,6 +419,31 @@ impl Resolver<'_> {
         Ok(())
     }
 
+    /// The manual snapshots of an account and region, listed once per resolve (the tag
+    /// selector, retention and the quota check all read them; nothing changes meanwhile).
+    async fn manual_snapshots(
+        &mut self,
+        account: &str,
+        region: &str,
+        kind: DbKind,
+    ) -> Result<Vec<DbSnapshotFacts>, ResolveError> {
+        let slot = (account.to_string(), region.to_string(), kind);
+        if let Some(found) = self.db_manual.get(&slot) {
+            return Ok(found.clone());
+        }
+        let found = lookup::db_snapshots(
+            self.aws,
+            self.limits,
+            account,
+            region,
+            kind,
+            DbQuery::Manual,
+        )
+        .await?;
+        self.db_manual.insert(slot, found.clone());
+        Ok(found)
+    }
+
     /// Records a copy the plan would make; two under one name are refused (the name is the
     /// copy's identity: the second would be taken for the first).
     fn plan_copy(
@@ -469,18 +480,12 @@ impl Resolver<'_> {
         let mut listed: BTreeMap<(String, String, DbKind), BTreeMap<String, DbSnapshotFacts>> =
             BTreeMap::new();
         for (account, region, kind) in planned.keys() {
-            let found = lookup::db_snapshots(
-                self.aws,
-                self.limits,
-                account,
-                region,
-                *kind,
-                DbQuery::Manual,
-            )
-            .await?
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
+            let found = self
+                .manual_snapshots(account, region, *kind)
+                .await?
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect();
             listed.insert((account.clone(), region.clone(), *kind), found);
         }
         let plan = self.plan.name.value.clone();

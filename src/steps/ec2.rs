@@ -53,7 +53,7 @@ fn copy_tags(source_tags: &Tags, tags: &Tags, source: &str, key: &DestinationKey
     tags
 }
 
-fn tag_of(tags: &[aws_sdk_ec2::types::Tag], k: &str) -> Option<String> {
+pub(crate) fn tag_of(tags: &[aws_sdk_ec2::types::Tag], k: &str) -> Option<String> {
     tags.iter()
         .find(|t| t.key() == Some(k))
         .and_then(|t| t.value())

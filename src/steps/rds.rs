@@ -86,7 +86,7 @@ fn arn_of(cx: &Cx, kind: DbKind, s: &DbSnapshotRef) -> String {
 }
 
 /// Whether `s` carries this plan's and this migration's ferry tags.
-fn ferrys_for(cx: &Cx, migration: &str, s: &DbSnapshotFacts) -> bool {
+pub(crate) fn ferrys_for(cx: &Cx, migration: &str, s: &DbSnapshotFacts) -> bool {
     s.tags.get("ferry:plan") == Some(&cx.plan)
         && s.tags.get("ferry:migration").map(String::as_str) == Some(migration)
 }

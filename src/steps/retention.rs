@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, SnapshotState};
 use serde_json::{Value, json};
 
+use super::ec2::tag_of as tag;
 use super::output::PruneOutput;
 use super::{
     Action, Base, Change, Cx, StepOutput, Todo, change, each_page, failed, sdk_error, step_identity,
@@ -25,13 +26,6 @@ struct Kept {
     id: String,
     source: String,
     lineage: Option<String>,
-}
-
-fn tag(tags: &[aws_sdk_ec2::types::Tag], k: &str) -> Option<String> {
-    tags.iter()
-        .find(|t| t.key() == Some(k))
-        .and_then(|t| t.value())
-        .map(str::to_string)
 }
 
 /// `ec2.prune-copies`.
@@ -70,8 +64,7 @@ impl PruneCopies {
         Ok(found
             .iter()
             .filter(|s| s.available())
-            .filter(|s| tag(s, "ferry:plan").as_deref() == Some(cx.ctx().plan.as_str()))
-            .filter(|s| tag(s, "ferry:migration").as_deref() == Some(self.spec.migration.as_str()))
+            .filter(|s| super::rds::ferrys_for(cx.ctx(), self.spec.migration.as_str(), s))
             .filter(|s| tag(s, "ferry:intermediate").is_none())
             .map(|s| Kept {
                 id: s.id.clone(),
