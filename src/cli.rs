@@ -96,6 +96,28 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
         concurrency: Option<u32>,
     },
+    /// Take back what the plan's runs made, like `terraform destroy`: copies, shares, key
+    /// policy statements, grants, replication rules, roles, created buckets (only if empty).
+    /// Journaled and resumable like apply.
+    Destroy {
+        plan: PathBuf,
+        /// Show what would be removed and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Also schedule the keys the plan created (and their replicas) for deletion, with
+        /// the longest waiting period (30 days).
+        #[arg(long)]
+        include_keys: bool,
+        /// Also delete copies whose source no longer exists (they may be the only copy).
+        #[arg(long)]
+        include_orphans: bool,
+        /// Steps in flight at most (overrides settings.concurrency).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        concurrency: Option<u32>,
+    },
     /// Continue a failed or interrupted run without redoing finished work.
     Resume {
         /// Run id (default: the latest unfinished run).
@@ -131,7 +153,12 @@ pub enum Command {
         sample: usize,
     },
     /// Print, per account, the least-privilege IAM policy ferry needs to run this plan.
-    IamPolicy { plan: PathBuf },
+    IamPolicy {
+        plan: PathBuf,
+        /// The policy `ferry destroy` needs instead (with `--include-keys`).
+        #[arg(long)]
+        destroy: bool,
+    },
     /// Print the JSON Schema of the plan format (for editor completion).
     Schema,
 }

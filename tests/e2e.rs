@@ -4,6 +4,8 @@
 mod common;
 #[path = "e2e/cross_account.rs"]
 mod cross_account;
+#[path = "e2e/destroy.rs"]
+mod destroy;
 #[path = "e2e/iam_policy.rs"]
 mod iam_policy;
 #[path = "e2e/rds.rs"]

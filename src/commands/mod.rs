@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> Outcome {
         } => plan_offline(plan, *output),
         Command::Plan { plan, output, .. } => run::plan_live(plan, *output, global),
         Command::Graph { plan, format } => graph_cmd(plan, *format),
-        Command::IamPolicy { plan } => iam_policy(plan),
+        Command::IamPolicy { plan, destroy } => iam_policy(plan, *destroy),
         Command::Verify { plan, sample } => run::verify(plan, *sample, global),
         Command::Schema => {
             let schema = plan::json_schema();
@@ -57,7 +57,25 @@ pub fn run(cli: Cli) -> Outcome {
             dry_run,
             yes,
             concurrency,
-        } => run::apply(plan, *dry_run, *yes, *concurrency, global),
+        } => run::apply(plan, *dry_run, *yes, *concurrency, None, global),
+        Command::Destroy {
+            plan,
+            dry_run,
+            yes,
+            include_keys,
+            include_orphans,
+            concurrency,
+        } => run::apply(
+            plan,
+            *dry_run,
+            *yes,
+            *concurrency,
+            Some(graph::DestroyOptions {
+                include_keys: *include_keys,
+                include_orphans: *include_orphans,
+            }),
+            global,
+        ),
         Command::Resume { run, replan, .. } => run::resume(run.as_deref(), *replan, global),
         Command::Status { run, audit } => state::status(run.as_deref(), *audit, global),
         Command::Runs => state::runs(global),
@@ -120,13 +138,23 @@ fn plan_offline(path: &Path, output: Output) -> Outcome {
     Outcome::Ok
 }
 
-fn iam_policy(path: &Path) -> Outcome {
+fn iam_policy(path: &Path, destroy: bool) -> Outcome {
     // Every path a run may take: a `backfill: true` is inline or a batch job by the bucket's
     // size, which only a run sees.
-    let (plan, g) = match compile_with(path, graph::compile_every_path) {
+    let (plan, mut g) = match compile_with(path, graph::compile_every_path) {
         Ok(x) => x,
         Err(o) => return o,
     };
+    if destroy {
+        let every = graph::DestroyOptions {
+            include_keys: true,
+            include_orphans: true,
+        };
+        g = match graph::destroy(&g, every) {
+            Ok(d) => d,
+            Err(e) => return Outcome::Failed(format!("internal error compiling the plan: {e}")),
+        };
+    }
     let policies = crate::steps::permissions::iam_policies(&plan, &g);
     println!("{}", serde_json::to_string_pretty(&policies).expect("JSON"));
     Outcome::Ok

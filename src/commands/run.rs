@@ -26,6 +26,8 @@ struct Prepared {
     plan_path: PathBuf,
     plan_text: String,
     resolution: Resolution,
+    /// `ferry destroy`: the graph is the plan's destroy graph.
+    destroy: Option<graph::DestroyOptions>,
     specs: graph::PlanGraph,
     steps: Arc<exec::StepGraph<Cx>>,
     cx: Arc<Cx>,
@@ -45,6 +47,7 @@ async fn prepare(
     global: &Global,
     stored: Option<Resolution>,
     resumed: Option<&str>,
+    destroy: Option<graph::DestroyOptions>,
 ) -> Result<Prepared, Outcome> {
     let plan = load(path).ok_or(Outcome::BadInput)?;
     let plan_text = read_text(path)?;
@@ -100,6 +103,10 @@ async fn prepare(
         },
     };
     let specs = graph::compile_resolved(&plan, &resolution)
+        .and_then(|g| match destroy {
+            Some(opts) => graph::destroy(&g, opts),
+            None => Ok(g),
+        })
         .map_err(|e| Outcome::Failed(format!("internal error compiling the plan: {e}")))?;
     let built = steps::build(&specs)
         .map_err(|e| Outcome::Failed(format!("internal error building steps: {e}")))?;
@@ -120,6 +127,7 @@ async fn prepare(
         plan_path: path.to_path_buf(),
         plan_text,
         resolution,
+        destroy,
         specs,
         steps: Arc::new(built),
         cx,
@@ -159,7 +167,9 @@ fn earlier_additions(
             Err(e) => return Err(e.to_string()),
         },
     };
-    let mut add = |id: StepId, out: StepOutput| match (merged.get_mut(&id), out) {
+    let add = |merged: &mut std::collections::HashMap<StepId, StepOutput>,
+               id: StepId,
+               out: StepOutput| match (merged.get_mut(&id), out) {
         (Some(StepOutput::Share(all)), StepOutput::Share(more)) => {
             for r in more.added_by_ferry {
                 if !all.added_by_ferry.contains(&r) {
@@ -198,7 +208,7 @@ fn earlier_additions(
             let Some(out) = kind_of(&id).and_then(|k| StepOutput::from_journal(k, out)) else {
                 continue;
             };
-            add(id, out);
+            add(&mut merged, id, out);
         }
         for ev in &log.events {
             // A step whose last word is its intent was killed with its call sent, or about to
@@ -244,15 +254,18 @@ fn earlier_additions(
                         .filter_map(|v| v.as_str().map(str::to_string))
                         .collect();
                     add(
+                        &mut merged,
                         id,
                         StepOutput::Share(ShareOutput {
                             added_by_ferry: adding,
+                            taken_back: Vec::new(),
                         }),
                     );
                 }
                 Some(StepKind::GrantKeyAccess) if intent["adding"] == serde_json::json!(true) => {
                     let key = intent["key"].as_str().unwrap_or_default().to_string();
                     add(
+                        &mut merged,
                         id,
                         StepOutput::KeyAccess(KeyAccessOutput {
                             access_added_by_ferry: true,
@@ -262,6 +275,28 @@ fn earlier_additions(
                     );
                 }
                 _ => {}
+            }
+        }
+        // What an unshare of this run took back is no longer ferry's: shared again later (by
+        // hand), it is not ferry's to take back.
+        for ev in &log.events {
+            let Event::StepDone { step, outputs, .. } = ev else {
+                continue;
+            };
+            let Ok(id) = step.parse::<StepId>() else {
+                continue;
+            };
+            if id.action != "unshare" {
+                continue;
+            }
+            let Some(StepOutput::Share(undone)) =
+                StepOutput::from_journal(StepKind::UnshareSnapshot, outputs.clone())
+            else {
+                continue;
+            };
+            if let Some(StepOutput::Share(all)) = merged.get_mut(&id.with_action("share")) {
+                all.added_by_ferry
+                    .retain(|r| !undone.taken_back.contains(r));
             }
         }
         if resumed == Some(run.as_str()) {
@@ -379,7 +414,7 @@ fn concurrency_of(plan: &Plan, flag: Option<u32>) -> usize {
 /// `ferry plan PLAN` against live state.
 pub fn plan_live(path: &Path, output: Output, global: &Global) -> Outcome {
     runtime().block_on(async {
-        let p = match prepare(path, global, None, None).await {
+        let p = match prepare(path, global, None, None, None).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -395,16 +430,18 @@ pub fn plan_live(path: &Path, output: Output, global: &Global) -> Outcome {
     })
 }
 
-/// `ferry apply PLAN`.
+/// `ferry apply PLAN`, and `ferry destroy PLAN` (with `destroy`): the same run of another
+/// graph.
 pub fn apply(
     path: &Path,
     dry_run_only: bool,
     yes: bool,
     concurrency: Option<u32>,
+    destroy: Option<graph::DestroyOptions>,
     global: &Global,
 ) -> Outcome {
     runtime().block_on(async {
-        let p = match prepare(path, global, None, None).await {
+        let p = match prepare(path, global, None, None, destroy).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -424,7 +461,11 @@ pub fn apply(
                 eprintln!("error: refusing to ask for confirmation: standard input is not a terminal; pass --yes to apply");
                 return Outcome::BadInput;
             }
-            print!("\nApply these changes? Only `yes` is accepted: ");
+            if destroy.is_some() {
+                print!("\nDestroy what is marked `-` above? Only `yes` is accepted: ");
+            } else {
+                print!("\nApply these changes? Only `yes` is accepted: ");
+            }
             let _ = std::io::stdout().flush();
             let mut answer = String::new();
             let _ = std::io::stdin().read_line(&mut answer);
@@ -461,10 +502,17 @@ pub fn apply(
 
 /// What a resume needs to rebuild exactly the same graph: where the plan is and what resolve found.
 fn stored_graph(p: &Prepared) -> Value {
-    json!({
+    let mut g = json!({
         "plan_path": std::fs::canonicalize(&p.plan_path).unwrap_or(p.plan_path.clone()),
         "resolution": p.resolution,
-    })
+    });
+    if let Some(d) = p.destroy {
+        g["destroy"] = json!({
+            "include_keys": d.include_keys,
+            "include_orphans": d.include_orphans,
+        });
+    }
+    g
 }
 
 /// The run's audit log as the AWS clients' sink: a record per mutating call, handed to a
@@ -721,6 +769,14 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(format!("the run's stored graph is unreadable: {e}")),
     };
+    // A destroy run resumes as a destroy run.
+    let destroy = stored
+        .get("destroy")
+        .filter(|d| d.is_object())
+        .map(|d| graph::DestroyOptions {
+            include_keys: d["include_keys"].as_bool().unwrap_or(false),
+            include_orphans: d["include_orphans"].as_bool().unwrap_or(false),
+        });
     // The stored plan's copy, if the run needs it: removed when the resume is over.
     let mut _plan_copy: Option<PrivateDir> = None;
     let plan_text = match std::fs::read_to_string(&plan_path) {
@@ -783,7 +839,7 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
     runtime().block_on(async {
         // A replanned run resolves again; otherwise it works on exactly the stored resources.
         let stored = if replan { None } else { Some(resolution) };
-        let p = match prepare(&plan_path, global, stored, Some(&run_id)).await {
+        let p = match prepare(&plan_path, global, stored, Some(&run_id), destroy).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -836,7 +892,7 @@ impl Drop for PrivateDir {
 /// canary fails or a FAILED object is found.
 pub fn verify(path: &Path, sample: usize, global: &Global) -> Outcome {
     runtime().block_on(async {
-        let p = match prepare(path, global, None, None).await {
+        let p = match prepare(path, global, None, None, None).await {
             Ok(p) => p,
             Err(o) => return o,
         };

@@ -4,6 +4,7 @@
 //! checks the result is acyclic and yields a [`PlanGraph`] with a fixed execution order.
 
 mod compile;
+mod destroy;
 mod step;
 
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -12,6 +13,7 @@ use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 pub use compile::{compile, compile_every_path, compile_resolved};
+pub use destroy::{DestroyOptions, destroy};
 pub use step::*;
 
 use crate::ids::StepId;

@@ -75,6 +75,25 @@ pub enum StepKind {
     UnshareDbSnapshot,
     #[serde(rename = "rds.delete-snapshot")]
     DeleteDbSnapshot,
+    // What `ferry destroy` runs: the inverses of the steps above.
+    #[serde(rename = "kms.remove-statements")]
+    RemoveKeyPolicyStatements,
+    #[serde(rename = "kms.schedule-key-deletion")]
+    ScheduleKeyDeletion,
+    #[serde(rename = "ec2.delete-copies")]
+    DeleteSnapshotCopies,
+    #[serde(rename = "ec2.deregister-copies")]
+    DeregisterImageCopies,
+    #[serde(rename = "rds.delete-copies")]
+    DeleteDbCopies,
+    #[serde(rename = "s3.remove-replication")]
+    RemoveReplication,
+    #[serde(rename = "s3.remove-bucket-policy")]
+    RemoveBucketPolicy,
+    #[serde(rename = "s3.delete-bucket")]
+    DeleteBucket,
+    #[serde(rename = "iam.delete-role")]
+    DeleteRole,
 }
 
 impl StepKind {
@@ -109,6 +128,15 @@ impl StepKind {
             StepKind::ShareDbSnapshot => "rds.share-snapshot",
             StepKind::UnshareDbSnapshot => "rds.unshare-snapshot",
             StepKind::DeleteDbSnapshot => "rds.delete-snapshot",
+            StepKind::RemoveKeyPolicyStatements => "kms.remove-statements",
+            StepKind::ScheduleKeyDeletion => "kms.schedule-key-deletion",
+            StepKind::DeleteSnapshotCopies => "ec2.delete-copies",
+            StepKind::DeregisterImageCopies => "ec2.deregister-copies",
+            StepKind::DeleteDbCopies => "rds.delete-copies",
+            StepKind::RemoveReplication => "s3.remove-replication",
+            StepKind::RemoveBucketPolicy => "s3.remove-bucket-policy",
+            StepKind::DeleteBucket => "s3.delete-bucket",
+            StepKind::DeleteRole => "iam.delete-role",
         }
     }
 }
@@ -234,6 +262,13 @@ pub enum StepSpec {
     ShareDbSnapshot(DbShareSpec),
     UnshareDbSnapshot(DbShareSpec),
     DeleteDbSnapshot(DbDeleteSpec),
+    RemoveKeyPolicyStatements(KeyPolicySpec),
+    ScheduleKeyDeletion(KeyDeletionSpec),
+    DeleteCopies(DeleteCopiesSpec),
+    RemoveReplication(ReplicationSpec),
+    RemoveBucketPolicy(BucketPolicySpec),
+    DeleteBucket(CreateBucketSpec),
+    DeleteRole(RoleDeletionSpec),
 }
 
 impl StepSpec {
@@ -270,6 +305,17 @@ impl StepSpec {
             StepSpec::ShareDbSnapshot(_) => StepKind::ShareDbSnapshot,
             StepSpec::UnshareDbSnapshot(_) => StepKind::UnshareDbSnapshot,
             StepSpec::DeleteDbSnapshot(_) => StepKind::DeleteDbSnapshot,
+            StepSpec::RemoveKeyPolicyStatements(_) => StepKind::RemoveKeyPolicyStatements,
+            StepSpec::ScheduleKeyDeletion(_) => StepKind::ScheduleKeyDeletion,
+            StepSpec::DeleteCopies(d) => match d.what {
+                Copied::Snapshots => StepKind::DeleteSnapshotCopies,
+                Copied::Images => StepKind::DeregisterImageCopies,
+                Copied::DbSnapshots(_) => StepKind::DeleteDbCopies,
+            },
+            StepSpec::RemoveReplication(_) => StepKind::RemoveReplication,
+            StepSpec::RemoveBucketPolicy(_) => StepKind::RemoveBucketPolicy,
+            StepSpec::DeleteBucket(_) => StepKind::DeleteBucket,
+            StepSpec::DeleteRole(_) => StepKind::DeleteRole,
         }
     }
 }
@@ -639,4 +685,39 @@ pub struct DbDeleteSpec {
     pub origin: String,
     pub snapshot: String,
     pub copy: DbSnapshotRef,
+}
+
+/// `kms.schedule-key-deletion` (`ferry destroy --include-keys`): the key this plan created (or
+/// its replica in the step's region), found by its alias, scheduled for deletion with the
+/// longest waiting period, its alias deleted. Only a key carrying this plan's ferry tags.
+#[derive(Debug, Clone)]
+pub struct KeyDeletionSpec {
+    pub name: KeyName,
+    pub alias: String,
+    /// Where the key's tags are read: its own region, or the primary's for a replica.
+    pub tags_region: Region,
+    /// The buckets whose replicas this plan encrypts under the key (in the step's account and
+    /// region): shown as what the key still encrypts.
+    pub buckets: Vec<BucketName>,
+}
+
+/// `ec2.delete-copies` / `ec2.deregister-copies` / `rds.delete-copies` (`ferry destroy`):
+/// every copy in the step's account and region carrying this plan's and this migration's
+/// ferry tags, except those in use and (without `include_orphans`) those whose source is gone.
+#[derive(Debug, Clone)]
+pub struct DeleteCopiesSpec {
+    pub what: Copied,
+    pub migration: MigrationId,
+    pub source_account: AccountName,
+    pub source_region: Region,
+    pub include_orphans: bool,
+}
+
+/// `iam.delete-role` (`ferry destroy`): the role `iam.ensure-role` made or added to.
+#[derive(Debug, Clone)]
+pub struct RoleDeletionSpec {
+    pub role: RoleSpec,
+    /// The replication rules of this plan that name the role (removed before it): only
+    /// another rule naming it keeps the role.
+    pub ferrys_rules: Vec<String>,
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::style::Style;
 use crate::exec::{Observation, Observed};
 use crate::graph::PlanGraph;
-use crate::steps::{Action, Cx, KeptCopy, Todo};
+use crate::steps::{Action, Cx, KeptCopy, StepOutput, Todo};
 
 /// `ferry plan --output json` (its shape is documented in the README).
 #[derive(Debug, Serialize)]
@@ -75,6 +75,7 @@ impl Shown {
             Shown::Change(Action::Create) => "+",
             Shown::Change(Action::Update) => "~",
             Shown::Change(Action::Replace) => "-/+",
+            Shown::Change(Action::Delete) => "-",
         }
     }
 }
@@ -84,7 +85,14 @@ pub struct Summary {
     pub create: usize,
     pub update: usize,
     pub replace: usize,
+    /// `ferry destroy` (and retention): resources deleted or taken back.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub delete: usize,
     pub unchanged: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl PlanDocument {
@@ -130,7 +138,13 @@ impl PlanDocument {
         let mut errors = Vec::new();
         for (step, answer) in doc.steps.iter_mut().zip(answers) {
             let (change, detail) = match answer {
-                Ok(Observation::Done(v)) => (Shown::NoChange, json!(v)),
+                Ok(Observation::Done(v)) => {
+                    // What a destroy step leaves, and why, is shown under it.
+                    if let StepOutput::Removed(r) = &v {
+                        step.diff = r.kept.iter().map(|k| format!("  {k}")).collect();
+                    }
+                    (Shown::NoChange, json!(v))
+                }
                 Ok(Observation::InProgress(s)) => (Shown::InProgress, json!({ "id": s.id })),
                 Ok(Observation::Todo(c)) => {
                     if let Todo::Copy { kept, .. } = &c.todo {
@@ -162,13 +176,14 @@ impl PlanDocument {
             create: n(Shown::Change(Action::Create)) + n(Shown::InProgress),
             update: n(Shown::Change(Action::Update)),
             replace: n(Shown::Change(Action::Replace)),
+            delete: n(Shown::Change(Action::Delete)),
             unchanged: n(Shown::NoChange),
         }
     }
 
     pub fn has_changes(&self) -> bool {
         let c = self.counts();
-        c.create + c.update + c.replace > 0
+        c.create + c.update + c.replace + c.delete > 0
     }
 
     /// Copies that the run's new copies join, by step.
@@ -214,7 +229,7 @@ impl PlanDocument {
             }
         }
         let c = self.counts();
-        if c.create + c.update + c.replace == 0 {
+        if c.create + c.update + c.replace + c.delete == 0 {
             out.push_str(&format!("\nNo changes: {} unchanged.\n", c.unchanged));
         } else {
             let replace = if c.replace > 0 {
@@ -222,8 +237,13 @@ impl PlanDocument {
             } else {
                 String::new()
             };
+            let delete = if c.delete > 0 {
+                format!(", {} to delete", c.delete)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "\nPlan: {} to create, {} to update{replace}, {} unchanged.\n",
+                "\nPlan: {} to create, {} to update{replace}{delete}, {} unchanged.\n",
                 c.create, c.update, c.unchanged
             ));
         }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::aws::AwsError;
 use crate::exec::{Applied, Observation, Step, StepCx, StepError};
-use crate::graph::{PlannedStep, RolePurpose, RoleSpec};
+use crate::graph::{PlannedStep, RoleDeletionSpec, RolePurpose, RoleSpec};
 use crate::ids::AccountName;
 use crate::lookup::role_arn;
 
@@ -383,6 +383,205 @@ impl Step<Cx> for EnsureRole {
             .await
             .map_err(|e| failed(iam_error("PutRolePolicy")(e), &["NoSuchEntity"]))?;
         Ok(Applied::Done(StepOutput::Role(RoleOutput { arn })))
+    }
+}
+
+/// `iam.delete-role` (`ferry destroy`): ferry's inline policy taken off the role, and the role
+/// deleted when ferry made it (its ferry tags) and nothing else is on it. A role that a
+/// replication configuration still names (rules ferry did not add) is left as it is.
+pub struct DeleteRole {
+    base: Base,
+    spec: RoleSpec,
+    ferrys_rules: Vec<String>,
+    ensure: EnsureRole,
+}
+
+/// What `iam.delete-role` found on the role.
+struct OnRole {
+    arn: String,
+    ours: bool,
+    inline: Vec<String>,
+    attached: usize,
+}
+
+impl DeleteRole {
+    pub fn new(step: &PlannedStep, spec: RoleDeletionSpec) -> Self {
+        DeleteRole {
+            base: Base::new(step, "iam:DeleteRole"),
+            ensure: EnsureRole::new(step, spec.role.clone()),
+            spec: spec.role,
+            ferrys_rules: spec.ferrys_rules,
+        }
+    }
+
+    async fn on_role(&self, cx: &StepCx<'_, Cx>) -> Result<Option<OnRole>, StepError> {
+        let iam = cx.ctx().aws.iam(&self.base.account);
+        let name = self.spec.name.as_str();
+        let Some(current) = self.ensure.current(cx).await? else {
+            return Ok(None);
+        };
+        let tags = iam
+            .list_role_tags()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| failed(iam_error("ListRoleTags")(e), &[]))?;
+        let has = |k: &str, v: &str| tags.tags().iter().any(|t| t.key() == k && t.value() == v);
+        let ours = has("ferry:plan", &cx.ctx().plan)
+            && has("ferry:migration", self.spec.migration.as_str());
+        let inline = iam
+            .list_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| failed(iam_error("ListRolePolicies")(e), &[]))?
+            .policy_names()
+            .to_vec();
+        let attached = iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| failed(iam_error("ListAttachedRolePolicies")(e), &[]))?
+            .attached_policies()
+            .len();
+        Ok(Some(OnRole {
+            arn: current.arn,
+            ours,
+            inline,
+            attached,
+        }))
+    }
+
+    /// Rules (not ferry's) of the source bucket's replication configuration that still use
+    /// the role: then it stays.
+    async fn still_used(&self, cx: &StepCx<'_, Cx>, arn: &str) -> Result<Vec<String>, StepError> {
+        if !matches!(self.spec.purpose, RolePurpose::Replication) {
+            return Ok(Vec::new());
+        }
+        let region = self
+            .spec
+            .source_region
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or("");
+        Ok(super::destroy_s3::replication_role(
+            cx,
+            &self.base.account,
+            region,
+            &self.spec.source_bucket,
+        )
+        .await?
+        .filter(|(role, _)| role == arn)
+        .map(|(_, rules)| rules)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| !self.ferrys_rules.contains(r))
+        .collect())
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for DeleteRole {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let name = self.spec.name.as_str();
+        let done = |kept: Vec<String>| {
+            Ok(Observation::Done(StepOutput::Removed(
+                super::output::RemovedOutput {
+                    removed: Vec::new(),
+                    kept,
+                },
+            )))
+        };
+        let Some(on) = self.on_role(cx).await? else {
+            return done(Vec::new());
+        };
+        let used = self.still_used(cx, &on.arn).await?;
+        if !used.is_empty() {
+            return done(vec![format!(
+                "role {name}: kept, the replication rules {} of bucket {} still use it",
+                used.join(", "),
+                self.spec.source_bucket
+            )]);
+        }
+        let policy = self.ensure.policy_name();
+        let has_ours = on.inline.contains(&policy);
+        let others = on.inline.iter().filter(|p| **p != policy).count() + on.attached;
+        let mut diff = Vec::new();
+        if has_ours {
+            diff.push(format!("- inline policy {policy} of role {name}"));
+        }
+        let delete_role = on.ours && others == 0;
+        if delete_role {
+            diff.push(format!("- role {name} (made by ferry)"));
+        }
+        let kept = if !on.ours {
+            vec![format!("role {name}: kept, ferry did not create it")]
+        } else if others > 0 {
+            vec![format!(
+                "role {name}: kept, {others} policies ferry did not add are on it"
+            )]
+        } else {
+            Vec::new()
+        };
+        if diff.is_empty() {
+            return done(kept);
+        }
+        diff.extend(kept.iter().map(|k| format!("  {k}")));
+        Ok(Observation::Todo(change(
+            Action::Delete,
+            diff,
+            Todo::Resources(if delete_role {
+                vec![name.to_string()]
+            } else {
+                Vec::new()
+            }),
+        )))
+    }
+
+    fn intent(&self, change: &Change) -> Value {
+        json!({ "role": self.spec.name, "deleting_role": matches!(&change.todo, Todo::Resources(r) if !r.is_empty()) })
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
+        let iam = cx.ctx().aws.iam(&self.base.account);
+        let name = self.spec.name.as_str();
+        let policy = self.ensure.policy_name();
+        cx.ctx().changing(&self.base.id_text);
+        let mut removed = Vec::new();
+        match iam
+            .delete_role_policy()
+            .role_name(name)
+            .policy_name(&policy)
+            .send()
+            .await
+            .map_err(iam_error("DeleteRolePolicy"))
+        {
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(failed(e, &[])),
+            Ok(_) => removed.push(format!("inline policy {policy}")),
+        }
+        if matches!(&change.todo, Todo::Resources(r) if !r.is_empty()) {
+            match iam
+                .delete_role()
+                .role_name(name)
+                .send()
+                .await
+                .map_err(iam_error("DeleteRole"))
+            {
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(failed(e, &[])),
+                Ok(_) => removed.push(format!("role {name}")),
+            }
+        }
+        Ok(Applied::Done(StepOutput::Removed(
+            super::output::RemovedOutput {
+                removed,
+                kept: Vec::new(),
+            },
+        )))
     }
 }
 

@@ -13,8 +13,8 @@ use super::{
 use crate::aws::AwsError;
 use crate::exec::{Applied, ErrorClass, GateKey, Observation, Step, StepCx, StepError};
 use crate::graph::{
-    CreateKeySpec, KeyPolicySpec, KeyRotationSpec, PlannedStep, ReplicateKeySpec, RoleRef,
-    Statements,
+    CreateKeySpec, KeyDeletionSpec, KeyPolicySpec, KeyRotationSpec, PlannedStep, ReplicateKeySpec,
+    RoleRef, Statements,
 };
 use crate::lookup::{KeyFacts, describe_key, role_arn};
 
@@ -407,10 +407,12 @@ pub struct MergeKeyPolicy {
     base: Base,
     spec: KeyPolicySpec,
     gate: GateKey,
+    /// `false`: `kms.remove-statements` (destroy), the statements with ferry's Sids removed.
+    add: bool,
 }
 
 impl MergeKeyPolicy {
-    pub fn new(step: &PlannedStep, spec: KeyPolicySpec) -> Self {
+    pub fn new(step: &PlannedStep, spec: KeyPolicySpec, add: bool) -> Self {
         let base = Base::new(step, "kms:PutKeyPolicy");
         // One gate per key for every writer of its policy (statements, key access, replication
         // roles): by its ARN, as key-access steps name it, once the key exists.
@@ -423,7 +425,24 @@ impl MergeKeyPolicy {
                 &format!("{}/{}/{}", base.account, base.region, spec.key.shown),
             ),
         };
-        MergeKeyPolicy { base, spec, gate }
+        MergeKeyPolicy {
+            base,
+            spec,
+            gate,
+            add,
+        }
+    }
+
+    /// The policy as this step leaves it: ferry's statements merged in, or removed by Sid.
+    fn edited(&self, cx: &Cx, before: &Value) -> Value {
+        let statements = self.statements(cx);
+        if self.add {
+            return policy::merge(before, &statements);
+        }
+        statements
+            .iter()
+            .filter_map(|s| s.get("Sid").and_then(Value::as_str))
+            .fold(before.clone(), |p, sid| policy::remove(&p, sid))
     }
 
     fn statements(&self, cx: &Cx) -> Vec<Value> {
@@ -489,7 +508,25 @@ impl Step<Cx> for MergeKeyPolicy {
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         let statements = self.statements(cx.ctx());
         let (account, region) = (&self.base.account, &self.base.region);
-        let Some(arn) = key_arn(cx, &self.spec.key, account, region).await? else {
+        let found = match key_arn(cx, &self.spec.key, account, region).await {
+            // A key already deleted holds no statements.
+            Err(e) if !self.add && e.code == "NotFoundException" => None,
+            other => other?,
+        };
+        if !self.add {
+            let Some(arn) = found else {
+                return Ok(Observation::Done(StepOutput::KeyPolicy(KeyPolicyOutput {
+                    key_id: None,
+                })));
+            };
+            let before = self.current(cx, arn.as_str()).await?;
+            let after = self.edited(cx.ctx(), &before);
+            return Ok(match policy_edit(before, &after) {
+                Some(c) => Observation::Todo(c),
+                None => Observation::Done(Self::done(&arn)),
+            });
+        }
+        let Some(arn) = found else {
             let mut diff = vec![format!(
                 "~ policy of {} (made by this plan) gains:",
                 self.spec.key.shown
@@ -522,7 +559,7 @@ impl Step<Cx> for MergeKeyPolicy {
         let arn = existing_key_arn(cx, &self.spec.key, account, region).await?;
         // Read again right before writing: the merge must start from the live document.
         let before = self.current(cx, arn.as_str()).await?;
-        let after = policy::merge(&before, &self.statements(cx.ctx()));
+        let after = self.edited(cx.ctx(), &before);
         cx.ctx().changing(&self.base.id_text);
         cx.ctx()
             .aws
@@ -541,5 +578,265 @@ impl Step<Cx> for MergeKeyPolicy {
             })?;
         cx.ctx().wrote_key_policy(arn.as_str(), &before, &after);
         Ok(Applied::Done(Self::done(&arn)))
+    }
+}
+
+/// The longest waiting period KMS allows before it deletes a key.
+const DELETION_WINDOW_DAYS: i32 = 30;
+
+/// `kms.schedule-key-deletion` (`ferry destroy --include-keys`): the plan's key (or replica)
+/// behind its alias is scheduled for deletion in 30 days, then the alias is deleted. A key
+/// without this plan's ferry tags is never touched. What the key still encrypts is listed.
+pub struct ScheduleKeyDeletion {
+    base: Base,
+    spec: KeyDeletionSpec,
+}
+
+/// The key behind an alias, pending deletion or not.
+struct AliasedKey {
+    key_id: String,
+    arn: String,
+    pending: bool,
+}
+
+impl ScheduleKeyDeletion {
+    pub fn new(step: &PlannedStep, spec: KeyDeletionSpec) -> Self {
+        ScheduleKeyDeletion {
+            base: Base::new(step, "kms:ScheduleKeyDeletion"),
+            spec,
+        }
+    }
+
+    async fn aliased(&self, cx: &StepCx<'_, Cx>) -> Result<Option<AliasedKey>, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        cx.limits()
+            .take(&[bucket(account, region, "kms:DescribeKey")])
+            .await;
+        let out = cx
+            .ctx()
+            .aws
+            .kms(account, region)
+            .describe_key()
+            .key_id(&self.spec.alias)
+            .send()
+            .await;
+        let m = match out {
+            Ok(o) => o.key_metadata,
+            Err(e) => {
+                let e = kms_error("DescribeKey")(e);
+                return if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(failed(e, &[]))
+                };
+            }
+        };
+        Ok(m.map(|m| AliasedKey {
+            key_id: m.key_id().to_string(),
+            arn: m.arn().unwrap_or_default().to_string(),
+            pending: matches!(
+                m.key_state(),
+                Some(
+                    aws_sdk_kms::types::KeyState::PendingDeletion
+                        | aws_sdk_kms::types::KeyState::PendingReplicaDeletion
+                )
+            ),
+        }))
+    }
+
+    /// Whether the key carries this plan's ferry tags (a replica's are its primary's).
+    async fn ferrys(&self, cx: &StepCx<'_, Cx>, key_id: &str) -> Result<bool, StepError> {
+        let (account, region) = (&self.base.account, self.spec.tags_region.as_str());
+        cx.limits()
+            .take(&[bucket(account, region, "kms:ListResourceTags")])
+            .await;
+        let tags = cx
+            .ctx()
+            .aws
+            .kms(account, region)
+            .list_resource_tags()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| failed(kms_error("ListResourceTags")(e), &[]))?;
+        let has = |k: &str, v: &str| {
+            tags.tags()
+                .iter()
+                .any(|t| t.tag_key() == k && t.tag_value() == v)
+        };
+        Ok(has("ferry:plan", &cx.ctx().plan) && has("ferry:key", self.spec.name.as_str()))
+    }
+
+    /// What the key still encrypts here that this plan did not make (snapshots, RDS
+    /// snapshots), and the plan's replica buckets that hold objects.
+    async fn still_encrypts(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        arn: &str,
+    ) -> Result<Vec<String>, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let c = cx.ctx();
+        let mut out = Vec::new();
+        let pages = c
+            .aws
+            .ec2(account, region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .into_paginator()
+            .send();
+        super::each_page(
+            cx.limits(),
+            account,
+            region,
+            "DescribeSnapshots",
+            pages,
+            |p| {
+                for s in p.snapshots() {
+                    // This plan's copies are deleted or listed as kept by their own steps.
+                    let ours = s
+                        .tags()
+                        .iter()
+                        .any(|t| t.key() == Some("ferry:plan") && t.value() == Some(&c.plan));
+                    if s.kms_key_id() == Some(arn) && !ours {
+                        out.push(format!("snapshot {}", s.snapshot_id().unwrap_or_default()));
+                    }
+                }
+            },
+        )
+        .await?;
+        for kind in [crate::ids::DbKind::Instance, crate::ids::DbKind::Cluster] {
+            let found = crate::lookup::db_snapshots(
+                &c.aws,
+                cx.limits(),
+                account,
+                region,
+                kind,
+                crate::lookup::DbQuery::Manual,
+            )
+            .await
+            .map_err(|e| failed(e, &[]))?;
+            for s in found.iter().filter(|s| {
+                s.kms_key_id.as_deref() == Some(arn) && s.tags.get("ferry:plan") != Some(&c.plan)
+            }) {
+                out.push(format!("DB snapshot {}", s.id));
+            }
+        }
+        for b in &self.spec.buckets {
+            let listed = c
+                .aws
+                .s3(account, region)
+                .list_objects_v2()
+                .bucket(b.as_str())
+                .max_keys(1)
+                .send()
+                .await;
+            if listed.is_ok_and(|l| l.key_count().unwrap_or(0) > 0) {
+                out.push(format!("the objects of bucket {b}"));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_alias(&self, cx: &StepCx<'_, Cx>) -> Result<(), StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        match cx
+            .ctx()
+            .aws
+            .kms(account, region)
+            .delete_alias()
+            .alias_name(&self.spec.alias)
+            .send()
+            .await
+            .map_err(kms_error("DeleteAlias"))
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(failed(e, &[])),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+fn removed(removed: Vec<String>, kept: Vec<String>) -> StepOutput {
+    StepOutput::Removed(super::output::RemovedOutput { removed, kept })
+}
+
+#[async_trait]
+impl Step<Cx> for ScheduleKeyDeletion {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let alias = &self.spec.alias;
+        let Some(key) = self.aliased(cx).await? else {
+            return Ok(Observation::Done(removed(Vec::new(), Vec::new())));
+        };
+        if !self.ferrys(cx, &key.key_id).await? {
+            return Ok(Observation::Done(removed(
+                Vec::new(),
+                vec![format!(
+                    "{alias} (key {}): kept, it does not carry this plan's ferry tags",
+                    key.key_id
+                )],
+            )));
+        }
+        let mut diff = if key.pending {
+            vec![format!(
+                "- {alias}: delete the alias (key {} is already pending deletion)",
+                key.key_id
+            )]
+        } else {
+            vec![format!(
+                "- {alias} (key {}): schedule deletion in {DELETION_WINDOW_DAYS} days, and delete the alias",
+                key.key_id
+            )]
+        };
+        let still = self.still_encrypts(cx, &key.arn).await?;
+        if !still.is_empty() {
+            diff.push(format!(
+                "  it still encrypts {} (and whatever this destroy keeps): once the key is deleted, they cannot be read (`aws kms cancel-key-deletion` stops it)",
+                still.join(", ")
+            ));
+        }
+        Ok(Observation::Todo(change(
+            Action::Delete,
+            diff,
+            Todo::Resources(vec![key.key_id]),
+        )))
+    }
+
+    fn intent(&self, change: &Change) -> Value {
+        match &change.todo {
+            Todo::Resources(r) => json!({ "scheduling_deletion": r, "alias": self.spec.alias }),
+            _ => Value::Null,
+        }
+    }
+
+    async fn apply(&self, cx: &StepCx<'_, Cx>, change: Change) -> Done {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let ids = match change.todo {
+            Todo::Resources(r) => r,
+            _ => Vec::new(),
+        };
+        cx.ctx().changing(&self.base.id_text);
+        // The key first, then its alias: the alias is how a resume finds the key.
+        for id in &ids {
+            let r = cx
+                .ctx()
+                .aws
+                .kms(account, region)
+                .schedule_key_deletion()
+                .key_id(id)
+                .pending_window_in_days(DELETION_WINDOW_DAYS)
+                .send()
+                .await
+                .map_err(kms_error("ScheduleKeyDeletion"));
+            match r {
+                // Already pending deletion (an earlier attempt whose answer was lost).
+                Err(e) if e.code == "KMSInvalidStateException" || e.is_not_found() => {}
+                Err(e) => return Err(failed(e, &[])),
+                Ok(_) => {}
+            }
+        }
+        self.delete_alias(cx).await?;
+        Ok(Applied::Done(removed(ids, Vec::new())))
     }
 }

@@ -3,6 +3,8 @@
 //! steps, each holding its typed spec.
 
 pub mod batch;
+pub mod destroy;
+pub mod destroy_s3;
 pub mod ec2;
 pub mod iam;
 pub mod kms;
@@ -362,6 +364,8 @@ pub enum Action {
     Update,
     /// `-/+`: a new resource takes the old one's place (the old one is kept; see the diff).
     Replace,
+    /// `-`: the resource is deleted (or taken back): `ferry destroy`, retention.
+    Delete,
 }
 
 impl Action {
@@ -370,6 +374,7 @@ impl Action {
             Action::Create => "create",
             Action::Update => "update",
             Action::Replace => "replace",
+            Action::Delete => "delete",
         }
     }
 }
@@ -839,7 +844,22 @@ fn step_for(step: &PlannedStep) -> Result<Arc<dyn Step<Cx>>, BuildError> {
         StepSpec::CreateKey(s) => Arc::new(kms::CreateKey::new(step, s.clone())),
         StepSpec::EnableKeyRotation(s) => Arc::new(kms::EnableRotation::new(step, s.clone())),
         StepSpec::ReplicateKey(s) => Arc::new(kms::ReplicateKey::new(step, s.clone())),
-        StepSpec::MergeKeyPolicy(s) => Arc::new(kms::MergeKeyPolicy::new(step, s.clone())),
+        StepSpec::MergeKeyPolicy(s) => Arc::new(kms::MergeKeyPolicy::new(step, s.clone(), true)),
+        StepSpec::RemoveKeyPolicyStatements(s) => {
+            Arc::new(kms::MergeKeyPolicy::new(step, s.clone(), false))
+        }
+        StepSpec::ScheduleKeyDeletion(s) => {
+            Arc::new(kms::ScheduleKeyDeletion::new(step, s.clone()))
+        }
+        StepSpec::DeleteCopies(s) => Arc::new(destroy::DeleteCopies::new(step, s.clone())),
+        StepSpec::RemoveReplication(s) => {
+            Arc::new(destroy_s3::RemoveReplication::new(step, s.clone()))
+        }
+        StepSpec::RemoveBucketPolicy(s) => {
+            Arc::new(destroy_s3::RemoveBucketPolicy::new(step, s.clone()))
+        }
+        StepSpec::DeleteBucket(s) => Arc::new(destroy_s3::DeleteBucket::new(step, s.clone())),
+        StepSpec::DeleteRole(s) => Arc::new(iam::DeleteRole::new(step, s.clone())),
         StepSpec::CopySnapshot(s) => Arc::new(ec2::CopySnapshot::new(step, s.clone())),
         StepSpec::CopyImage(s) => Arc::new(ec2::CopyImage::new(step, s.clone())),
         StepSpec::ShareSnapshot(s) | StepSpec::ShareImage(s) => {

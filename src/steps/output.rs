@@ -38,6 +38,8 @@ pub enum StepOutput {
     DbSnapshotDeleted(DbDeleteOutput),
     /// ec2.prune-copies.
     Pruned(PruneOutput),
+    /// What `ferry destroy`'s steps removed, and what they kept (with why).
+    Removed(RemovedOutput),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,10 @@ pub struct KeyAccessOutput {
 pub struct ShareOutput {
     /// The resources this step shared (its unshare takes back exactly these).
     pub added_by_ferry: Vec<String>,
+    /// An unshare: the resources it took back (no longer ferry's: shared again later, by
+    /// someone else, they are theirs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taken_back: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +175,15 @@ pub struct PruneOutput {
     pub deleted: Vec<String>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemovedOutput {
+    /// What the step deleted, took back or scheduled for deletion.
+    pub removed: Vec<String>,
+    /// What it left, each with the reason (a copy whose source is gone, a bucket not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DbDeleteOutput {
     /// The snapshot ferry removed (or found gone).
@@ -205,6 +220,15 @@ impl StepOutput {
             }
             DeleteDbSnapshot => StepOutput::DbSnapshotDeleted(serde_json::from_value(v).ok()?),
             PruneCopies | PruneDbCopies => StepOutput::Pruned(serde_json::from_value(v).ok()?),
+            RemoveKeyPolicyStatements => StepOutput::KeyPolicy(serde_json::from_value(v).ok()?),
+            ScheduleKeyDeletion
+            | DeleteSnapshotCopies
+            | DeregisterImageCopies
+            | DeleteDbCopies
+            | RemoveReplication
+            | RemoveBucketPolicy
+            | DeleteBucket
+            | DeleteRole => StepOutput::Removed(serde_json::from_value(v).ok()?),
             FindSnapshots | FindImages | FindDbSnapshots => return None,
         };
         Some(out)

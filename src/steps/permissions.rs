@@ -403,11 +403,16 @@ fn needs(
                 plan,
             ),
         ],
-        StepKind::PruneDbCopies => {
+        // Retention's and destroy's deletes of RDS copies.
+        StepKind::PruneDbCopies | StepKind::DeleteDbCopies => {
             let kind = match &step.spec {
                 StepSpec::PruneCopies(p) => match p.what {
                     crate::graph::Pruned::DbSnapshots(k) => k,
                     crate::graph::Pruned::Snapshots => crate::ids::DbKind::Instance,
+                },
+                StepSpec::DeleteCopies(d) => match d.what {
+                    crate::graph::Copied::DbSnapshots(k) => k,
+                    _ => crate::ids::DbKind::Instance,
                 },
                 _ => crate::ids::DbKind::Instance,
             };
@@ -523,6 +528,106 @@ fn needs(
                 one.unwrap_or("*")
             )],
         )],
+        // `ferry destroy`'s steps (`ferry iam-policy --destroy`).
+        StepKind::RemoveKeyPolicyStatements => vec![need(
+            &["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy"],
+            vec![keys],
+        )],
+        StepKind::ScheduleKeyDeletion => vec![
+            need(
+                &["kms:DescribeKey", "kms:ListResourceTags"],
+                vec![format!("arn:aws:kms:*:{account}:key/*")],
+            ),
+            // Only the keys this plan created (their ferry:plan tag).
+            own(&["kms:ScheduleKeyDeletion"], vec![keys], plan),
+            need(
+                &["kms:DeleteAlias"],
+                vec![
+                    format!(
+                        "arn:aws:kms:{region}:{account}:{}",
+                        one.unwrap_or("alias/*")
+                    ),
+                    format!("arn:aws:kms:{region}:{account}:key/*"),
+                ],
+            ),
+            // What the key still encrypts.
+            need(
+                &[
+                    "ec2:DescribeSnapshots",
+                    "rds:DescribeDBSnapshots",
+                    "rds:DescribeDBClusterSnapshots",
+                    "s3:ListBucket",
+                ],
+                any(),
+            ),
+        ],
+        StepKind::DeleteSnapshotCopies => vec![
+            need(&["ec2:DescribeSnapshots", "ec2:DescribeImages"], any()),
+            own(
+                &["ec2:DeleteSnapshot"],
+                vec![format!("arn:aws:ec2:{region}::snapshot/*")],
+                plan,
+            ),
+        ],
+        StepKind::DeregisterImageCopies => vec![
+            need(
+                &[
+                    "ec2:DescribeImages",
+                    "ec2:DescribeSnapshots",
+                    "ec2:DescribeInstances",
+                ],
+                any(),
+            ),
+            own(
+                &["ec2:DeregisterImage", "ec2:DeleteSnapshot"],
+                vec![
+                    format!("arn:aws:ec2:{region}::image/*"),
+                    format!("arn:aws:ec2:{region}::snapshot/*"),
+                ],
+                plan,
+            ),
+        ],
+        StepKind::RemoveReplication => vec![need(
+            &[
+                "s3:GetReplicationConfiguration",
+                "s3:PutReplicationConfiguration",
+            ],
+            vec![bucket_arn(step)],
+        )],
+        StepKind::RemoveBucketPolicy => vec![need(
+            &[
+                "s3:GetBucketPolicy",
+                "s3:PutBucketPolicy",
+                "s3:DeleteBucketPolicy",
+            ],
+            vec![bucket_arn(step)],
+        )],
+        StepKind::DeleteBucket => vec![need(
+            &[
+                "s3:GetBucketTagging",
+                "s3:ListBucketVersions",
+                "s3:DeleteBucket",
+            ],
+            vec![bucket_arn(step)],
+        )],
+        StepKind::DeleteRole => vec![
+            need(
+                &[
+                    "iam:GetRole",
+                    "iam:GetRolePolicy",
+                    "iam:ListRoleTags",
+                    "iam:ListRolePolicies",
+                    "iam:ListAttachedRolePolicies",
+                    "iam:DeleteRolePolicy",
+                    "iam:DeleteRole",
+                ],
+                vec![format!(
+                    "arn:aws:iam::{account}:role/{}",
+                    one.unwrap_or("*")
+                )],
+            ),
+            need(&["s3:GetReplicationConfiguration"], any()),
+        ],
     }
 }
 
@@ -533,6 +638,9 @@ fn bucket_arn(step: &PlannedStep) -> String {
         StepSpec::EnableVersioning(b) => b.bucket.as_str(),
         StepSpec::AllowReplicationRole(b) => b.bucket.as_str(),
         StepSpec::PutReplication(b) => b.bucket.as_str(),
+        StepSpec::RemoveReplication(b) => b.bucket.as_str(),
+        StepSpec::RemoveBucketPolicy(b) => b.bucket.as_str(),
+        StepSpec::DeleteBucket(b) => b.bucket.as_str(),
         StepSpec::Backfill(b) => b.source_bucket.as_str(),
         StepSpec::BatchReplication(b) => b.source_bucket.as_str(),
         StepSpec::VerifyReplication(v) => v.source_bucket.as_str(),

@@ -742,6 +742,7 @@ impl Poller<Cx> for DbSnapshotPoller {
 fn share_output(added: Vec<String>) -> StepOutput {
     StepOutput::Share(ShareOutput {
         added_by_ferry: added,
+        taken_back: Vec::new(),
     })
 }
 
@@ -943,12 +944,15 @@ impl Step<Cx> for ShareDbSnapshot {
             c.attempt_share(&self.base.id_text, &self.spec.snapshot);
         }
         self.modify(cx, &who).await?;
-        let added = if self.add {
-            c.shares_attempted(&self.base.id_text)
-        } else {
-            Vec::new()
-        };
-        Ok(Applied::Done(share_output(added)))
+        if !self.add {
+            return Ok(Applied::Done(StepOutput::Share(ShareOutput {
+                added_by_ferry: Vec::new(),
+                taken_back: vec![self.spec.snapshot.clone()],
+            })));
+        }
+        Ok(Applied::Done(share_output(
+            c.shares_attempted(&self.base.id_text),
+        )))
     }
 }
 

@@ -3,7 +3,7 @@
 //! are ever looked at; the newest source of each lineage is never beyond it, and a snapshot
 //! that backs a registered AMI is kept.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{Filter, SnapshotState};
@@ -15,7 +15,7 @@ use super::{
     Action, Base, Change, Cx, StepOutput, Todo, change, each_page, failed, sdk_error, step_identity,
 };
 use crate::exec::{Applied, Observation, Step, StepCx, StepError};
-use crate::graph::{PlannedStep, PruneSpec, Pruned};
+use crate::graph::{Copied, PlannedStep, PruneSpec, Pruned};
 use crate::ids::DbKind;
 use crate::lookup::{DbQuery, FILTER_VALUES};
 
@@ -124,45 +124,6 @@ impl PruneCopies {
         Ok(out)
     }
 
-    /// Snapshots among `ids` that a registered AMI of this account uses: never deleted.
-    async fn in_use(
-        &self,
-        cx: &StepCx<'_, Cx>,
-        ids: &[String],
-    ) -> Result<HashSet<String>, StepError> {
-        let (account, region) = (&self.base.account, &self.base.region);
-        let mut used = HashSet::new();
-        for chunk in ids.chunks(FILTER_VALUES) {
-            let pages = cx
-                .ctx()
-                .aws
-                .ec2(account, region)
-                .describe_images()
-                .owners("self")
-                // A disabled AMI still uses its snapshots.
-                .include_disabled(true)
-                .filters(
-                    Filter::builder()
-                        .name("block-device-mapping.snapshot-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .into_paginator()
-                .send();
-            each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
-                for i in p.images() {
-                    for b in i.block_device_mappings() {
-                        if let Some(s) = b.ebs().and_then(|e| e.snapshot_id()) {
-                            used.insert(s.to_string());
-                        }
-                    }
-                }
-            })
-            .await?;
-        }
-        Ok(used)
-    }
-
     fn why(&self) -> String {
         let mut parts = Vec::new();
         if let Some(k) = self.spec.keep_last {
@@ -208,7 +169,11 @@ impl Step<Cx> for PruneCopies {
             HashSet::new()
         } else {
             let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
-            self.in_use(cx, &ids).await?
+            let (account, region) = (&self.base.account, &self.base.region);
+            ami_users(cx, account, region, &ids)
+                .await?
+                .into_keys()
+                .collect()
         };
         let gone: Vec<&Kept> = candidates
             .into_iter()
@@ -256,38 +221,11 @@ impl Step<Cx> for PruneCopies {
         };
         let (account, region) = (&self.base.account, &self.base.region);
         for id in &ids {
-            let r = match self.spec.what {
-                Pruned::Snapshots => cx
-                    .ctx()
-                    .aws
-                    .ec2(account, region)
-                    .delete_snapshot()
-                    .snapshot_id(id)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_error("ec2", "DeleteSnapshot")),
-                Pruned::DbSnapshots(DbKind::Instance) => cx
-                    .ctx()
-                    .aws
-                    .rds(account, region)
-                    .delete_db_snapshot()
-                    .db_snapshot_identifier(id)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_error("rds", "DeleteDBSnapshot")),
-                Pruned::DbSnapshots(DbKind::Cluster) => cx
-                    .ctx()
-                    .aws
-                    .rds(account, region)
-                    .delete_db_cluster_snapshot()
-                    .db_cluster_snapshot_identifier(id)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_error("rds", "DeleteDBClusterSnapshot")),
+            let what = match self.spec.what {
+                Pruned::Snapshots => Copied::Snapshots,
+                Pruned::DbSnapshots(k) => Copied::DbSnapshots(k),
             };
+            let r = delete_copy(cx, account, region, what, id).await;
             match r {
                 // Gone already, or taken into use since the look (an AMI registered from it):
                 // nothing to delete, or not ours to delete now.
@@ -299,5 +237,94 @@ impl Step<Cx> for PruneCopies {
         Ok(Applied::Done(StepOutput::Pruned(PruneOutput {
             deleted: ids,
         })))
+    }
+}
+
+/// The registered AMIs of this account (disabled ones too) that use each of the snapshots
+/// `ids`: a snapshot with a user is never deleted.
+pub(crate) async fn ami_users(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<String>>, StepError> {
+    let mut used: HashMap<String, Vec<String>> = HashMap::new();
+    for chunk in ids.chunks(FILTER_VALUES) {
+        let pages = cx
+            .ctx()
+            .aws
+            .ec2(account, region)
+            .describe_images()
+            .owners("self")
+            // A disabled AMI still uses its snapshots.
+            .include_disabled(true)
+            .filters(
+                Filter::builder()
+                    .name("block-device-mapping.snapshot-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
+            for i in p.images() {
+                for b in i.block_device_mappings() {
+                    if let Some(s) = b.ebs().and_then(|e| e.snapshot_id())
+                        && chunk.iter().any(|c| c == s)
+                    {
+                        used.entry(s.to_string())
+                            .or_default()
+                            .push(i.image_id().unwrap_or_default().to_string());
+                    }
+                }
+            }
+        })
+        .await?;
+    }
+    Ok(used)
+}
+
+/// Deletes one copy (an AMI: deregisters it), in `account`/`region`; the AWS error as it came.
+pub(crate) async fn delete_copy(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    what: Copied,
+    id: &str,
+) -> Result<(), crate::aws::AwsError> {
+    let aws = &cx.ctx().aws;
+    match what {
+        Copied::Snapshots => aws
+            .ec2(account, region)
+            .delete_snapshot()
+            .snapshot_id(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(sdk_error("ec2", "DeleteSnapshot")),
+        Copied::Images => aws
+            .ec2(account, region)
+            .deregister_image()
+            .image_id(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(sdk_error("ec2", "DeregisterImage")),
+        Copied::DbSnapshots(DbKind::Instance) => aws
+            .rds(account, region)
+            .delete_db_snapshot()
+            .db_snapshot_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(sdk_error("rds", "DeleteDBSnapshot")),
+        Copied::DbSnapshots(DbKind::Cluster) => aws
+            .rds(account, region)
+            .delete_db_cluster_snapshot()
+            .db_cluster_snapshot_identifier(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(sdk_error("rds", "DeleteDBClusterSnapshot")),
     }
 }

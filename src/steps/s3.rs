@@ -39,7 +39,9 @@ use crate::lookup::role_arn;
 type Observed = Result<Observation<StepOutput, Change>, StepError>;
 type Done = Result<Applied<StepOutput>, StepError>;
 
-fn s3_error<E: super::ServiceError>(op: &'static str) -> impl Fn(super::SdkError<E>) -> AwsError {
+pub(super) fn s3_error<E: super::ServiceError>(
+    op: &'static str,
+) -> impl Fn(super::SdkError<E>) -> AwsError {
     sdk_error("s3", op)
 }
 
@@ -183,22 +185,12 @@ impl CreateBucket {
     async fn now(&self, cx: &StepCx<'_, Cx>) -> Result<BucketNow, StepError> {
         let s3 = cx.ctx().aws.s3(&self.base.account, &self.base.region);
         let bucket = self.spec.bucket.as_str();
-        let tags = match s3.get_bucket_tagging().bucket(bucket).send().await {
-            Ok(t) => t.tag_set().to_vec(),
-            Err(e) => {
-                let e = s3_error("GetBucketTagging")(e);
-                if e.is_code(&["NoSuchBucket"]) {
-                    return Ok(BucketNow::Missing);
-                }
-                if !e.is_code(&["NoSuchTagSet"]) {
-                    return Err(failed(e, &[]));
-                }
-                Vec::new()
-            }
+        let (account, region) = (&self.base.account, &self.base.region);
+        let Some(ours) =
+            made_by_ferry(cx, account, region, &self.spec.bucket, &self.spec.migration).await?
+        else {
+            return Ok(BucketNow::Missing);
         };
-        let plan = cx.ctx().plan.as_str();
-        let has = |k: &str, v: &str| tags.iter().any(|t| t.key() == k && t.value() == v);
-        let ours = has("ferry:plan", plan) && has("ferry:migration", self.spec.migration.as_str());
         let (key, bucket_key) = match s3.get_bucket_encryption().bucket(bucket).send().await {
             Ok(o) => {
                 let rule = o
@@ -225,6 +217,36 @@ impl CreateBucket {
             bucket_key,
         })
     }
+}
+
+/// Whether the bucket carries this plan's and this migration's ferry tags (which ferry writes
+/// first when it creates one); `None` when there is no such bucket.
+pub(super) async fn made_by_ferry(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    bucket: &BucketName,
+    migration: &crate::ids::MigrationId,
+) -> Result<Option<bool>, StepError> {
+    let s3 = cx.ctx().aws.s3(account, region);
+    let tags = match s3.get_bucket_tagging().bucket(bucket.as_str()).send().await {
+        Ok(t) => t.tag_set().to_vec(),
+        Err(e) => {
+            let e = s3_error("GetBucketTagging")(e);
+            if e.is_code(&["NoSuchBucket"]) {
+                return Ok(None);
+            }
+            if !e.is_code(&["NoSuchTagSet"]) {
+                return Err(failed(e, &[]));
+            }
+            Vec::new()
+        }
+    };
+    let plan = cx.ctx().plan.as_str();
+    let has = |k: &str, v: &str| tags.iter().any(|t| t.key() == k && t.value() == v);
+    Ok(Some(
+        has("ferry:plan", plan) && has("ferry:migration", migration.as_str()),
+    ))
 }
 
 #[async_trait]
@@ -362,7 +384,7 @@ impl AllowReplicationRole {
         }
     }
 
-    fn statements(&self, cx: &Cx) -> Vec<Value> {
+    pub(super) fn statements(&self, cx: &Cx) -> Vec<Value> {
         let role = role_of(cx, &self.spec.role, &self.spec.role_account);
         let sid = &self.spec.sid;
         let b = &self.spec.bucket;
@@ -389,7 +411,7 @@ impl AllowReplicationRole {
         ]
     }
 
-    async fn current(&self, cx: &StepCx<'_, Cx>) -> Result<Value, StepError> {
+    pub(super) async fn current(&self, cx: &StepCx<'_, Cx>) -> Result<Value, StepError> {
         let out = cx
             .ctx()
             .aws
@@ -567,7 +589,7 @@ impl PutReplication {
         }
     }
 
-    fn role(&self, cx: &Cx) -> String {
+    pub(super) fn role(&self, cx: &Cx) -> String {
         role_of(
             cx,
             &self.spec.role,

@@ -409,6 +409,7 @@ impl Permission {
 fn share_output(added: Vec<String>) -> StepOutput {
     StepOutput::Share(ShareOutput {
         added_by_ferry: added,
+        taken_back: Vec::new(),
     })
 }
 
@@ -478,12 +479,15 @@ impl Step<Cx> for Permission {
         }
         // Everything this step set out to share in this process, including what an earlier
         // attempt shared before its answer was lost.
-        let added = if self.add {
-            cx.ctx().shares_attempted(&self.base.id_text)
-        } else {
-            Vec::new()
-        };
-        Ok(Applied::Done(share_output(added)))
+        if self.add {
+            return Ok(Applied::Done(share_output(
+                cx.ctx().shares_attempted(&self.base.id_text),
+            )));
+        }
+        Ok(Applied::Done(StepOutput::Share(ShareOutput {
+            added_by_ferry: Vec::new(),
+            taken_back: resources,
+        })))
     }
 }
 

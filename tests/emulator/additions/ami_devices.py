@@ -5,6 +5,9 @@ snapshot"): RegisterImage takes BlockDeviceMappings whose Ebs.SnapshotId name ex
 (possibly encrypted, several volumes); DescribeImages returns those mappings with Encrypted.
 moto ignores the mappings and gives every AMI one unencrypted auto-created snapshot.
 
+DescribeImages' filter `block-device-mapping.snapshot-id` (AWS: the AMIs that use any of the
+given snapshots) is not implemented by moto: here it is, with AWS's any-of semantics.
+
 Also: moto's CreateSnapshot drops the volume's KmsKeyId (AWS: a snapshot of an encrypted volume
 is encrypted with the volume's key), and moto's default EBS key (alias/aws/ebs, created on first
 use of EBS default encryption) is marked as a customer key: here it is AWS managed, as on AWS.
@@ -119,8 +122,32 @@ def _bool(value: Any, default: bool) -> bool:
     return str(value).lower() == "true"
 
 
+BDM_SNAPSHOT = "block-device-mapping.snapshot-id"
+
+
+def _snapshot_ids(ami: Ami) -> list[str]:
+    return [
+        m["Ebs"]["SnapshotId"]
+        for m in ami.block_device_mappings
+        if isinstance(m.get("Ebs"), dict) and m["Ebs"].get("SnapshotId")
+    ]
+
+
 def install() -> None:
     global _original_bdm
+    import fnmatch
+
+    import moto.ec2.utils as ec2_utils
+
+    original_matching = ec2_utils.is_filter_matching
+
+    def is_filter_matching(obj: Any, name: str, value: Any) -> bool:
+        if name == BDM_SNAPSHOT and isinstance(obj, Ami):
+            patterns = value if isinstance(value, list) else [value]
+            return any(fnmatch.fnmatch(s, p) for s in _snapshot_ids(obj) for p in patterns)
+        return original_matching(obj, name, value)
+
+    ec2_utils.is_filter_matching = is_filter_matching  # type: ignore[assignment]
     _original_bdm = Ami.block_device_mappings.fget
     Ami.block_device_mappings = property(_block_device_mappings)  # type: ignore[assignment]
     AmisResponse.register_image = _register_image  # type: ignore[method-assign]
