@@ -140,6 +140,17 @@ fn ferry_tags(plan: &Plan, migration: &str, extra: &BTreeMap<String, String>) ->
     tags
 }
 
+/// What a snapshot-copy shares of `source`: the source, or the intermediate copy `via` makes.
+fn shared_snapshot(via: Option<&StepId>, source: &str) -> Shared {
+    match via {
+        Some(step) => Shared::CopyMadeBy {
+            step: step.clone(),
+            of: SnapshotId::new(source),
+        },
+        None => Shared::Snapshot(SnapshotId::new(source)),
+    }
+}
+
 /// One resource of a migration: its name in step ids, and what it is.
 #[derive(Clone)]
 struct Selected {
@@ -488,22 +499,70 @@ impl<'p> Compiler<'p> {
         };
         let mut copies = Vec::new();
         let mut shares = Vec::new();
+        // Sources under aws/ebs (`reencrypt_managed_sources`): copied under the intermediate
+        // key in the source account first; that copy is shared, copied, then deleted.
+        let reencrypted: Vec<String> = self
+            .resolution
+            .and_then(|r| r.inventory.reencrypted.get(id))
+            .cloned()
+            .unwrap_or_default();
+        let intermediate_key = m
+            .intermediate_key
+            .as_ref()
+            .map(|k| self.destination_key(&k.value, src_account, Some(src_region)));
+        let mut intermediates: Vec<(String, StepId)> = Vec::new();
         for t in targets {
             let later = t.target.is_expanded_later();
+            let via = match (
+                &intermediate_key,
+                cross && reencrypted.contains(&t.resource),
+            ) {
+                (Some(k), true) => {
+                    let mut itags = tags.clone();
+                    itags.insert("ferry:intermediate".into(), "true".into());
+                    Some(self.step(
+                        StepId::new(owner.clone(), t.resource.clone(), "reencrypt"),
+                        src_account,
+                        Some(src_region),
+                        t.target.clone(),
+                        StepSpec::CopySnapshot(CopySnapshotSpec {
+                            migration: MigrationId::new(id),
+                            source: SnapshotId::new(t.resource.clone()),
+                            source_account: AccountName::new(src_account),
+                            source_region: Region::new(src_region),
+                            key: k.clone(),
+                            tags: itags,
+                            source_tags: Tags::new(),
+                            lineage: None,
+                            via: None,
+                            serves: Some(FinalCopy {
+                                account: AccountName::new(dst_account),
+                                region: Region::new(dst_region),
+                                key: key.clone(),
+                            }),
+                        }),
+                    ))
+                }
+                _ => None,
+            };
             let share = cross.then(|| {
+                let shared = shared_snapshot(via.as_ref(), &t.resource);
                 let s = self.step(
                     StepId::new(owner.clone(), t.resource.clone(), "share"),
                     src_account,
                     Some(src_region),
                     t.target.clone(),
                     StepSpec::ShareSnapshot(ShareSpec {
-                        shared: Shared::Snapshot(SnapshotId::new(t.resource.clone())),
+                        shared,
                         sharing: sharing.clone(),
                         undoes: None,
                     }),
                 );
                 if let (Some(f), true) = (&find, later) {
                     self.b.depends(&s, f);
+                }
+                if let Some(v) = &via {
+                    self.b.depends(&s, v);
                 }
                 s
             });
@@ -531,6 +590,8 @@ impl<'p> Compiler<'p> {
                         let f = r.snapshots.get(&t.resource)?;
                         Some((f.volume_id.clone()?, f.start_ms?))
                     }),
+                    via: via.clone(),
+                    serves: None,
                 }),
             );
             if let (Some(f), true) = (&find, later) {
@@ -539,9 +600,24 @@ impl<'p> Compiler<'p> {
             for k in &key_deps {
                 self.b.depends(&copy, k);
             }
+            if let Some(v) = &via {
+                self.b.depends(&copy, v);
+                let d = self.step(
+                    StepId::new(owner.clone(), t.resource.clone(), "delete-intermediate"),
+                    src_account,
+                    Some(src_region),
+                    t.target.clone(),
+                    StepSpec::DeleteIntermediate(IntermediateSpec {
+                        migration: MigrationId::new(id),
+                        source: SnapshotId::new(t.resource.clone()),
+                    }),
+                );
+                self.b.depends(&d, &copy);
+                intermediates.push((t.resource.clone(), d));
+            }
             if let Some(s) = &share {
                 self.b.depends(&copy, s);
-                shares.push((t.clone(), s.clone()));
+                shares.push((t.clone(), s.clone(), via.clone()));
             }
             for (_, a) in &access {
                 self.b.depends(&copy, a);
@@ -565,18 +641,23 @@ impl<'p> Compiler<'p> {
             self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
         }
         if cross && revoke {
-            for (t, share) in shares {
+            for (t, share, via) in shares {
+                let shared = shared_snapshot(via.as_ref(), &t.resource);
                 let u = self.step(
                     share.with_action("unshare"),
                     src_account,
                     Some(src_region),
                     t.target,
                     StepSpec::UnshareSnapshot(ShareSpec {
-                        shared: Shared::Snapshot(SnapshotId::new(t.resource)),
+                        shared,
                         sharing: sharing.clone(),
                         undoes: Some(share.clone()),
                     }),
                 );
+                // An intermediate copy is deleted after its share is taken back.
+                if let Some((_, d)) = intermediates.iter().find(|(r, _)| *r == t.resource) {
+                    self.b.depends(d, &u);
+                }
                 // The share step's output says whether ferry added the permission.
                 self.b.depends(&u, &share);
                 for c in &copies {

@@ -94,6 +94,8 @@ pub enum StepKind {
     DeleteBucket,
     #[serde(rename = "iam.delete-role")]
     DeleteRole,
+    #[serde(rename = "ec2.delete-intermediate")]
+    DeleteIntermediate,
 }
 
 impl StepKind {
@@ -137,6 +139,7 @@ impl StepKind {
             StepKind::RemoveBucketPolicy => "s3.remove-bucket-policy",
             StepKind::DeleteBucket => "s3.delete-bucket",
             StepKind::DeleteRole => "iam.delete-role",
+            StepKind::DeleteIntermediate => "ec2.delete-intermediate",
         }
     }
 }
@@ -269,6 +272,7 @@ pub enum StepSpec {
     RemoveBucketPolicy(BucketPolicySpec),
     DeleteBucket(CreateBucketSpec),
     DeleteRole(RoleDeletionSpec),
+    DeleteIntermediate(IntermediateSpec),
 }
 
 impl StepSpec {
@@ -316,6 +320,7 @@ impl StepSpec {
             StepSpec::RemoveBucketPolicy(_) => StepKind::RemoveBucketPolicy,
             StepSpec::DeleteBucket(_) => StepKind::DeleteBucket,
             StepSpec::DeleteRole(_) => StepKind::DeleteRole,
+            StepSpec::DeleteIntermediate(_) => StepKind::DeleteIntermediate,
         }
     }
 }
@@ -424,6 +429,12 @@ pub enum Shared {
         image: ImageId,
         snapshots: Option<Vec<SnapshotId>>,
     },
+    /// The intermediate copy `step` makes of the source `of` (`reencrypt_managed_sources`):
+    /// its id is known once that step is done.
+    CopyMadeBy {
+        step: StepId,
+        of: SnapshotId,
+    },
 }
 
 /// `ec2.share-*` / `ec2.unshare-*`: createVolumePermission or launch permission for the other
@@ -451,6 +462,28 @@ pub struct CopySnapshotSpec {
     /// The source's volume and start time (ms), written as `ferry:lineage` and
     /// `ferry:source-time`: what `retention` judges the copy by.
     pub lineage: Option<(String, i64)>,
+    /// Copy from the intermediate copy this step made (its output), not from `source`, which
+    /// stays the copy's identity (`ferry:source`).
+    pub via: Option<StepId>,
+    /// An intermediate copy (`reencrypt_managed_sources`): not needed once the final copy of
+    /// `source` exists there.
+    pub serves: Option<FinalCopy>,
+}
+
+/// Where the final copy of a source an intermediate copy is made for goes.
+#[derive(Debug, Clone)]
+pub struct FinalCopy {
+    pub account: AccountName,
+    pub region: Region,
+    pub key: DestinationKey,
+}
+
+/// `ec2.delete-intermediate`: the intermediate copies of `source` this migration made in
+/// the step's account and region (`ferry:intermediate`), deleted once the final copy exists.
+#[derive(Debug, Clone)]
+pub struct IntermediateSpec {
+    pub migration: MigrationId,
+    pub source: SnapshotId,
 }
 
 /// What a prune step deletes.

@@ -455,6 +455,12 @@ impl<'p> Checker<'p> {
     /// A migration's `destination.key`: a plan key in the destination account and region, or a
     /// literal alias / key id / ARN that can be valid there.
     fn destination_key(&mut self, key: &Spanned<String>, account: &str, region: &str) {
+        self.key_at(key, account, region, "destination");
+    }
+
+    /// A key that must be in `account`/`region`: the migration's `place` (`destination`, or
+    /// `source` for an intermediate key).
+    fn key_at(&mut self, key: &Spanned<String>, account: &str, region: &str, place: &str) {
         let value = key.value.as_str();
         if let Some(named) = self.key(value) {
             let k = &named.value;
@@ -464,13 +470,13 @@ impl<'p> Checker<'p> {
                 .is_some_and(|r| r.value.iter().any(|r| r.value == region));
             if k.account.value != account || (k.region.value != region && !replica_here) {
                 let d = Diagnostic::new(format!(
-                    "key `{value}` is in {}/{}, but this migration's destination is {account}/{region}",
+                    "key `{value}` is in {}/{}, but this migration's {place} is {account}/{region}",
                     k.account.value, k.region.value
                 ))
                 .at(key.span)
                 .label("wrong account or region")
                 .related(named.name.span, "key defined here")
-                .help("KMS keys are regional: use a key in the destination account and region (or a multi-Region replica there)");
+                .help(format!("KMS keys are regional: use a key in the {place} account and region (or a multi-Region replica there)"));
                 self.push(d);
             }
             return;
@@ -488,18 +494,18 @@ impl<'p> Checker<'p> {
                         self.err(
                             key.span,
                             format!(
-                                "this key is in region `{}` but the destination region is `{region}`",
+                                "this key is in region `{}` but the {place} region is `{region}`",
                                 a.region
                             ),
                         )
                         .help =
-                            Some("KMS keys are regional: use a key in the destination region".into());
+                            Some(format!("KMS keys are regional: use a key in the {place} region"));
                     }
                     if let Some(id) = self.account_id(account)
                         && a.account != id
                     {
-                        self.err(key.span, format!("this key is in account {} but the destination account `{account}` is {id}", a.account))
-                                    .help = Some("copies are encrypted with a key of the destination account".into());
+                        self.err(key.span, format!("this key is in account {} but the {place} account `{account}` is {id}", a.account))
+                                    .help = Some(format!("copies are encrypted with a key of the {place} account"));
                     }
                     return;
                 }
@@ -677,6 +683,53 @@ impl<'p> Checker<'p> {
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
         self.tags(&m.tags, "the migration's `tags`");
         self.retention(&m.retention);
+        self.reencrypt(
+            !same_account,
+            &m.reencrypt_managed_sources,
+            &m.intermediate_key,
+            &m.source.account.value,
+            &m.source.region.value,
+        );
+    }
+
+    /// `reencrypt_managed_sources` needs another account and an `intermediate_key` in the
+    /// source account and region; `intermediate_key` alone means nothing.
+    fn reencrypt(
+        &mut self,
+        cross_account: bool,
+        on: &Option<Spanned<bool>>,
+        key: &Option<Spanned<String>>,
+        account: &str,
+        region: &str,
+    ) {
+        let enabled = on.as_ref().filter(|o| o.value);
+        match (enabled, key) {
+            (Some(o), _) if !cross_account => {
+                self.err(
+                    o.span,
+                    "`reencrypt_managed_sources` applies only when the destination account differs from the source",
+                )
+                .help = Some("within an account, a copy under the destination key is all it takes: remove it".into());
+            }
+            (Some(o), None) => {
+                self.err(
+                    o.span,
+                    "`reencrypt_managed_sources` needs `intermediate_key`",
+                )
+                .help = Some(format!(
+                    "name a customer managed key of `{account}` in {region} for the intermediate copies"
+                ));
+            }
+            (None, Some(k)) => {
+                self.err(
+                    k.span,
+                    "`intermediate_key` is used only with `reencrypt_managed_sources: true`",
+                )
+                .help = Some("set `reencrypt_managed_sources: true`, or remove it".into());
+            }
+            (Some(_), Some(k)) => self.key_at(k, account, region, "source"),
+            (None, None) => {}
+        }
     }
 
     fn retention(&mut self, retention: &Option<Spanned<Retention>>) {

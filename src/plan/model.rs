@@ -194,6 +194,14 @@ pub struct SnapshotCopy {
     pub copy_tags: Option<Spanned<bool>>,
     /// Which of this migration's copies to keep, per source volume; the others are deleted.
     pub retention: Option<Spanned<Retention>>,
+    /// Cross-account only: a source encrypted with the AWS managed key `aws/ebs` (which cannot
+    /// be shared) is first copied in the source account and region under `intermediate_key`;
+    /// that copy is shared and copied by the destination, then deleted. Default false: such a
+    /// source is refused.
+    pub reencrypt_managed_sources: Option<Spanned<bool>>,
+    /// The customer managed key (in the source account and region) of those intermediate
+    /// copies: a key of the plan, an alias or an ARN. It must exist when the plan runs.
+    pub intermediate_key: Option<Spanned<String>>,
 }
 
 /// How many of a migration's copies to keep per lineage (source volume): a copy is deleted

@@ -43,6 +43,10 @@ pub struct Inventory {
     /// snapshot-copy migration id -> its selected sources that `retention` does not copy.
     #[serde(default)]
     pub beyond_retention: BTreeMap<String, Vec<String>>,
+    /// snapshot-copy migration id -> its sources under an AWS managed key, copied under the
+    /// intermediate key before they are shared (`reencrypt_managed_sources`).
+    #[serde(default)]
+    pub reencrypted: BTreeMap<String, Vec<String>>,
     /// AMI id -> its own tags (`copy_tags`), as [`copyable_tags`] keeps them.
     #[serde(default)]
     pub image_tags: BTreeMap<String, BTreeMap<String, String>>,
@@ -323,6 +327,50 @@ impl Resolver<'_> {
         Ok(())
     }
 
+    /// The key of a migration's intermediate copies (`reencrypt_managed_sources`): a usable
+    /// customer managed key of the source account and region that exists now; the other
+    /// account is given access to it as to any source key.
+    async fn intermediate_key(
+        &mut self,
+        migration: &str,
+        key: &Spanned<String>,
+        account: &str,
+        region: &str,
+    ) -> Result<(), ResolveError> {
+        let problems = self.problems.len();
+        self.destination_key(key, account, region).await?;
+        if self.problems.len() > problems {
+            return Ok(());
+        }
+        let reference = self
+            .plan
+            .key_ref(&key.value)
+            .map(|k| k.lookup().to_string())
+            .unwrap_or_else(|| key.value.clone());
+        let Some(arn) = self.out.key_arn(account, region, &reference) else {
+            self.problems.push(
+                Diagnostic::new(format!(
+                    "intermediate key {reference} does not exist in {account}/{region} yet"
+                ))
+                .at(key.span)
+                .label("not found")
+                .help("the intermediate copies need the key before the run: apply a plan that creates it first, or name an existing key"),
+            );
+            return Ok(());
+        };
+        let keys = self
+            .out
+            .inventory
+            .source_keys
+            .entry(migration.to_string())
+            .or_default();
+        if !keys.contains(&arn.to_string()) {
+            keys.push(arn.to_string());
+            keys.sort();
+        }
+        Ok(())
+    }
+
     /// A destination key: usable for re-encrypting copies in `account`/`region`.
     async fn destination_key(
         &mut self,
@@ -551,13 +599,41 @@ impl Resolver<'_> {
                     .unwrap_or(m.id.span)
             };
             let mut used = Vec::new();
+            let reencrypt = m
+                .reencrypt_managed_sources
+                .as_ref()
+                .is_some_and(|r| r.value)
+                .then_some(m.intermediate_key.as_ref())
+                .flatten();
+            let mut reencrypted = Vec::new();
             for id in &selected {
-                if let Some(f) = self.out.snapshots.get(id) {
-                    used.push((format!("snapshot {id}"), f.kms_key_id.clone(), span_of(id)));
+                let Some(f) = self.out.snapshots.get(id) else {
+                    continue;
+                };
+                let key = f.kms_key_id.clone();
+                // Under an AWS managed key: copied under the intermediate key first, which is
+                // then the key the other account needs.
+                if let (Some(_), Some(k)) = (reencrypt, &key)
+                    && self
+                        .describe_key(account, region, k)
+                        .await?
+                        .is_some_and(|f| !f.customer_managed)
+                {
+                    reencrypted.push(id.clone());
+                    continue;
                 }
+                used.push((format!("snapshot {id}"), key, span_of(id)));
             }
             self.source_keys(&m.id.value, account, region, used, "aws/ebs")
                 .await?;
+            if let (Some(key), false) = (reencrypt, reencrypted.is_empty()) {
+                self.intermediate_key(&m.id.value, key, account, region)
+                    .await?;
+                self.out
+                    .inventory
+                    .reencrypted
+                    .insert(m.id.value.clone(), reencrypted);
+            }
         }
         self.destination_key(&m.destination.key, &dst_account, &dst_region)
             .await
@@ -678,9 +754,15 @@ impl Resolver<'_> {
                     ))
                     .at(span)
                     .label("encrypted with an AWS managed key")
-                    .help(format!(
-                        "copy it within account `{account}` under a customer managed key first (e.g. a migration to another region of `{account}` with a key that has `create: true`), then share that copy"
-                    )),
+                    .help(if what.starts_with("snapshot ") {
+                        format!(
+                            "set `reencrypt_managed_sources: true` and `intermediate_key: KEY` (a customer managed key of `{account}` in {region}) on the migration: ferry then copies it under that key first, shares that copy and deletes it after"
+                        )
+                    } else {
+                        format!(
+                            "copy it within account `{account}` under a customer managed key first (e.g. a migration to another region of `{account}` with a key that has `create: true`), then share that copy"
+                        )
+                    }),
                 ),
                 Some(f) => {
                     if !keys.contains(&f.arn.to_string()) {

@@ -98,7 +98,8 @@ impl DeleteCopies {
                         id: s.snapshot_id().unwrap_or_default().to_string(),
                         source: tag(s.tags(), "ferry:source").unwrap_or_default(),
                         snapshots: Vec::new(),
-                        intermediate: false,
+                        // An intermediate copy (`reencrypt_managed_sources`) left by a run.
+                        intermediate: tag(s.tags(), "ferry:intermediate").is_some(),
                         pending: s.state() == Some(&SnapshotState::Pending),
                     });
                 }
@@ -441,7 +442,7 @@ impl Step<Cx> for DeleteCopies {
             .map(|f| {
                 if f.intermediate {
                     format!(
-                        "- {what} {} (ferry's manual copy of {}, made to share it)",
+                        "- {what} {} (ferry's intermediate copy of {}, made to share it)",
                         f.id, f.source
                     )
                 } else {
@@ -508,5 +509,116 @@ impl Step<Cx> for DeleteCopies {
             }
         }
         Ok(Applied::Done(removed(done, Vec::new())))
+    }
+}
+
+/// `ec2.delete-intermediate`: the intermediate copies of one source (`ferry:intermediate`,
+/// this plan's, migration's and source's tags) in the source account and region, deleted
+/// once the final copy is done; also those a run stopped before deleting left behind.
+pub struct DeleteIntermediate {
+    base: Base,
+    spec: crate::graph::IntermediateSpec,
+}
+
+impl DeleteIntermediate {
+    pub fn new(step: &PlannedStep, spec: crate::graph::IntermediateSpec) -> Self {
+        DeleteIntermediate {
+            base: Base::new(step, "ec2:DeleteSnapshot"),
+            spec,
+        }
+    }
+
+    async fn found(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let tags = [
+            ("ferry:plan", cx.ctx().plan.as_str()),
+            ("ferry:migration", self.spec.migration.as_str()),
+            ("ferry:source", self.spec.source.as_str()),
+            ("ferry:intermediate", "true"),
+        ];
+        let mut req = cx
+            .ctx()
+            .aws
+            .ec2(account, region)
+            .describe_snapshots()
+            .owner_ids("self");
+        for (k, v) in tags {
+            req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
+        }
+        let mut out = Vec::new();
+        each_page(
+            cx.limits(),
+            account,
+            region,
+            "DescribeSnapshots",
+            req.into_paginator().send(),
+            |p| {
+                out.extend(
+                    p.snapshots()
+                        .iter()
+                        .filter_map(|s| s.snapshot_id().map(str::to_string)),
+                )
+            },
+        )
+        .await?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Step<Cx> for DeleteIntermediate {
+    step_identity!();
+
+    async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        let found = self.found(cx).await?;
+        if found.is_empty() {
+            return Ok(Observation::Done(removed(Vec::new(), Vec::new())));
+        }
+        let diff = found
+            .iter()
+            .map(|id| {
+                format!(
+                    "- snapshot {id} (intermediate copy of {}, once its copy is done)",
+                    self.spec.source
+                )
+            })
+            .collect();
+        Ok(Observation::Todo(change(
+            Action::Delete,
+            diff,
+            Todo::Resources(found),
+        )))
+    }
+
+    fn intent(&self, change: &Change) -> Value {
+        match &change.todo {
+            Todo::Resources(r) => json!({ "deleting": r }),
+            _ => Value::Null,
+        }
+    }
+
+    async fn apply(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        change: Change,
+    ) -> Result<Applied<StepOutput>, StepError> {
+        let ids = match change.todo {
+            Todo::Resources(r) => r,
+            _ => Vec::new(),
+        };
+        let (account, region) = (&self.base.account, &self.base.region);
+        cx.ctx().changing(&self.base.id_text);
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                cx.limits().take(&self.base.buckets).await;
+            }
+            match delete_copy(cx, account, region, Copied::Snapshots, id).await {
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(failed(e, &[])),
+                Ok(()) => {}
+            }
+        }
+        Ok(Applied::Done(removed(ids, Vec::new())))
     }
 }

@@ -496,6 +496,46 @@ impl CopySnapshot {
         tags
     }
 
+    /// Whether the final copy of this source (that an intermediate copy is made for) is done.
+    async fn final_copy_done(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        f: &crate::graph::FinalCopy,
+    ) -> Result<bool, StepError> {
+        let (account, region) = (f.account.as_str(), f.region.as_str());
+        let all = cx.ctx().copy_index.snapshots(cx, account, region).await?;
+        let mine: Vec<Copy> = all
+            .iter()
+            .filter(|s| {
+                s.migration == self.spec.migration.as_str()
+                    && s.source == self.spec.source.as_str()
+                    && !s.tags.contains_key("ferry:intermediate")
+            })
+            .cloned()
+            .collect();
+        let wanted = key_arn(cx, &f.key, account, region).await?;
+        Ok(sort_copies(&mine, wanted.as_ref()).done.is_some())
+    }
+
+    /// The snapshot CopySnapshot reads: the source, or the intermediate copy made of it.
+    fn copy_from(&self, cx: &StepCx<'_, Cx>) -> Result<String, StepError> {
+        let Some(step) = &self.spec.via else {
+            return Ok(self.spec.source.to_string());
+        };
+        match cx.input(&step.to_string()) {
+            Some(StepOutput::SnapshotCopy(c)) if !c.snapshot_id.is_empty() => {
+                Ok(c.snapshot_id.clone())
+            }
+            _ => Err(StepError::permanent(
+                "IntermediateMissing",
+                format!(
+                    "no intermediate copy of {} to copy from (its step found the final copy done earlier); run again",
+                    self.spec.source
+                ),
+            )),
+        }
+    }
+
     /// Copies this migration made of this source, found by their ferry tags (CopySnapshot has
     /// no client token).
     async fn earlier_copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<Copy>, StepError> {
@@ -541,6 +581,19 @@ impl Step<Cx> for CopySnapshot {
     }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        // An intermediate copy is not needed once the final copy is done.
+        if let Some(f) = &self.spec.serves
+            && self.final_copy_done(cx, f).await?
+        {
+            return Ok(Observation::Done(StepOutput::SnapshotCopy(
+                SnapshotCopyOutput {
+                    snapshot_id: String::new(),
+                    source: Some(self.spec.source.to_string()),
+                    kms_key_id: None,
+                    kept: Vec::new(),
+                },
+            )));
+        }
         let copies = self.earlier_copies(cx).await?;
         let (account, region) = (&self.base.account, &self.base.region);
         let wanted = key_arn(cx, &self.spec.key, account, region).await?;
@@ -661,6 +714,7 @@ impl Step<Cx> for CopySnapshot {
             tags = tags.tags(Tag::builder().key(k).value(v).build());
         }
         let source_region = self.spec.source_region.as_str();
+        let from = self.copy_from(cx)?;
         // An encrypted copy from another region carries a CopySnapshot presigned for the
         // source region (EC2 API reference, CopySnapshot `PresignedUrl`), as botocore sends it.
         let presigned = if source_region != region.as_str() {
@@ -668,7 +722,7 @@ impl Step<Cx> for CopySnapshot {
                 ("Action", "CopySnapshot"),
                 ("Version", "2016-11-15"),
                 ("SourceRegion", source_region),
-                ("SourceSnapshotId", self.spec.source.as_str()),
+                ("SourceSnapshotId", from.as_str()),
                 ("DestinationRegion", region.as_str()),
             ];
             let url = cx
@@ -683,7 +737,7 @@ impl Step<Cx> for CopySnapshot {
         };
         let out = client
             .copy_snapshot()
-            .source_snapshot_id(self.spec.source.as_str())
+            .source_snapshot_id(from.as_str())
             .source_region(source_region)
             .set_presigned_url(presigned)
             .set_destination_region((source_region != region.as_str()).then(|| region.to_string()))

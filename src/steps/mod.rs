@@ -860,6 +860,9 @@ fn step_for(step: &PlannedStep) -> Result<Arc<dyn Step<Cx>>, BuildError> {
         }
         StepSpec::DeleteBucket(s) => Arc::new(destroy_s3::DeleteBucket::new(step, s.clone())),
         StepSpec::DeleteRole(s) => Arc::new(iam::DeleteRole::new(step, s.clone())),
+        StepSpec::DeleteIntermediate(s) => {
+            Arc::new(destroy::DeleteIntermediate::new(step, s.clone()))
+        }
         StepSpec::CopySnapshot(s) => Arc::new(ec2::CopySnapshot::new(step, s.clone())),
         StepSpec::CopyImage(s) => Arc::new(ec2::CopyImage::new(step, s.clone())),
         StepSpec::ShareSnapshot(s) | StepSpec::ShareImage(s) => {

@@ -228,7 +228,8 @@ impl StepOutput {
             | RemoveReplication
             | RemoveBucketPolicy
             | DeleteBucket
-            | DeleteRole => StepOutput::Removed(serde_json::from_value(v).ok()?),
+            | DeleteRole
+            | DeleteIntermediate => StepOutput::Removed(serde_json::from_value(v).ok()?),
             FindSnapshots | FindImages | FindDbSnapshots => return None,
         };
         Some(out)
@@ -245,6 +246,8 @@ impl StepOutput {
     /// What a run made, for its summary: a copy's id, a key's ARN, a role's ARN.
     pub fn made(&self) -> Option<String> {
         match self {
+            // An intermediate copy that was not needed made nothing.
+            StepOutput::SnapshotCopy(c) if c.snapshot_id.is_empty() => None,
             StepOutput::SnapshotCopy(c) => Some(c.snapshot_id.clone()),
             StepOutput::ImageCopy(c) => Some(c.image_id.clone()),
             StepOutput::Key(k) => Some(k.arn.to_string()),

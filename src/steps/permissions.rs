@@ -561,7 +561,7 @@ fn needs(
                 any(),
             ),
         ],
-        StepKind::DeleteSnapshotCopies => vec![
+        StepKind::DeleteSnapshotCopies | StepKind::DeleteIntermediate => vec![
             need(&["ec2:DescribeSnapshots", "ec2:DescribeImages"], any()),
             own(
                 &["ec2:DeleteSnapshot"],

@@ -234,9 +234,16 @@ impl Permission {
     }
 
     /// The resources this step covers: the snapshots behind an AMI, or its one resource.
-    fn resources(&self) -> Vec<String> {
+    fn resources(&self, cx: &StepCx<'_, Cx>) -> Vec<String> {
         match &self.spec.shared {
             Shared::Snapshot(s) => vec![s.to_string()],
+            // None yet when the final copy exists (no intermediate was needed).
+            Shared::CopyMadeBy { step, .. } => match cx.input(&step.to_string()) {
+                Some(StepOutput::SnapshotCopy(c)) if !c.snapshot_id.is_empty() => {
+                    vec![c.snapshot_id.clone()]
+                }
+                _ => Vec::new(),
+            },
             Shared::Image(i) => vec![i.to_string()],
             Shared::SnapshotsOf { snapshots, .. } => {
                 snapshots.iter().flatten().map(|s| s.to_string()).collect()
@@ -247,7 +254,7 @@ impl Permission {
     /// The source (AMI or snapshot) whose copy makes this share unneeded.
     fn copy_source(&self) -> String {
         match &self.spec.shared {
-            Shared::Snapshot(s) => s.to_string(),
+            Shared::Snapshot(s) | Shared::CopyMadeBy { of: s, .. } => s.to_string(),
             Shared::Image(i) | Shared::SnapshotsOf { image: i, .. } => i.to_string(),
         }
     }
@@ -321,13 +328,16 @@ impl Permission {
                 if self.spec.sharing.revoke_after {
                     // AMI shares (launch permission and the AMI's snapshots) are unneeded once
                     // the image is copied.
-                    let images = !matches!(self.spec.shared, Shared::Snapshot(_));
+                    let images = !matches!(
+                        self.spec.shared,
+                        Shared::Snapshot(_) | Shared::CopyMadeBy { .. }
+                    );
                     let copied = copied_sources(cx, &self.spec.sharing, images).await?;
                     if copied.contains(&self.copy_source()) {
                         return Ok(Vec::new());
                     }
                 }
-                self.resources()
+                self.resources(cx)
             }
         };
         // An undo reads each share on its own (never from the listing this process made once,
@@ -418,6 +428,24 @@ impl Step<Cx> for Permission {
     step_identity!();
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        // A dry run, before the intermediate copy exists: it will be shared.
+        if let Shared::CopyMadeBy { step, of } = &self.spec.shared
+            && self.add
+            && cx.input(&step.to_string()).is_none()
+            // Once the final copy is done, no intermediate is made (nor shared).
+            && !copied_sources(cx, &self.spec.sharing, false)
+                .await?
+                .contains(of.as_str())
+        {
+            return Ok(Observation::Todo(change(
+                Action::Update,
+                vec![format!(
+                    "+ the intermediate copy of {of} ({step}): share with `{}`",
+                    self.spec.sharing.with_account
+                )],
+                Todo::Resources(Vec::new()),
+            )));
+        }
         let pending = self.pending(cx).await?;
         if pending.is_empty() {
             // A share this process tried whose answer was lost is there, and is ferry's.

@@ -1104,3 +1104,110 @@ migrations:
     assert_eq!(again.len(), 1, "mended in place, no second copy");
     assert_zero_mutating_reapply(&w, &plan_file);
 }
+
+fn reencrypt_plan(f: &Fixture, setting: &str) -> String {
+    format!(
+        r#"version: 1
+name: xacct
+accounts:
+  prod:
+    id: "{PROD}"
+  backup:
+    id: "{BACKUP}"
+    role_arn: arn:aws:iam::{BACKUP}:role/ferry-migrator
+keys:
+  backup-ebs:
+    account: backup
+    region: {SRC}
+    alias: alias/backup-ebs
+  src-cmk:
+    account: prod
+    region: {SRC}
+    alias: alias/app-root
+migrations:
+  - id: standalone
+    type: snapshot-copy
+    source: {{ account: prod, region: {SRC}, snapshots: [{snap}] }}
+    destination: {{ account: backup, key: backup-ebs }}
+    revoke_after: true
+{setting}"#,
+        snap = f.standalone,
+    )
+}
+
+/// Snapshots in prod/us-east-1 that ferry made as intermediate copies.
+fn intermediates(w: &World) -> Vec<String> {
+    w.rt.block_on(async {
+        w.emu
+            .ec2(PROD, SRC)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder()
+                    .name("tag:ferry:intermediate")
+                    .values("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect()
+    })
+}
+
+#[test]
+fn a_snapshot_under_aws_ebs_is_refused_naming_the_setting_and_with_it_is_copied_through_an_intermediate()
+ {
+    let w = World::new(json!({}));
+    let mut f = fixture(&w);
+    f.standalone = encrypted_snapshot(&w, None);
+
+    // Without the setting: refused before any change, the hint names it.
+    let plan_file = w.write_plan(&reencrypt_plan(&f, ""));
+    w.emu.reset_counters();
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("AWS managed key"), "{err}");
+    assert!(err.contains("reencrypt_managed_sources: true"), "{err}");
+    assert!(err.contains("intermediate_key"), "{err}");
+    let c = w.emu.counters();
+    assert_eq!(c.mutating(PROD) + c.mutating(BACKUP), 0, "nothing changed");
+
+    // With it: copied under src-cmk in prod, that copy shared and copied by backup under its
+    // own key, then deleted.
+    let plan_file = w.write_plan(&reencrypt_plan(
+        &f,
+        "    reencrypt_managed_sources: true\n    intermediate_key: src-cmk\n",
+    ));
+    let dry = w.ferry(&["plan", &plan_file]);
+    assert_eq!(dry.status.code(), Some(0));
+    assert!(
+        text(&dry.stdout).contains("/reencrypt"),
+        "{}",
+        text(&dry.stdout)
+    );
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let (_, snaps) = copies_in_backup(&w);
+    assert_eq!(snaps.len(), 1, "one copy in backup: {snaps:?}");
+    assert_eq!(snaps[0].1, f.backup_key, "under backup's key");
+    assert_eq!(
+        intermediates(&w),
+        Vec::<String>::new(),
+        "no intermediate copy remains"
+    );
+    assert_eq!(
+        w.emu.counters().requests(PROD, "ec2", "CopySnapshot"),
+        1,
+        "one intermediate copy was made"
+    );
+    // The share ferry made of the intermediate and the key access are taken back.
+    let policy = key_policy(&w, PROD, &f.source_keys[0]);
+    assert!(ferry_statements(&policy).is_empty(), "{policy}");
+    assert_zero_mutating_reapply(&w, &plan_file);
+    assert_eq!(intermediates(&w), Vec::<String>::new());
+}
