@@ -151,6 +151,34 @@ fn shared_snapshot(via: Option<&StepId>, source: &str) -> Shared {
     }
 }
 
+/// What an ami-copy shares of `image` (its launch permission, its snapshots): the AMI, or the
+/// intermediate copy `via` makes.
+fn shared_image(
+    via: Option<&StepId>,
+    image: &ImageId,
+    backing: Option<Vec<SnapshotId>>,
+) -> (Shared, Shared) {
+    match via {
+        Some(step) => (
+            Shared::ImageMadeBy {
+                step: step.clone(),
+                of: image.clone(),
+            },
+            Shared::SnapshotsOfCopy {
+                step: step.clone(),
+                of: image.clone(),
+            },
+        ),
+        None => (
+            Shared::Image(image.clone()),
+            Shared::SnapshotsOf {
+                image: image.clone(),
+                snapshots: backing,
+            },
+        ),
+    }
+}
+
 /// One resource of a migration: its name in step ids, and what it is.
 #[derive(Clone)]
 struct Selected {
@@ -609,7 +637,8 @@ impl<'p> Compiler<'p> {
                     t.target.clone(),
                     StepSpec::DeleteIntermediate(IntermediateSpec {
                         migration: MigrationId::new(id),
-                        source: SnapshotId::new(t.resource.clone()),
+                        source: t.resource.clone(),
+                        what: Copied::Snapshots,
                     }),
                 );
                 self.b.depends(&d, &copy);
@@ -1175,10 +1204,53 @@ impl<'p> Compiler<'p> {
         };
         let mut copies = Vec::new();
         let mut shares = Vec::new();
+        // AMIs with a volume under aws/ebs (`reencrypt_managed_sources`): copied under the
+        // intermediate key in the source account first; that copy is shared, copied, then
+        // deregistered with its snapshots.
+        let reencrypted: Vec<String> = self
+            .resolution
+            .and_then(|r| r.inventory.reencrypted.get(id))
+            .cloned()
+            .unwrap_or_default();
+        let intermediate_key = m
+            .intermediate_key
+            .as_ref()
+            .map(|k| self.destination_key(&k.value, src_account, Some(src_region)));
+        let mut intermediates: Vec<(String, StepId)> = Vec::new();
         for t in targets {
             let later = t.target.is_expanded_later();
             let image = ImageId::new(t.resource.clone());
             let mut image_shares = Vec::new();
+            let via = match (&intermediate_key, &key) {
+                (Some(ik), Some(k)) if cross && reencrypted.contains(&t.resource) => {
+                    let mut itags = tags.clone();
+                    itags.insert("ferry:intermediate".into(), "true".into());
+                    Some(self.step(
+                        StepId::new(owner.clone(), t.resource.clone(), "reencrypt"),
+                        src_account,
+                        Some(src_region),
+                        t.target.clone(),
+                        StepSpec::CopyImage(CopyImageSpec {
+                            migration: MigrationId::new(id),
+                            source: image.clone(),
+                            source_account: AccountName::new(src_account),
+                            source_region: Region::new(src_region),
+                            key: ik.clone(),
+                            tags: itags,
+                            source_tags: Tags::new(),
+                            via: None,
+                            serves: Some(FinalCopy {
+                                account: AccountName::new(dst_account),
+                                region: Region::new(dst_region),
+                                key: k.clone(),
+                            }),
+                        }),
+                    ))
+                }
+                _ => None,
+            };
+            let backing = self.backing_snapshots(&t.resource);
+            let (launched, backed) = shared_image(via.as_ref(), &image, backing);
             if cross {
                 let launch = self.step(
                     StepId::new(owner.clone(), t.resource.clone(), "share"),
@@ -1186,23 +1258,19 @@ impl<'p> Compiler<'p> {
                     Some(src_region),
                     t.target.clone(),
                     StepSpec::ShareImage(ShareSpec {
-                        shared: Shared::Image(image.clone()),
+                        shared: launched.clone(),
                         sharing: sharing.clone(),
                         undoes: None,
                     }),
                 );
                 // The snapshots behind the image: known once resolved.
-                let backing = self.backing_snapshots(&t.resource);
                 let snaps = self.step(
                     StepId::new(owner.clone(), format!("{}-snapshots", t.resource), "share"),
                     src_account,
                     Some(src_region),
                     t.target.clone(),
                     StepSpec::ShareSnapshot(ShareSpec {
-                        shared: Shared::SnapshotsOf {
-                            image: image.clone(),
-                            snapshots: backing,
-                        },
+                        shared: backed.clone(),
                         sharing: sharing.clone(),
                         undoes: None,
                     }),
@@ -1211,10 +1279,13 @@ impl<'p> Compiler<'p> {
                     if let (Some(f), true) = (&find, later) {
                         self.b.depends(s, f);
                     }
+                    if let Some(v) = &via {
+                        self.b.depends(s, v);
+                    }
                 }
                 image_shares.push(launch.clone());
                 image_shares.push(snaps.clone());
-                shares.push((t.clone(), launch, snaps));
+                shares.push((t.clone(), launch, snaps, launched, backed));
             }
             if let Some(key) = &key {
                 let copy = self.step(
@@ -1238,6 +1309,8 @@ impl<'p> Compiler<'p> {
                                 .unwrap_or_default(),
                             _ => Tags::new(),
                         },
+                        via: via.clone(),
+                        serves: None,
                     }),
                 );
                 if let (Some(f), true) = (&find, later) {
@@ -1247,38 +1320,54 @@ impl<'p> Compiler<'p> {
                 for dep in key_deps.iter().chain(&image_shares).chain(access_steps) {
                     self.b.depends(&copy, dep);
                 }
+                if let Some(v) = &via {
+                    self.b.depends(&copy, v);
+                    let d = self.step(
+                        StepId::new(owner.clone(), t.resource.clone(), "delete-intermediate"),
+                        src_account,
+                        Some(src_region),
+                        t.target.clone(),
+                        StepSpec::DeleteIntermediate(IntermediateSpec {
+                            migration: MigrationId::new(id),
+                            source: t.resource.clone(),
+                            what: Copied::Images,
+                        }),
+                    );
+                    self.b.depends(&d, &copy);
+                    intermediates.push((t.resource.clone(), d));
+                }
                 copies.push(copy);
             }
         }
         if cross && revoke {
-            for (t, launch, snaps) in shares {
-                let image = ImageId::new(t.resource.clone());
+            for (t, launch, snaps, launched, backed) in shares {
                 let u1 = self.step(
                     launch.with_action("unshare"),
                     src_account,
                     Some(src_region),
                     t.target.clone(),
                     StepSpec::UnshareImage(ShareSpec {
-                        shared: Shared::Image(image.clone()),
+                        shared: launched,
                         sharing: sharing.clone(),
                         undoes: Some(launch.clone()),
                     }),
                 );
-                let backing = self.backing_snapshots(&t.resource);
                 let u2 = self.step(
                     snaps.with_action("unshare"),
                     src_account,
                     Some(src_region),
-                    t.target,
+                    t.target.clone(),
                     StepSpec::UnshareSnapshot(ShareSpec {
-                        shared: Shared::SnapshotsOf {
-                            image,
-                            snapshots: backing,
-                        },
+                        shared: backed,
                         sharing: sharing.clone(),
                         undoes: Some(snaps.clone()),
                     }),
                 );
+                // An intermediate AMI is deregistered after its shares are taken back.
+                if let Some((_, d)) = intermediates.iter().find(|(r, _)| *r == t.resource) {
+                    self.b.depends(d, &u1);
+                    self.b.depends(d, &u2);
+                }
                 self.b.depends(&u1, &launch);
                 self.b.depends(&u2, &snaps);
                 for c in &copies {

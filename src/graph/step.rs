@@ -435,6 +435,16 @@ pub enum Shared {
         step: StepId,
         of: SnapshotId,
     },
+    /// The intermediate AMI copy `step` makes of the AMI `of`.
+    ImageMadeBy {
+        step: StepId,
+        of: ImageId,
+    },
+    /// The snapshots behind the intermediate AMI copy `step` makes of the AMI `of`.
+    SnapshotsOfCopy {
+        step: StepId,
+        of: ImageId,
+    },
 }
 
 /// `ec2.share-*` / `ec2.unshare-*`: createVolumePermission or launch permission for the other
@@ -483,7 +493,10 @@ pub struct FinalCopy {
 #[derive(Debug, Clone)]
 pub struct IntermediateSpec {
     pub migration: MigrationId,
-    pub source: SnapshotId,
+    /// The source snapshot or AMI.
+    pub source: String,
+    /// `Images`: intermediate AMIs, deregistered, then their snapshots deleted.
+    pub what: Copied,
 }
 
 /// What a prune step deletes.
@@ -522,6 +535,11 @@ pub struct CopyImageSpec {
     pub tags: Tags,
     /// The source AMI's own tags (`copy_tags`), written under ferry's.
     pub source_tags: Tags,
+    /// Copy from the intermediate AMI copy this step made, not from `source` (which stays
+    /// the copy's identity).
+    pub via: Option<StepId>,
+    /// An intermediate AMI copy: not needed once the final copy of `source` exists there.
+    pub serves: Option<FinalCopy>,
 }
 
 /// `s3.create-bucket`: the destination bucket, with default SSE-KMS under `key`.

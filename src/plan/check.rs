@@ -498,8 +498,9 @@ impl<'p> Checker<'p> {
                                 a.region
                             ),
                         )
-                        .help =
-                            Some(format!("KMS keys are regional: use a key in the {place} region"));
+                        .help = Some(format!(
+                            "KMS keys are regional: use a key in the {place} region"
+                        ));
                     }
                     if let Some(id) = self.account_id(account)
                         && a.account != id
@@ -927,6 +928,22 @@ impl<'p> Checker<'p> {
             }
         }
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
+        if let Some(o) = m.reencrypt_managed_sources.as_ref().filter(|o| o.value)
+            && !m.destination.copies()
+        {
+            self.err(
+                o.span,
+                "`reencrypt_managed_sources` needs copies (`copy: true`)",
+            )
+            .help = Some("a share-only migration shares the AMI as it is: remove it".into());
+        }
+        self.reencrypt(
+            !same_account,
+            &m.reencrypt_managed_sources,
+            &m.intermediate_key,
+            &m.source.account.value,
+            &m.source.region.value,
+        );
         self.tags(&m.tags, "the migration's `tags`");
     }
 

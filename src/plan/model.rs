@@ -337,6 +337,13 @@ pub struct AmiCopy {
     pub tags: Spanned<BTreeMap<String, String>>,
     /// Write each source AMI's own tags onto its copy (as for `snapshot-copy`). Default false.
     pub copy_tags: Option<Spanned<bool>>,
+    /// Cross-account copies only: an AMI with a volume under the AWS managed key `aws/ebs` is
+    /// first copied in the source account and region with every volume under
+    /// `intermediate_key`; that copy is shared and copied, then deregistered and its snapshots
+    /// deleted. Default false: such an AMI is refused.
+    pub reencrypt_managed_sources: Option<Spanned<bool>>,
+    /// The customer managed key (source account and region) of the intermediate AMI copies.
+    pub intermediate_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

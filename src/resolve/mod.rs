@@ -43,8 +43,8 @@ pub struct Inventory {
     /// snapshot-copy migration id -> its selected sources that `retention` does not copy.
     #[serde(default)]
     pub beyond_retention: BTreeMap<String, Vec<String>>,
-    /// snapshot-copy migration id -> its sources under an AWS managed key, copied under the
-    /// intermediate key before they are shared (`reencrypt_managed_sources`).
+    /// snapshot-copy / ami-copy migration id -> its sources under an AWS managed key, copied
+    /// under the intermediate key before they are shared (`reencrypt_managed_sources`).
     #[serde(default)]
     pub reencrypted: BTreeMap<String, Vec<String>>,
     /// AMI id -> its own tags (`copy_tags`), as [`copyable_tags`] keeps them.
@@ -754,7 +754,7 @@ impl Resolver<'_> {
                     ))
                     .at(span)
                     .label("encrypted with an AWS managed key")
-                    .help(if what.starts_with("snapshot ") {
+                    .help(if what.starts_with("snapshot ") || what.starts_with("AMI ") {
                         format!(
                             "set `reencrypt_managed_sources: true` and `intermediate_key: KEY` (a customer managed key of `{account}` in {region}) on the migration: ferry then copies it under that key first, shares that copy and deletes it after"
                         )
@@ -905,10 +905,26 @@ impl Resolver<'_> {
                 .iter()
                 .map(|s| (s.snapshot_id().unwrap_or_default().to_string(), facts(s)))
                 .collect();
+        let reencrypt = m
+            .reencrypt_managed_sources
+            .as_ref()
+            .is_some_and(|r| r.value)
+            .then_some(m.intermediate_key.as_ref())
+            .flatten()
+            .filter(|_| self.cross_account(account, &dst_account) && m.destination.copies());
+        let mut reencrypted = Vec::new();
         for (id, span, snaps) in available {
+            let mut volumes = Vec::new();
+            let mut managed = false;
             for sid in snaps {
                 if let Some(f) = found.get(&sid) {
-                    used.push((
+                    if let (Some(_), Some(k)) = (reencrypt, &f.kms_key_id) {
+                        managed |= self
+                            .describe_key(account, region, k)
+                            .await?
+                            .is_some_and(|f| !f.customer_managed);
+                    }
+                    volumes.push((
                         format!("AMI {id} (its volume snapshot {sid})"),
                         f.kms_key_id.clone(),
                         span,
@@ -916,10 +932,25 @@ impl Resolver<'_> {
                     self.out.snapshots.insert(sid, f.clone());
                 }
             }
+            // A volume under an AWS managed key: the whole AMI is copied under the
+            // intermediate key first, whose access is then all the other account needs.
+            if managed {
+                reencrypted.push(id);
+            } else {
+                used.extend(volumes);
+            }
         }
         if self.cross_account(account, &dst_account) {
             self.source_keys(&m.id.value, account, region, used, "aws/ebs")
                 .await?;
+        }
+        if let (Some(key), false) = (reencrypt, reencrypted.is_empty()) {
+            self.intermediate_key(&m.id.value, key, account, region)
+                .await?;
+            self.out
+                .inventory
+                .reencrypted
+                .insert(m.id.value.clone(), reencrypted);
         }
         if let (Some(key), true) = (&m.destination.key, m.destination.copies()) {
             self.destination_key(key, &dst_account, &dst_region).await?;

@@ -135,7 +135,7 @@ impl DeleteCopies {
                         .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
                         .map(str::to_string)
                         .collect(),
-                    intermediate: false,
+                    intermediate: tag(i.tags(), "ferry:intermediate").is_some(),
                     pending: i.state().is_some_and(|s| s.as_str() == "pending"),
                 });
             }
@@ -528,32 +528,55 @@ impl DeleteIntermediate {
         }
     }
 
-    async fn found(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
-        let (account, region) = (&self.base.account, &self.base.region);
-        let tags = [
-            ("ferry:plan", cx.ctx().plan.as_str()),
+    fn filters(&self, cx: &Cx) -> Vec<Filter> {
+        [
+            ("ferry:plan", cx.plan.as_str()),
             ("ferry:migration", self.spec.migration.as_str()),
             ("ferry:source", self.spec.source.as_str()),
             ("ferry:intermediate", "true"),
-        ];
-        let mut req = cx
-            .ctx()
-            .aws
-            .ec2(account, region)
-            .describe_snapshots()
-            .owner_ids("self");
-        for (k, v) in tags {
-            req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
-        }
+        ]
+        .into_iter()
+        .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
+        .collect()
+    }
+
+    /// The intermediate AMIs (as `image:<id>`, first) and snapshots of this source here.
+    async fn found(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let ec2 = cx.ctx().aws.ec2(account, region);
         let mut out = Vec::new();
+        if self.spec.what == Copied::Images {
+            let pages = ec2
+                .describe_images()
+                .owners("self")
+                .include_disabled(true)
+                .set_filters(Some(self.filters(cx.ctx())))
+                .into_paginator()
+                .send();
+            each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
+                out.extend(
+                    p.images()
+                        .iter()
+                        .filter_map(|i| i.image_id().map(|id| format!("image:{id}"))),
+                )
+            })
+            .await?;
+        }
+        let pages = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters(Some(self.filters(cx.ctx())))
+            .into_paginator()
+            .send();
+        let mut snapshots = Vec::new();
         each_page(
             cx.limits(),
             account,
             region,
             "DescribeSnapshots",
-            req.into_paginator().send(),
+            pages,
             |p| {
-                out.extend(
+                snapshots.extend(
                     p.snapshots()
                         .iter()
                         .filter_map(|s| s.snapshot_id().map(str::to_string)),
@@ -562,6 +585,8 @@ impl DeleteIntermediate {
         )
         .await?;
         out.sort();
+        snapshots.sort();
+        out.extend(snapshots);
         Ok(out)
     }
 }
@@ -578,8 +603,12 @@ impl Step<Cx> for DeleteIntermediate {
         let diff = found
             .iter()
             .map(|id| {
+                let what = match id.strip_prefix("image:") {
+                    Some(image) => format!("AMI {image}"),
+                    None => format!("snapshot {id}"),
+                };
                 format!(
-                    "- snapshot {id} (intermediate copy of {}, once its copy is done)",
+                    "- {what} (intermediate copy of {}, once its copy is done)",
                     self.spec.source
                 )
             })
@@ -613,8 +642,20 @@ impl Step<Cx> for DeleteIntermediate {
             if i > 0 {
                 cx.limits().take(&self.base.buckets).await;
             }
-            match delete_copy(cx, account, region, Copied::Snapshots, id).await {
+            // AMIs first: their snapshots are free once they are deregistered.
+            let (what, id) = match id.strip_prefix("image:") {
+                Some(image) => (Copied::Images, image),
+                None => (Copied::Snapshots, id.as_str()),
+            };
+            match delete_copy(cx, account, region, what, id).await {
                 Err(e) if e.is_not_found() => {}
+                Err(e) if e.code.contains("InUse") => {
+                    return Err(StepError::new(
+                        ErrorClass::NotYetConsistent,
+                        e.code.clone(),
+                        format!("{id} is still in use: {}", e.message),
+                    ));
+                }
                 Err(e) => return Err(failed(e, &[])),
                 Ok(()) => {}
             }

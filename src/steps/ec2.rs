@@ -906,6 +906,44 @@ impl CopyImage {
         format!("ferry-{}", &digest[..58])
     }
 
+    /// Whether the final copy of this AMI (that an intermediate copy is made for) is done.
+    async fn final_copy_done(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        f: &crate::graph::FinalCopy,
+    ) -> Result<bool, StepError> {
+        let (account, region) = (f.account.as_str(), f.region.as_str());
+        let all = cx.ctx().copy_index.images(cx, account, region).await?;
+        let mine: Vec<Copy> = all
+            .iter()
+            .filter(|i| {
+                i.migration == self.spec.migration.as_str()
+                    && i.source == self.spec.source.as_str()
+                    && !i.tags.contains_key("ferry:intermediate")
+            })
+            .cloned()
+            .collect();
+        let wanted = key_arn(cx, &f.key, account, region).await?;
+        Ok(sort_copies(&mine, wanted.as_ref()).done.is_some())
+    }
+
+    /// The AMI CopyImage reads: the source, or the intermediate copy made of it.
+    fn copy_from(&self, cx: &StepCx<'_, Cx>) -> Result<String, StepError> {
+        let Some(step) = &self.spec.via else {
+            return Ok(self.spec.source.to_string());
+        };
+        match cx.input(&step.to_string()) {
+            Some(StepOutput::ImageCopy(c)) if !c.image_id.is_empty() => Ok(c.image_id.clone()),
+            _ => Err(StepError::permanent(
+                "IntermediateMissing",
+                format!(
+                    "no intermediate copy of {} to copy from (its step found the final copy done earlier); run again",
+                    self.spec.source
+                ),
+            )),
+        }
+    }
+
     /// Copies of this image this migration made earlier.
     async fn earlier_copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<Copy>, StepError> {
         let c = cx.ctx();
@@ -945,6 +983,17 @@ impl Step<Cx> for CopyImage {
     }
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
+        // An intermediate AMI copy is not needed once the final copy is done.
+        if let Some(f) = &self.spec.serves
+            && self.final_copy_done(cx, f).await?
+        {
+            return Ok(Observation::Done(StepOutput::ImageCopy(ImageCopyOutput {
+                image_id: String::new(),
+                source: Some(self.spec.source.to_string()),
+                snapshots: Vec::new(),
+                kept: Vec::new(),
+            })));
+        }
         let copies = self.earlier_copies(cx).await?;
         let (account, region) = (&self.base.account, &self.base.region);
         let wanted = key_arn(cx, &self.spec.key, account, region).await?;
@@ -1064,9 +1113,10 @@ impl Step<Cx> for CopyImage {
                 c.plan, self.spec.migration, self.spec.source
             ),
         };
+        let from = self.copy_from(cx)?;
         let out = client
             .copy_image()
-            .source_image_id(self.spec.source.as_str())
+            .source_image_id(from.as_str())
             .source_region(self.spec.source_region.as_str())
             .name(name)
             .description(format!(

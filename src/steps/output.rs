@@ -249,6 +249,7 @@ impl StepOutput {
             // An intermediate copy that was not needed made nothing.
             StepOutput::SnapshotCopy(c) if c.snapshot_id.is_empty() => None,
             StepOutput::SnapshotCopy(c) => Some(c.snapshot_id.clone()),
+            StepOutput::ImageCopy(c) if c.image_id.is_empty() => None,
             StepOutput::ImageCopy(c) => Some(c.image_id.clone()),
             StepOutput::Key(k) => Some(k.arn.to_string()),
             StepOutput::Role(r) => Some(r.arn.clone()),

@@ -22,6 +22,7 @@ use crate::exec::{Applied, GateKey, Observation, Step, StepCx, StepError};
 use crate::graph::{
     Copied, DestKey, KeyAccessSpec, PlannedStep, ShareSpec, Shared, Sharing, SourceKey,
 };
+use crate::ids::StepId;
 use crate::plan::KeyAccess;
 
 type Observed = Result<Observation<StepOutput, Change>, StepError>;
@@ -210,7 +211,7 @@ pub struct Permission {
 impl Permission {
     pub fn new(step: &PlannedStep, spec: ShareSpec, add: bool) -> Self {
         let api = match spec.shared {
-            Shared::Image(_) => "ec2:ModifyImageAttribute",
+            Shared::Image(_) | Shared::ImageMadeBy { .. } => "ec2:ModifyImageAttribute",
             _ => "ec2:ModifySnapshotAttribute",
         };
         Permission {
@@ -221,7 +222,30 @@ impl Permission {
     }
 
     fn image(&self) -> bool {
-        matches!(self.spec.shared, Shared::Image(_))
+        matches!(
+            self.spec.shared,
+            Shared::Image(_) | Shared::ImageMadeBy { .. }
+        )
+    }
+
+    /// AMI shares (launch permission and the AMI's snapshots) are unneeded once the image is
+    /// copied; a snapshot's once it is.
+    fn for_images(&self) -> bool {
+        !matches!(
+            self.spec.shared,
+            Shared::Snapshot(_) | Shared::CopyMadeBy { .. }
+        )
+    }
+
+    /// The step making the intermediate copy this step shares, if it shares one.
+    fn made_by(&self) -> Option<(&StepId, &str)> {
+        match &self.spec.shared {
+            Shared::CopyMadeBy { step, of } => Some((step, of.as_str())),
+            Shared::ImageMadeBy { step, of } | Shared::SnapshotsOfCopy { step, of } => {
+                Some((step, of.as_str()))
+            }
+            _ => None,
+        }
     }
 
     fn fact(&self, cx: &Cx, resource: &str) -> ShareFact {
@@ -234,28 +258,75 @@ impl Permission {
     }
 
     /// The resources this step covers: the snapshots behind an AMI, or its one resource.
-    fn resources(&self, cx: &StepCx<'_, Cx>) -> Vec<String> {
-        match &self.spec.shared {
+    async fn resources(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<String>, StepError> {
+        let made = self
+            .made_by()
+            .and_then(|(step, _)| cx.input(&step.to_string()));
+        Ok(match &self.spec.shared {
             Shared::Snapshot(s) => vec![s.to_string()],
-            // None yet when the final copy exists (no intermediate was needed).
-            Shared::CopyMadeBy { step, .. } => match cx.input(&step.to_string()) {
+            Shared::Image(i) => vec![i.to_string()],
+            Shared::SnapshotsOf { snapshots, .. } => {
+                snapshots.iter().flatten().map(|s| s.to_string()).collect()
+            }
+            // None when the final copy existed already (no intermediate was needed).
+            Shared::CopyMadeBy { .. } => match made {
                 Some(StepOutput::SnapshotCopy(c)) if !c.snapshot_id.is_empty() => {
                     vec![c.snapshot_id.clone()]
                 }
                 _ => Vec::new(),
             },
-            Shared::Image(i) => vec![i.to_string()],
-            Shared::SnapshotsOf { snapshots, .. } => {
-                snapshots.iter().flatten().map(|s| s.to_string()).collect()
-            }
-        }
+            Shared::ImageMadeBy { .. } => match made {
+                Some(StepOutput::ImageCopy(c)) if !c.image_id.is_empty() => {
+                    vec![c.image_id.clone()]
+                }
+                _ => Vec::new(),
+            },
+            Shared::SnapshotsOfCopy { .. } => match made {
+                Some(StepOutput::ImageCopy(c)) if !c.snapshots.is_empty() => c.snapshots.clone(),
+                // An intermediate found done by a look (not a poll): its snapshots are read.
+                Some(StepOutput::ImageCopy(c)) if !c.image_id.is_empty() => {
+                    self.image_snapshots(cx, &c.image_id).await?
+                }
+                _ => Vec::new(),
+            },
+        })
+    }
+
+    /// The snapshots behind an AMI of this account and region.
+    async fn image_snapshots(
+        &self,
+        cx: &StepCx<'_, Cx>,
+        image: &str,
+    ) -> Result<Vec<String>, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        cx.limits()
+            .take(&[bucket(account, region, "ec2:DescribeImages")])
+            .await;
+        let out = cx
+            .ctx()
+            .aws
+            .ec2(account, region)
+            .describe_images()
+            .image_ids(image)
+            .send()
+            .await
+            .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
+        Ok(out
+            .images()
+            .iter()
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect())
     }
 
     /// The source (AMI or snapshot) whose copy makes this share unneeded.
     fn copy_source(&self) -> String {
         match &self.spec.shared {
             Shared::Snapshot(s) | Shared::CopyMadeBy { of: s, .. } => s.to_string(),
-            Shared::Image(i) | Shared::SnapshotsOf { image: i, .. } => i.to_string(),
+            Shared::Image(i)
+            | Shared::SnapshotsOf { image: i, .. }
+            | Shared::ImageMadeBy { of: i, .. }
+            | Shared::SnapshotsOfCopy { of: i, .. } => i.to_string(),
         }
     }
 
@@ -328,16 +399,12 @@ impl Permission {
                 if self.spec.sharing.revoke_after {
                     // AMI shares (launch permission and the AMI's snapshots) are unneeded once
                     // the image is copied.
-                    let images = !matches!(
-                        self.spec.shared,
-                        Shared::Snapshot(_) | Shared::CopyMadeBy { .. }
-                    );
-                    let copied = copied_sources(cx, &self.spec.sharing, images).await?;
+                    let copied = copied_sources(cx, &self.spec.sharing, self.for_images()).await?;
                     if copied.contains(&self.copy_source()) {
                         return Ok(Vec::new());
                     }
                 }
-                self.resources(cx)
+                self.resources(cx).await?
             }
         };
         // An undo reads each share on its own (never from the listing this process made once,
@@ -429,13 +496,13 @@ impl Step<Cx> for Permission {
 
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         // A dry run, before the intermediate copy exists: it will be shared.
-        if let Shared::CopyMadeBy { step, of } = &self.spec.shared
+        if let Some((step, of)) = self.made_by()
             && self.add
             && cx.input(&step.to_string()).is_none()
             // Once the final copy is done, no intermediate is made (nor shared).
-            && !copied_sources(cx, &self.spec.sharing, false)
+            && !copied_sources(cx, &self.spec.sharing, self.for_images())
                 .await?
-                .contains(of.as_str())
+                .contains(of)
         {
             return Ok(Observation::Todo(change(
                 Action::Update,

@@ -565,8 +565,8 @@ fn an_ami_under_the_aws_managed_key_is_refused_before_any_change() {
     let err = text(&out.stderr);
     assert!(err.contains("AWS managed key"), "{err}");
     assert!(
-        err.contains("customer managed key first"),
-        "says how to fix it: {err}"
+        err.contains("reencrypt_managed_sources: true"),
+        "names the setting that fixes it: {err}"
     );
     assert!(err.contains(&f.ami), "{err}");
     let c = w.emu.counters();
@@ -1210,4 +1210,82 @@ fn a_snapshot_under_aws_ebs_is_refused_naming_the_setting_and_with_it_is_copied_
     assert!(ferry_statements(&policy).is_empty(), "{policy}");
     assert_zero_mutating_reapply(&w, &plan_file);
     assert_eq!(intermediates(&w), Vec::<String>::new());
+}
+
+#[test]
+fn an_ami_with_a_volume_under_aws_ebs_is_copied_through_an_intermediate_ami_under_the_setting() {
+    let w = World::new(json!({}));
+    let mut f = fixture(&w);
+    let managed = encrypted_snapshot(&w, None);
+    let data = encrypted_snapshot(&w, Some(&f.source_keys[1]));
+    f.ami = register_image(&w, "default-key-app", &[&managed, &data]);
+    let text_plan = plan(&f, "policy", true).replace(
+        "  - id: standalone",
+        "    reencrypt_managed_sources: true\n    intermediate_key: src-cmk\n  - id: standalone",
+    );
+    let text_plan = text_plan.replace(
+        "migrations:",
+        &format!("  src-cmk:\n    account: prod\n    region: {SRC}\n    alias: alias/app-root\nmigrations:"),
+    );
+    let plan_file = w.write_plan(&text_plan);
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let (amis, _) = copies_in_backup(&w);
+    assert_eq!(amis.len(), 1, "one AMI copy in backup: {amis:?}");
+    assert_eq!(amis[0].1.len(), 2, "both volumes");
+    assert!(
+        amis[0].1.iter().all(|k| *k == f.backup_key),
+        "every volume under backup's key: {amis:?}"
+    );
+    // No intermediate AMI or snapshot is left in prod; the source AMI is untouched.
+    assert_eq!(intermediates(&w), Vec::<String>::new());
+    let images: Vec<String> = w.rt.block_on(async {
+        w.emu
+            .ec2(PROD, SRC)
+            .describe_images()
+            .owners("self")
+            .filters(
+                Filter::builder()
+                    .name("tag:ferry:plan")
+                    .values("xacct")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .images()
+            .iter()
+            .filter_map(|i| i.image_id().map(str::to_string))
+            .collect()
+    });
+    assert_eq!(
+        images,
+        Vec::<String>::new(),
+        "no AMI of ferry's is left in prod"
+    );
+    let all = w.rt.block_on(async {
+        let out = w
+            .emu
+            .ec2(PROD, SRC)
+            .describe_images()
+            .owners("self")
+            .send()
+            .await;
+        out.unwrap().images().len()
+    });
+    assert_eq!(
+        all, 2,
+        "prod holds its two AMIs (the fixture's and this one), no copy"
+    );
+    assert_eq!(
+        w.emu.counters().requests(PROD, "ec2", "CopyImage"),
+        1,
+        "one intermediate AMI copy was made"
+    );
+    // Shares of the intermediate and the key access were taken back.
+    let (ami_shared, snap_shared) = shares(&w, &f);
+    assert!(!ami_shared && !snap_shared);
+    let policy = key_policy(&w, PROD, &f.source_keys[0]);
+    assert!(ferry_statements(&policy).is_empty(), "{policy}");
+    assert_zero_mutating_reapply(&w, &plan_file);
 }
