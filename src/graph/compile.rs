@@ -654,19 +654,7 @@ impl<'p> Compiler<'p> {
             copies.push(copy);
         }
         if let Some(r) = &m.retention {
-            let spec = PruneSpec {
-                what: Pruned::Snapshots,
-                migration: MigrationId::new(id),
-                source_account: AccountName::new(src_account),
-                source_region: Region::new(src_region),
-                keep_last: r.value.keep_last.as_ref().map(|k| k.value),
-                max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
-                beyond: self
-                    .resolution
-                    .and_then(|r| r.inventory.beyond_retention.get(id))
-                    .cloned()
-                    .unwrap_or_default(),
-            };
+            let spec = self.prune_spec(Pruned::Snapshots, id, src_account, src_region, &r.value);
             self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
         }
         if cross && revoke {
@@ -1007,6 +995,30 @@ impl<'p> Compiler<'p> {
 
     /// The retention step of a migration: after this run's copies (they are the newest of
     /// their lineages).
+    /// A migration's prune step spec: its retention and the sources resolve judged beyond it.
+    fn prune_spec(
+        &self,
+        what: Pruned,
+        id: &str,
+        src_account: &str,
+        src_region: &str,
+        r: &crate::plan::Retention,
+    ) -> PruneSpec {
+        PruneSpec {
+            what,
+            migration: MigrationId::new(id),
+            source_account: AccountName::new(src_account),
+            source_region: Region::new(src_region),
+            keep_last: r.keep_last.as_ref().map(|k| k.value),
+            max_age_secs: r.max_age.as_ref().map(|a| a.value.0),
+            beyond: self
+                .resolution
+                .and_then(|res| res.inventory.beyond_retention.get(id))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
     fn prune(
         &mut self,
         spec: PruneSpec,
@@ -1169,7 +1181,7 @@ impl<'p> Compiler<'p> {
         let tags = ferry_tags(self.plan, id, &m.tags.value);
         let copy_tags = crate::plan::copies_tags(&m.copy_tags, false);
 
-        let (targets, find) = self.selection(
+        let (mut targets, find) = self.selection(
             id,
             &m.source.images,
             m.source.tags.as_ref(),
@@ -1177,6 +1189,13 @@ impl<'p> Compiler<'p> {
             src_account,
             src_region,
         );
+        // AMIs retention would deregister the copies of are not copied at all.
+        if let Some(beyond) = self
+            .resolution
+            .and_then(|r| r.inventory.beyond_retention.get(id))
+        {
+            targets.retain(|t| !beyond.contains(&t.resource));
+        }
         let revoke = m.revoke_after.as_ref().is_some_and(|r| r.value);
         let sharing = self.sharing(
             id,
@@ -1238,6 +1257,7 @@ impl<'p> Compiler<'p> {
                             key: ik.clone(),
                             tags: itags,
                             source_tags: Tags::new(),
+                            lineage: None,
                             via: None,
                             serves: Some(FinalCopy {
                                 account: AccountName::new(dst_account),
@@ -1309,6 +1329,10 @@ impl<'p> Compiler<'p> {
                                 .unwrap_or_default(),
                             _ => Tags::new(),
                         },
+                        lineage: self
+                            .resolution
+                            .and_then(|r| r.inventory.image_lineages.get(image.as_str()))
+                            .cloned(),
                         via: via.clone(),
                         serves: None,
                     }),
@@ -1338,6 +1362,10 @@ impl<'p> Compiler<'p> {
                 }
                 copies.push(copy);
             }
+        }
+        if let Some(r) = m.retention.as_ref().filter(|_| key.is_some()) {
+            let spec = self.prune_spec(Pruned::Images, id, src_account, src_region, &r.value);
+            self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
         }
         if cross && revoke {
             for (t, launch, snaps, launched, backed) in shares {

@@ -301,7 +301,7 @@ impl StepSpec {
             StepSpec::VerifyReplication(_) => StepKind::VerifyReplication,
             StepSpec::EnsureRole(_) => StepKind::EnsureRole,
             StepSpec::PruneCopies(p) => match p.what {
-                Pruned::Snapshots => StepKind::PruneCopies,
+                Pruned::Snapshots | Pruned::Images => StepKind::PruneCopies,
                 Pruned::DbSnapshots(_) => StepKind::PruneDbCopies,
             },
             StepSpec::FindDbSnapshots(_) => StepKind::FindDbSnapshots,
@@ -504,6 +504,8 @@ pub struct IntermediateSpec {
 pub enum Pruned {
     /// EBS snapshot copies (lineage: the source's volume).
     Snapshots,
+    /// AMI copies, deregistered with their snapshots (lineage: the source's `Name` tag).
+    Images,
     /// RDS DB (or cluster) snapshot copies (lineage: the source's instance or cluster).
     DbSnapshots(DbKind),
 }
@@ -535,6 +537,9 @@ pub struct CopyImageSpec {
     pub tags: Tags,
     /// The source AMI's own tags (`copy_tags`), written under ferry's.
     pub source_tags: Tags,
+    /// The source's lineage (its `Name` tag, else its name) and creation time (ms), written
+    /// as `ferry:lineage` and `ferry:source-time`: what `retention` judges the copy by.
+    pub lineage: Option<(String, i64)>,
     /// Copy from the intermediate AMI copy this step made, not from `source` (which stays
     /// the copy's identity).
     pub via: Option<StepId>,

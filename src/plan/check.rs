@@ -928,6 +928,14 @@ impl<'p> Checker<'p> {
             }
         }
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
+        self.retention(&m.retention);
+        if let Some(r) = &m.retention
+            && !m.destination.copies()
+        {
+            self.err(r.span, "`retention` needs copies (`copy: true`)")
+                .help =
+                Some("a share-only migration makes no copies to keep or delete: remove it".into());
+        }
         if let Some(o) = m.reencrypt_managed_sources.as_ref().filter(|o| o.value)
             && !m.destination.copies()
         {

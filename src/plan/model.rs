@@ -344,6 +344,9 @@ pub struct AmiCopy {
     pub reencrypt_managed_sources: Option<Spanned<bool>>,
     /// The customer managed key (source account and region) of the intermediate AMI copies.
     pub intermediate_key: Option<Spanned<String>>,
+    /// Which of this migration's AMI copies to keep, per lineage: the source AMI's `Name` tag
+    /// (else its name); the others are deregistered with their snapshots.
+    pub retention: Option<Spanned<Retention>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

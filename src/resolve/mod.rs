@@ -43,6 +43,10 @@ pub struct Inventory {
     /// snapshot-copy migration id -> its selected sources that `retention` does not copy.
     #[serde(default)]
     pub beyond_retention: BTreeMap<String, Vec<String>>,
+    /// AMI id -> its lineage for `retention` (its `Name` tag, else its name) and creation
+    /// time (ms).
+    #[serde(default)]
+    pub image_lineages: BTreeMap<String, (String, i64)>,
     /// snapshot-copy / ami-copy migration id -> its sources under an AWS managed key, copied
     /// under the intermediate key before they are shared (`reencrypt_managed_sources`).
     #[serde(default)]
@@ -571,20 +575,7 @@ impl Resolver<'_> {
             {
                 sources.entry(source).or_insert(lineage);
             }
-            let judged: Vec<(String, Option<String>, Option<i64>)> = sources
-                .into_iter()
-                .map(|(id, (vol, t))| (id, vol, t))
-                .collect();
-            beyond = beyond_retention(
-                &judged,
-                r.value.keep_last.as_ref().map(|k| k.value),
-                r.value.max_age.as_ref().map(|a| a.value.0),
-                crate::exec::now_ms() as i64,
-            );
-            self.out
-                .inventory
-                .beyond_retention
-                .insert(m.id.value.clone(), beyond.clone());
+            beyond = self.judge_retention(&m.id.value, &r.value, sources);
         }
         // Sources retention does not copy need no key access (nor any check of their key).
         selected.retain(|id| !beyond.contains(id));
@@ -637,6 +628,108 @@ impl Resolver<'_> {
         }
         self.destination_key(&m.destination.key, &dst_account, &dst_region)
             .await
+    }
+
+    /// The one retention judgment of a migration, over every source with its lineage and
+    /// time, with one clock: the sources beyond it (kept for the copy and prune steps).
+    fn judge_retention(
+        &mut self,
+        migration: &str,
+        r: &crate::plan::Retention,
+        sources: BTreeMap<String, (Option<String>, Option<i64>)>,
+    ) -> Vec<String> {
+        let judged: Vec<(String, Option<String>, Option<i64>)> = sources
+            .into_iter()
+            .map(|(id, (lineage, t))| (id, lineage, t))
+            .collect();
+        let beyond = beyond_retention(
+            &judged,
+            r.keep_last.as_ref().map(|k| k.value),
+            r.max_age.as_ref().map(|a| a.value.0),
+            crate::exec::now_ms() as i64,
+        );
+        self.out
+            .inventory
+            .beyond_retention
+            .insert(migration.to_string(), beyond.clone());
+        beyond
+    }
+
+    /// The sources of an ami-copy migration's copies in the destination, with their lineage
+    /// and creation time: from the copies' `ferry:lineage` / `ferry:source-time`, else from the
+    /// source AMI (a source that is gone is a lineage of its own).
+    async fn copied_image_lineages(
+        &self,
+        migration: &str,
+        dst_account: &str,
+        dst_region: &str,
+        src_account: &str,
+        src_region: &str,
+    ) -> Result<BTreeMap<String, (Option<String>, Option<i64>)>, ResolveError> {
+        let tagged =
+            |k: &str, v: &str| Filter::builder().name(format!("tag:{k}")).values(v).build();
+        let mut pages = self
+            .aws
+            .ec2(dst_account, dst_region)
+            .describe_images()
+            .owners("self")
+            .filters(tagged("ferry:plan", &self.plan.name.value))
+            .filters(tagged("ferry:migration", migration))
+            .into_paginator()
+            .send();
+        let mut out: BTreeMap<String, (Option<String>, Option<i64>)> = BTreeMap::new();
+        let mut unknown = Vec::new();
+        loop {
+            self.limits
+                .take(&[bucket(dst_account, dst_region, "ec2:DescribeImages")])
+                .await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let page = page.map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+            for i in page.images() {
+                let tag = |k: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                        .map(str::to_string)
+                };
+                // Intermediate copies (source account) are never judged.
+                let Some(source) =
+                    tag("ferry:source").filter(|_| tag("ferry:intermediate").is_none())
+                else {
+                    continue;
+                };
+                let lineage = tag("ferry:lineage");
+                let time = tag("ferry:source-time").and_then(|t| t.parse().ok());
+                if lineage.is_none() {
+                    unknown.push(source.clone());
+                }
+                out.entry(source).or_insert((lineage, time));
+            }
+        }
+        for chunk in unknown.chunks(lookup::FILTER_VALUES) {
+            let found = self
+                .aws
+                .ec2(src_account, src_region)
+                .describe_images()
+                .filters(
+                    Filter::builder()
+                        .name("image-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+            for i in found.images() {
+                if let (Some(id), Some((l, t))) = (i.image_id(), image_lineage(i)) {
+                    out.insert(id.to_string(), (Some(l), Some(t)));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The sources of a snapshot-copy migration's copies in the destination, with their
@@ -877,6 +970,9 @@ impl Resolver<'_> {
                     .push(Diagnostic::new(format!("AMI {id} is {state}, not available")).at(*span));
                 continue;
             }
+            if let Some(l) = image_lineage(image) {
+                self.out.inventory.image_lineages.insert(id.clone(), l);
+            }
             let snaps: Vec<String> = image
                 .block_device_mappings()
                 .iter()
@@ -897,6 +993,26 @@ impl Resolver<'_> {
                 self.out.inventory.image_tags.insert(id.clone(), tags);
             }
             available.push((id.clone(), *span, snaps));
+        }
+        if let Some(r) = &m.retention {
+            // One judgment, as for snapshot-copy: the AMIs selected now and the sources of the
+            // migration's copies already in the destination, per lineage.
+            let mut sources: BTreeMap<String, (Option<String>, Option<i64>)> = available
+                .iter()
+                .map(|(id, _, _)| {
+                    let l = self.out.inventory.image_lineages.get(id).cloned();
+                    (id.clone(), (l.clone().map(|l| l.0), l.map(|l| l.1)))
+                })
+                .collect();
+            for (source, lineage) in self
+                .copied_image_lineages(&m.id.value, &dst_account, &dst_region, account, region)
+                .await?
+            {
+                sources.entry(source).or_insert(lineage);
+            }
+            let beyond = self.judge_retention(&m.id.value, &r.value, sources);
+            // AMIs the policy does not keep are not copied, so need no key access either.
+            available.retain(|(id, _, _)| !beyond.contains(id));
         }
         // The snapshots of every AMI, described in batches (not one call per AMI).
         let found: BTreeMap<String, SnapshotFacts> =
@@ -957,6 +1073,22 @@ impl Resolver<'_> {
         }
         Ok(())
     }
+}
+
+/// An AMI's lineage for `retention`: its `Name` tag (nightly AMIs share it; AMI names are
+/// unique), else its name; and its creation time (ms).
+fn image_lineage(i: &aws_sdk_ec2::types::Image) -> Option<(String, i64)> {
+    let name = i
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("Name"))
+        .and_then(|t| t.value())
+        .or(i.name())?;
+    let created = humantime::parse_rfc3339_weak(i.creation_date()?)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((name.to_string(), created.as_millis() as i64))
 }
 
 fn facts(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotFacts {

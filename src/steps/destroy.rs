@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::ec2::tag_of as tag;
 use super::output::RemovedOutput;
-use super::retention::{ami_users, delete_copy};
+use super::retention::{ami_users, delete_copy, launched_images};
 use super::{Action, Base, Change, Cx, StepOutput, Todo, change, each_page, failed, step_identity};
 use crate::exec::{Applied, ErrorClass, Observation, Step, StepCx, StepError};
 use crate::graph::{Copied, DeleteCopiesSpec, PlannedStep};
@@ -260,59 +260,6 @@ impl DeleteCopies {
         Ok(out)
     }
 
-    /// AMIs among `images` that an instance (pending, running or stopped) was launched from.
-    async fn launched(
-        &self,
-        cx: &StepCx<'_, Cx>,
-        images: &[String],
-    ) -> Result<BTreeSet<String>, StepError> {
-        let (account, region) = (&self.base.account, &self.base.region);
-        let mut out = BTreeSet::new();
-        for chunk in images.chunks(FILTER_VALUES) {
-            let pages = cx
-                .ctx()
-                .aws
-                .ec2(account, region)
-                .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name("image-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .set_values(Some(
-                            ["pending", "running", "stopping", "stopped"]
-                                .map(String::from)
-                                .to_vec(),
-                        ))
-                        .build(),
-                )
-                .into_paginator()
-                .send();
-            each_page(
-                cx.limits(),
-                account,
-                region,
-                "DescribeInstances",
-                pages,
-                |p| {
-                    for r in p.reservations() {
-                        for i in r.instances() {
-                            if let Some(id) = i.image_id() {
-                                out.insert(id.to_string());
-                            }
-                        }
-                    }
-                },
-            )
-            .await?;
-        }
-        Ok(out)
-    }
-
     fn what(&self) -> &'static str {
         match self.spec.what {
             Copied::Snapshots => "snapshot",
@@ -369,7 +316,7 @@ impl Step<Cx> for DeleteCopies {
             }
             Copied::Images => {
                 let ids: Vec<String> = found.iter().map(|f| f.id.clone()).collect();
-                self.launched(cx, &ids)
+                launched_images(cx, account, region, &ids)
                     .await?
                     .into_iter()
                     .map(|i| (i, vec!["an instance".to_string()]))

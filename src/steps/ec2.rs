@@ -880,12 +880,18 @@ impl CopyImage {
     }
 
     fn tags(&self) -> Tags {
-        copy_tags(
+        let mut tags = copy_tags(
             &self.spec.source_tags,
             &self.spec.tags,
             self.spec.source.as_str(),
             &self.spec.key,
-        )
+        );
+        // What retention judges the copy by, also once the source is gone.
+        if let Some((name, created)) = &self.spec.lineage {
+            tags.insert("ferry:lineage".into(), name.clone());
+            tags.insert("ferry:source-time".into(), created.to_string());
+        }
+        tags
     }
 
     /// ≤ 64 ASCII characters, the same for the same (plan, migration, image, destination, key)

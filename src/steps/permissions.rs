@@ -395,11 +395,21 @@ fn needs(
             needs
         }
         StepKind::PruneCopies => vec![
-            need(&["ec2:DescribeSnapshots", "ec2:DescribeImages"], any()),
-            // Only this plan's copies are deleted.
+            need(
+                &[
+                    "ec2:DescribeSnapshots",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstances",
+                ],
+                any(),
+            ),
+            // Only this plan's copies are deleted (AMI copies: deregistered).
             own(
-                &["ec2:DeleteSnapshot"],
-                vec![format!("arn:aws:ec2:{region}::snapshot/*")],
+                &["ec2:DeleteSnapshot", "ec2:DeregisterImage"],
+                vec![
+                    format!("arn:aws:ec2:{region}::snapshot/*"),
+                    format!("arn:aws:ec2:{region}::image/*"),
+                ],
                 plan,
             ),
         ],
@@ -408,7 +418,9 @@ fn needs(
             let kind = match &step.spec {
                 StepSpec::PruneCopies(p) => match p.what {
                     crate::graph::Pruned::DbSnapshots(k) => k,
-                    crate::graph::Pruned::Snapshots => crate::ids::DbKind::Instance,
+                    crate::graph::Pruned::Snapshots | crate::graph::Pruned::Images => {
+                        crate::ids::DbKind::Instance
+                    }
                 },
                 StepSpec::DeleteCopies(d) => match d.what {
                     crate::graph::Copied::DbSnapshots(k) => k,

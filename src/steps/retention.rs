@@ -26,6 +26,8 @@ struct Kept {
     id: String,
     source: String,
     lineage: Option<String>,
+    /// An AMI copy's snapshots (deleted after it is deregistered).
+    snapshots: Vec<String>,
 }
 
 /// `ec2.prune-copies`.
@@ -38,6 +40,7 @@ impl PruneCopies {
     pub fn new(step: &PlannedStep, spec: PruneSpec) -> Self {
         let api = match spec.what {
             Pruned::Snapshots => "ec2:DeleteSnapshot",
+            Pruned::Images => "ec2:DeregisterImage",
             Pruned::DbSnapshots(DbKind::Instance) => "rds:DeleteDBSnapshot",
             Pruned::DbSnapshots(DbKind::Cluster) => "rds:DeleteDBClusterSnapshot",
         };
@@ -70,14 +73,57 @@ impl PruneCopies {
                 id: s.id.clone(),
                 source: tag(s, "ferry:source").unwrap_or_default(),
                 lineage: tag(s, "ferry:lineage"),
+                snapshots: Vec::new(),
             })
             .collect())
     }
 
+    /// The migration's available AMI copies here (not the intermediate ones).
+    async fn image_copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<Kept>, StepError> {
+        let (account, region) = (&self.base.account, &self.base.region);
+        let tagged =
+            |k: &str, v: &str| Filter::builder().name(format!("tag:{k}")).values(v).build();
+        let pages = cx
+            .ctx()
+            .aws
+            .ec2(account, region)
+            .describe_images()
+            .owners("self")
+            .filters(tagged("ferry:plan", &cx.ctx().plan))
+            .filters(tagged("ferry:migration", self.spec.migration.as_str()))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
+            for i in p.images() {
+                if i.state().map(|s| s.as_str()) != Some("available")
+                    || tag(i.tags(), "ferry:intermediate").is_some()
+                {
+                    continue;
+                }
+                out.push(Kept {
+                    id: i.image_id().unwrap_or_default().to_string(),
+                    source: tag(i.tags(), "ferry:source").unwrap_or_default(),
+                    lineage: tag(i.tags(), "ferry:lineage"),
+                    snapshots: i
+                        .block_device_mappings()
+                        .iter()
+                        .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()))
+                        .map(str::to_string)
+                        .collect(),
+                });
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
     /// The migration's finished snapshot copies in this account and region.
     async fn copies(&self, cx: &StepCx<'_, Cx>) -> Result<Vec<Kept>, StepError> {
-        if let Pruned::DbSnapshots(kind) = self.spec.what {
-            return self.db_copies(cx, kind).await;
+        match self.spec.what {
+            Pruned::DbSnapshots(kind) => return self.db_copies(cx, kind).await,
+            Pruned::Images => return self.image_copies(cx).await,
+            Pruned::Snapshots => {}
         }
         let (account, region) = (&self.base.account, &self.base.region);
         let pages = cx
@@ -116,6 +162,7 @@ impl PruneCopies {
                         id: s.snapshot_id().unwrap_or_default().to_string(),
                         source: tag(s.tags(), "ferry:source").unwrap_or_default(),
                         lineage: tag(s.tags(), "ferry:lineage"),
+                        snapshots: Vec::new(),
                     });
                 }
             },
@@ -154,7 +201,7 @@ impl Step<Cx> for PruneCopies {
             .iter()
             .filter(|c| beyond.contains(c.source.as_str()))
             .filter(|c| match self.spec.what {
-                Pruned::Snapshots => true,
+                Pruned::Snapshots | Pruned::Images => true,
                 Pruned::DbSnapshots(kind) => {
                     c.id == crate::ids::db_copy_identifier(
                         &cx.ctx().plan,
@@ -165,15 +212,20 @@ impl Step<Cx> for PruneCopies {
                 }
             })
             .collect();
-        let used = if candidates.is_empty() || self.spec.what != Pruned::Snapshots {
-            HashSet::new()
-        } else {
-            let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
-            let (account, region) = (&self.base.account, &self.base.region);
-            ami_users(cx, account, region, &ids)
+        let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+        let (account, region) = (&self.base.account, &self.base.region);
+        // In use: a snapshot an AMI uses; an AMI an instance was launched from.
+        let used: HashSet<String> = match self.spec.what {
+            _ if candidates.is_empty() => HashSet::new(),
+            Pruned::Snapshots => ami_users(cx, account, region, &ids)
                 .await?
                 .into_keys()
-                .collect()
+                .collect(),
+            Pruned::Images => launched_images(cx, account, region, &ids)
+                .await?
+                .into_iter()
+                .collect(),
+            Pruned::DbSnapshots(_) => HashSet::new(),
         };
         let gone: Vec<&Kept> = candidates
             .into_iter()
@@ -196,10 +248,16 @@ impl Step<Cx> for PruneCopies {
                 )
             })
             .collect();
+        // An AMI copy is deregistered first, then its snapshots deleted.
+        let mut todo: Vec<String> = gone.iter().map(|c| c.id.clone()).collect();
+        todo.extend(
+            gone.iter()
+                .flat_map(|c| c.snapshots.iter().map(|s| format!("snapshot:{s}"))),
+        );
         Ok(Observation::Todo(change(
             Action::Update,
             diff,
-            Todo::Resources(gone.iter().map(|c| c.id.clone()).collect()),
+            Todo::Resources(todo),
         )))
     }
 
@@ -221,9 +279,11 @@ impl Step<Cx> for PruneCopies {
         };
         let (account, region) = (&self.base.account, &self.base.region);
         for id in &ids {
-            let what = match self.spec.what {
-                Pruned::Snapshots => Copied::Snapshots,
-                Pruned::DbSnapshots(k) => Copied::DbSnapshots(k),
+            let (what, id) = match (self.spec.what, id.strip_prefix("snapshot:")) {
+                (_, Some(snapshot)) => (Copied::Snapshots, snapshot),
+                (Pruned::Snapshots, None) => (Copied::Snapshots, id.as_str()),
+                (Pruned::Images, None) => (Copied::Images, id.as_str()),
+                (Pruned::DbSnapshots(k), None) => (Copied::DbSnapshots(k), id.as_str()),
             };
             let r = delete_copy(cx, account, region, what, id).await;
             match r {
@@ -327,4 +387,58 @@ pub(crate) async fn delete_copy(
             .map(|_| ())
             .map_err(sdk_error("rds", "DeleteDBClusterSnapshot")),
     }
+}
+
+/// AMIs among `images` that an instance (pending, running or stopped) was launched from: in
+/// use, never deregistered.
+pub(crate) async fn launched_images(
+    cx: &StepCx<'_, Cx>,
+    account: &str,
+    region: &str,
+    images: &[String],
+) -> Result<std::collections::BTreeSet<String>, StepError> {
+    let mut out = std::collections::BTreeSet::new();
+    for chunk in images.chunks(FILTER_VALUES) {
+        let pages = cx
+            .ctx()
+            .aws
+            .ec2(account, region)
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("image-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(
+                        ["pending", "running", "stopping", "stopped"]
+                            .map(String::from)
+                            .to_vec(),
+                    ))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        each_page(
+            cx.limits(),
+            account,
+            region,
+            "DescribeInstances",
+            pages,
+            |p| {
+                for r in p.reservations() {
+                    for i in r.instances() {
+                        if let Some(id) = i.image_id() {
+                            out.insert(id.to_string());
+                        }
+                    }
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(out)
 }

@@ -1210,6 +1210,55 @@ fn a_snapshot_under_aws_ebs_is_refused_naming_the_setting_and_with_it_is_copied_
     assert!(ferry_statements(&policy).is_empty(), "{policy}");
     assert_zero_mutating_reapply(&w, &plan_file);
     assert_eq!(intermediates(&w), Vec::<String>::new());
+
+    // An intermediate a stopped run left behind is deleted by the next run...
+    let leftover = w.rt.block_on(async {
+        let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+        w.emu
+            .ec2(PROD, SRC)
+            .copy_snapshot()
+            .source_snapshot_id(&f.standalone)
+            .source_region(SRC)
+            .encrypted(true)
+            .kms_key_id(&f.source_keys[0])
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Snapshot)
+                    .tags(tag("ferry:plan", "xacct"))
+                    .tags(tag("ferry:migration", "standalone"))
+                    .tags(tag("ferry:source", &f.standalone))
+                    .tags(tag("ferry:intermediate", "true"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .snapshot_id()
+            .unwrap()
+            .to_string()
+    });
+    assert_eq!(intermediates(&w), vec![leftover.clone()]);
+    let again = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(
+        text(&again.stdout).contains(&leftover),
+        "shown: {}",
+        text(&again.stdout)
+    );
+    assert_eq!(
+        intermediates(&w),
+        Vec::<String>::new(),
+        "the leftover is deleted"
+    );
+    assert_eq!(
+        copies_in_backup(&w).1.len(),
+        1,
+        "and no second copy is made"
+    );
+    // ...and `ferry destroy` takes back the rest.
+    let destroyed = w.ferry(&["destroy", "--yes", &plan_file]);
+    assert_eq!(destroyed.status.code(), Some(0));
+    assert_eq!(copies_in_backup(&w).1, Vec::<SnapshotCopy>::new());
 }
 
 #[test]
@@ -1287,5 +1336,129 @@ fn an_ami_with_a_volume_under_aws_ebs_is_copied_through_an_intermediate_ami_unde
     assert!(!ami_shared && !snap_shared);
     let policy = key_policy(&w, PROD, &f.source_keys[0]);
     assert!(ferry_statements(&policy).is_empty(), "{policy}");
+    assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+/// A nightly AMI tagged Name=nightly-app (one second apart: AMI creation times are seconds).
+fn nightly_ami(w: &World, n: usize) -> String {
+    std::thread::sleep(Duration::from_millis(1100));
+    let snap = encrypted_snapshot(w, Some(&w.key_arn(SRC, "alias/app-root").unwrap()));
+    let ami = register_image(w, &format!("nightly-app-{n}"), &[&snap]);
+    w.rt.block_on(async {
+        w.emu
+            .ec2(PROD, SRC)
+            .create_tags()
+            .resources(&ami)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("Name")
+                    .value("nightly-app")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+    });
+    ami
+}
+
+/// (AMI copy, its ferry:source, its snapshots) in prod/us-west-2.
+fn west_copies(w: &World) -> Vec<(String, String, Vec<String>)> {
+    w.rt.block_on(async {
+        let images = w
+            .emu
+            .ec2(PROD, "us-west-2")
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .unwrap();
+        let mut out: Vec<_> = images
+            .images()
+            .iter()
+            .map(|i| {
+                let source = i
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some("ferry:source"))
+                    .and_then(|t| t.value())
+                    .unwrap_or_default()
+                    .to_string();
+                let snaps = i
+                    .block_device_mappings()
+                    .iter()
+                    .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+                    .collect();
+                (i.image_id().unwrap().to_string(), source, snaps)
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    })
+}
+
+#[test]
+fn ami_retention_keeps_the_newest_copies_of_a_name_and_deregisters_the_rest_with_their_snapshots() {
+    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    w.key(SRC, "alias/app-root");
+    let amis: Vec<String> = (0..3).map(|n| nightly_ami(&w, n)).collect();
+    let plan_file = w.write_plan(&format!(
+        r#"version: 1
+name: west
+accounts:
+  prod: {{ id: "{PROD}" }}
+keys:
+  west: {{ account: prod, region: us-west-2, alias: alias/west, create: true }}
+migrations:
+  - id: nightly-ami
+    type: ami-copy
+    source: {{ account: prod, region: {SRC}, tags: {{ Name: nightly-app }} }}
+    destination: {{ region: us-west-2, key: west }}
+    retention: {{ keep_last: 2 }}
+"#
+    ));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let copies = west_copies(&w);
+    let sources: Vec<&str> = copies.iter().map(|c| c.1.as_str()).collect();
+    let mut newest = vec![amis[1].as_str(), amis[2].as_str()];
+    newest.sort();
+    assert_eq!(sources, newest, "the two newest of the lineage are copied");
+
+    // A new nightly AMI: one copy made, the oldest copy deregistered with its snapshots.
+    let fourth = nightly_ami(&w, 3);
+    let dropped = copies
+        .iter()
+        .find(|c| c.1 == amis[1])
+        .cloned()
+        .expect("the copy of the second AMI");
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("beyond the retention"),
+        "{}",
+        text(&out.stdout)
+    );
+    let now: Vec<String> = west_copies(&w).into_iter().map(|c| c.1).collect();
+    let mut want = vec![amis[2].clone(), fourth];
+    want.sort();
+    assert_eq!(now, want);
+    let left: usize = w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, "us-west-2");
+        let out = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder()
+                    .name("snapshot-id")
+                    .set_values(Some(dropped.2.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.snapshots().len()
+    });
+    assert_eq!(left, 0, "the deregistered copy's snapshots are deleted");
     assert_zero_mutating_reapply(&w, &plan_file);
 }
