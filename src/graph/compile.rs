@@ -815,7 +815,22 @@ impl<'p> Compiler<'p> {
         };
         let mut copies = Vec::new();
         let mut undo = Vec::new();
+        // Sources under aws/rds (`reencrypt_managed_sources`): the manual copy that is shared
+        // is made under the intermediate key, and deleted after as for automated sources.
+        let reencrypted: Vec<String> = self
+            .resolution
+            .and_then(|r| r.inventory.reencrypted.get(id))
+            .cloned()
+            .unwrap_or_default();
+        let intermediate_key = m
+            .intermediate_key
+            .as_ref()
+            .map(|k| self.destination_key(&k.value, src_account, Some(src_region)));
         for (source, automated, target) in sources {
+            let rekeyed = intermediate_key
+                .as_ref()
+                .filter(|_| reencrypted.contains(&source))
+                .cloned();
             let final_id = db_copy_identifier(plan_name, &source, None, kind.max_identifier());
             let final_ref = DbSnapshotRef {
                 account: AccountName::new(dst_account),
@@ -829,7 +844,7 @@ impl<'p> Compiler<'p> {
                 .cloned()
                 .collect();
             let mut intermediate = None;
-            if cross && automated {
+            if cross && (automated || rekeyed.is_some()) {
                 // Named after the migration too: two migrations may share one source with two
                 // accounts, each through a manual copy of its own.
                 shared_id = db_copy_identifier(
@@ -855,7 +870,7 @@ impl<'p> Compiler<'p> {
                         },
                         origin: source.clone(),
                         target: shared_id.clone(),
-                        key: None,
+                        key: rekeyed.clone(),
                         option_group: None,
                         tags: itags,
                         source_tags: source_tags(&source),
@@ -922,7 +937,8 @@ impl<'p> Compiler<'p> {
                 self.b.depends(&copy, a);
             }
             copies.push(copy.clone());
-            if let (true, Some(share)) = (revoke, share) {
+            // A re-keyed intermediate is deleted after the copy even without `revoke_after`.
+            if let (true, Some(share)) = (revoke || rekeyed.is_some(), share) {
                 undo.push((
                     source,
                     target,
@@ -935,22 +951,25 @@ impl<'p> Compiler<'p> {
             }
         }
         for (source, target, shared_id, share, intermediate, final_ref, copy) in undo {
-            let u = self.step(
-                share.with_action("unshare"),
-                src_account,
-                Some(src_region),
-                target.clone(),
-                StepSpec::UnshareDbSnapshot(DbShareSpec {
-                    kind,
-                    origin: source.clone(),
-                    snapshot: shared_id.clone(),
-                    sharing: sharing.clone(),
-                    copy: final_ref.clone(),
-                    undoes: Some(share.clone()),
-                }),
-            );
-            self.b.depends(&u, &share);
-            self.b.depends(&u, &copy);
+            let unshare = revoke.then(|| {
+                let u = self.step(
+                    share.with_action("unshare"),
+                    src_account,
+                    Some(src_region),
+                    target.clone(),
+                    StepSpec::UnshareDbSnapshot(DbShareSpec {
+                        kind,
+                        origin: source.clone(),
+                        snapshot: shared_id.clone(),
+                        sharing: sharing.clone(),
+                        copy: final_ref.clone(),
+                        undoes: Some(share.clone()),
+                    }),
+                );
+                self.b.depends(&u, &share);
+                self.b.depends(&u, &copy);
+                u
+            });
             if intermediate.is_some() {
                 let d = self.step(
                     StepId::new(owner.clone(), source.clone(), "delete-shared"),
@@ -965,23 +984,17 @@ impl<'p> Compiler<'p> {
                         copy: final_ref,
                     }),
                 );
-                self.b.depends(&d, &u);
+                self.b.depends(&d, unshare.as_ref().unwrap_or(&copy));
             }
         }
         if let Some(r) = &m.retention {
-            let spec = PruneSpec {
-                what: Pruned::DbSnapshots(kind),
-                migration: MigrationId::new(id),
-                source_account: AccountName::new(src_account),
-                source_region: Region::new(src_region),
-                keep_last: r.value.keep_last.as_ref().map(|k| k.value),
-                max_age_secs: r.value.max_age.as_ref().map(|a| a.value.0),
-                beyond: self
-                    .resolution
-                    .and_then(|r| r.inventory.beyond_retention.get(id))
-                    .cloned()
-                    .unwrap_or_default(),
-            };
+            let spec = self.prune_spec(
+                Pruned::DbSnapshots(kind),
+                id,
+                src_account,
+                src_region,
+                &r.value,
+            );
             self.prune(spec, dst_account, dst_region, &copies, find.as_ref());
         }
         if cross && revoke && how != KeyAccess::None {
@@ -993,8 +1006,6 @@ impl<'p> Compiler<'p> {
         }
     }
 
-    /// The retention step of a migration: after this run's copies (they are the newest of
-    /// their lineages).
     /// A migration's prune step spec: its retention and the sources resolve judged beyond it.
     fn prune_spec(
         &self,
@@ -1019,6 +1030,8 @@ impl<'p> Compiler<'p> {
         }
     }
 
+    /// The retention step of a migration: after this run's copies (they are the newest of
+    /// their lineages).
     fn prune(
         &mut self,
         spec: PruneSpec,

@@ -782,6 +782,13 @@ impl<'p> Checker<'p> {
                 dst_region.value, m.source.account.value, dst_region.value
             ));
         }
+        self.reencrypt(
+            !same_account,
+            &m.reencrypt_managed_sources,
+            &m.intermediate_key,
+            &m.source.account.value,
+            &m.source.region.value,
+        );
         let resource = if cluster {
             "cluster-snapshot"
         } else {

@@ -290,6 +290,12 @@ pub struct DbSnapshotCopy {
     pub copy_tags: Option<Spanned<bool>>,
     /// Which of this migration's copies to keep, per DB instance (or cluster).
     pub retention: Option<Spanned<Retention>>,
+    /// To another account: a source under the AWS managed key `aws/rds` (which cannot be
+    /// shared) is copied in the source account under `intermediate_key` first; that manual
+    /// copy is shared and copied, then deleted. Default false: such a source is refused.
+    pub reencrypt_managed_sources: Option<Spanned<bool>>,
+    /// The customer managed key (source account and region) of those intermediate copies.
+    pub intermediate_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -847,15 +847,9 @@ impl Resolver<'_> {
                     ))
                     .at(span)
                     .label("encrypted with an AWS managed key")
-                    .help(if what.starts_with("snapshot ") || what.starts_with("AMI ") {
-                        format!(
-                            "set `reencrypt_managed_sources: true` and `intermediate_key: KEY` (a customer managed key of `{account}` in {region}) on the migration: ferry then copies it under that key first, shares that copy and deletes it after"
-                        )
-                    } else {
-                        format!(
-                            "copy it within account `{account}` under a customer managed key first (e.g. a migration to another region of `{account}` with a key that has `create: true`), then share that copy"
-                        )
-                    }),
+                    .help(format!(
+                        "set `reencrypt_managed_sources: true` and `intermediate_key: KEY` (a customer managed key of `{account}` in {region}) on the migration: ferry then copies it under that key first, shares that copy and deletes it after"
+                    )),
                 ),
                 Some(f) => {
                     if !keys.contains(&f.arn.to_string()) {

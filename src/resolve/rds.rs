@@ -199,25 +199,19 @@ impl Resolver<'_> {
                         .or_insert((tag("ferry:lineage"), time));
                 }
             }
-            let judged: Vec<(String, Option<String>, Option<i64>)> = sources
-                .into_iter()
-                .map(|(id, (of, t))| (id, of, t))
-                .collect();
-            let beyond = super::beyond_retention(
-                &judged,
-                ret.value.keep_last.as_ref().map(|k| k.value),
-                ret.value.max_age.as_ref().map(|a| a.value.0),
-                crate::exec::now_ms() as i64,
-            );
+            let beyond = self.judge_retention(&m.id.value, &ret.value, sources);
             chosen.retain(|(f, _)| !beyond.contains(&f.id));
-            self.out
-                .inventory
-                .beyond_retention
-                .insert(m.id.value.clone(), beyond);
         }
         let cross = self.cross_account(account, &dst_account);
         let cross_region = region != dst_region;
         let mut used = Vec::new();
+        let reencrypt = m
+            .reencrypt_managed_sources
+            .as_ref()
+            .is_some_and(|r| r.value)
+            .then_some(m.intermediate_key.as_ref())
+            .flatten();
+        let mut reencrypted = Vec::new();
         for (f, span) in &chosen {
             let what = format!("{noun} {}", f.id);
             if f.encrypted && m.destination.key.is_none() {
@@ -250,12 +244,32 @@ impl Resolver<'_> {
                 );
             }
             if cross {
-                used.push((what, f.kms_key_id.clone().filter(|_| f.encrypted), *span));
+                let key = f.kms_key_id.clone().filter(|_| f.encrypted);
+                // Under aws/rds with `reencrypt_managed_sources`: copied under the
+                // intermediate key first, which is then the key the other account needs.
+                if let (Some(_), Some(k)) = (reencrypt, &key)
+                    && self
+                        .describe_key(account, region, k)
+                        .await?
+                        .is_some_and(|k| !k.customer_managed)
+                {
+                    reencrypted.push(f.id.clone());
+                    continue;
+                }
+                used.push((what, key, *span));
             }
         }
         if cross {
             self.source_keys(&m.id.value, account, region, used, "aws/rds")
                 .await?;
+        }
+        if let (Some(key), false) = (reencrypt, reencrypted.is_empty()) {
+            self.intermediate_key(&m.id.value, key, account, region)
+                .await?;
+            self.out
+                .inventory
+                .reencrypted
+                .insert(m.id.value.clone(), reencrypted);
         }
         if let Some(og) = &m.destination.option_group {
             self.option_group(og, &dst_account, &dst_region, &chosen)

@@ -772,3 +772,55 @@ fn retention_keeps_the_newest_db_snapshot_copies_of_the_instance() {
     assert_eq!(deleted, 1, "one copy deleted");
     assert_reapply_changes_nothing(&w, &plan_file, &[PROD]);
 }
+
+#[test]
+fn a_snapshot_under_aws_rds_goes_to_another_account_through_a_copy_under_the_intermediate_key() {
+    let w = World::new(json!({ "rds_copy_seconds": 0.3 }));
+    let src_key = w.key(SRC, "alias/orders-src");
+    w.db_instance("managed-db", None, "postgres");
+    let managed = w.db_snapshot("managed-db", "managed-2026-11-30");
+    let plan = cross_account_plan(&format!("snapshots: [{managed}]"), "policy")
+        + "    reencrypt_managed_sources: true\n    intermediate_key: alias/orders-src\n";
+    let plan_file = w.write_plan(&plan);
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let theirs = w.db_snapshots(BACKUP, SRC);
+    assert_eq!(theirs.len(), 1, "{theirs:#?}");
+    assert_eq!(theirs[0].id, format!("ferry-e2e-{managed}"));
+    let vault = w.rt.block_on(async {
+        let k = w
+            .emu
+            .kms(BACKUP, SRC)
+            .describe_key()
+            .key_id("alias/vault-rds")
+            .send();
+        k.await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .to_string()
+    });
+    assert_eq!(theirs[0].kms_key_id, vault, "under the other account's key");
+    let ours = w.db_snapshots(PROD, SRC);
+    let shared = format!("ferry-e2e-vault-{managed}-shared");
+    assert!(
+        !ours.iter().any(|s| s.id == shared),
+        "the copy under the intermediate key was deleted: {ours:#?}"
+    );
+    for s in &ours {
+        assert!(w.restorers(&s.id).is_empty(), "{} is not shared", s.id);
+    }
+    assert_eq!(
+        w.emu.counters().copy_totals.db_snapshots,
+        2,
+        "the intermediate copy and theirs"
+    );
+    let policy = key_policy(&w, &src_key);
+    assert!(
+        !policy.to_string().contains("ferry-e2e"),
+        "the intermediate key's access is taken back: {policy}"
+    );
+    assert_reapply_changes_nothing(&w, &plan_file, &[PROD, BACKUP]);
+}
