@@ -529,15 +529,8 @@ impl<'p> Compiler<'p> {
         let mut shares = Vec::new();
         // Sources under aws/ebs (`reencrypt_managed_sources`): copied under the intermediate
         // key in the source account first; that copy is shared, copied, then deleted.
-        let reencrypted: Vec<String> = self
-            .resolution
-            .and_then(|r| r.inventory.reencrypted.get(id))
-            .cloned()
-            .unwrap_or_default();
-        let intermediate_key = m
-            .intermediate_key
-            .as_ref()
-            .map(|k| self.destination_key(&k.value, src_account, Some(src_region)));
+        let (reencrypted, intermediate_key) =
+            self.reencrypted(id, m.intermediate_key.as_ref(), src_account, src_region);
         let mut intermediates: Vec<(String, StepId)> = Vec::new();
         for t in targets {
             let later = t.target.is_expanded_later();
@@ -817,15 +810,8 @@ impl<'p> Compiler<'p> {
         let mut undo = Vec::new();
         // Sources under aws/rds (`reencrypt_managed_sources`): the manual copy that is shared
         // is made under the intermediate key, and deleted after as for automated sources.
-        let reencrypted: Vec<String> = self
-            .resolution
-            .and_then(|r| r.inventory.reencrypted.get(id))
-            .cloned()
-            .unwrap_or_default();
-        let intermediate_key = m
-            .intermediate_key
-            .as_ref()
-            .map(|k| self.destination_key(&k.value, src_account, Some(src_region)));
+        let (reencrypted, intermediate_key) =
+            self.reencrypted(id, m.intermediate_key.as_ref(), src_account, src_region);
         for (source, automated, target) in sources {
             let rekeyed = intermediate_key
                 .as_ref()
@@ -1004,6 +990,24 @@ impl<'p> Compiler<'p> {
         } else if cross {
             self.remember_shared_keys(id, dst_account, access, Vec::new(), copies);
         }
+    }
+
+    /// The sources resolve found under an AWS managed key (`reencrypt_managed_sources`), and
+    /// the key of their intermediate copies in the source account and region.
+    fn reencrypted(
+        &self,
+        id: &str,
+        key: Option<&Spanned<String>>,
+        src_account: &str,
+        src_region: &str,
+    ) -> (Vec<String>, Option<DestinationKey>) {
+        let sources = self
+            .resolution
+            .and_then(|r| r.inventory.reencrypted.get(id))
+            .cloned()
+            .unwrap_or_default();
+        let key = key.map(|k| self.destination_key(&k.value, src_account, Some(src_region)));
+        (sources, key)
     }
 
     /// A migration's prune step spec: its retention and the sources resolve judged beyond it.
@@ -1239,15 +1243,8 @@ impl<'p> Compiler<'p> {
         // AMIs with a volume under aws/ebs (`reencrypt_managed_sources`): copied under the
         // intermediate key in the source account first; that copy is shared, copied, then
         // deregistered with its snapshots.
-        let reencrypted: Vec<String> = self
-            .resolution
-            .and_then(|r| r.inventory.reencrypted.get(id))
-            .cloned()
-            .unwrap_or_default();
-        let intermediate_key = m
-            .intermediate_key
-            .as_ref()
-            .map(|k| self.destination_key(&k.value, src_account, Some(src_region)));
+        let (reencrypted, intermediate_key) =
+            self.reencrypted(id, m.intermediate_key.as_ref(), src_account, src_region);
         let mut intermediates: Vec<(String, StepId)> = Vec::new();
         for t in targets {
             let later = t.target.is_expanded_later();

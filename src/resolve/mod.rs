@@ -590,12 +590,7 @@ impl Resolver<'_> {
                     .unwrap_or(m.id.span)
             };
             let mut used = Vec::new();
-            let reencrypt = m
-                .reencrypt_managed_sources
-                .as_ref()
-                .is_some_and(|r| r.value)
-                .then_some(m.intermediate_key.as_ref())
-                .flatten();
+            let reencrypt = reencrypt_with(&m.reencrypt_managed_sources, &m.intermediate_key);
             let mut reencrypted = Vec::new();
             for id in &selected {
                 let Some(f) = self.out.snapshots.get(id) else {
@@ -1015,12 +1010,7 @@ impl Resolver<'_> {
                 .iter()
                 .map(|s| (s.snapshot_id().unwrap_or_default().to_string(), facts(s)))
                 .collect();
-        let reencrypt = m
-            .reencrypt_managed_sources
-            .as_ref()
-            .is_some_and(|r| r.value)
-            .then_some(m.intermediate_key.as_ref())
-            .flatten()
+        let reencrypt = reencrypt_with(&m.reencrypt_managed_sources, &m.intermediate_key)
             .filter(|_| self.cross_account(account, &dst_account) && m.destination.copies());
         let mut reencrypted = Vec::new();
         for (id, span, snaps) in available {
@@ -1067,6 +1057,17 @@ impl Resolver<'_> {
         }
         Ok(())
     }
+}
+
+/// The intermediate key when `reencrypt_managed_sources` is on.
+fn reencrypt_with<'a>(
+    on: &Option<Spanned<bool>>,
+    key: &'a Option<Spanned<String>>,
+) -> Option<&'a Spanned<String>> {
+    on.as_ref()
+        .is_some_and(|r| r.value)
+        .then_some(key.as_ref())
+        .flatten()
 }
 
 /// An AMI's lineage for `retention`: its `Name` tag (nightly AMIs share it; AMI names are

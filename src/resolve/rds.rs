@@ -205,12 +205,7 @@ impl Resolver<'_> {
         let cross = self.cross_account(account, &dst_account);
         let cross_region = region != dst_region;
         let mut used = Vec::new();
-        let reencrypt = m
-            .reencrypt_managed_sources
-            .as_ref()
-            .is_some_and(|r| r.value)
-            .then_some(m.intermediate_key.as_ref())
-            .flatten();
+        let reencrypt = super::reencrypt_with(&m.reencrypt_managed_sources, &m.intermediate_key);
         let mut reencrypted = Vec::new();
         for (f, span) in &chosen {
             let what = format!("{noun} {}", f.id);
