@@ -1195,3 +1195,43 @@ settings:
         "its copies stay as they were"
     );
 }
+
+#[test]
+fn completion_duration_makes_time_based_copies_and_a_bad_one_is_refused_at_its_line() {
+    let w = World::new(json!({ "copy_seconds": 0.2 }));
+    let src_key = w.key(SRC, "alias/source");
+    let all = w.snapshots(&src_key, 3, |_| true);
+    let timed = plan(&[]).replace(
+        "      key: dr-ebs\n",
+        "      key: dr-ebs\n      completion_duration: 2h\n",
+    );
+    assert!(timed.contains("completion_duration"));
+    let plan_file = w.write_plan(&timed);
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0));
+    let dr = w.key_arn(DST, "alias/dr-ebs").unwrap();
+    assert_one_copy_each(&w, &all, &dr);
+    let (account, region) = (PROD, DST);
+    let counted = w
+        .emu
+        .counters()
+        .copies
+        .iter()
+        .find(|c| c.account == account && c.region == region)
+        .map(|c| (c.snapshots, c.time_based_snapshots))
+        .unwrap_or_default();
+    assert_eq!(counted, (3, 3), "every CopySnapshot was time-based");
+
+    // 20 minutes is not a step of 15: refused before any call, pointing at the value.
+    let bad = w.write_plan(&plan(&[]).replace(
+        "      key: dr-ebs\n",
+        "      key: dr-ebs\n      completion_duration: 20m\n",
+    ));
+    w.emu.reset_counters();
+    let out = w.ferry(&["apply", "--yes", &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("steps of 15 minutes"), "{err}");
+    assert!(err.contains("plan.yaml:"), "points at the line: {err}");
+    assert_eq!(w.emu.counters().totals.requests, 0, "no AWS call");
+}

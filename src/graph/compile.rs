@@ -556,6 +556,7 @@ impl<'p> Compiler<'p> {
                             source_tags: Tags::new(),
                             lineage: None,
                             via: None,
+                            completion_minutes: None,
                             serves: Some(FinalCopy {
                                 account: AccountName::new(dst_account),
                                 region: Region::new(dst_region),
@@ -612,6 +613,11 @@ impl<'p> Compiler<'p> {
                         Some((f.volume_id.clone()?, f.start_ms?))
                     }),
                     via: via.clone(),
+                    completion_minutes: m
+                        .destination
+                        .completion_duration
+                        .as_ref()
+                        .map(|d| (d.value.0 / 60) as i32),
                     serves: None,
                 }),
             );

@@ -475,6 +475,8 @@ pub struct CopySnapshotSpec {
     /// Copy from the intermediate copy this step made (its output), not from `source`, which
     /// stays the copy's identity (`ferry:source`).
     pub via: Option<StepId>,
+    /// A time-based copy (`destination.completion_duration`): CompletionDurationMinutes.
+    pub completion_minutes: Option<i32>,
     /// An intermediate copy (`reencrypt_managed_sources`): not needed once the final copy of
     /// `source` exists there.
     pub serves: Option<FinalCopy>,

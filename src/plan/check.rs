@@ -681,6 +681,16 @@ impl<'p> Checker<'p> {
             );
         }
         self.destination_key(&m.destination.key, &dst_account.value, &dst_region.value);
+        if let Some(d) = &m.destination.completion_duration {
+            let secs = d.value.0;
+            if !(15 * 60..=2880 * 60).contains(&secs) || secs % (15 * 60) != 0 {
+                self.err(
+                    d.span,
+                    "`completion_duration` must be 15 minutes to 48 hours, in steps of 15 minutes",
+                )
+                .help = Some("EBS takes CompletionDurationMinutes from 15 to 2880, a multiple of 15: e.g. `2h` or `45m`".into());
+            }
+        }
         self.cross_account_options(!same_account, &m.key_access, &m.revoke_after);
         self.tags(&m.tags, "the migration's `tags`");
         self.retention(&m.retention);

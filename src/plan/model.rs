@@ -266,6 +266,9 @@ pub struct Destination {
     pub region: Option<Spanned<String>>,
     /// A name from `keys:`, or a literal alias / key ARN valid in the destination.
     pub key: Spanned<String>,
+    /// A time-based copy: EBS completes each copy within this time (`CompletionDurationMinutes`,
+    /// 15 minutes to 48 hours in steps of 15 minutes), at a throughput it reserves for it.
+    pub completion_duration: Option<Spanned<Age>>,
 }
 
 /// `db-snapshot-copy` / `db-cluster-snapshot-copy`: RDS DB snapshots or Aurora DB cluster

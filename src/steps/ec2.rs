@@ -743,6 +743,7 @@ impl Step<Cx> for CopySnapshot {
             .set_destination_region((source_region != region.as_str()).then(|| region.to_string()))
             .encrypted(true)
             .kms_key_id(key.as_str())
+            .set_completion_duration_minutes(self.spec.completion_minutes)
             .description(format!(
                 "ferry: copy of {} ({}/{})",
                 self.spec.source,

@@ -396,6 +396,9 @@ pub struct CopyCount {
     pub db_snapshots: u64,
     #[serde(default)]
     pub db_cluster_snapshots: u64,
+    /// CopySnapshot calls with CompletionDurationMinutes (time-based copies).
+    #[serde(default)]
+    pub time_based_snapshots: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -408,6 +411,9 @@ pub struct CopyTotals {
     pub db_snapshots: u64,
     #[serde(default)]
     pub db_cluster_snapshots: u64,
+    /// CopySnapshot calls with CompletionDurationMinutes (time-based copies).
+    #[serde(default)]
+    pub time_based_snapshots: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -305,6 +305,16 @@ def _copy_snapshot(self: ElasticBlockStore) -> ActionResult:
     source_id = self._get_param("SourceSnapshotId")
     source_region = self._get_param("SourceRegion") or region
     tags = _tags(self).get("snapshot", {})
+    # Time-based copies (EBS user guide, "Time-based copies"): 15 to 2880 minutes, in steps
+    # of 15; moto ignores the parameter.
+    minutes = self._get_param("CompletionDurationMinutes")
+    if minutes is not None:
+        m = int(minutes)
+        if not 15 <= m <= 2880 or m % 15:
+            raise EC2ClientError(
+                "InvalidParameterValue",
+                f"CompletionDurationMinutes must be 15 to 2880 in 15-minute increments: {m}",
+            )
     self.error_on_dryrun()
 
     source = find_snapshot_for(account, source_region, source_id)
@@ -352,6 +362,8 @@ def _copy_snapshot(self: ElasticBlockStore) -> ActionResult:
     backend.snapshots[snapshot.id] = snapshot
     snapshot.add_tags(tags)
     state.count_copy(account, region, "snapshots")
+    if minutes is not None:
+        state.count_copy(account, region, "time_based_snapshots")
     return ActionResult({"SnapshotId": snapshot.id, "Tags": snapshot.tag_set})
 
 

@@ -232,6 +232,7 @@ def count_copy(account: str, region: str, kind: str, n: int = 1) -> None:
                 "image_snapshots": 0,
                 "db_snapshots": 0,
                 "db_cluster_snapshots": 0,
+                "time_based_snapshots": 0,
             },
         )
         entry[kind] += n

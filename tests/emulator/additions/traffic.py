@@ -421,7 +421,10 @@ def counters() -> dict[str, Any]:
         "lost": sum(r["lost"] for r in rows),
         "mutating": sum(r["count"] for r in rows if r["mutating"]),
     }
-    kinds = ("snapshots", "images", "image_snapshots", "db_snapshots", "db_cluster_snapshots")
+    kinds = (
+        "snapshots", "images", "image_snapshots", "db_snapshots", "db_cluster_snapshots",
+        "time_based_snapshots",
+    )  # fmt: skip
     copy_totals = {k: sum(c[k] for c in copies) for k in kinds}
     from . import s3_live_replication
 
