@@ -629,17 +629,8 @@ impl<'p> Compiler<'p> {
             }
             if let Some(v) = &via {
                 self.b.depends(&copy, v);
-                let d = self.step(
-                    StepId::new(owner.clone(), t.resource.clone(), "delete-intermediate"),
-                    src_account,
-                    Some(src_region),
-                    t.target.clone(),
-                    StepSpec::DeleteIntermediate(IntermediateSpec {
-                        migration: MigrationId::new(id),
-                        source: t.resource.clone(),
-                        what: Copied::Snapshots,
-                    }),
-                );
+                let d =
+                    self.delete_intermediate(id, &t, src_account, src_region, Copied::Snapshots);
                 self.b.depends(&d, &copy);
                 intermediates.push((t.resource.clone(), d));
             }
@@ -996,6 +987,32 @@ impl<'p> Compiler<'p> {
         } else if cross {
             self.remember_shared_keys(id, dst_account, access, Vec::new(), copies);
         }
+    }
+
+    /// The step deleting the intermediate copies of source `t` (after its final copy).
+    fn delete_intermediate(
+        &mut self,
+        id: &str,
+        t: &Selected,
+        src_account: &str,
+        src_region: &str,
+        what: Copied,
+    ) -> StepId {
+        self.step(
+            StepId::new(
+                migration_owner(id),
+                t.resource.clone(),
+                "delete-intermediate",
+            ),
+            src_account,
+            Some(src_region),
+            t.target.clone(),
+            StepSpec::DeleteIntermediate(IntermediateSpec {
+                migration: MigrationId::new(id),
+                source: t.resource.clone(),
+                what,
+            }),
+        )
     }
 
     /// The sources resolve found under an AWS managed key (`reencrypt_managed_sources`), and
@@ -1362,17 +1379,8 @@ impl<'p> Compiler<'p> {
                 }
                 if let Some(v) = &via {
                     self.b.depends(&copy, v);
-                    let d = self.step(
-                        StepId::new(owner.clone(), t.resource.clone(), "delete-intermediate"),
-                        src_account,
-                        Some(src_region),
-                        t.target.clone(),
-                        StepSpec::DeleteIntermediate(IntermediateSpec {
-                            migration: MigrationId::new(id),
-                            source: t.resource.clone(),
-                            what: Copied::Images,
-                        }),
-                    );
+                    let d =
+                        self.delete_intermediate(id, &t, src_account, src_region, Copied::Images);
                     self.b.depends(&d, &copy);
                     intermediates.push((t.resource.clone(), d));
                 }

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use super::ec2::tag_of as tag;
 use super::output::RemovedOutput;
-use super::retention::{ami_users, delete_copy, launched_images};
+use super::retention::{InUse, ami_users, delete_listed, launched_images};
 use super::{Action, Base, Change, Cx, StepOutput, Todo, change, each_page, failed, step_identity};
-use crate::exec::{Applied, ErrorClass, Observation, Step, StepCx, StepError};
+use crate::exec::{Applied, Observation, Step, StepCx, StepError};
 use crate::graph::{Copied, DeleteCopiesSpec, PlannedStep};
 use crate::ids::DbKind;
 use crate::lookup::{DbQuery, FILTER_VALUES};
@@ -268,30 +268,6 @@ impl DeleteCopies {
             Copied::DbSnapshots(DbKind::Cluster) => "DB cluster snapshot",
         }
     }
-
-    /// Deletes a copy, or (`snapshot`) a snapshot of a deregistered AMI copy; one already
-    /// gone is done.
-    async fn delete(&self, cx: &StepCx<'_, Cx>, id: &str, snapshot: bool) -> Result<(), StepError> {
-        let what = if snapshot {
-            Copied::Snapshots
-        } else {
-            self.spec.what
-        };
-        match delete_copy(cx, &self.base.account, &self.base.region, what, id).await {
-            Err(e) if e.is_not_found() => Ok(()),
-            // Right after its AMI is deregistered, a snapshot may still count as in use.
-            Err(e) if snapshot && e.code.contains("InUse") => Err(StepError::new(
-                ErrorClass::NotYetConsistent,
-                e.code.clone(),
-                format!(
-                    "snapshot {id} of a deregistered AMI is still in use: {}",
-                    e.message
-                ),
-            )),
-            Err(e) => Err(failed(e, &[])),
-            Ok(()) => Ok(()),
-        }
-    }
 }
 
 #[async_trait]
@@ -432,29 +408,11 @@ impl Step<Cx> for DeleteCopies {
             _ => Vec::new(),
         };
         cx.ctx().changing(&self.base.id_text);
-        let mut done = Vec::new();
-        for id in &ids {
-            match id.strip_prefix("snapshot:") {
-                Some(s) => {
-                    cx.limits()
-                        .take(&[super::bucket(
-                            &self.base.account,
-                            &self.base.region,
-                            "ec2:DeleteSnapshot",
-                        )])
-                        .await;
-                    self.delete(cx, s, true).await?;
-                    done.push(s.to_string());
-                }
-                None => {
-                    if !done.is_empty() {
-                        cx.limits().take(&self.base.buckets).await;
-                    }
-                    self.delete(cx, id, false).await?;
-                    done.push(id.clone());
-                }
-            }
-        }
+        delete_listed(cx, &self.base, self.spec.what, &ids, InUse::Wait).await?;
+        let done = ids
+            .iter()
+            .map(|id| id.strip_prefix("snapshot:").unwrap_or(id).to_string())
+            .collect();
         Ok(Applied::Done(removed(done, Vec::new())))
     }
 }
@@ -583,30 +541,9 @@ impl Step<Cx> for DeleteIntermediate {
             Todo::Resources(r) => r,
             _ => Vec::new(),
         };
-        let (account, region) = (&self.base.account, &self.base.region);
         cx.ctx().changing(&self.base.id_text);
-        for (i, id) in ids.iter().enumerate() {
-            if i > 0 {
-                cx.limits().take(&self.base.buckets).await;
-            }
-            // AMIs first: their snapshots are free once they are deregistered.
-            let (what, id) = match id.strip_prefix("image:") {
-                Some(image) => (Copied::Images, image),
-                None => (Copied::Snapshots, id.as_str()),
-            };
-            match delete_copy(cx, account, region, what, id).await {
-                Err(e) if e.is_not_found() => {}
-                Err(e) if e.code.contains("InUse") => {
-                    return Err(StepError::new(
-                        ErrorClass::NotYetConsistent,
-                        e.code.clone(),
-                        format!("{id} is still in use: {}", e.message),
-                    ));
-                }
-                Err(e) => return Err(failed(e, &[])),
-                Ok(()) => {}
-            }
-        }
+        // AMIs first: their snapshots are free once they are deregistered.
+        delete_listed(cx, &self.base, Copied::Snapshots, &ids, InUse::Wait).await?;
         Ok(Applied::Done(removed(ids, Vec::new())))
     }
 }

@@ -277,23 +277,13 @@ impl Step<Cx> for PruneCopies {
             Todo::Resources(r) => r,
             _ => Vec::new(),
         };
-        let (account, region) = (&self.base.account, &self.base.region);
-        for id in &ids {
-            let (what, id) = match (self.spec.what, id.strip_prefix("snapshot:")) {
-                (_, Some(snapshot)) => (Copied::Snapshots, snapshot),
-                (Pruned::Snapshots, None) => (Copied::Snapshots, id.as_str()),
-                (Pruned::Images, None) => (Copied::Images, id.as_str()),
-                (Pruned::DbSnapshots(k), None) => (Copied::DbSnapshots(k), id.as_str()),
-            };
-            let r = delete_copy(cx, account, region, what, id).await;
-            match r {
-                // Gone already, or taken into use since the look (an AMI registered from it):
-                // nothing to delete, or not ours to delete now.
-                Err(e) if e.is_not_found() || e.code.contains("InUse") => {}
-                Err(e) => return Err(failed(e, &[])),
-                Ok(()) => {}
-            }
-        }
+        let what = match self.spec.what {
+            Pruned::Snapshots => Copied::Snapshots,
+            Pruned::Images => Copied::Images,
+            Pruned::DbSnapshots(k) => Copied::DbSnapshots(k),
+        };
+        // Taken into use since the look (an AMI registered from it): not ours to delete now.
+        delete_listed(cx, &self.base, what, &ids, InUse::Skip).await?;
         Ok(Applied::Done(StepOutput::Pruned(PruneOutput {
             deleted: ids,
         })))
@@ -441,4 +431,62 @@ pub(crate) async fn launched_images(
         .await?;
     }
     Ok(out)
+}
+
+/// What a deletion does when AWS answers that the resource is in use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InUse {
+    /// Leave it: it was taken into use since the look.
+    Skip,
+    /// Look again later (a snapshot of an AMI just deregistered counts as in use a while).
+    Wait,
+}
+
+/// Deletes `ids` in order in the step's account and region: each a copy of kind `what`, or,
+/// marked `image:` / `snapshot:`, an AMI (deregistered) or a snapshot (an AMI copy's, listed
+/// after it). One already gone is done; each call after the first (whose token the walker
+/// took) draws a token of its own.
+pub(crate) async fn delete_listed(
+    cx: &StepCx<'_, Cx>,
+    base: &Base,
+    what: Copied,
+    ids: &[String],
+    in_use: InUse,
+) -> Result<(), StepError> {
+    let (account, region) = (base.account.as_str(), base.region.as_str());
+    for (i, entry) in ids.iter().enumerate() {
+        let (kind, id) = match (
+            entry.strip_prefix("image:"),
+            entry.strip_prefix("snapshot:"),
+        ) {
+            (Some(image), _) => (Copied::Images, image),
+            (_, Some(snapshot)) => (Copied::Snapshots, snapshot),
+            _ => (what, entry.as_str()),
+        };
+        if i > 0 {
+            let api = match kind {
+                Copied::Snapshots => "ec2:DeleteSnapshot",
+                Copied::Images => "ec2:DeregisterImage",
+                Copied::DbSnapshots(DbKind::Instance) => "rds:DeleteDBSnapshot",
+                Copied::DbSnapshots(DbKind::Cluster) => "rds:DeleteDBClusterSnapshot",
+            };
+            cx.limits()
+                .take(&[super::bucket(account, region, api)])
+                .await;
+        }
+        match delete_copy(cx, account, region, kind, id).await {
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.code.contains("InUse") && in_use == InUse::Skip => {}
+            Err(e) if e.code.contains("InUse") => {
+                return Err(StepError::new(
+                    crate::exec::ErrorClass::NotYetConsistent,
+                    e.code.clone(),
+                    format!("{id} is still in use: {}", e.message),
+                ));
+            }
+            Err(e) => return Err(failed(e, &[])),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
 }
