@@ -1,12 +1,27 @@
 //! What AWS charges for the work ferry plans, where `ferry plan` shows a cost: a dated table,
-//! so a reader knows how old the numbers are. Prices are the public list prices in us-east-1;
-//! other regions differ slightly. Transfer and request charges of the copies themselves are not
-//! included (they are the same however the objects are copied).
+//! so a reader knows how old the numbers are. Prices are the public list prices in us-east-1
+//! (other regions differ slightly); the estimate is a preview, not a bill.
 
 /// When the table was read, and from where.
 pub const READ_ON: &str = "2026-12-01";
 pub const SOURCE: &str =
     "aws.amazon.com/s3/pricing, Management & insights: S3 Batch Operations (us-east-1)";
+/// Where the rest of the table is from.
+pub const SOURCE_ESTIMATE: &str = "aws.amazon.com/ebs/pricing, /kms/pricing, /s3/pricing, \
+     /ec2/pricing/on-demand (data transfer), us-east-1";
+
+/// EBS snapshot storage, Standard tier, per GB-month (a copy in another region is stored,
+/// and billed, there: incremental copies only for their changed blocks).
+pub const SNAPSHOT_STORAGE_PER_GB_MONTH_USD: f64 = 0.05;
+/// Data transfer from us-east-1 to another AWS region, per GB (what an EBS snapshot copy, an
+/// RDS snapshot copy or an S3 object replicated or copied across regions is charged).
+pub const TRANSFER_BETWEEN_REGIONS_PER_GB_USD: f64 = 0.02;
+/// A KMS key (customer managed, or each multi-Region replica) per month.
+pub const KMS_KEY_PER_MONTH_USD: f64 = 1.0;
+/// A KMS request ($0.03 per 10,000).
+pub const KMS_PER_REQUEST_USD: f64 = 0.03 / 10_000.0;
+/// An S3 PUT, COPY, POST or LIST request, S3 Standard ($0.005 per 1,000).
+pub const S3_PUT_PER_REQUEST_USD: f64 = 0.005 / 1_000.0;
 
 /// S3 Batch Operations: per job.
 pub const BATCH_PER_JOB_USD: f64 = 0.25;

@@ -1,6 +1,15 @@
 //! The default AWS quota table (aws-facts.md): token buckets per API call and limits on
 //! operations in flight. Defaults only: `settings.quotas` overrides any entry by name.
 
+/// EBS snapshot copy throughput (EBS user guide, "Time-based copies"): per copy, fixed.
+pub const SNAPSHOT_COPY_MIB_S: f64 = 500.0;
+/// EBS snapshot copy throughput per source and destination region pair (adjustable).
+pub const REGION_PAIR_MIB_S: f64 = 2000.0;
+/// What an incremental snapshot copy is expected to move, as a share of its volume: AWS
+/// tells the changed blocks only after the copy (or through EBS direct APIs ferry does not
+/// call), so plans and scheduling estimate them; a daily change of 5 % is a common figure.
+pub const CHANGED_SHARE_ESTIMATE: f64 = 0.05;
+
 /// One entry of the table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Quota {

@@ -1044,19 +1044,7 @@ fn nightly_round(w: &World, volumes: &mut [(String, Vec<String>)]) {
     w.rt.block_on(async {
         let ec2 = w.emu.ec2(PROD, SRC);
         for (vol, snaps) in volumes.iter_mut() {
-            let s = ec2
-                .create_snapshot()
-                .volume_id(vol.as_str())
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::Snapshot)
-                        .tags(Tag::builder().key("Backup").value("nightly").build())
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("CreateSnapshot");
-            snaps.push(s.snapshot_id().unwrap().to_string());
+            snaps.push(nightly_snapshot(&ec2, vol).await);
         }
     });
 }
@@ -1193,6 +1181,161 @@ settings:
         kept[0],
         newest(&volumes[0].1, 2),
         "its copies stay as they were"
+    );
+}
+
+/// A snapshot of `volume` tagged Backup=nightly; its id.
+async fn nightly_snapshot(ec2: &aws_sdk_ec2::Client, volume: &str) -> String {
+    ec2.create_snapshot()
+        .volume_id(volume)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Snapshot)
+                .tags(Tag::builder().key("Backup").value("nightly").build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateSnapshot")
+        .snapshot_id()
+        .unwrap()
+        .to_string()
+}
+
+/// Volumes with several snapshots each, made a round at a time a second apart (moto keeps
+/// start times to the second): `counts[v]` snapshots of volume v, tagged Backup=nightly.
+/// Returns each volume's id and its snapshots, oldest first.
+fn volume_histories(w: &World, key_arn: &str, counts: &[usize]) -> Vec<(String, Vec<String>)> {
+    w.rt.block_on(async {
+        let ec2 = w.emu.ec2(PROD, SRC);
+        let mut out = Vec::new();
+        for (v, _) in counts.iter().enumerate() {
+            let vol = ec2
+                .create_volume()
+                .availability_zone(format!("{SRC}a"))
+                .size(1 + v as i32)
+                .encrypted(true)
+                .kms_key_id(key_arn)
+                .send()
+                .await
+                .expect("CreateVolume");
+            out.push((vol.volume_id().unwrap().to_string(), Vec::new()));
+        }
+        for round in 0..counts.iter().copied().max().unwrap_or(0) {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
+            for (v, n) in counts.iter().enumerate() {
+                if round >= *n {
+                    continue;
+                }
+                let snap = nightly_snapshot(&ec2, &out[v].0).await;
+                out[v].1.push(snap);
+            }
+        }
+        out
+    })
+}
+
+/// Per volume: (full copies, incremental copies, incremental bytes) into prod/eu-west-2
+/// under `key`, as the emulator judged them.
+fn judged(w: &World, key: &str, volumes: &[(String, Vec<String>)]) -> Vec<(u64, u64, u64)> {
+    let copies = w.emu.counters().snapshot_copies;
+    volumes
+        .iter()
+        .map(|(vol, _)| {
+            let mine = copies.iter().filter(|c| {
+                c.account == PROD
+                    && c.region == DST
+                    && c.volume.as_deref() == Some(vol)
+                    && c.key.as_deref() == Some(key)
+            });
+            mine.fold((0, 0, 0), |(f, i, b), c| {
+                if c.incremental {
+                    (f, i + 1, b + c.bytes)
+                } else {
+                    (f + 1, i, b)
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn each_volumes_snapshots_are_copied_oldest_first_so_every_copy_after_the_first_is_incremental() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let src_key = w.key(SRC, "alias/source");
+    let counts = [4, 3, 1];
+    let volumes = volume_histories(&w, &src_key, &counts);
+    // What each later snapshot changed: distinct, so the bytes say which base was used.
+    let mut changes = serde_json::Map::new();
+    let mut expected_changed = Vec::new();
+    for (v, (_, snaps)) in volumes.iter().enumerate() {
+        let mut sum = 0;
+        for (k, s) in snaps.iter().enumerate().skip(1) {
+            let bytes = 1_000_000 * (10 * v as u64 + k as u64);
+            changes.insert(s.clone(), json!(bytes));
+            sum += bytes;
+        }
+        expected_changed.push(sum);
+    }
+    let (code, body) = w.emu.control(
+        "POST",
+        "/_ferry/snapshots/changed",
+        Some(&json!({ "account": PROD, "region": SRC, "changes": changes }).to_string()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let plan_file = w.write_plan(&plan(&[]));
+
+    // The plan expects one full copy per volume and increments for the rest.
+    let out = w.ferry(&["plan", "--output", "json", &plan_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let m = doc["migrations"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["id"] == "nightly"))
+        .unwrap_or_else(|| panic!("no estimate for nightly: {doc}"));
+    let e = &m["estimate"];
+    assert_eq!(e["copies_full"], 3, "{e}");
+    assert_eq!(e["copies_incremental"], 5, "{e}");
+    // Full copies move their volumes: 1, 2 and 3 GiB.
+    assert_eq!(e["bytes_full"], 6u64 << 30, "{e}");
+    assert!(e["bytes_incremental"].as_u64().unwrap() > 0, "{e}");
+    assert!(e["usd"]["transfer"].as_f64().unwrap() > 0.0, "{e}");
+
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dr = w.key_arn(DST, "alias/dr-ebs").unwrap();
+    let all: Vec<String> = volumes.iter().flat_map(|(_, s)| s.clone()).collect();
+    assert_one_copy_each(&w, &all, &dr);
+    let got = judged(&w, &dr, &volumes);
+    let want: Vec<(u64, u64, u64)> = counts
+        .iter()
+        .zip(&expected_changed)
+        .map(|(n, b)| (1, *n as u64 - 1, *b))
+        .collect();
+    assert_eq!(
+        got, want,
+        "per volume: one full copy, then each snapshot's changes only"
+    );
+
+    // Another destination key: the first copy of each volume under it is full again, the
+    // rest are incremental on it.
+    let rekeyed = plan(&[]).replace(
+        "    alias: alias/dr-ebs
+",
+        "    alias: alias/dr-ebs-2
+",
+    );
+    assert_ne!(rekeyed, plan(&[]));
+    let plan_file = w.write_plan(&rekeyed);
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dr2 = w.key_arn(DST, "alias/dr-ebs-2").unwrap();
+    let got = judged(&w, &dr2, &volumes);
+    assert_eq!(
+        got, want,
+        "under the new key: one full copy per volume again, then increments"
     );
 }
 

@@ -931,6 +931,144 @@ async fn copies_stay_pending_with_growing_progress_then_complete() {
     assert_eq!(last, 100, "the copy completed");
 }
 
+#[tokio::test]
+async fn snapshot_copies_are_incremental_from_the_latest_completed_copy_under_the_same_key() {
+    // Cross-region encrypted copies without PresignedUrl: the judgment is what is tested here.
+    let emu = Emulator::start_with(json!({"copy_seconds": 3600, "require_presigned_url": false}));
+    let a = "100000000141";
+    let key_src = customer_key(&emu, a, SRC).await;
+    let key_dst = customer_key(&emu, a, DST).await;
+    let other_key = customer_key(&emu, a, DST).await;
+    let ec2 = emu.ec2(a, SRC);
+    let volume = ec2
+        .create_volume()
+        .size(1)
+        .availability_zone(format!("{SRC}a"))
+        .encrypted(true)
+        .kms_key_id(&key_src)
+        .send()
+        .await
+        .expect("CreateVolume")
+        .volume_id()
+        .expect("volume id")
+        .to_string();
+    let mut snaps = Vec::new();
+    for _ in 0..4 {
+        let id = ec2
+            .create_snapshot()
+            .volume_id(&volume)
+            .send()
+            .await
+            .expect("CreateSnapshot")
+            .snapshot_id()
+            .expect("snapshot id")
+            .to_string();
+        snaps.push(id);
+    }
+    let size: u64 = 1 << 30;
+    let (changed2, changed3) = (3_000_000u64, 5_000_000u64);
+    let seed = json!({"account": a, "region": SRC,
+                      "changes": {&snaps[1]: changed2, &snaps[2]: changed3, &snaps[3]: 0}});
+    let (status, body) = emu.control("POST", "/_ferry/snapshots/changed", Some(&seed.to_string()));
+    assert_eq!(
+        (status, body.contains("\"seeded\": 3")),
+        (200, true),
+        "{body}"
+    );
+    let unknown = json!({"account": a, "region": SRC, "changes": {"snap-0000000000000000f": 1}});
+    let (status, body) = emu.control(
+        "POST",
+        "/_ferry/snapshots/changed",
+        Some(&unknown.to_string()),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown snapshot ids") && body.contains("snap-0000000000000000f"));
+
+    let dst = emu.ec2(a, DST);
+    let copy = |source: String, key: String| {
+        let dst = dst.clone();
+        async move {
+            dst.copy_snapshot()
+                .source_snapshot_id(source)
+                .source_region(SRC)
+                .encrypted(true)
+                .kms_key_id(key)
+                .send()
+                .await
+                .expect("CopySnapshot")
+                .snapshot_id()
+                .expect("copy id")
+                .to_string()
+        }
+    };
+    copy(snaps[0].clone(), key_dst.clone()).await; // the first copy into DST: full
+    emu.complete_copies();
+    copy(snaps[1].clone(), key_dst.clone()).await; // from copy 1: snapshot 2's changes
+    // copy 2 is still pending, so it is no base: from copy 1 again
+    copy(snaps[2].clone(), key_dst.clone()).await;
+    emu.complete_copies();
+    copy(snaps[2].clone(), other_key.clone()).await; // re-encrypted: full
+
+    let c = emu.counters();
+    let judged: Vec<_> = c
+        .snapshot_copies
+        .iter()
+        .map(|e| (e.source.as_str(), e.incremental, e.bytes, e.base.as_deref()))
+        .collect();
+    let s1 = Some(snaps[0].as_str());
+    assert_eq!(
+        judged,
+        vec![
+            (snaps[0].as_str(), false, size, None),
+            (snaps[1].as_str(), true, changed2, s1),
+            (snaps[2].as_str(), true, changed2 + changed3, s1),
+            (snaps[2].as_str(), false, size, None),
+        ]
+    );
+    let first = &c.snapshot_copies[0];
+    assert_eq!((first.account.as_str(), first.region.as_str()), (a, DST));
+    assert_eq!(first.source_region, SRC);
+    assert_eq!(first.volume.as_deref(), Some(volume.as_str()));
+    assert_eq!(first.key.as_deref(), Some(key_dst.as_str()));
+    let into = c
+        .copies
+        .iter()
+        .find(|e| e.account == a && e.region == DST)
+        .expect("copies into DST");
+    assert_eq!((into.full_snapshots, into.incremental_snapshots), (2, 2));
+    assert_eq!(
+        (into.bytes_full, into.bytes_incremental),
+        (2 * size, 2 * changed2 + changed3)
+    );
+    assert_eq!(c.copy_totals.incremental_snapshots, 2);
+
+    // The byte model: at 1 MiB/s the full copy of 1 GiB stays pending until the copies are
+    // completed; a copy with nothing to move (snapshot 4 changed 0 bytes) completes at once.
+    emu.configure(json!({"copy_throughput_mib_s": 1, "region_pair_throughput_mib_s": 2}));
+    emu.complete_copies();
+    let slow = copy(snaps[0].clone(), key_dst.clone()).await; // latest copy is under other_key
+    let pending = describe_snapshot(&dst, &slow).await;
+    assert_eq!(pending.state(), Some(&SnapshotState::Pending));
+    assert_ne!(pending.progress(), Some("100%"));
+    let empty = copy(snaps[3].clone(), other_key.clone()).await;
+    let done = describe_snapshot(&dst, &empty).await;
+    assert_eq!(
+        (done.state(), done.progress()),
+        (Some(&SnapshotState::Completed), Some("100%"))
+    );
+    assert_eq!(emu.complete_copies(), 1);
+    let completed = describe_snapshot(&dst, &slow).await;
+    assert_eq!(completed.state(), Some(&SnapshotState::Completed));
+    let last: Vec<_> = emu.counters().snapshot_copies[4..]
+        .iter()
+        .map(|e| (e.incremental, e.bytes))
+        .collect();
+    assert_eq!(last, vec![(false, size), (true, 0)]);
+
+    emu.reset_counters();
+    assert!(emu.counters().snapshot_copies.is_empty());
+}
+
 // --- limits and idempotency ------------------------------------------------------------------
 
 #[tokio::test]

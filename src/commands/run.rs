@@ -77,7 +77,8 @@ async fn prepare(
     let resolution = match stored {
         Some(r) => r,
         None => match resolve::resolve(&plan, &aws, &limits).await {
-            Ok(r) => {
+            Ok(mut r) => {
+                r.copy_order = copy_order();
                 if !global.quiet {
                     for n in &r.notes {
                         eprintln!("note: {n}");
@@ -388,15 +389,17 @@ async fn dry_run(p: &Prepared, concurrency: usize) -> Result<PlanDocument, Outco
         .observe_all(Cancel::new())
         .await
         .map_err(|e| Outcome::Failed(format!("the dry run stopped: {e}")))?;
-    PlanDocument::live(&p.plan.name.value, &p.specs, answers).map_err(|errors| {
-        for e in &errors {
-            eprintln!("error: {e}");
-        }
-        Outcome::Failed(format!(
-            "{} step(s) could not read their live state",
-            errors.len()
-        ))
-    })
+    PlanDocument::live(&p.plan.name.value, &p.specs, answers)
+        .map(|d| d.with_estimate(&p.specs, &p.resolution))
+        .map_err(|errors| {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            Outcome::Failed(format!(
+                "{} step(s) could not read their live state",
+                errors.len()
+            ))
+        })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -598,7 +601,7 @@ async fn execute(
         plan_name: p.plan.name.value.clone(),
         plan_hash: prepared.plan_hash.clone(),
         poll_interval: poll_interval(),
-        poll_interval_busy: poll_interval() / 3,
+        poll_interval_busy: shortest_poll(&p.plan),
         ..RunOptions::default()
     };
     let mode = if global.quiet {
@@ -705,13 +708,49 @@ async fn execute(
     }
 }
 
-/// How often pending copies are polled. Shorter in tests against the emulator.
+/// `FERRY_COPY_ORDER=largest-first` brings back the order ferry had before chains of
+/// incremental copies (the benchmark measures the two side by side).
+fn copy_order() -> resolve::CopyOrder {
+    match std::env::var("FERRY_COPY_ORDER").as_deref() {
+        Ok("largest-first") => resolve::CopyOrder::LargestFirst,
+        _ => resolve::CopyOrder::Chains,
+    }
+}
+
+/// The longest wait between polls of an operation that reports no progress. Shorter in tests
+/// against the emulator (`FERRY_POLL_INTERVAL_MS`).
 fn poll_interval() -> std::time::Duration {
+    poll_interval_set().unwrap_or(std::time::Duration::from_secs(10))
+}
+
+fn poll_interval_set() -> Option<std::time::Duration> {
     std::env::var("FERRY_POLL_INTERVAL_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .map(std::time::Duration::from_millis)
-        .unwrap_or(std::time::Duration::from_secs(10))
+}
+
+/// The shortest wait between two polls of one account and region: a tenth of the poll call's
+/// quota (DescribeSnapshots, 20/s: 0.5 s), so polling never crowds out the run's own reads;
+/// a third of `FERRY_POLL_INTERVAL_MS` when that is set.
+fn shortest_poll(plan: &Plan) -> std::time::Duration {
+    if let Some(set) = poll_interval_set() {
+        return set / 3;
+    }
+    let name = "ec2:DescribeSnapshots";
+    let rate = plan
+        .settings
+        .quotas
+        .iter()
+        .find(|(k, _)| k.value == name)
+        .and_then(|(_, q)| q.per_second)
+        .or(match crate::quotas::default_for(name) {
+            Some(crate::quotas::Quota::Rate { per_second, .. }) => Some(per_second),
+            _ => None,
+        })
+        .filter(|r| *r > 0.0)
+        .unwrap_or(20.0);
+    std::time::Duration::from_secs_f64(10.0 / rate)
 }
 
 /// The journal's outputs of done steps, read by each step's kind; an output that does not

@@ -199,6 +199,17 @@ pub trait Step<C: Context>: Send + Sync + 'static {
     fn gate(&self) -> Option<&GateKey> {
         None
     }
+    /// Among steps waiting for the slots of one gate, the highest goes first, and equal ones
+    /// in the order they came (for copies: the bytes left in the copy's chain, so the longest
+    /// chain is never the one started last).
+    fn priority(&self) -> u64 {
+        0
+    }
+    /// How long the operation `apply` submits should take at most, if the step knows (a copy
+    /// asked to complete within a duration): it is polled then at the latest.
+    fn expected_duration(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Read-only: is the work already done?
     ///
     /// `observe` and `apply` are first polled on the walker's coordinator (a call that finishes

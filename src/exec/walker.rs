@@ -33,10 +33,10 @@ pub struct RunOptions {
     /// On the first failure stop starting new work (running work and polls finish).
     pub fail_fast: bool,
     pub retry: RetryPolicies,
-    /// The wait between polls of a submitted operation that reports no progress.
+    /// The longest wait between polls of a submitted operation that reports no progress.
     pub poll_interval: Duration,
-    /// The shortest wait between two polls of one key; the wait while steps want the slot a
-    /// pending operation without a predicted finish holds.
+    /// The shortest wait between two polls of one key (the caller sizes it to a small share
+    /// of the poll call's quota).
     pub poll_interval_busy: Duration,
     /// A submitted operation not finished after this long fails the step.
     pub poll_deadline: Duration,
@@ -52,7 +52,7 @@ impl Default for RunOptions {
             fail_fast: false,
             retry: RetryPolicies::default(),
             poll_interval: Duration::from_secs(10),
-            poll_interval_busy: Duration::from_secs(3),
+            poll_interval_busy: Duration::from_millis(500),
             poll_deadline: Duration::from_secs(48 * 3600),
             run_id: String::new(),
             plan_name: String::new(),
@@ -230,7 +230,8 @@ struct Group {
 struct Gate {
     slots: usize,
     used: usize,
-    waiters: VecDeque<u32>,
+    /// (priority, arrival, step): the highest priority first, then the earliest.
+    waiters: BinaryHeap<(u64, Reverse<u64>, u32)>,
 }
 
 #[derive(Default)]
@@ -269,6 +270,8 @@ struct Walker<C: Context> {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     batches: HashMap<PollKey, PollBatch>,
     pending_polls: usize,
+    /// Arrivals at gates so far (orders waiters of equal priority).
+    arrivals: u64,
 
     tasks: JoinSet<Msg<C>>,
     /// Progress that running steps report, emitted as events by the coordinator.
@@ -288,6 +291,27 @@ struct Walker<C: Context> {
 }
 
 const INLINE_BUDGET: u32 = 256;
+
+/// [`Walker::look_again`]'s rule, in durations since the operation was submitted: the wait
+/// before the next poll, `elapsed` into it, with its end predicted at `predicted` (if known).
+fn next_wait(elapsed: Duration, predicted: Option<Duration>, opts: &RunOptions) -> Duration {
+    let shortest = opts.poll_interval_busy.min(opts.poll_interval);
+    let wait = match predicted {
+        Some(at) => {
+            let margin = at.mul_f64(0.05).max(shortest);
+            let left = at.saturating_sub(elapsed);
+            if left.is_zero() {
+                margin
+            } else if left <= margin {
+                left
+            } else {
+                (left / 2).max(margin)
+            }
+        }
+        None => elapsed.mul_f64(0.1).min(opts.poll_interval),
+    };
+    wait.max(shortest)
+}
 
 fn panic_error() -> StepError {
     StepError::permanent("Panic", "the step panicked (a bug in ferry)")
@@ -323,6 +347,7 @@ impl<C: Context> Walker<C> {
             timers: BinaryHeap::new(),
             batches: HashMap::new(),
             pending_polls: 0,
+            arrivals: 0,
             tasks: JoinSet::new(),
             in_flight: 0,
             inline_budget: INLINE_BUDGET,
@@ -774,7 +799,7 @@ impl<C: Context> Walker<C> {
                 Gate {
                     slots,
                     used: 0,
-                    waiters: VecDeque::new(),
+                    waiters: BinaryHeap::new(),
                 },
             );
         }
@@ -785,9 +810,12 @@ impl<C: Context> Walker<C> {
     fn want_apply(&mut self, i: u32) {
         if let Some(gk) = self.g.steps[i as usize].gate() {
             let gk = gk.clone();
+            let priority = self.g.steps[i as usize].priority();
+            self.arrivals += 1;
+            let arrival = Reverse(self.arrivals);
             let gate = self.gate_entry(&gk);
             if gate.used >= gate.slots {
-                gate.waiters.push_back(i);
+                gate.waiters.push((priority, arrival, i));
                 self.phase[i as usize] = Phase::WaitingGate;
                 return;
             }
@@ -836,7 +864,7 @@ impl<C: Context> Walker<C> {
             if gate.used >= gate.slots {
                 return;
             }
-            let Some(w) = gate.waiters.pop_front() else {
+            let Some((_, _, w)) = gate.waiters.pop() else {
                 return;
             };
             gate.used += 1;
@@ -863,30 +891,30 @@ impl<C: Context> Walker<C> {
         b.ids.insert(sub.id, i);
     }
 
-    /// When to look at pending operation `i` again. With a finish predicted from its progress:
-    /// at that finish if it is near (within four regular intervals), else halfway there, so a
-    /// long copy costs a few polls, not one per interval, and a prediction that was too late
-    /// (progress is not always linear) is corrected before it is due. Without one: the regular
-    /// interval, or the busy one while steps wait for the slot `i` holds.
+    /// When to look at pending operation `i` again, so that its end is seen within
+    /// max(shortest wait, 5 % of its duration) with few polls:
+    /// - with a finish predicted from its progress: at
+    ///   that finish once it is within that margin, else halfway there (a prediction that was
+    ///   too early or too late, progress not being linear, is corrected before it is due);
+    ///   past it, every margin;
+    /// - without one: every tenth of the time it has been pending, between the shortest wait
+    ///   and the regular interval (a short operation is seen at once; a long one is polled at
+    ///   the interval, as before, until its progress tells when it ends);
+    /// - and at the latest when the step expects it to end (a time-based copy).
     fn look_again(&self, i: u32, now: Instant) -> Instant {
-        let fastest = self.opts.poll_interval_busy.min(self.opts.poll_interval);
-        let wait = match self.predicted.get(&i) {
-            Some(&at) => {
-                let left = at.saturating_duration_since(now);
-                left.min((self.opts.poll_interval * 4).max(left / 2))
-            }
-            None if self.slot_wanted(i) => fastest,
-            None => self.opts.poll_interval,
-        };
-        now + wait.max(fastest)
-    }
-
-    /// Whether other steps wait for the gate slot that `i` holds.
-    fn slot_wanted(&self, i: u32) -> bool {
-        self.gate_held
+        let since = self.poll_since.get(&i).map_or(now, |(_, _, t)| *t);
+        let predicted = self
+            .predicted
             .get(&i)
-            .and_then(|gk| self.gates.get(gk))
-            .is_some_and(|g| !g.waiters.is_empty())
+            .map(|at| at.saturating_duration_since(since));
+        let elapsed = now.saturating_duration_since(since);
+        let wait = next_wait(elapsed, predicted, &self.opts);
+        // An operation asked to end within a duration is looked at then, at the latest.
+        let by = self.g.steps[i as usize]
+            .expected_duration()
+            .map(|d| (since + d).saturating_duration_since(now))
+            .filter(|left| !left.is_zero());
+        now + by.map_or(wait, |left| wait.min(left))
     }
 
     /// The earliest time a poll key is due, if any can be polled.
@@ -1193,5 +1221,63 @@ impl<C: Context> Walker<C> {
         self.finished += 1;
         self.report.skipped.push((id, root.to_string()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls of one operation of `duration` whose progress grows linearly and is reported in
+    /// whole percents, as the walker predicts from it (computed, not slept): (polls, how long
+    /// after its end it was seen).
+    fn polls(duration: Duration, opts: &RunOptions) -> (usize, Duration) {
+        let mut t = next_wait(Duration::ZERO, None, opts);
+        let mut predicted = None;
+        let mut n = 0;
+        loop {
+            n += 1;
+            if t >= duration {
+                return (n, t - duration);
+            }
+            let percent = (t.as_secs_f64() / duration.as_secs_f64() * 100.0).floor();
+            if percent > 0.0 {
+                predicted = Some(t.mul_f64(100.0 / percent));
+            }
+            t += next_wait(t, predicted, opts);
+        }
+    }
+
+    #[test]
+    fn an_end_is_seen_within_5_percent_of_the_duration_with_few_polls() {
+        let opts = RunOptions::default();
+        // (duration, polls at most): until its first percent a copy is polled every tenth of
+        // its age (at most the interval), then toward the predicted end, halving the wait.
+        for (secs, most) in [(2u64, 4), (4, 5), (10, 7), (40, 6), (400, 14), (4000, 38)] {
+            let d = Duration::from_secs(secs);
+            let (n, late) = polls(d, &opts);
+            let allowed = Duration::from_secs(1).max(d.mul_f64(0.05));
+            assert!(
+                late <= allowed,
+                "{secs} s: seen {late:?} late (allowed {allowed:?})"
+            );
+            assert!(n <= most, "{secs} s: {n} polls");
+        }
+        // Eleven hours: at the interval until 1 % (40 polls, as with a fixed interval), then
+        // a few more.
+        let (n, late) = polls(Duration::from_secs(40_000), &opts);
+        assert!(
+            late <= Duration::from_secs(2000) && n <= 80,
+            "{n} polls, {late:?} late"
+        );
+    }
+
+    #[test]
+    fn without_progress_the_wait_grows_with_the_time_pending_up_to_the_interval() {
+        let opts = RunOptions::default();
+        let w = |s: u64| next_wait(Duration::from_secs(s), None, &opts);
+        assert_eq!(w(0), opts.poll_interval_busy);
+        assert_eq!(w(60), Duration::from_secs(6));
+        assert_eq!(w(3600), opts.poll_interval);
     }
 }

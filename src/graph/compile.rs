@@ -3,7 +3,7 @@
 //! role before replication, and the migrations' own `depends_on`. Every step gets its whole
 //! desired state as a typed spec; the destination key is resolved here, once per use.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::step::*;
 use super::{CompileError, GraphBuilder, PlanGraph};
@@ -17,7 +17,7 @@ use crate::plan::{
     AmiCopy, BackfillMode, DbSnapshotCopy, KeyAccess, KeyRef, Migration, Plan, S3Replication,
     SnapshotCopy, Spanned,
 };
-use crate::resolve::{BucketSample, Resolution};
+use crate::resolve::{BucketSample, CopyOrder, Resolution};
 
 /// Compile a checked plan offline. Selectors that need AWS to expand (tags, source keys) stay
 /// as one step each, marked by their [`Target`]; see [`compile_resolved`].
@@ -311,6 +311,99 @@ impl<'p> Compiler<'p> {
         }
     }
 
+    /// Copies of one volume's snapshots to one destination form a chain, oldest first: each
+    /// copy waits for the one before it, so that AWS copies it incrementally (only the blocks
+    /// changed since), and the chains with the most bytes left start first. A source whose
+    /// copy is already there (an earlier run) moves nothing and lets the next copy be
+    /// incremental. Orders `targets` so, and gives each source its expected transfer and the
+    /// source whose copy it waits for. `CopyOrder::LargestFirst`: every copy full and on its
+    /// own, the largest first.
+    fn chains(
+        &self,
+        id: &str,
+        targets: &mut [Selected],
+        key: &DestinationKey,
+    ) -> HashMap<String, (Transfer, Option<String>)> {
+        let mut out = HashMap::new();
+        let Some(r) = self.resolution else {
+            return out;
+        };
+        let chained = r.copy_order == CopyOrder::Chains;
+        let copied = r.inventory.copied.get(id);
+        let wanted = match &key.key {
+            DestKey::Existing(arn) => Some(arn.as_str()),
+            _ => None,
+        };
+        let there = |source: &str| {
+            copied
+                .and_then(|c| c.get(source))
+                .is_some_and(|k| wanted.is_some() && k.as_deref() == wanted)
+        };
+        let mut by_volume: BTreeMap<String, Vec<(Option<i64>, String)>> = BTreeMap::new();
+        for t in targets.iter().filter(|t| !t.target.is_expanded_later()) {
+            let f = r.snapshots.get(&t.resource);
+            let volume = f
+                .and_then(|f| f.volume_id.clone())
+                .filter(|_| chained)
+                .unwrap_or_else(|| t.resource.clone());
+            by_volume
+                .entry(volume)
+                .or_default()
+                .push((f.and_then(|f| f.start_ms), t.resource.clone()));
+        }
+        // Source -> (its chain's bytes from its head, its place in the chain).
+        let mut order: HashMap<String, (u64, usize)> = HashMap::new();
+        for chain in by_volume.values_mut() {
+            chain.sort();
+            let full = |s: &str| {
+                r.snapshots
+                    .get(s)
+                    .map_or(0, |f| u64::try_from(f.size_gib).unwrap_or(0) << 30)
+            };
+            let bytes: Vec<Transfer> = chain
+                .iter()
+                .enumerate()
+                .map(|(k, (_, s))| match (there(s), k > 0) {
+                    (true, _) => Transfer::default(),
+                    (false, true) => Transfer {
+                        bytes: (full(s) as f64 * crate::quotas::CHANGED_SHARE_ESTIMATE) as u64,
+                        incremental: true,
+                        chain_bytes: 0,
+                    },
+                    (false, false) => Transfer {
+                        bytes: full(s),
+                        incremental: false,
+                        chain_bytes: 0,
+                    },
+                })
+                .collect();
+            let mut left = 0;
+            for (k, (_, s)) in chain.iter().enumerate().rev() {
+                left += bytes[k].bytes;
+                let t = Transfer {
+                    chain_bytes: left,
+                    ..bytes[k]
+                };
+                let before = k.checked_sub(1).map(|j| chain[j].1.clone());
+                out.insert(s.clone(), (t, before));
+            }
+            for (k, (_, s)) in chain.iter().enumerate() {
+                order.insert(s.clone(), (left, k));
+            }
+        }
+        if chained {
+            targets.sort_by_key(|t| {
+                let (bytes, k) = order.get(&t.resource).copied().unwrap_or((0, 0));
+                let volume = r
+                    .snapshots
+                    .get(&t.resource)
+                    .and_then(|f| f.volume_id.clone());
+                (std::cmp::Reverse(bytes), volume, k)
+            });
+        }
+        out
+    }
+
     /// The resources a migration acts on: its explicit ids, plus what its tag selector matched
     /// (resolved), or one `find` step standing for the selector (offline).
     fn selection(
@@ -532,8 +625,11 @@ impl<'p> Compiler<'p> {
         let (reencrypted, intermediate_key) =
             self.reencrypted(id, m.intermediate_key.as_ref(), src_account, src_region);
         let mut intermediates: Vec<(String, StepId)> = Vec::new();
+        let chains = self.chains(id, &mut targets, &key);
+        let copy_of = |source: &str| StepId::new(owner.clone(), source.to_string(), "copy");
         for t in targets {
             let later = t.target.is_expanded_later();
+            let (transfer, after) = chains.get(&t.resource).cloned().unwrap_or_default();
             let via = match (
                 &intermediate_key,
                 cross && reencrypted.contains(&t.resource),
@@ -562,6 +658,7 @@ impl<'p> Compiler<'p> {
                                 region: Region::new(dst_region),
                                 key: key.clone(),
                             }),
+                            transfer: Transfer::default(),
                         }),
                     ))
                 }
@@ -619,8 +716,13 @@ impl<'p> Compiler<'p> {
                         .as_ref()
                         .map(|d| (d.value.0 / 60) as i32),
                     serves: None,
+                    transfer,
                 }),
             );
+            // The copy of the snapshot before this one in its volume's chain.
+            if let Some(a) = &after {
+                self.b.depends(&copy, &copy_of(a));
+            }
             if let (Some(f), true) = (&find, later) {
                 self.b.depends(&copy, f);
             }

@@ -480,6 +480,20 @@ pub struct CopySnapshotSpec {
     /// An intermediate copy (`reencrypt_managed_sources`): not needed once the final copy of
     /// `source` exists there.
     pub serves: Option<FinalCopy>,
+    /// What the copy is expected to move, and its chain from it on.
+    pub transfer: Transfer,
+}
+
+/// The bytes a copy is expected to move (estimated where AWS cannot tell beforehand).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    pub bytes: u64,
+    /// Only the blocks changed since the copy before it in its chain (AWS copies a later
+    /// snapshot of a volume incrementally when the earlier one's copy is there, under the
+    /// same key).
+    pub incremental: bool,
+    /// The bytes of this copy and the copies after it in its chain: its scheduling priority.
+    pub chain_bytes: u64,
 }
 
 /// Where the final copy of a source an intermediate copy is made for goes.

@@ -2,6 +2,7 @@
 //! while a run goes; the summary when it ends. Everything here renders (or, for progress,
 //! subscribes to the run's events); the commands decide where it goes and the exit code.
 
+pub mod estimate;
 pub mod graph;
 mod json;
 pub mod plan;

@@ -4,9 +4,11 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::estimate::{Estimate, MigrationEstimate};
 use super::style::Style;
 use crate::exec::{Observation, Observed};
 use crate::graph::PlanGraph;
+use crate::resolve::Resolution;
 use crate::steps::{Action, Cx, KeptCopy, StepOutput, Todo};
 
 /// `ferry plan --output json` (its shape is documented in the README).
@@ -19,6 +21,12 @@ pub struct PlanDocument {
     /// Live plans only: how many steps change, and how.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// Live plans only: what each migration is expected to move, take and cost.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<MigrationEstimate>,
+    /// Live plans only: the plan's total (keys included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
 }
 
 /// One step of the document.
@@ -123,7 +131,17 @@ impl PlanDocument {
                 })
                 .collect(),
             summary: None,
+            migrations: Vec::new(),
+            estimate: None,
         }
+    }
+
+    /// The live plan with its estimates (from the resolve stage's sizes and samples).
+    pub fn with_estimate(mut self, graph: &PlanGraph, resolution: &Resolution) -> Self {
+        let (migrations, total) = super::estimate::estimate(&self, graph, resolution);
+        self.migrations = migrations;
+        self.estimate = Some(total);
+        self
     }
 
     /// The live plan: each step's observation (in the graph's order). Steps that could not
@@ -246,6 +264,9 @@ impl PlanDocument {
                 "\nPlan: {} to create, {} to update{replace}{delete}, {} unchanged.\n",
                 c.create, c.update, c.unchanged
             ));
+            if let Some(total) = &self.estimate {
+                out.push_str(&super::estimate::text(&self.migrations, total));
+            }
         }
         out
     }

@@ -54,6 +54,23 @@ pub struct Inventory {
     /// AMI id -> its own tags (`copy_tags`), as [`copyable_tags`] keeps them.
     #[serde(default)]
     pub image_tags: BTreeMap<String, BTreeMap<String, String>>,
+    /// snapshot-copy migration id -> source -> the key of its completed copy in the
+    /// destination (from an earlier run): where a chain of incremental copies starts.
+    #[serde(default)]
+    pub copied: BTreeMap<String, BTreeMap<String, Option<String>>>,
+}
+
+/// In what order copies of one volume's snapshots run (`FERRY_COPY_ORDER`, for benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyOrder {
+    /// Per volume and destination, oldest first, each after the one before has completed, so
+    /// that every copy after the first is incremental; the chain with the most bytes left
+    /// first.
+    #[default]
+    Chains,
+    /// The largest snapshot first, every copy on its own (what ferry did before chains).
+    LargestFirst,
 }
 
 /// One source RDS snapshot of a migration, as resolved.
@@ -105,6 +122,8 @@ pub struct Resolution {
     /// What the user should know that is no problem (an unencrypted source, say).
     #[serde(default, skip_serializing)]
     pub notes: Vec<String>,
+    #[serde(default)]
+    pub copy_order: CopyOrder,
 }
 
 impl Resolution {
@@ -142,6 +161,15 @@ impl Resolution {
             .bucket_regions
             .insert(bucket_slot(account, bucket), region);
     }
+}
+
+/// One copy a migration made in its destination.
+struct DestinationCopy {
+    source: String,
+    lineage: Option<String>,
+    time: Option<i64>,
+    key: Option<String>,
+    completed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -556,6 +584,18 @@ impl Resolver<'_> {
         );
         selected.sort();
         selected.dedup();
+        let copies = self
+            .destination_copies(&m.id.value, &dst_account, &dst_region)
+            .await?;
+        // Where each volume's chain of incremental copies starts (compile orders by it).
+        self.out.inventory.copied.insert(
+            m.id.value.clone(),
+            copies
+                .iter()
+                .filter(|c| c.completed)
+                .map(|c| (c.source.clone(), c.key.clone()))
+                .collect(),
+        );
         let mut beyond = Vec::new();
         if let Some(r) = &m.retention {
             // One judgment of every source: those selected now and those the migration's
@@ -569,10 +609,7 @@ impl Resolver<'_> {
                     Some((id.clone(), (f.volume_id.clone(), f.start_ms)))
                 })
                 .collect();
-            for (source, lineage) in self
-                .copied_lineages(&m.id.value, &dst_account, &dst_region, account, region)
-                .await?
-            {
+            for (source, lineage) in self.copied_lineages(copies, account, region).await? {
                 sources.entry(source).or_insert(lineage);
             }
             beyond = self.judge_retention(&m.id.value, &r.value, sources);
@@ -727,17 +764,14 @@ impl Resolver<'_> {
         Ok(out)
     }
 
-    /// The sources of a snapshot-copy migration's copies in the destination, with their
-    /// lineage and start time: from the copies' `ferry:lineage` / `ferry:source-time`, else
-    /// from the source (read in the source account; a source that is gone has no lineage).
-    async fn copied_lineages(
+    /// The copies a snapshot-copy migration made in its destination, as their ferry tags
+    /// and state tell.
+    async fn destination_copies(
         &self,
         migration: &str,
         dst_account: &str,
         dst_region: &str,
-        src_account: &str,
-        src_region: &str,
-    ) -> Result<BTreeMap<String, (Option<String>, Option<i64>)>, ResolveError> {
+    ) -> Result<Vec<DestinationCopy>, ResolveError> {
         let mut pages = self
             .aws
             .ec2(dst_account, dst_region)
@@ -757,8 +791,7 @@ impl Resolver<'_> {
             )
             .into_paginator()
             .send();
-        let mut out: BTreeMap<String, (Option<String>, Option<i64>)> = BTreeMap::new();
-        let mut unknown = Vec::new();
+        let mut out = Vec::new();
         loop {
             self.limits
                 .take(&[bucket(dst_account, dst_region, "ec2:DescribeSnapshots")])
@@ -778,13 +811,34 @@ impl Resolver<'_> {
                 let Some(source) = tag("ferry:source") else {
                     continue;
                 };
-                let lineage = tag("ferry:lineage");
-                let time = tag("ferry:source-time").and_then(|t| t.parse().ok());
-                if lineage.is_none() {
-                    unknown.push(source.clone());
-                }
-                out.entry(source).or_insert((lineage, time));
+                out.push(DestinationCopy {
+                    source,
+                    lineage: tag("ferry:lineage"),
+                    time: tag("ferry:source-time").and_then(|t| t.parse().ok()),
+                    key: s.kms_key_id().map(str::to_string),
+                    completed: s.state() == Some(&SnapshotState::Completed),
+                });
             }
+        }
+        Ok(out)
+    }
+
+    /// The sources of a snapshot-copy migration's copies in the destination, with their
+    /// lineage and start time: from the copies' `ferry:lineage` / `ferry:source-time`, else
+    /// from the source (read in the source account; a source that is gone has no lineage).
+    async fn copied_lineages(
+        &self,
+        copies: Vec<DestinationCopy>,
+        src_account: &str,
+        src_region: &str,
+    ) -> Result<BTreeMap<String, (Option<String>, Option<i64>)>, ResolveError> {
+        let mut out: BTreeMap<String, (Option<String>, Option<i64>)> = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for c in copies {
+            if c.lineage.is_none() {
+                unknown.push(c.source.clone());
+            }
+            out.entry(c.source).or_insert((c.lineage, c.time));
         }
         if !unknown.is_empty() {
             for s in

@@ -580,6 +580,18 @@ impl Step<Cx> for CopySnapshot {
         Some(&self.gate)
     }
 
+    /// The bytes left in its chain: the longest chain gets the copy slots first.
+    fn priority(&self) -> u64 {
+        self.spec.transfer.chain_bytes
+    }
+
+    /// A time-based copy takes the duration it was asked to complete within.
+    fn expected_duration(&self) -> Option<std::time::Duration> {
+        self.spec
+            .completion_minutes
+            .map(|m| std::time::Duration::from_secs(u64::try_from(m).unwrap_or(0) * 60))
+    }
+
     async fn observe(&self, cx: &StepCx<'_, Cx>) -> Observed {
         // An intermediate copy is not needed once the final copy is done.
         if let Some(f) = &self.spec.serves

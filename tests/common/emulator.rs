@@ -357,6 +357,36 @@ pub struct Counters {
     /// Object versions replicated, live or by batch tasks (additions/s3_live_replication.py).
     #[serde(default)]
     pub replication: ReplicationCounts,
+    /// One entry per CopySnapshot that made a copy (not the failed or denied ones), in
+    /// submission order, with the emulator's full/incremental judgment.
+    #[serde(default)]
+    pub snapshot_copies: Vec<SnapshotCopy>,
+}
+
+/// A CopySnapshot as the emulator judged it (additions/ec2_copies.py).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnapshotCopy {
+    /// Destination account and region.
+    pub account: String,
+    pub region: String,
+    /// The new copy's id.
+    #[serde(default)]
+    pub snapshot: String,
+    /// The snapshot named in the call (it may be a copy itself).
+    pub source: String,
+    pub source_region: String,
+    /// The volume the copied data was taken of (a copy of a copy keeps the original's).
+    #[serde(default)]
+    pub volume: Option<String>,
+    /// The copy's KMS key ARN (None: unencrypted).
+    #[serde(default)]
+    pub key: Option<String>,
+    pub incremental: bool,
+    /// Bytes the copy transfers: the volume's size (full) or the changes since its base.
+    pub bytes: u64,
+    /// The original snapshot the base copy holds (incremental copies only).
+    #[serde(default)]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -399,6 +429,16 @@ pub struct CopyCount {
     /// CopySnapshot calls with CompletionDurationMinutes (time-based copies).
     #[serde(default)]
     pub time_based_snapshots: u64,
+    /// CopySnapshot copies judged full / incremental (failed or denied ones are neither).
+    #[serde(default)]
+    pub full_snapshots: u64,
+    #[serde(default)]
+    pub incremental_snapshots: u64,
+    /// Bytes those copies transfer.
+    #[serde(default)]
+    pub bytes_full: u64,
+    #[serde(default)]
+    pub bytes_incremental: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -414,6 +454,16 @@ pub struct CopyTotals {
     /// CopySnapshot calls with CompletionDurationMinutes (time-based copies).
     #[serde(default)]
     pub time_based_snapshots: u64,
+    /// CopySnapshot copies judged full / incremental (failed or denied ones are neither).
+    #[serde(default)]
+    pub full_snapshots: u64,
+    #[serde(default)]
+    pub incremental_snapshots: u64,
+    /// Bytes those copies transfer.
+    #[serde(default)]
+    pub bytes_full: u64,
+    #[serde(default)]
+    pub bytes_incremental: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -8,6 +8,18 @@ EC2 user guide "How AMI copy works"; EBS quotas "ebs-resource-quotas"; "Ensuring
   destination account's default EBS key; the copy reports that key and Encrypted=true;
 - copies stay `pending` with a growing `Progress` for `copy_seconds`, then `completed`
   (snapshots) / `available` (images); CopyImage makes one new snapshot per EBS mapping;
+- incremental copies (EBS user guide "Copy an Amazon EBS snapshot", aws-facts-next.md section 4):
+  a snapshot copy is incremental if a copy of an earlier snapshot of the same volume was
+  completed in the destination (account, region), the latest copy of that volume there still
+  exists, and both are under the same KMS key (or both unencrypted); otherwise it is full: the
+  first copy into a region, a copy under another key, a deleted latest copy. An incremental
+  copy transfers the blocks the volume changed since its base's source; a full one the whole
+  volume. The judgment is made for every CopySnapshot and counted (`snapshot_copies`);
+- the byte model (`copy_throughput_mib_s` > 0, off by default; CopySnapshot only): a snapshot
+  copy moves its bytes at most at 500 MiB/s, and the copies in flight between one pair of
+  regions for one account share 2,000 MiB/s (EBS user guide "Time-based copies": "500 MiB/s per
+  copy", "2,000 MiB/s per Region pair", throughput = data / duration); `Progress` is bytes done
+  over bytes to do, and the copy completes when they are done;
 - TagSpecifications: `snapshot` tags the snapshot copy (CopySnapshot) or the image's new snapshots
   (CopyImage), `image` tags the new image;
 - more than `max_pending_snapshot_copies` (20) snapshot copies in flight per destination
@@ -28,6 +40,7 @@ EC2 user guide "How AMI copy works"; EBS quotas "ebs-resource-quotas"; "Ensuring
 """
 
 import calendar
+import math
 import re
 import threading
 import time
@@ -78,6 +91,15 @@ def is_visible(obj: Any) -> bool:
 
 def _fraction(obj: Any) -> float | None:
     """Progress in [0, 1) while the copy is pending, else None."""
+    flow = obj.__dict__.get("_ferry_flow")
+    if flow is not None:
+        # A copy under the byte model: its clock is the simulation of its region pair.
+        per, pair = _rates()
+        with _flow_lock:
+            _advance(flow, time.monotonic(), per, pair)
+            if obj._ferry_until == math.inf:
+                total = max(obj._ferry_bytes_total, 1)
+                return min(0.99, obj._ferry_bytes_done / total)
     until = obj.__dict__.get("_ferry_until")
     if until is None:
         return None
@@ -125,9 +147,17 @@ def complete_all() -> int:
     from . import rds_snapshots
 
     n = rds_snapshots.complete_all()
+    per, pair = _rates()
     now = time.monotonic()
     for account in list(ec2_backends.keys()):
         for backend in list(dict.values(ec2_backends[account])):
+            with _flow_lock:
+                for flow in list(backend.__dict__.get("_ferry_flows", {}).values()):
+                    _advance(flow, now, per, pair)
+                    for copy in flow.copies:
+                        _finish(copy, now)
+                        n += 1
+                    flow.copies = []
             for obj in list(backend.snapshots.values()) + list(backend.amis.values()):
                 if _fraction(obj) is not None:
                     obj._ferry_until = now
@@ -143,6 +173,246 @@ def pending_copies(account: str, region: str) -> tuple[int, int]:
     snaps = sum(1 for s in list(backend.snapshots.values()) if _fraction(s) is not None)
     images = sum(1 for a in list(backend.amis.values()) if _fraction(a) is not None)
     return snaps, images
+
+
+# --- the byte model: how long a snapshot copy takes -------------------------------------------
+#
+# EBS user guide "Time-based copies": a snapshot copy moves at most 500 MiB/s, and the copies
+# between one pair of regions share 2,000 MiB/s (per account; adjustable); throughput is data
+# over duration. So with `copy_throughput_mib_s` > 0 a CopySnapshot copy is pending until its
+# bytes are moved: the copies in flight for one (destination account, source region,
+# destination region) share `region_pair_throughput_mib_s` equally, each at most at the per-copy
+# rate, and a copy that finishes (or is deleted: that cancels it) gives its share back at that
+# instant. The simulation is piecewise-constant and advanced lazily, whenever a copy's state is
+# read or a copy starts: until `now`, find the copy that finishes first at the current equal
+# share, move everyone to that instant, drop it, and recompute. CopyImage keeps `copy_seconds`.
+
+GIB = 2**30
+MIB = 2**20
+
+# Guards every flow below. Never held while taking state.lock (state's reset hooks run under
+# that lock), so the rates are read before it is taken.
+_flow_lock = threading.Lock()
+
+
+class _Flow:
+    """The snapshot copies in flight for one (destination account, source region, destination
+    region) and the instant up to which their bytes have been moved."""
+
+    __slots__ = ("copies", "clock")
+
+    def __init__(self, now: float) -> None:
+        self.copies: list[Any] = []
+        self.clock = now
+
+
+def _rates() -> tuple[float, float]:
+    """(per copy, per region pair) in bytes per wall-clock second: the MiB/s of the
+    configuration times `time_scale` (emulated seconds per wall-clock second). The pair is
+    math.inf when it has no cap; the per-copy rate is 0 when the byte model is off."""
+    scale = float(state.get("time_scale"))
+    per = float(state.get("copy_throughput_mib_s")) * MIB * scale
+    pair = float(state.get("region_pair_throughput_mib_s")) * MIB * scale
+    return per, pair if pair > 0 else math.inf
+
+
+def _exists(snap: Any) -> bool:
+    return snap.ec2_backend.snapshots.get(snap.id) is snap
+
+
+def _finish(copy: Any, at: float) -> None:
+    copy._ferry_bytes_done = copy._ferry_bytes_total
+    copy._ferry_until = at
+
+
+def _left(copy: Any) -> float:
+    return copy._ferry_bytes_total - copy._ferry_bytes_done
+
+
+def _advance(flow: _Flow, now: float, per: float, pair: float) -> None:
+    """Move the flow's copies on to `now` (the caller holds _flow_lock). The rates are read at
+    each advance: a change of configuration applies from the last advance on."""
+    for copy in [c for c in flow.copies if not _exists(c)]:
+        copy._ferry_until = flow.clock  # deleted while pending: the copy is cancelled
+    flow.copies = [c for c in flow.copies if _exists(c)]
+    if per <= 0:
+        # The model was switched off while these copies were in flight: they are done.
+        for copy in flow.copies:
+            _finish(copy, now)
+        flow.copies = []
+    t = flow.clock
+    while flow.copies and t < now:
+        rate = min(per, pair / len(flow.copies))
+        first = min(flow.copies, key=_left)
+        finish = t + _left(first) / rate
+        end = min(now, finish)
+        for copy in flow.copies:
+            copy._ferry_bytes_done = min(
+                copy._ferry_bytes_total, copy._ferry_bytes_done + rate * (end - t)
+            )
+        t = end
+        if finish <= now:
+            _finish(first, t)
+            # copies that had as much left finish at the same instant (within float rounding)
+            for copy in flow.copies:
+                if _left(copy) < 1.0:
+                    _finish(copy, t)
+            flow.copies = [c for c in flow.copies if c._ferry_until == math.inf]
+    flow.clock = max(flow.clock, now)
+
+
+def _start_flow(backend: Any, source_region: str, copy: Any, total: int) -> None:
+    """Store `copy` in `backend` and let it move `total` bytes under the byte model."""
+    per, pair = _rates()
+    now = time.monotonic()
+    copy._ferry_bytes_total = total
+    copy._ferry_bytes_done = 0.0
+    if total <= 0:
+        # nothing to move: complete at once (visibility still lags as for any copy)
+        copy._ferry_until = now
+        backend.snapshots[copy.id] = copy
+        return
+    with _flow_lock:
+        # Flows live on the destination backend, so moto's reset forgets them with the copies.
+        flows = backend.__dict__.setdefault("_ferry_flows", {})
+        flow = flows.get(source_region)
+        if flow is None:
+            flow = flows[source_region] = _Flow(now)
+        # the copies already in flight moved their bytes at the old share until now
+        _advance(flow, now, per, pair)
+        copy._ferry_flow = flow
+        copy._ferry_until = math.inf
+        backend.snapshots[copy.id] = copy
+        flow.copies.append(copy)
+
+
+# --- incremental or full ----------------------------------------------------------------------
+#
+# A copy keeps the lineage of the data it holds: the volume the original snapshot was taken of
+# (moto's copy shares the source's `volume` object, so its id is the volume's), the original
+# snapshot and its start time. A copy of a copy keeps the original's lineage. The judgment
+# follows aws-facts-next.md section 4 (EBS user guide "Copy an Amazon EBS snapshot"): incremental
+# iff the volume was copied to the destination before, the latest copy there still exists, and
+# they are under the same key. Judged when the copy is submitted: AWS queues a second copy of a
+# volume behind a pending one; the emulator does not, so a pending copy is no base.
+
+
+def _lineage(snap: Any) -> tuple[Any, str | None, str, Any]:
+    """(backend holding the volume's own snapshots, volume id, original snapshot id, its
+    start time) of the data in `snap`."""
+    if "_ferry_source_id" in snap.__dict__:
+        return (
+            snap._ferry_source_backend,
+            snap._ferry_source_volume,
+            snap._ferry_source_id,
+            snap._ferry_source_time,
+        )
+    return snap.ec2_backend, getattr(snap.volume, "id", None), snap.id, snap.start_time
+
+
+def inherit_lineage(copy: Any, source: Any) -> None:
+    (
+        copy._ferry_source_backend,
+        copy._ferry_source_volume,
+        copy._ferry_source_id,
+        copy._ferry_source_time,
+    ) = _lineage(source)
+
+
+def _volume_bytes(snap: Any) -> int:
+    return int(getattr(snap.volume, "size", 0) or 0) * GIB
+
+
+def _own_snapshots(backend: Any, volume_id: str) -> list[Any]:
+    """The snapshots taken of the volume (not copies), oldest first."""
+    snaps = [
+        s
+        for s in list(backend.snapshots.values())
+        if "_ferry_source_id" not in s.__dict__ and getattr(s.volume, "id", None) == volume_id
+    ]
+    return sorted(snaps, key=lambda s: s.start_time)
+
+
+def _changed_bytes(snaps: list[Any], i: int) -> int:
+    """Bytes snapshot `snaps[i]` changed since its predecessor: seeded
+    (/_ferry/snapshots/changed), else `changed_share` of the volume; the first snapshot of a
+    volume has no predecessor and holds all of it."""
+    snap = snaps[i]
+    seeded = snap.__dict__.get("_ferry_changed_bytes")
+    if seeded is not None:
+        return int(seeded)
+    size = _volume_bytes(snap)
+    return size if i == 0 else round(size * float(state.get("changed_share")))
+
+
+def _history_key(source: Any) -> tuple[str, str, str | None]:
+    backend, volume_id, _, _ = _lineage(source)
+    return backend.account_id, backend.region_name, volume_id
+
+
+def judge_copy(backend: Any, source: Any, key: str | None) -> tuple[bool, int, str | None]:
+    """(incremental, bytes to move, the base copy's source id) of a copy of `source` into
+    `backend` under `key` (None: unencrypted). The caller holds _copy_lock."""
+    origin, volume_id, source_id, source_time = _lineage(source)
+    full = (False, _volume_bytes(source), None)
+    if volume_id is None:
+        return full
+    history = backend.__dict__.get("_ferry_copy_history", {}).get(_history_key(source), [])
+    done = [c for c in history if _fraction(c) is None]  # pending copies are no base
+    if not done:
+        return full  # the first copy of this volume into the destination
+    latest = done[-1]
+    if not _exists(latest) or latest.kms_key_id != key:
+        return full  # the latest copy was deleted, or the data is re-encrypted
+    base_time = latest._ferry_source_time
+    if base_time > source_time:
+        return full  # the latest copy holds a newer snapshot
+    snaps = _own_snapshots(origin, volume_id)
+    changed = sum(
+        _changed_bytes(snaps, i)
+        for i, s in enumerate(snaps)
+        if base_time < s.start_time <= source_time
+    )
+    # never more than the whole volume, whatever was seeded
+    return True, min(changed, _volume_bytes(source)), latest._ferry_source_id
+
+
+def _remember_copy(backend: Any, copy: Any) -> None:
+    # On the destination backend: moto's reset forgets the history with the copies.
+    history = backend.__dict__.setdefault("_ferry_copy_history", {})
+    history.setdefault(_history_key(copy), []).append(copy)
+
+
+def seed_changed(doc: Any) -> int:
+    """`POST /_ferry/snapshots/changed`: {"account", "region", "changes": {snapshot id: bytes}}
+    sets the bytes each snapshot changed since its volume's previous one. All or nothing;
+    ValueError (HTTP 400) for a bad body, an unknown snapshot or a copy."""
+    if not isinstance(doc, dict):
+        raise ValueError('body must be {"account": ..., "region": ..., "changes": {...}}')
+    account, region, changes = doc.get("account"), doc.get("region"), doc.get("changes")
+    if not isinstance(account, str) or not isinstance(region, str):
+        raise ValueError("account and region must be strings")
+    if not isinstance(changes, dict):
+        raise ValueError('changes must be an object {"snap-...": bytes, ...}')
+    for snap_id, n in changes.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"changes[{snap_id!r}] must be an integer >= 0, got {n!r}")
+    backend = next((b for a, b in ec2_backends_in(region) if a == account), None)
+    snaps = {} if backend is None else dict(backend.snapshots)
+    unknown = sorted(i for i in changes if i not in snaps)
+    if unknown:
+        raise ValueError(
+            f"unknown snapshot ids in account {account}, region {region}: {', '.join(unknown)}"
+        )
+    copies = sorted(i for i in changes if "_ferry_source_id" in snaps[i].__dict__)
+    if copies:
+        raise ValueError(
+            f"{', '.join(copies)}: copies hold their original's changes; seed the snapshots "
+            "taken of the volume"
+        )
+    for snap_id, n in changes.items():
+        snaps[snap_id]._ferry_changed_bytes = n
+    return len(changes)
 
 
 # --- shared checks --------------------------------------------------------------------------
@@ -354,12 +624,34 @@ def _copy_snapshot(self: ElasticBlockStore) -> ActionResult:
         encrypted=encrypted,
         kms_key_id=key_arn,
     )
+    inherit_lineage(snapshot, source)
     if denied:
         snapshot.status = "error"
         snapshot.state_message = denied
+        backend.snapshots[snapshot.id] = snapshot
     else:
+        # judged for every copy (counted); only its duration depends on the byte model
+        incremental, size, base = judge_copy(backend, source, key_arn)
         mark_pending(snapshot)
-    backend.snapshots[snapshot.id] = snapshot
+        if _rates()[0] > 0:
+            _start_flow(backend, source_region, snapshot, size)
+        else:
+            backend.snapshots[snapshot.id] = snapshot
+        _remember_copy(backend, snapshot)
+        state.count_snapshot_copy(
+            {
+                "account": account,
+                "region": region,
+                "snapshot": snapshot.id,
+                "source": source.id,
+                "source_region": source_region,
+                "volume": snapshot._ferry_source_volume,
+                "key": key_arn,
+                "incremental": incremental,
+                "bytes": size,
+                "base": base,
+            }
+        )
     snapshot.add_tags(tags)
     state.count_copy(account, region, "snapshots")
     if minutes is not None:
@@ -456,6 +748,10 @@ def _copy_image(self: AmisResponse) -> ActionResult:
             kms_key_id=key_arn,
             from_ami=ami_id,
         )
+        # CopyImage keeps `copy_seconds` and its snapshots are no base for CopySnapshot; the
+        # lineage keeps them out of the volume's own snapshots, and a CopySnapshot of one of
+        # them copies the original's data.
+        inherit_lineage(copy, snap)
         new_snaps.append(copy)
         ebs = dict(m["Ebs"])
         ebs["SnapshotId"] = copy.id

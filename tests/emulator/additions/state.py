@@ -11,8 +11,23 @@ import threading
 from typing import Any
 
 DEFAULTS: dict[str, Any] = {
-    # Seconds a CopySnapshot/CopyImage result stays `pending` before it is `completed`/`available`.
+    # Seconds a CopySnapshot/CopyImage result stays `pending` before it is `completed`/`available`
+    # (CopySnapshot: while the byte model below is off).
     "copy_seconds": 2.0,
+    # The byte model (ec2_copies.py), CopySnapshot only: 0 = off. > 0: a snapshot copy moves its
+    # bytes (the volume, or the changes since its base) at most at this many MiB/s, and is
+    # `pending` until they are moved (EBS "Time-based copies": 500 MiB/s per copy).
+    "copy_throughput_mib_s": 0,
+    # With the byte model: the copies in flight for one (destination account, source region,
+    # destination region) share this many MiB/s equally; 0 = no cap (EBS: 2,000 MiB/s per
+    # Region pair).
+    "region_pair_throughput_mib_s": 0,
+    # Emulated seconds per wall-clock second: multiplies both rates above (60: a minute of AWS
+    # copy time passes in one second). `copy_seconds` is wall-clock time and not scaled.
+    "time_scale": 1.0,
+    # Bytes a snapshot changed since its volume's previous snapshot, unless seeded
+    # (POST /_ferry/snapshots/changed): this share of the volume (an incremental copy's bytes).
+    "changed_share": 0.05,
     # Snapshot copies in flight per destination (account, region) before ResourceLimitExceeded.
     "max_pending_snapshot_copies": 20,
     # AMI copies in flight per destination (account, region) before ResourceLimitExceeded.
@@ -78,8 +93,10 @@ rng = random.Random()
 
 # (account, region, service, action) -> {"count", "throttled", "faults"}
 requests: dict[tuple[str, str, str, str], dict[str, int]] = {}
-# (account, region) -> {"snapshots", "images", "image_snapshots"}
+# (account, region) -> {"snapshots", "images", "image_snapshots", ...}
 copies: dict[tuple[str, str], dict[str, int]] = {}
+# one entry per CopySnapshot that made a copy, in submission order (count_snapshot_copy)
+snapshot_copies: list[dict[str, Any]] = []
 # (account, region, client_token) -> (parameters, image_id)
 image_tokens: dict[tuple[str, str, str], tuple[Any, str]] = {}
 # listeners called on reset (token buckets etc.)
@@ -129,12 +146,16 @@ def validate(update: Any) -> dict[str, Any]:
             "session_seconds",
             "replication_delay_ms",
             "rds_copy_seconds",
+            "copy_throughput_mib_s",
+            "region_pair_throughput_mib_s",
         ):
             _number(key, value)
-        elif key == "batch_task_rate":
+        elif key in ("batch_task_rate", "time_scale"):
             _number(key, value)
             if value <= 0:
-                raise ValueError(f"batch_task_rate must be a number > 0, got {value!r}")
+                raise ValueError(f"{key} must be a number > 0, got {value!r}")
+        elif key == "changed_share":
+            _number(key, value, 0, 1)
         elif key == "fail_next_copies":
             _number(key, value)
         elif key in (
@@ -213,6 +234,7 @@ def reset(keep_config: bool = False) -> None:
     with lock:
         requests.clear()
         copies.clear()
+        snapshot_copies.clear()
         image_tokens.clear()
         if not keep_config:
             config.clear()
@@ -233,6 +255,20 @@ def count_copy(account: str, region: str, kind: str, n: int = 1) -> None:
                 "db_snapshots": 0,
                 "db_cluster_snapshots": 0,
                 "time_based_snapshots": 0,
+                "full_snapshots": 0,
+                "incremental_snapshots": 0,
+                "bytes_full": 0,
+                "bytes_incremental": 0,
             },
         )
         entry[kind] += n
+
+
+def count_snapshot_copy(entry: dict[str, Any]) -> None:
+    """A CopySnapshot that made a copy: {"account", "region", "snapshot", "source",
+    "source_region", "volume", "key", "incremental", "bytes", "base"}."""
+    kind = "incremental" if entry["incremental"] else "full"
+    with lock:
+        snapshot_copies.append(dict(entry))
+        count_copy(entry["account"], entry["region"], f"{kind}_snapshots")
+        count_copy(entry["account"], entry["region"], f"bytes_{kind}", int(entry["bytes"]))

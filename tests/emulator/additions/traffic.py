@@ -414,6 +414,7 @@ def counters() -> dict[str, Any]:
         copies = [
             {"account": a, "region": r, **dict(v)} for (a, r), v in sorted(state.copies.items())
         ]
+        snapshot_copies = [dict(e) for e in state.snapshot_copies]
     totals = {
         "requests": sum(r["count"] for r in rows),
         "throttled": sum(r["throttled"] for r in rows),
@@ -423,7 +424,8 @@ def counters() -> dict[str, Any]:
     }
     kinds = (
         "snapshots", "images", "image_snapshots", "db_snapshots", "db_cluster_snapshots",
-        "time_based_snapshots",
+        "time_based_snapshots", "full_snapshots", "incremental_snapshots", "bytes_full",
+        "bytes_incremental",
     )  # fmt: skip
     copy_totals = {k: sum(c[k] for c in copies) for k in kinds}
     from . import s3_live_replication
@@ -433,6 +435,7 @@ def counters() -> dict[str, Any]:
         "totals": totals,
         "copies": copies,
         "copy_totals": copy_totals,
+        "snapshot_copies": snapshot_copies,
         "batch_jobs": s3_jobs.counters(),
         "replication": s3_live_replication.counters(),
     }
@@ -566,6 +569,7 @@ class Traffic:
             with state.lock:
                 state.requests.clear()
                 state.copies.clear()
+                state.snapshot_copies.clear()
             s3_jobs.zero_counters()
             s3_live_replication.zero_counters()
             return _json(start_response, 200, {"status": "ok"})
@@ -574,6 +578,15 @@ class Traffic:
             return _json(start_response, 200, {"status": "ok"})
         if path == "/_ferry/copies/complete" and method == "POST":
             return _json(start_response, 200, {"completed": ec2_copies.complete_all()})
+        if path == "/_ferry/snapshots/changed" and method == "POST":
+            # the bytes each snapshot changed since its volume's previous one (the byte model)
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length) if length else b"{}"
+            try:
+                seeded = ec2_copies.seed_changed(json.loads(raw or b"{}"))
+            except ValueError as e:
+                return _json(start_response, 400, {"error": str(e)})
+            return _json(start_response, 200, {"seeded": seeded})
         if path == "/_ferry/replication" and method == "GET":
             return _json(start_response, 200, s3_live_replication.summary())
         if path == "/_ferry/jobs/complete" and method == "POST":
