@@ -9,20 +9,34 @@ Workloads:
   b  40 AMIs (2 encrypted volumes each) shared with and copied by another account
   c  2,000 SSE-KMS objects replicated and backfilled
   d  all of them in one plan
-  e  20,000 objects backfilled by an S3 Batch Replication job
+  e  nightly DR: 30 volumes x 10 snapshots each -> 2 destination regions (same account), copies
+     timed by the emulator's byte model (incremental copies, 500 MiB/s per copy, 2,000 MiB/s
+     per region pair) in compressed time; ferry against ferry's old order and a boto3 script
   f  45 encrypted RDS DB snapshots -> another region (same account)
+  g  20,000 objects backfilled by an S3 Batch Replication job
 
-For each: makespan (the whole `ferry apply`, resolve and dry run included), the lower bound
-(see `lower_bound`), their ratio, API calls per migrated resource (mutating / describe),
-throttled responses as % of calls, ferry's peak memory and CPU time (user + system). The short
-workloads run several times (b three, c five), each in a fresh emulator, and show the run with the median
-ratio and the range of ratios. The last line is the headline.
+For (a)-(d), (f), (g): makespan (the whole `ferry apply`, resolve and dry run included), the
+lower bound (see `lower_bound`), their ratio, API calls per migrated resource (mutating /
+describe), throttled responses as % of calls, ferry's peak memory and CPU time (user + system).
+The short workloads run several times (b three, c five), each in a fresh emulator, and show the
+run with the median ratio and the range of ratios. The last line is the headline.
 
-    FERRY_BENCH_COPY_SECONDS=15   copy time (default 10)
-    FERRY_BENCH_REPEAT=1          runs of every workload
+(e) has a table of its own, one row per contender, each run in a fresh emulator seeded the same
+way: ferry (chains of incremental copies, its default; three runs, the median shown), ferry with
+`FERRY_COPY_ORDER=largest-first` (its order before chains: largest snapshot first, every copy on
+its own) and benches/boto3_copy.py (the parallel script a careful engineer writes), once each.
+Columns: makespan, the bound (see `chain_bound`), their ratio, bytes the copies moved / the least
+bytes that can give every snapshot a copy (`chain_minimal_bytes`), full and incremental copies,
+API calls and throttled responses. Then a headline line for (e).
+
+    FERRY_BENCH_COPY_SECONDS=15   copy time (default 10; not (e): its copies take their bytes)
+    FERRY_BENCH_REPEAT=1          runs of every workload (of ferry's default order in (e))
     FERRY_BENCH_VERBOSE=1         calls per API after each run
     FERRY_BENCH_KEEP=1            keep each run's directory (plan, journal, audit log)
-    FERRY_BENCH_TASK_RATE=1000    the emulator's batch job tasks per second (workload e)
+    FERRY_BENCH_TASK_RATE=1000    the emulator's batch job tasks per second (workload g)
+    FERRY_BENCH_TIME_SCALE=75     emulated seconds per wall second in (e) (default 75)
+    FERRY_BENCH_CHAIN_VOLUMES=6   volumes in (e) (default 30; fewer for a quick check, picked
+                                  across the size range)
 """
 
 from __future__ import annotations
@@ -46,11 +60,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 A, B = "111111111111", "222222222222"
 # Copies stay pending this long (the emulator's `copy_seconds`); real copies take minutes.
 COPY_SECONDS = float(os.environ.get("FERRY_BENCH_COPY_SECONDS", "10"))
-POLL_MS = int(os.environ.get("FERRY_BENCH_POLL_MS", "500"))
+# FERRY_BENCH_POLL_MS sets ferry's longest poll interval (FERRY_POLL_INTERVAL_MS); unset, ferry
+# polls as a user's run does (its defaults).
+POLL_MS = int(os.environ["FERRY_BENCH_POLL_MS"]) if os.environ.get("FERRY_BENCH_POLL_MS") else None
 SNAPSHOT_SLOTS = 20
-# Tasks per second of the emulator's batch jobs: what S3 Batch Operations does with a job is
-# S3's own capacity, so the bound of a batch backfill is the job's tasks at this rate. Set to
-# what the emulator's single Python process sustains while replicating (measured: see README).
+# Tasks per second of the emulator's batch jobs (workload g): what S3 Batch Operations does
+# with a job is S3's own capacity, so the bound of a batch backfill is the job's tasks at this
+# rate. Set to what the emulator's single Python process sustains while replicating (measured:
+# see README).
 TASK_RATE = float(os.environ.get("FERRY_BENCH_TASK_RATE", "1000"))
 # AWS's default token buckets (aws-facts.md): (burst, refill per second).
 COPY_SNAPSHOT = (50, 5.0)
@@ -189,13 +206,13 @@ def seed_objects(ep: str, n: int, bucket: str = "bench-logs") -> None:
 
 # ---- plans --------------------------------------------------------------------------------
 
-def plan_text(snaps: bool, amis: bool, objects: bool, batch: bool = False, dbs: bool = False) -> str:
+def plan_text(snaps: bool, amis: bool, objects: bool, batch: bool = False, dbs: bool = False, chains: bool = False) -> str:
     """The plan of a workload: only the accounts, keys and migrations it uses."""
     text = f'version: 1\nname: bench\naccounts:\n  prod: {{ id: "{A}" }}\n'
     if amis:
         text += f'  backup: {{ id: "{B}", role_arn: "arn:aws:iam::{B}:role/ferry-migrator" }}\n'
     text += "keys:\n"
-    if snaps:
+    if snaps or chains:
         text += "  dr-west-2: { account: prod, region: eu-west-2, alias: alias/bench-dr-west-2, create: true }\n"
         text += "  dr-west-1: { account: prod, region: eu-west-1, alias: alias/bench-dr-west-1, create: true }\n"
     if amis:
@@ -217,6 +234,8 @@ def plan_text(snaps: bool, amis: bool, objects: bool, batch: bool = False, dbs: 
         text += BATCH
     if dbs:
         text += DB_SNAPSHOTS
+    if chains:
+        text += CHAINS
     return text
 
 
@@ -258,6 +277,22 @@ DB_SNAPSHOTS = """  - id: orders
     type: db-snapshot-copy
     source: { account: prod, region: us-east-1, tags: { Bench: rds } }
     destination: { region: eu-west-2, key: rds-dr }
+"""
+
+# Workload (e): the same snapshots, every night, to two DR regions.
+CHAINS = """  - id: dr-west-2
+    type: snapshot-copy
+    source: { account: prod, region: us-east-1, tags: { Bench: chains } }
+    destination: { region: eu-west-2, key: dr-west-2 }
+  - id: dr-west-1
+    type: snapshot-copy
+    source: { account: prod, region: us-east-1, tags: { Bench: chains } }
+    destination: { region: eu-west-1, key: dr-west-1 }
+"""
+
+PAIR_SETTING = """settings:
+  quotas:
+    "ec2:snapshot-copies-per-region-pair": { in_flight: 5 }
 """
 
 # ---- lower bound --------------------------------------------------------------------------
@@ -371,7 +406,10 @@ def _calibrate(ep: str, n: int, threads: int) -> tuple[float, float]:
 # ---- running ------------------------------------------------------------------------------
 
 
-def run_ferry(ep: str, plan_text: str) -> tuple[float, int, int, float, str]:
+def run_ferry(ep: str, plan_text: str, env_extra: dict | None = None, fixed_poll: bool = True) -> tuple[float, int, int, float, str]:
+    """`ferry apply` of `plan_text`: (seconds, exit code, peak KiB, CPU seconds, stderr).
+    `fixed_poll`: FERRY_POLL_INTERVAL_MS=POLL_MS (the fixed-duration copies of (a)-(d), (f), (g));
+    else ferry's own poll intervals, as a user runs it."""
     work = tempfile.mkdtemp(prefix="ferry-bench-")
     with open(os.path.join(work, "plan.yaml"), "w") as f:
         f.write(plan_text)
@@ -380,26 +418,36 @@ def run_ferry(ep: str, plan_text: str) -> tuple[float, int, int, float, str]:
         "AWS_ACCESS_KEY_ID": f"AKIA{A}TEST",
         "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_REGION": "us-east-1",
-        "FERRY_POLL_INTERVAL_MS": str(POLL_MS),
         "FERRY_VERIFY_POLL_MS": "100",
+        **(env_extra or {}),
     }
-    start = time.monotonic()
-    with open(os.path.join(work, "stderr"), "w") as errf:
-        proc = subprocess.Popen(
-            [FERRY, "--endpoint-url", ep, "-q", "apply", "--yes", "plan.yaml"],
-            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=errf,
-        )
-        # wait4 gives this child's own peak memory (ru_maxrss, KiB on Linux).
-        _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - start
-    code = os.waitstatus_to_exitcode(status)
-    with open(os.path.join(work, "stderr")) as f:
-        err = f.read()
+    env.pop("FERRY_POLL_INTERVAL_MS", None)
+    if fixed_poll and POLL_MS is not None:
+        env["FERRY_POLL_INTERVAL_MS"] = str(POLL_MS)
+    elapsed, code, rss_kb, cpu_s, _, err = run_timed(
+        [FERRY, "--endpoint-url", ep, "-q", "apply", "--yes", "plan.yaml"], work, env
+    )
     if os.environ.get("FERRY_BENCH_KEEP"):
         print(f"    kept {work}", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
-    return elapsed, code, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, err
+    return elapsed, code, rss_kb, cpu_s, err
+
+
+def run_timed(cmd: list[str], cwd: str, env: dict) -> tuple[float, int, int, float, str, str]:
+    """Runs `cmd`: (seconds, exit code, peak KiB, CPU seconds, stdout, stderr)."""
+    start = time.monotonic()
+    with open(os.path.join(cwd, "stdout"), "w") as outf, open(os.path.join(cwd, "stderr"), "w") as errf:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=outf, stderr=errf)
+        # wait4 gives this child's own peak memory (ru_maxrss, KiB on Linux).
+        _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - start
+    code = os.waitstatus_to_exitcode(status)
+    with open(os.path.join(cwd, "stdout")) as f:
+        out = f.read()
+    with open(os.path.join(cwd, "stderr")) as f:
+        err = f.read()
+    return elapsed, code, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, out, err
 
 
 def counters(ep: str) -> dict:
@@ -419,15 +467,17 @@ def counters(ep: str) -> dict:
 
 # Runs per workload: the short ones are repeated and reported by their median ratio, since this
 # small VM's speed drifts by 10-15 % from one minute to the next (FERRY_BENCH_REPEAT overrides).
-REPEATS = {"a": 1, "b": 3, "c": 5, "d": 1, "e": 1, "f": 3}
+REPEATS = {"a": 1, "b": 3, "c": 5, "d": 1, "e": 3, "f": 3, "g": 1}
 
 WORKLOADS = {
     "a": ("400 snapshots, 2 regions -> 2 regions", 400, 0, 0, 0, 0),
     "b": ("40 AMIs x 2 volumes, cross-account", 0, 40, 0, 0, 0),
     "c": ("2,000 SSE-KMS objects backfilled", 0, 0, 2000, 0, 0),
     "d": ("all of the above in one plan", 400, 40, 2000, 0, 0),
-    "e": ("20,000 objects by a batch replication job", 0, 0, 0, 20000, 0),
+    # (e) is run by chain_workload; its numbers are in CHAIN_SIZES and chain_world.
+    "e": ("30 volumes x 10 snapshots, 2 destination regions", 0, 0, 0, 0, 0),
     "f": ("45 RDS DB snapshots -> another region", 0, 0, 0, 0, 45),
+    "g": ("20,000 objects by a batch replication job", 0, 0, 0, 20000, 0),
 }
 
 
@@ -489,17 +539,286 @@ def summarize(runs: list[dict]) -> dict:
     return row
 
 
+# ---- workload (e): nightly DR, chains of incremental snapshot copies --------------------------
+#
+# Copies under the emulator's byte model (tests/emulator/additions/ec2_copies.py): a copy is
+# incremental when the latest completed copy of the same volume in the destination, under the
+# same key, holds an earlier snapshot, and then moves the blocks changed since; else it moves
+# the whole volume. Copies move at most COPY_MIB_S each, and the copies in flight for one
+# (account, source region, destination region) share PAIR_MIB_S (EBS user guide, "Time-based
+# copies"; aws-facts-next.md section 4). Time is compressed: TIME_SCALE emulated seconds pass per
+# wall-clock second (the byte rates are multiplied by it; the API token buckets are not).
+
+GIB, MIB = 2**30, 2**20
+COPY_MIB_S = 500.0  # per copy (AWS, fixed)
+PAIR_MIB_S = 2000.0  # per region pair (AWS default, adjustable)
+# Chosen so the bound of the full world is about 64 s of wall time (4,827 emulated seconds).
+TIME_SCALE = float(os.environ.get("FERRY_BENCH_TIME_SCALE", "75"))
+CHAIN_SOURCE = "us-east-1"
+CHAIN_REGIONS = ("eu-west-2", "eu-west-1")
+CHAIN_SNAPSHOTS = 10
+# The fleet's volume sizes in GiB, 6,698 GiB in all: two 1 TiB data volumes, a few hundred-GiB
+# databases and file stores, and many small application and root volumes.
+CHAIN_SIZES = (
+    1024, 1024, 750, 500, 500, 400, 300, 300, 250, 200, 200, 150, 128, 128, 100,
+    100, 100, 80, 80, 64, 50, 50, 40, 40, 30, 30, 20, 20, 20, 20,
+)  # fmt: skip
+# How a night's changes vary over a week (weekends are quiet): a factor on the volume's rate.
+WEEK = (1.0, 1.1, 0.9, 1.2, 1.0, 0.5, 0.4)
+CHAIN_VOLUMES = int(os.environ.get("FERRY_BENCH_CHAIN_VOLUMES", str(len(CHAIN_SIZES))))
+
+
+def chain_world(n: int = CHAIN_VOLUMES) -> list[tuple[int, list[int]]]:
+    """(size GiB, bytes each of its 10 snapshots changed since the previous one) per volume:
+    volume i of the fleet changes (1 + 7i mod 10) % of its size a night (1-10 %: a log or
+    database volume much, a root volume little) times the week's factor for that night (each
+    volume's week starts on another day). The first snapshot holds the whole volume. With
+    fewer than 30 volumes, `n` of them spread over the size range."""
+    out = []
+    for k in range(n):
+        i = k * len(CHAIN_SIZES) // n
+        size = CHAIN_SIZES[i] * GIB
+        rate = (1 + (7 * i) % 10) / 100.0
+        out.append((CHAIN_SIZES[i], [size] + [round(size * rate * WEEK[(j + i) % 7]) for j in range(1, CHAIN_SNAPSHOTS)]))
+    return out
+
+
+def chain_minimal_bytes(world: list[tuple[int, list[int]]]) -> int:
+    """The least bytes that give every snapshot a copy in one destination region: per volume one
+    full copy (its oldest snapshot) and then each later snapshot's changes, copied oldest first,
+    each from the copy of its predecessor."""
+    return sum(sum(changes) for _, changes in world)
+
+
+def seed_chains(ep: str, world: list[tuple[int, list[int]]]) -> list[list[str]]:
+    """The world in account A, us-east-1, under one customer managed key: a volume per entry and
+    10 snapshots of each, tagged `Bench: chains`, taken in rounds like nightly backups (each
+    round starts in a later second than the last: DescribeSnapshots gives StartTime to the
+    second, and it is what tells the snapshots of a volume apart in age); then each snapshot's
+    changed bytes (POST /_ferry/snapshots/changed). The snapshot ids, per volume oldest first."""
+    region = CHAIN_SOURCE
+    key = cmk(ep, A, region, "alias/bench-fleet")
+    ec2 = client(ep, "ec2", A, region)
+    volumes = [
+        ec2.create_volume(Size=size, AvailabilityZone=f"{region}a", Encrypted=True, KmsKeyId=key)["VolumeId"]
+        for size, _ in world
+    ]
+    tags = [{"ResourceType": "snapshot", "Tags": [{"Key": "Bench", "Value": "chains"}]}]
+    snaps: list[list[str]] = [[] for _ in volumes]
+    for night in range(CHAIN_SNAPSHOTS):
+        for i, vol in enumerate(volumes):
+            snaps[i].append(ec2.create_snapshot(VolumeId=vol, TagSpecifications=tags)["SnapshotId"])
+        if night + 1 < CHAIN_SNAPSHOTS:
+            now = time.time()
+            time.sleep(math.floor(now) + 1.0 - now + 0.01)
+    changes = {sid: world[i][1][j] for i, ids in enumerate(snaps) for j, sid in enumerate(ids)}
+    control(ep, "/_ferry/snapshots/changed", {"account": A, "region": region, "changes": changes})
+    return snaps
+
+
+def chain_bound(world: list[tuple[int, list[int]]], regions: int = len(CHAIN_REGIONS)) -> tuple[float, dict[str, float]]:
+    """The least wall-clock time the copy limits allow, and its terms:
+    - per region pair (us-east-1 -> each destination), the minimal bytes (per volume one full
+      copy and the increments of its other nine snapshots: `chain_minimal_bytes`) / the pair's
+      2,000 MiB/s: the pair's copies share it, however many run;
+    - per chain (one volume into one region), its copies' bytes / the per-copy 500 MiB/s: its
+      critical path, each copy incremental only once its predecessor's copy has completed;
+    - per destination region, CopySnapshot's token bucket: (copies - 50) / 5 per second, the
+      earliest the last copy can be asked for;
+    the byte terms divided by the time scale for wall seconds. The bucket term is wall time as
+    it stands: the emulator's token buckets run on the wall clock at AWS's rates (throttle_scale
+    1.0), the time scale speeds up the bytes only. The bound is the max."""
+    per_region = chain_minimal_bytes(world)
+    copies = len(world) * CHAIN_SNAPSHOTS
+    terms = {
+        "region pair": per_region / MIB / PAIR_MIB_S / TIME_SCALE,
+        "chain": max(sum(c) for _, c in world) / MIB / COPY_MIB_S / TIME_SCALE,
+        "CopySnapshot bucket": max(0.0, (copies - COPY_SNAPSHOT[0]) / COPY_SNAPSHOT[1]),
+    }
+    return max(terms.values()), terms
+
+
+CONTENDERS = {
+    "ferry": "ferry (chains, its default)",
+    "ferry-pair": "ferry, 5 copies per region pair",
+    "largest-first": "ferry FERRY_COPY_ORDER=largest-first",
+    "boto3": "boto3 script, 20 threads per region",
+}
+
+
+def chain_workload(contender: str) -> dict:
+    """One run of (e) by `contender` in a fresh emulator."""
+    world = chain_world()
+    emu = Emulator()
+    try:
+        ep = emu.endpoint
+        control(ep, "/_ferry/config", {
+            "copy_throughput_mib_s": COPY_MIB_S, "region_pair_throughput_mib_s": PAIR_MIB_S,
+            "time_scale": TIME_SCALE, "throttle": False,
+        })  # fmt: skip
+        snaps = seed_chains(ep, world)
+        if contender == "boto3":
+            # ferry's plan creates its destination keys; the script is given them
+            keys = {r: cmk(ep, A, r, f"alias/bench-dr-{r.removeprefix('eu-')}") for r in CHAIN_REGIONS}
+        control(ep, "/_ferry/config", {"throttle": True, "throttle_scale": 1.0})
+        control(ep, "/_ferry/counters/reset", {})
+        out = ""
+        if contender == "boto3":
+            cmd = [sys.executable, os.path.join(ROOT, "benches", "boto3_copy.py"), "--endpoint", ep,
+                   "--source-region", CHAIN_SOURCE, "--tag", "Bench=chains", "--threads", str(SNAPSHOT_SLOTS),
+                   "--time-scale", str(TIME_SCALE)]  # fmt: skip
+            for r in CHAIN_REGIONS:
+                cmd += ["--destination", f"{r}={keys[r]}"]
+            env = {**os.environ, "AWS_ACCESS_KEY_ID": f"AKIA{A}TEST", "AWS_SECRET_ACCESS_KEY": "bench"}
+            work = tempfile.mkdtemp(prefix="ferry-bench-boto3-")
+            elapsed, code, rss_kb, cpu_s, out, err = run_timed(cmd, work, env)
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            extra = {"FERRY_COPY_ORDER": "largest-first"} if contender == "largest-first" else {}
+            text = plan_text(False, False, False, chains=True)
+            if contender == "ferry-pair":
+                # The world's throughput: 2,000 MiB/s per pair / 500 per copy = 4 copies keep
+                # the pair busy; a fifth starts a chain's next copy while one ends.
+                text += PAIR_SETTING
+            elapsed, code, rss_kb, cpu_s, err = run_ferry(ep, text, extra, fixed_poll=False)
+        c = counters(ep)
+        detail = control(ep, "/_ferry/counters")
+        copies = [e for e in detail.get("snapshot_copies", []) if e["account"] == A]
+        problems = check_chain_copies(ep, snaps, copies)
+        bound, terms = chain_bound(world)
+        minimal = chain_minimal_bytes(world) * len(CHAIN_REGIONS)
+        moved = sum(int(e["bytes"]) for e in copies)
+        errors = err.strip().splitlines()[-3:] if code != 0 else []
+        if code != 0 and contender == "boto3":
+            errors = err.strip().splitlines()[:3] or out.strip().splitlines()[-1:]
+        return {
+            "workload": CONTENDERS[contender],
+            "ok": code == 0 and not problems,
+            "error": errors + problems,
+            "makespan_s": elapsed,
+            "lower_bound_s": bound,
+            "terms": terms,
+            "ratio": elapsed / bound,
+            "minimal_bytes": minimal,
+            "moved_bytes": moved,
+            "bytes_ratio": moved / minimal,
+            "full": sum(1 for e in copies if not e["incremental"]),
+            "incremental": sum(1 for e in copies if e["incremental"]),
+            # every call answered, throttled ones included
+            "calls": c["total"] + c["throttled"],
+            "throttled_pct": 100.0 * c["throttled"] / max(1, c["total"] + c["throttled"]),
+            "peak_mb": rss_kb / 1024.0,
+            "cpu_s": cpu_s,
+        }
+    finally:
+        emu.stop()
+
+
+def check_chain_copies(ep: str, snaps: list[list[str]], copies: list[dict]) -> list[str]:
+    """What is wrong with the copies a contender left: a copy in state `error` or not completed,
+    a source snapshot without a completed copy in a destination region."""
+    sources = {s for ids in snaps for s in ids}
+    problems = []
+    for region in CHAIN_REGIONS:
+        ec2 = client(ep, "ec2", A, region)
+        states = {
+            s["SnapshotId"]: s
+            for page in ec2.get_paginator("describe_snapshots").paginate(OwnerIds=["self"])
+            for s in page["Snapshots"]
+        }
+        bad = [s for s in states.values() if s["State"] != "completed"]
+        for s in bad[:3]:
+            problems.append(f"{region}: copy {s['SnapshotId']} is {s['State']}: {s.get('StateMessage', '')}".rstrip(": "))
+        if len(bad) > 3:
+            problems.append(f"{region}: {len(bad)} copies not completed in all")
+        done = {e["source"] for e in copies if e["region"] == region and states.get(e["snapshot"], {}).get("State") == "completed"}
+        missing = sources - done
+        if missing:
+            problems.append(f"{region}: {len(missing)} of {len(sources)} snapshots have no completed copy")
+    return problems
+
+
+def chain_rows() -> list[dict]:
+    repeat = int(os.environ.get("FERRY_BENCH_REPEAT", REPEATS["e"]))
+    rows = []
+    for contender, runs in (("ferry-pair", repeat), ("ferry", 1), ("largest-first", 1), ("boto3", 1)):
+        results = []
+        for i in range(runs):
+            print(f"running workload e ({CONTENDERS[contender]}, {i + 1}/{runs}) ...", file=sys.stderr, flush=True)
+            results.append(chain_workload(contender))
+        rows.append(summarize(results))
+    return rows
+
+
+def print_chains(rows: list[dict]) -> None:
+    world = chain_world()
+    bound, terms = chain_bound(world)
+    minimal = chain_minimal_bytes(world)
+    binding = max(terms, key=lambda k: terms[k])
+    sizes = [size for size, _ in world]
+    print(
+        f"\n(e) {len(world)} volumes x {CHAIN_SNAPSHOTS} snapshots ({min(sizes)}-{max(sizes)} GiB, {sum(sizes):,} GiB in all)"
+        f" -> {', '.join(CHAIN_REGIONS)}; {COPY_MIB_S:g} MiB/s per copy, {PAIR_MIB_S:,.0f} MiB/s per region pair,"
+        f" time scale {TIME_SCALE:g}"
+    )
+    print(
+        f"    minimal bytes {minimal / GIB:,.0f} GiB per region ({100.0 * sum(sizes) * GIB / minimal:.0f} % of it the"
+        f" {len(world)} full copies); bound {bound:.1f} s: "
+        + ", ".join(f"{k} {v:.1f} s" + (" (binds)" if k == binding else "") for k, v in terms.items())
+    )
+    header = f"{'contender':38} {'result':6} {'makespan':>9} {'bound':>7} {'ratio':>6} {'bytes/min':>9} {'full':>5} {'incr':>5} {'calls':>6} {'thr %':>6} {'peak MB':>8} {'CPU s':>6} {'runs, ratios':>15}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['workload']:38} {'ok' if r['ok'] else 'FAIL':6} {r['makespan_s']:8.1f}s {r['lower_bound_s']:6.1f}s"
+            f" {r['ratio']:6.2f} {r['bytes_ratio']:9.2f} {r['full']:5d} {r['incremental']:5d} {r['calls']:6d}"
+            f" {r['throttled_pct']:6.2f} {r['peak_mb']:8.1f} {r['cpu_s']:6.1f}"
+            f" {(str(r['runs']) + ', ' + r['range']) if r['range'] else '1':>15}"
+        )
+        for line in r["error"]:
+            print(f"    {line}")
+    by = {r["workload"]: r for r in rows}
+    ferry = by[CONTENDERS["ferry-pair"]]
+    others = "; ".join(
+        f"{name} {by[CONTENDERS[k]]['ratio']:.2f} ({by[CONTENDERS[k]]['bytes_ratio']:.2f} x the bytes)"
+        for k, name in (("ferry", "ferry at 20 per pair"), ("largest-first", "largest-first"), ("boto3", "boto3"))
+        if CONTENDERS[k] in by
+    )
+    print(f"\n(e) ratio to the bound: ferry (5 per pair) {ferry['ratio']:.2f}, moving {ferry['bytes_ratio']:.2f} x the minimal bytes; {others}")
+
+
 def main(argv: list[str]) -> int:
     names = [a for a in argv if a in WORKLOADS] or list(WORKLOADS)
     rows = []
+    chains: list[dict] = []
     for n in names:
+        if n == "e":
+            chains = chain_rows()
+            continue
         repeat = int(os.environ.get("FERRY_BENCH_REPEAT", REPEATS[n]))
         runs = []
         for i in range(repeat):
             print(f"running workload {n} ({i + 1}/{repeat}): {WORKLOADS[n][0]} ...", file=sys.stderr, flush=True)
             runs.append(workload(n))
         rows.append(summarize(runs))
-    print(f"\nferry migration benchmark — {platform.node()}, {os.cpu_count()} cores, copy time {COPY_SECONDS:g} s, poll {POLL_MS} ms\n")
+    poll = f"poll {POLL_MS} ms" if POLL_MS is not None else "ferry's default polling"
+    setting = f"copy time {COPY_SECONDS:g} s, {poll}" if rows else "(e) only"
+    print(f"\nferry migration benchmark — {platform.node()}, {os.cpu_count()} cores, {setting}")
+    if rows:
+        print()
+    failed = [r["workload"] for r in rows if not r["ok"]]
+    failed += [f"(e) {r['workload']}" for r in chains if not r["ok"]]
+    if rows:
+        print_table(rows)
+    if chains:
+        print_chains(chains)
+    if failed:
+        print(f"failed workloads: {', '.join(failed)}")
+    return 0 if not failed else 1
+
+
+def print_table(rows: list[dict]) -> None:
     for r in rows:
         if r.get("s3_rate"):
             print(
@@ -522,10 +841,6 @@ def main(argv: list[str]) -> int:
     if ok:
         worst = max(ok, key=lambda r: r["ratio"])
         print(f"\nratio to lower bound: {worst['ratio']:.2f} (worst workload: {worst['workload']})")
-    failed = [r["workload"] for r in rows if not r["ok"]]
-    if failed:
-        print(f"failed workloads: {', '.join(failed)}")
-    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

@@ -292,6 +292,11 @@ pub const DEFAULTS: &[(&str, Quota)] = &[
         },
     ),
     ("ec2:snapshot-copies-in-flight", Quota::InFlight(20)),
+    // ferry's own limit, not AWS's: snapshot copies at once from one source region into one
+    // destination (account, region). 20 (no limit beyond the one above) by default; with
+    // copies that run at AWS's documented time-based throughput (500 MiB/s each, 2,000 per
+    // region pair) 5 keeps the pair busy while the longest chains get their full speed.
+    ("ec2:snapshot-copies-per-region-pair", Quota::InFlight(20)),
     ("ec2:image-copies-in-flight", Quota::InFlight(300)),
     // RDS: 20 DB snapshot copies in progress per destination region and account; Aurora: 5
     // cluster snapshot copies (aws-facts-next.md §1).

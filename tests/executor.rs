@@ -102,6 +102,7 @@ fn spec() -> impl Strategy<Value = Spec> {
             slow_ms,
             bucket,
             gate,
+            ..Spec::ok()
         })
 }
 
@@ -1128,6 +1129,88 @@ fn run_fake_resumed(fg: &FakeGraph, resume: Resume<Value>) -> RunReport<Value> {
         .resume(resume)
         .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))));
     runtime().block_on(exec.run(Cancel::new())).unwrap()
+}
+
+/// Step ids in the order the walker announced they were submitted.
+fn submitted_order(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepSubmitted { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn waiters_for_a_gate_slot_go_highest_priority_first() {
+    // A gate of 2: the first two take the free slots as they come; the other six wait, and
+    // get the slots by priority (a copy's bytes left in its chain), not by arrival.
+    let specs: Vec<Spec> = [1u64, 2, 3, 8, 4, 7, 5, 6]
+        .into_iter()
+        .enumerate()
+        .map(|(i, priority)| Spec {
+            gate: true,
+            priority,
+            // The first two stay pending long enough for all the others to line up.
+            ..Spec::with(Behavior::Async(if i < 2 { 30 } else { 2 }))
+        })
+        .collect();
+    let fg = fake_graph(&specs, &[]);
+    let out = run_fake(&fg, fast_options(1), Cancel::new());
+    assert_eq!(out.report.done, 8, "{:?}", out.report.failed);
+    let order = submitted_order(&out.events);
+    let priority_of = |id: &String| {
+        let n: usize = id
+            .trim_start_matches("own/res")
+            .trim_end_matches("/act")
+            .parse()
+            .unwrap();
+        specs[n].priority
+    };
+    let waited: Vec<u64> = order.iter().skip(2).map(priority_of).collect();
+    assert_eq!(waited, vec![8, 7, 6, 5, 4, 3], "submitted: {order:?}");
+}
+
+#[test]
+fn a_narrower_gate_is_held_within_the_wider_one() {
+    // Gate `copies` of 2, and `pair-copies` of 1 for the first four steps: never two of those
+    // at once, while the other steps use the second slot of `copies`.
+    let specs: Vec<Spec> = (0..8)
+        .map(|i| Spec {
+            gate: true,
+            pair_gate: i < 4,
+            ..Spec::with(Behavior::Async(2))
+        })
+        .collect();
+    let fg = fake_graph(&specs, &[]);
+    let out = run_fake(&fg, fast_options(8), Cancel::new());
+    assert_eq!(out.report.done, 8);
+    assert!(fg.mem.violations.lock().unwrap().is_empty());
+    let paired = |s: &str| {
+        [
+            "own/res0/act",
+            "own/res1/act",
+            "own/res2/act",
+            "own/res3/act",
+        ]
+        .contains(&s)
+    };
+    let (mut now, mut most) = (0i32, 0i32);
+    for e in &out.events {
+        match e {
+            Event::StepSubmitted { step, .. } if paired(step) => now += 1,
+            Event::StepDone { step, .. } if paired(step) => now -= 1,
+            _ => {}
+        }
+        most = most.max(now);
+    }
+    assert_eq!(most, 1, "steps of one pair at once");
+    assert_eq!(
+        fg.mem.max_gate_in_use.load(Ordering::SeqCst),
+        2,
+        "the wider gate filled"
+    );
 }
 
 #[test]

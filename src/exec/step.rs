@@ -199,6 +199,11 @@ pub trait Step<C: Context>: Send + Sync + 'static {
     fn gate(&self) -> Option<&GateKey> {
         None
     }
+    /// A narrower limit within `gate` (copies per region pair within copies per region),
+    /// taken before it and held as long.
+    fn inner_gate(&self) -> Option<&GateKey> {
+        None
+    }
     /// Among steps waiting for the slots of one gate, the highest goes first, and equal ones
     /// in the order they came (for copies: the bytes left in the copy's chain, so the longest
     /// chain is never the one started last).

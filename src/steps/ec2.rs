@@ -30,6 +30,8 @@ type Done = Result<Applied<StepOutput>, StepError>;
 
 /// Gate on snapshot copies in flight per destination (account, region) (AWS: 20).
 pub const SNAPSHOT_COPY_GATE: &str = "snapshot-copies";
+/// Snapshot copies in flight from one source region into one destination (account, region).
+pub const SNAPSHOT_PAIR_GATE: &str = "snapshot-copies-per-region-pair";
 /// Gate on image copies in flight per destination (account, region) (AWS: 300).
 pub const IMAGE_COPY_GATE: &str = "image-copies";
 /// The poller of snapshot copies.
@@ -467,6 +469,7 @@ pub struct CopySnapshot {
     base: Base,
     spec: CopySnapshotSpec,
     gate: GateKey,
+    pair_gate: GateKey,
     poll_key: PollKey,
 }
 
@@ -475,6 +478,10 @@ impl CopySnapshot {
         let base = Base::new(step, "ec2:CopySnapshot");
         CopySnapshot {
             gate: base.gate(SNAPSHOT_COPY_GATE),
+            pair_gate: GateKey::new(
+                SNAPSHOT_PAIR_GATE,
+                &format!("{}/{}/{}", base.account, base.region, spec.source_region),
+            ),
             poll_key: PollKey::new(SNAPSHOT_POLL, &base.account, &base.region),
             base,
             spec,
@@ -578,6 +585,12 @@ impl Step<Cx> for CopySnapshot {
 
     fn gate(&self) -> Option<&GateKey> {
         Some(&self.gate)
+    }
+
+    /// The copies of one region pair share its throughput: beyond pair ÷ copy throughput
+    /// more copies at once only slow each other down (`ec2:snapshot-copies-per-region-pair`).
+    fn inner_gate(&self) -> Option<&GateKey> {
+        Some(&self.pair_gate)
     }
 
     /// The bytes left in its chain: the longest chain gets the copy slots first.

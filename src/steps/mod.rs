@@ -782,6 +782,7 @@ pub fn limits(overrides: &BTreeMap<String, crate::plan::QuotaOverride>) -> Limit
                 let n = o.and_then(|o| o.in_flight).unwrap_or(*n);
                 let gate = match *name {
                     "ec2:snapshot-copies-in-flight" => ec2::SNAPSHOT_COPY_GATE,
+                    "ec2:snapshot-copies-per-region-pair" => ec2::SNAPSHOT_PAIR_GATE,
                     "ec2:image-copies-in-flight" => ec2::IMAGE_COPY_GATE,
                     "rds:snapshot-copies-in-flight" => rds::DB_SNAPSHOT_COPY_GATE,
                     "rds:cluster-snapshot-copies-in-flight" => rds::DB_CLUSTER_SNAPSHOT_COPY_GATE,

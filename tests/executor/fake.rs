@@ -28,6 +28,9 @@ pub struct Spec {
     pub slow_ms: u8,
     pub bucket: Option<usize>,
     pub gate: bool,
+    /// Also the narrower gate `PAIR_GATE` (taken before `GATE`).
+    pub pair_gate: bool,
+    pub priority: u64,
 }
 
 impl Spec {
@@ -37,6 +40,8 @@ impl Spec {
             slow_ms: 0,
             bucket: None,
             gate: false,
+            pair_gate: false,
+            priority: 0,
         }
     }
     pub fn with(behavior: Behavior) -> Self {
@@ -49,6 +54,7 @@ impl Spec {
 
 pub const BUCKETS: [&str; 2] = ["acct/r1/ec2:CopySnapshot", "acct/r1/kms:CreateGrant"];
 pub const GATE: &str = "copies/acct/r1";
+pub const PAIR_GATE: &str = "pair-copies/acct/r1/r0";
 pub const POLL_KEY: &str = "fake.copy/acct/r1";
 
 /// A token bucket named in full (`scope/quota`).
@@ -126,6 +132,7 @@ pub struct FakeStep {
     pub spec: Spec,
     buckets: Vec<BucketKey>,
     gate: GateKey,
+    pair_gate: GateKey,
 }
 
 impl FakeStep {
@@ -135,11 +142,13 @@ impl FakeStep {
             .map(|b| vec![bucket_key(BUCKETS[b])])
             .unwrap_or_default();
         let (limit, scope) = GATE.split_once('/').expect("limit/scope");
+        let (pair_limit, pair_scope) = PAIR_GATE.split_once('/').expect("limit/scope");
         FakeStep {
             id: id.into(),
             spec,
             buckets,
             gate: GateKey::new(limit, scope),
+            pair_gate: GateKey::new(pair_limit, pair_scope),
         }
     }
 
@@ -189,6 +198,12 @@ impl Step<Mem> for FakeStep {
     }
     fn gate(&self) -> Option<&GateKey> {
         self.spec.gate.then_some(&self.gate)
+    }
+    fn inner_gate(&self) -> Option<&GateKey> {
+        self.spec.pair_gate.then_some(&self.pair_gate)
+    }
+    fn priority(&self) -> u64 {
+        self.spec.priority
     }
     fn intent(&self, _change: &Value) -> Value {
         json!({ "tag": format!("ferry:{}", self.id) })
@@ -404,7 +419,7 @@ pub fn test_limits() -> Limits {
             ),
             (BUCKETS[1].to_string(), BucketConfig::new(3.0, 1000.0)),
         ]),
-        HashMap::from([("copies".to_string(), 2)]),
+        HashMap::from([("copies".to_string(), 2), ("pair-copies".to_string(), 1)]),
     )
     .with_audit()
 }
