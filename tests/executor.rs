@@ -1173,6 +1173,31 @@ fn waiters_for_a_gate_slot_go_highest_priority_first() {
 }
 
 #[test]
+fn a_chains_next_step_takes_the_slot_its_predecessor_frees() {
+    // Gate of 2. Steps 0 -> 1 -> 2 form a chain; 3..8 wait for slots with a higher priority.
+    // When a chain step ends, its slot passes to the next one, not to a waiter.
+    let specs: Vec<Spec> = (0..9)
+        .map(|i| Spec {
+            gate: true,
+            priority: if i < 3 { 1 } else { 10 },
+            ..Spec::with(Behavior::Async(3))
+        })
+        .collect();
+    let fg = fake_graph(&specs, &[(0, 1), (1, 2)]);
+    let out = run_fake(&fg, fast_options(2), Cancel::new());
+    assert_eq!(out.report.done, 9);
+    assert!(fg.mem.violations.lock().unwrap().is_empty());
+    assert_eq!(fg.mem.max_gate_in_use.load(Ordering::SeqCst), 2);
+    // Taken by priority alone, the chain's later steps would wait for all six others.
+    let order = submitted_order(&out.events);
+    let at = |id: &str| order.iter().position(|s| s == id).unwrap();
+    assert!(
+        at("own/res2/act") < at("own/res8/act"),
+        "the chain waited behind the others: {order:?}"
+    );
+}
+
+#[test]
 fn a_narrower_gate_is_held_within_the_wider_one() {
     // Gate `copies` of 2, and `pair-copies` of 1 for the first four steps: never two of those
     // at once, while the other steps use the second slot of `copies`.

@@ -736,7 +736,11 @@ impl<C: Context> Walker<C> {
                     };
                 }
                 match r {
-                    Ok(Observation::Done(out)) => self.step_done(i, out),
+                    Ok(Observation::Done(out)) => {
+                        // Slots passed on to it that it turned out not to need.
+                        self.release_gate(i);
+                        self.step_done(i, out)
+                    }
                     Ok(Observation::Todo(change)) => {
                         self.changes.insert(i, change);
                         self.want_apply(i);
@@ -819,6 +823,9 @@ impl<C: Context> Walker<C> {
     /// A step whose operation already runs holds its gates' slots, over the limit if need be.
     fn hold_over_limit(&mut self, i: u32) {
         for gk in self.gates_of(i) {
+            if self.gate_held.get(&i).is_some_and(|h| h.contains(&gk)) {
+                continue;
+            }
             self.gate_entry(&gk).used += 1;
             self.gate_held.entry(i).or_default().push(gk);
         }
@@ -1070,8 +1077,7 @@ impl<C: Context> Walker<C> {
                         }
                         PollAnswer::Done(out) => {
                             self.stop_polling(i);
-                            self.release_gate(i);
-                            self.step_done(i, out)?;
+                            self.done_passing_gates(i, out)?;
                         }
                         PollAnswer::Failed(e) => {
                             self.stop_polling(i);
@@ -1137,6 +1143,33 @@ impl<C: Context> Walker<C> {
         }
     }
 
+    /// A submitted operation ended: its gate slots pass to a dependent that takes the same
+    /// gates and is ready now (a chain's next copy), so the chain keeps its place instead of
+    /// queueing behind others at every link; else they go back to the waiters.
+    fn done_passing_gates(&mut self, i: u32, out: C::Output) -> Result<(), ExecError> {
+        let held = self.gate_held.remove(&i);
+        self.step_done(i, out)?;
+        let Some(held) = held else {
+            return Ok(());
+        };
+        let g = self.g.clone();
+        let heir = g.dependents_of(i).iter().copied().find(|&d| {
+            self.phase[d as usize] == Phase::Queued
+                && !self.gate_held.contains_key(&d)
+                && self.gates_of(d) == held
+        });
+        match heir {
+            Some(d) => {
+                self.gate_held.insert(d, held);
+            }
+            None => {
+                self.gate_held.insert(i, held);
+                self.release_gate(i);
+            }
+        }
+        Ok(())
+    }
+
     fn step_done(&mut self, i: u32, out: C::Output) -> Result<(), ExecError> {
         // JSON from here on: the journal's and the report's form.
         let outputs = serde_json::to_value(&out).unwrap_or(serde_json::Value::Null);
@@ -1163,6 +1196,8 @@ impl<C: Context> Walker<C> {
     }
 
     fn step_error(&mut self, i: u32, e: StepError) -> Result<(), ExecError> {
+        // A step waiting for a retry holds no slot (one passed on to it goes back).
+        self.release_gate(i);
         let mut state = self.retry.remove(&i);
         let delay = RetryState::next_delay(&mut state, e.class, &self.opts.retry);
         match delay {
@@ -1208,6 +1243,7 @@ impl<C: Context> Walker<C> {
             self.observed(i, Err(e));
             return Ok(());
         }
+        self.release_gate(i);
         let id = self.id(i);
         self.emit(Event::StepFailed {
             step: id.clone(),
