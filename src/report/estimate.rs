@@ -89,18 +89,13 @@ pub fn estimate(
 ) -> (Vec<MigrationEstimate>, Estimate) {
     let mut per: BTreeMap<String, (Vec<Copy>, Estimate)> = BTreeMap::new();
     let mut total = Estimate::default();
-    for shown in &doc.steps {
-        let changing = match shown.change {
-            Some(Shown::Change(a)) => a != Action::Delete,
-            Some(Shown::InProgress) => false,
-            _ => false,
-        };
-        if !changing {
+    // The document lists the graph's steps in its order (`PlanDocument::offline`).
+    for (shown, step) in doc.steps.iter().zip(graph.in_order()) {
+        debug_assert_eq!(shown.id, step.id.to_string());
+        // What will be made or changed: not what is done, in progress, or deleted.
+        if !matches!(shown.change, Some(Shown::Change(a)) if a != Action::Delete) {
             continue;
         }
-        let Some(step) = graph.in_order().find(|s| s.id.to_string() == shown.id) else {
-            continue;
-        };
         let Owner::Migration(m) = &step.id.owner else {
             // Keys: a month each, created or replicated.
             if matches!(

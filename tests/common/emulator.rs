@@ -414,33 +414,23 @@ pub struct Totals {
     pub mutating: u64,
 }
 
+/// The copies made into one (account, region); its counts read as fields (`c.snapshots`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct CopyCount {
     pub account: String,
     pub region: String,
-    pub snapshots: u64,
-    pub images: u64,
-    pub image_snapshots: u64,
-    /// RDS CopyDBSnapshot / CopyDBClusterSnapshot calls that made a copy.
-    #[serde(default)]
-    pub db_snapshots: u64,
-    #[serde(default)]
-    pub db_cluster_snapshots: u64,
-    /// CopySnapshot calls with CompletionDurationMinutes (time-based copies).
-    #[serde(default)]
-    pub time_based_snapshots: u64,
-    /// CopySnapshot copies judged full / incremental (failed or denied ones are neither).
-    #[serde(default)]
-    pub full_snapshots: u64,
-    #[serde(default)]
-    pub incremental_snapshots: u64,
-    /// Bytes those copies transfer.
-    #[serde(default)]
-    pub bytes_full: u64,
-    #[serde(default)]
-    pub bytes_incremental: u64,
+    #[serde(flatten)]
+    pub counts: CopyTotals,
 }
 
+impl std::ops::Deref for CopyCount {
+    type Target = CopyTotals;
+    fn deref(&self) -> &CopyTotals {
+        &self.counts
+    }
+}
+
+/// Copy counts, for one (account, region) or all of them.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CopyTotals {
     pub snapshots: u64,
