@@ -49,6 +49,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--migration ID`: only some migrations, like Terraform's `-target`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Only {
+    /// Only this migration and what it depends on (migrations it names in `depends_on`, the
+    /// keys it uses); repeatable. For exceptions, like Terraform's -target.
+    #[arg(long = "migration", value_name = "ID")]
+    pub migrations: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -76,6 +85,12 @@ pub enum Command {
         offline: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Also save this plan, as observed, to FILE: `ferry apply FILE` then makes exactly
+        /// these changes, or refuses if the plan file or the live state moved.
+        #[arg(long, value_name = "FILE", conflicts_with = "offline")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        only: Only,
     },
     /// Print the step graph.
     Graph {
@@ -83,8 +98,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
-    /// Make it so: run every step, journaled.
+    /// Make it so: run every step, journaled. Given a saved plan (`ferry plan --out`), run
+    /// exactly that, without asking: the saved plan is the approval.
     Apply {
+        #[arg(value_name = "PLAN|SAVED-PLAN")]
         plan: PathBuf,
         /// Show what would change and stop (same as `ferry plan`).
         #[arg(long)]
@@ -95,6 +112,19 @@ pub enum Command {
         /// Steps in flight at most (overrides settings.concurrency).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
         concurrency: Option<u32>,
+        /// `json`: one JSON event per line on stdout (the plan, each step, copy progress, the
+        /// summary; shape in docs/events.md). Needs --yes or a saved plan.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        only: Only,
+    },
+    /// Print a saved plan (`ferry plan --out FILE`) as it was reviewed.
+    Show {
+        #[arg(value_name = "SAVED-PLAN")]
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Take back what the plan's runs made, like `terraform destroy`: copies, shares, key
     /// policy statements, grants, replication rules, roles, created buckets (only if empty).
@@ -135,6 +165,9 @@ pub enum Command {
         /// Print the run's audit log: every mutating AWS call it made.
         #[arg(long)]
         audit: bool,
+        /// `json`: the run's state as one JSON document (shape in docs/events.md).
+        #[arg(long, value_enum, default_value_t = Output::Text, conflicts_with = "audit")]
+        output: Output,
     },
     /// List runs with start time, plan and result.
     Runs,

@@ -1,6 +1,8 @@
 //! End to end: the real `ferry` binary against the emulator, through the real AWS SDK.
 //! Each test starts its own emulator (its counters are the test's evidence).
 
+#[path = "e2e/cli.rs"]
+mod cli;
 mod common;
 #[path = "e2e/cross_account.rs"]
 mod cross_account;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferry::exec::*;
 use ferry::journal::{self, JournalBackend, JournalError, LocalJournal, NewRun, StepState};
-use ferry::report::{JsonReport, Progress, ProgressMode};
+use ferry::report::{JsonEvents, Progress, ProgressMode};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -1040,7 +1040,7 @@ fn sigkill_at_random_points_then_resume_b() {
 }
 
 #[test]
-fn json_report_lists_final_states() {
+fn json_events_are_one_line_each_and_end_with_the_summary() {
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
@@ -1058,22 +1058,30 @@ fn json_report_lists_final_states() {
     let buf = Buf::default();
     let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), fast_options(2))
         .subscribe(recorder(fg.mem.clone(), Arc::new(Mutex::new(Vec::new()))))
-        .subscribe(Box::new(JsonReport::new(Box::new(buf.clone()))));
+        .subscribe(Box::new(JsonEvents::new(Box::new(buf.clone()))));
     runtime().block_on(exec.run(Cancel::new())).unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&buf.0.lock().unwrap()).unwrap();
-    assert_eq!(doc["result"], "failed");
+    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines[0]["type"], "run-started");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["result"], "failed");
     assert_eq!(
-        doc["counts"],
-        json!({"done": 1, "failed": 1, "skipped": 1, "not_started": 0})
+        (&summary["done"], &summary["failed"], &summary["skipped"]),
+        (&json!(1), &json!(1), &json!(1))
     );
-    let finished = doc["finished"].as_array().unwrap();
-    assert!(
-        finished
-            .contains(&json!({"step": "own/res1/act", "state": "skipped", "root": "own/res0/act"}))
+    assert_eq!(
+        summary["resume"],
+        format!("ferry resume {}", lines[0]["run_id"].as_str().unwrap())
     );
-    let failed = finished.iter().find(|s| s["state"] == "failed").unwrap();
-    assert_eq!(failed["error"]["code"], "AccessDenied");
-    assert_eq!(failed["error"]["request_id"], "req-1");
+    assert!(lines.contains(
+        &json!({"type": "step-skipped", "step": "own/res1/act", "because_of": "own/res0/act", "ts": lines.iter().find(|l| l["type"] == "step-skipped").unwrap()["ts"]})
+    ));
+    let failed = lines.iter().find(|s| s["type"] == "step-failed").unwrap();
+    assert_eq!(failed["code"], "AccessDenied");
     let e = StepError::access_denied(
         "arn:aws:iam::1:role/ferry",
         "kms:CreateGrant",

@@ -1,7 +1,9 @@
 //! What each command does, on top of the library. `main` only maps the outcome to an exit code.
 
 mod run;
+mod saved;
 mod state;
+mod target;
 
 use std::io::Write;
 use std::path::Path;
@@ -42,8 +44,23 @@ pub fn run(cli: Cli) -> Outcome {
             plan,
             offline: true,
             output,
-        } => plan_offline(plan, *output),
-        Command::Plan { plan, output, .. } => run::plan_live(plan, *output, global),
+            only,
+            ..
+        } => {
+            if !only.migrations.is_empty() {
+                eprintln!("error: --migration needs the live plan (without --offline)");
+                return Outcome::BadInput;
+            }
+            plan_offline(plan, *output)
+        }
+        Command::Plan {
+            plan,
+            output,
+            out,
+            only,
+            ..
+        } => run::plan_live(plan, *output, out.as_deref(), &only.migrations, global),
+        Command::Show { file, output } => run::show(file, *output),
         Command::Graph { plan, format } => graph_cmd(plan, *format),
         Command::IamPolicy { plan, destroy } => iam_policy(plan, *destroy),
         Command::Verify { plan, sample } => run::verify(plan, *sample, global),
@@ -57,7 +74,20 @@ pub fn run(cli: Cli) -> Outcome {
             dry_run,
             yes,
             concurrency,
-        } => run::apply(plan, *dry_run, *yes, *concurrency, None, global),
+            output,
+            only,
+        } => run::apply(
+            run::ApplyRequest {
+                path: plan,
+                dry_run: *dry_run,
+                yes: *yes,
+                concurrency: *concurrency,
+                destroy: None,
+                only: &only.migrations,
+                output: *output,
+            },
+            global,
+        ),
         Command::Destroy {
             plan,
             dry_run,
@@ -66,18 +96,24 @@ pub fn run(cli: Cli) -> Outcome {
             include_orphans,
             concurrency,
         } => run::apply(
-            plan,
-            *dry_run,
-            *yes,
-            *concurrency,
-            Some(graph::DestroyOptions {
-                include_keys: *include_keys,
-                include_orphans: *include_orphans,
-            }),
+            run::ApplyRequest {
+                path: plan,
+                dry_run: *dry_run,
+                yes: *yes,
+                concurrency: *concurrency,
+                destroy: Some(graph::DestroyOptions {
+                    include_keys: *include_keys,
+                    include_orphans: *include_orphans,
+                }),
+                only: &[],
+                output: Output::Text,
+            },
             global,
         ),
         Command::Resume { run, replan, .. } => run::resume(run.as_deref(), *replan, global),
-        Command::Status { run, audit } => state::status(run.as_deref(), *audit, global),
+        Command::Status { run, audit, output } => {
+            state::status(run.as_deref(), *audit, *output, global)
+        }
         Command::Runs => state::runs(global),
         Command::Unlock { force } => state::unlock(*force, global),
     };

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{Outcome, load, state};
+use super::saved::SavedPlan;
+use super::{Outcome, load, state, target};
 use crate::aws::Aws;
 use crate::cli::{Global, Output};
 use crate::exec::{self, Cancel, Executor, RunOptions, RunResult};
@@ -28,6 +29,8 @@ struct Prepared {
     resolution: Resolution,
     /// `ferry destroy`: the graph is the plan's destroy graph.
     destroy: Option<graph::DestroyOptions>,
+    /// `--migration`: the ids named (empty: the whole plan).
+    only: Vec<String>,
     specs: graph::PlanGraph,
     steps: Arc<exec::StepGraph<Cx>>,
     cx: Arc<Cx>,
@@ -48,8 +51,25 @@ async fn prepare(
     stored: Option<Resolution>,
     resumed: Option<&str>,
     destroy: Option<graph::DestroyOptions>,
+    only: &[String],
 ) -> Result<Prepared, Outcome> {
     let plan = load(path).ok_or(Outcome::BadInput)?;
+    let (plan, targets) = if only.is_empty() {
+        (plan, None)
+    } else {
+        match target::targets(&plan, only) {
+            Ok(t) => {
+                if !global.quiet {
+                    eprintln!("{}", target::warning(only, &t));
+                }
+                (target::narrowed(&plan, &t), Some(t))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(Outcome::BadInput);
+            }
+        }
+    };
     let plan_text = read_text(path)?;
     // A plan stored with a run keeps only the fingerprint of a secret.
     for a in &plan.accounts {
@@ -104,6 +124,10 @@ async fn prepare(
         },
     };
     let specs = graph::compile_resolved(&plan, &resolution)
+        .and_then(|g| match &targets {
+            Some(t) => g.restricted(t),
+            None => Ok(g),
+        })
         .and_then(|g| match destroy {
             Some(opts) => graph::destroy(&g, opts),
             None => Ok(g),
@@ -129,6 +153,7 @@ async fn prepare(
         plan_text,
         resolution,
         destroy,
+        only: only.to_vec(),
         specs,
         steps: Arc::new(built),
         cx,
@@ -414,10 +439,16 @@ fn concurrency_of(plan: &Plan, flag: Option<u32>) -> usize {
         .unwrap_or(16) as usize
 }
 
-/// `ferry plan PLAN` against live state.
-pub fn plan_live(path: &Path, output: Output, global: &Global) -> Outcome {
+/// `ferry plan PLAN` against live state; with `out`, also saved for `ferry apply FILE`.
+pub fn plan_live(
+    path: &Path,
+    output: Output,
+    out: Option<&Path>,
+    only: &[String],
+    global: &Global,
+) -> Outcome {
     runtime().block_on(async {
-        let p = match prepare(path, global, None, None, None).await {
+        let p = match prepare(path, global, None, None, None, only).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -429,42 +460,210 @@ pub fn plan_live(path: &Path, output: Output, global: &Global) -> Outcome {
             Output::Text => print!("{}", planned.text(Style::for_stdout())),
             Output::Json => println!("{}", planned.json()),
         }
+        if let Some(out) = out {
+            let saved = SavedPlan::new(
+                &p.plan_path,
+                &p.plan.name.value,
+                &p.plan.redacted(&p.plan_text),
+                &p.only,
+                &p.resolution,
+                &planned,
+            );
+            if let Err(e) = saved.write(out) {
+                return Outcome::Failed(format!(
+                    "cannot write the saved plan {}: {e}",
+                    out.display()
+                ));
+            }
+            if !global.quiet {
+                eprintln!(
+                    "\nSaved this plan to {0}. `ferry apply {0}` makes exactly these changes, \
+                     or refuses if the plan file or the live state changed.",
+                    out.display()
+                );
+            }
+        }
         Outcome::Ok
     })
 }
 
+/// `ferry show FILE`: a saved plan as it was reviewed.
+pub fn show(file: &Path, output: Output) -> Outcome {
+    let saved = match SavedPlan::read(file) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "error: {} is not a saved plan (`ferry plan PLAN --out FILE` makes one)",
+                file.display()
+            );
+            return Outcome::BadInput;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::BadInput;
+        }
+    };
+    match output {
+        Output::Text => {
+            println!(
+                "Saved plan {} of {} ({}), made {} by ferry {}{}.\n",
+                saved.id,
+                saved.plan_path.display(),
+                saved.plan_name,
+                saved.created,
+                saved.ferry_version,
+                if saved.migrations.is_empty() {
+                    String::new()
+                } else {
+                    format!(", only migration(s) {}", saved.migrations.join(", "))
+                }
+            );
+            print!("{}", saved.text);
+        }
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "id": saved.id,
+                "created": saved.created,
+                "ferry_version": saved.ferry_version,
+                "plan_path": saved.plan_path,
+                "plan_sha256": saved.plan_sha256,
+                "migrations": saved.migrations,
+                "steps": saved.steps,
+                "document": saved.document,
+            }))
+            .expect("JSON")
+        ),
+    }
+    Outcome::Ok
+}
+
+/// What `ferry apply` (and `ferry destroy`) was asked.
+pub struct ApplyRequest<'a> {
+    /// A plan file, or a saved plan (`ferry plan --out`).
+    pub path: &'a Path,
+    pub dry_run: bool,
+    pub yes: bool,
+    pub concurrency: Option<u32>,
+    pub destroy: Option<graph::DestroyOptions>,
+    pub only: &'a [String],
+    pub output: Output,
+}
+
 /// `ferry apply PLAN`, and `ferry destroy PLAN` (with `destroy`): the same run of another
-/// graph.
-pub fn apply(
-    path: &Path,
-    dry_run_only: bool,
-    yes: bool,
-    concurrency: Option<u32>,
-    destroy: Option<graph::DestroyOptions>,
-    global: &Global,
-) -> Outcome {
+/// graph. `ferry apply FILE` with a saved plan: that plan, exactly, or nothing.
+pub fn apply(req: ApplyRequest<'_>, global: &Global) -> Outcome {
+    let saved = match SavedPlan::read(req.path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Outcome::BadInput;
+        }
+    };
+    if saved.is_some() && (!req.only.is_empty() || req.destroy.is_some()) {
+        eprintln!(
+            "error: {} is a saved plan: it already says what to do (--migration is set when it is made)",
+            req.path.display()
+        );
+        return Outcome::BadInput;
+    }
+    let json = req.output == Output::Json;
+    if json && saved.is_none() && !req.yes && !req.dry_run {
+        eprintln!(
+            "error: --output json cannot ask for confirmation: pass --yes, or apply a saved plan"
+        );
+        return Outcome::BadInput;
+    }
     runtime().block_on(async {
-        let p = match prepare(path, global, None, None, destroy).await {
-            Ok(p) => p,
-            Err(o) => return o,
+        let p = match &saved {
+            Some(s) => {
+                let text = match read_text(&s.plan_path) {
+                    Ok(t) => t,
+                    Err(o) => return o,
+                };
+                let redacted = match crate::plan::from_text(&s.plan_path.display().to_string(), &text) {
+                    Ok(p) => p.redacted(&text),
+                    Err(_) => text,
+                };
+                if let Some(why) = s.stale(&redacted) {
+                    return Outcome::Failed(format!(
+                        "refusing to apply the saved plan {}: {why}; make a new one with `ferry plan --out`",
+                        req.path.display()
+                    ));
+                }
+                match prepare(&s.plan_path, global, Some(s.resolution.clone()), None, None, &s.migrations).await {
+                    Ok(p) => p,
+                    Err(o) => return o,
+                }
+            }
+            None => match prepare(req.path, global, None, None, req.destroy, req.only).await {
+                Ok(p) => p,
+                Err(o) => return o,
+            },
         };
-        let conc = concurrency_of(&p.plan, concurrency);
+        let conc = concurrency_of(&p.plan, req.concurrency);
         let planned = match dry_run(&p, conc).await {
             Ok(x) => x,
             Err(o) => return o,
         };
-        if !global.quiet {
+        let backend = match create_backend(&p, global) {
+            Ok(b) => b,
+            Err(o) => return o,
+        };
+        if let Some(s) = &saved {
+            if let Some(run) = applied_by(backend.as_ref(), &s.id) {
+                return Outcome::Failed(format!(
+                    "refusing to apply the saved plan {}: run {run} applied it already; \
+                     make a new one with `ferry plan --out`",
+                    req.path.display()
+                ));
+            }
+            let moved = s.moved(&planned);
+            if !moved.is_empty() {
+                for m in &moved {
+                    eprintln!("  {m}");
+                }
+                return Outcome::Failed(format!(
+                    "refusing to apply the saved plan {}: {} step(s) moved since it was saved (above); \
+                     review a new plan: `ferry plan --out`",
+                    req.path.display(),
+                    moved.len()
+                ));
+            }
+        }
+        if json {
+            let line = report::EventLine::Plan {
+                format_version: report::json::EVENTS_VERSION,
+                plan: p.plan.name.value.clone(),
+                document: serde_json::from_str(&planned.json()).expect("JSON"),
+            };
+            println!("{}", line.to_line());
+        } else if !global.quiet {
             print!("{}", planned.text(Style::for_stdout()));
         }
-        if !planned.has_changes() || dry_run_only {
+        if !planned.has_changes() || req.dry_run {
+            if json && !planned.has_changes() {
+                let line = report::EventLine::Summary {
+                    run_id: None,
+                    result: report::json::Outcome::NoChanges,
+                    done: 0,
+                    failed: 0,
+                    skipped: 0,
+                    not_started: 0,
+                    resume: None,
+                    ts: exec::now_ms(),
+                };
+                println!("{}", line.to_line());
+            }
             return Outcome::Ok;
         }
-        if !yes {
+        // A saved plan is the approval.
+        if !req.yes && saved.is_none() {
             if !std::io::stdin().is_terminal() {
                 eprintln!("error: refusing to ask for confirmation: standard input is not a terminal; pass --yes to apply");
                 return Outcome::BadInput;
             }
-            if destroy.is_some() {
+            if req.destroy.is_some() {
                 print!("\nDestroy what is marked `-` above? Only `yes` is accepted: ");
             } else {
                 print!("\nApply these changes? Only `yes` is accepted: ");
@@ -477,12 +676,8 @@ pub fn apply(
                 return Outcome::Failed("cancelled".into());
             }
         }
-        let backend = match create_backend(&p, global) {
-            Ok(b) => b,
-            Err(o) => return o,
-        };
         let run_id = journal::new_run_id();
-        let graph = stored_graph(&p);
+        let graph = stored_graph(&p, saved.as_ref().map(|s| s.id.as_str()));
         let step_ids: Vec<String> = p.specs.in_order().map(|s| s.id.to_string()).collect();
         let prepared = match journal::start_run(
             backend.as_ref(),
@@ -499,16 +694,32 @@ pub fn apply(
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let kept = planned.kept();
-        execute(&p, backend.as_ref(), prepared, conc, global, &kept).await
+        execute(&p, backend.as_ref(), prepared, conc, global, &kept, req.output).await
     })
 }
 
-/// What a resume needs to rebuild exactly the same graph: where the plan is and what resolve found.
-fn stored_graph(p: &Prepared) -> Value {
+/// The run of this state that applied the saved plan `id`, if one did.
+fn applied_by(backend: &dyn JournalBackend, id: &str) -> Option<String> {
+    backend.list_runs().ok()?.into_iter().find(|run| {
+        backend
+            .read_graph(run)
+            .is_ok_and(|g| g.get("saved_plan").and_then(Value::as_str) == Some(id))
+    })
+}
+
+/// What a resume needs to rebuild exactly the same graph: where the plan is, what resolve
+/// found, the `--migration` targets; and the saved plan the run applies, if any.
+fn stored_graph(p: &Prepared, saved_plan: Option<&str>) -> Value {
     let mut g = json!({
         "plan_path": std::fs::canonicalize(&p.plan_path).unwrap_or(p.plan_path.clone()),
         "resolution": p.resolution,
     });
+    if !p.only.is_empty() {
+        g["migrations"] = json!(p.only);
+    }
+    if let Some(id) = saved_plan {
+        g["saved_plan"] = json!(id);
+    }
     if let Some(d) = p.destroy {
         g["destroy"] = json!({
             "include_keys": d.include_keys,
@@ -593,6 +804,7 @@ async fn execute(
     concurrency: usize,
     global: &Global,
     kept: &[(String, KeptCopy)],
+    output: Output,
 ) -> Outcome {
     let _ = p.cx.run_id.set(prepared.run_id.clone());
     let opts = RunOptions {
@@ -604,7 +816,8 @@ async fn execute(
         poll_interval_busy: shortest_poll(&p.plan),
         ..RunOptions::default()
     };
-    let mode = if global.quiet {
+    let json = output == Output::Json;
+    let mode = if global.quiet || json {
         ProgressMode::Quiet
     } else {
         ProgressMode::Auto
@@ -676,6 +889,13 @@ async fn execute(
         .resume(typed_resume(p, prepared.resume))
         .subscribe(Box::new(prepared.writer))
         .subscribe(Box::new(Progress::new(mode)));
+    let executor = if json {
+        executor.subscribe(Box::new(report::JsonEvents::new(Box::new(
+            std::io::stdout(),
+        ))))
+    } else {
+        executor
+    };
     let report = executor.run(cancel.clone()).await;
     watcher.abort();
     if let Some(w) = lease_watch {
@@ -694,7 +914,7 @@ async fn execute(
         }
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    summarize(&report, &run_id, global.quiet, kept);
+    summarize(&report, &run_id, global.quiet || json, kept);
     match report.result {
         RunResult::Succeeded => Outcome::Ok,
         RunResult::Interrupted => {
@@ -816,6 +1036,11 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
             include_keys: d["include_keys"].as_bool().unwrap_or(false),
             include_orphans: d["include_orphans"].as_bool().unwrap_or(false),
         });
+    // A targeted run (`--migration`) resumes with the same targets.
+    let only: Vec<String> = stored
+        .get("migrations")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default();
     // The stored plan's copy, if the run needs it: removed when the resume is over.
     let mut _plan_copy: Option<PrivateDir> = None;
     let plan_text = match std::fs::read_to_string(&plan_path) {
@@ -878,7 +1103,7 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
     runtime().block_on(async {
         // A replanned run resolves again; otherwise it works on exactly the stored resources.
         let stored = if replan { None } else { Some(resolution) };
-        let p = match prepare(&plan_path, global, stored, Some(&run_id), destroy).await {
+        let p = match prepare(&plan_path, global, stored, Some(&run_id), destroy, &only).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -886,7 +1111,16 @@ pub fn resume(run: Option<&str>, replan: bool, global: &Global) -> Outcome {
         if !global.quiet {
             println!("Resuming run {run_id} of plan `{}`.", p.plan.name.value);
         }
-        execute(&p, backend.as_ref(), prepared_run, conc, global, &[]).await
+        execute(
+            &p,
+            backend.as_ref(),
+            prepared_run,
+            conc,
+            global,
+            &[],
+            Output::Text,
+        )
+        .await
     })
 }
 
@@ -931,7 +1165,7 @@ impl Drop for PrivateDir {
 /// canary fails or a FAILED object is found.
 pub fn verify(path: &Path, sample: usize, global: &Global) -> Outcome {
     runtime().block_on(async {
-        let p = match prepare(path, global, None, None, None).await {
+        let p = match prepare(path, global, None, None, None, &[]).await {
             Ok(p) => p,
             Err(o) => return o,
         };

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
+use serde_json::{Value, json};
+
 use super::Outcome;
-use crate::cli::Global;
+use crate::cli::{Global, Output};
 use crate::journal::{self, JournalBackend, JournalError, LocalJournal, S3Journal};
 
 /// Reach an S3 state with `--state-profile` (or the standard chain) and `--endpoint-url`.
@@ -39,7 +41,7 @@ fn backend(global: &Global) -> Result<Box<dyn JournalBackend>, Outcome> {
     })
 }
 
-pub fn status(run: Option<&str>, audit: bool, global: &Global) -> Outcome {
+pub fn status(run: Option<&str>, audit: bool, output: Output, global: &Global) -> Outcome {
     let b = match backend(global) {
         Ok(b) => b,
         Err(o) => return o,
@@ -51,6 +53,10 @@ pub fn status(run: Option<&str>, audit: bool, global: &Global) -> Outcome {
             return Outcome::BadInput;
         }
     };
+    if output == Output::Json {
+        println!("{}", status_json(&st));
+        return Outcome::Ok;
+    }
     if !audit {
         print!("{}", journal::render_status(&st));
         return Outcome::Ok;
@@ -65,6 +71,36 @@ pub fn status(run: Option<&str>, audit: bool, global: &Global) -> Outcome {
             Outcome::BadInput
         }
     }
+}
+
+/// `ferry status --output json` (docs/events.md): the run and a state per step, each step's
+/// journaled fields beside its `state`.
+fn status_json(st: &journal::RunStatus) -> String {
+    let steps: Vec<Value> = st
+        .steps
+        .iter()
+        .map(|(id, state)| {
+            let mut v = json!({ "step": id });
+            if let Value::Object(fields) = json!(state) {
+                v.as_object_mut().expect("an object").extend(fields);
+            }
+            if let Some(p) = st.progress.get(id) {
+                v["progress"] = json!(p);
+            }
+            v
+        })
+        .collect();
+    let doc = json!({
+        "format_version": crate::report::json::EVENTS_VERSION,
+        "run_id": st.summary.run_id,
+        "plan": st.summary.plan,
+        "started_ms": st.summary.started_ms,
+        "attempts": st.summary.attempts,
+        "result": st.summary.result.map(|r| r.to_string()).unwrap_or_else(|| "unfinished".into()),
+        "torn_tail": st.torn_tail,
+        "steps": steps,
+    });
+    serde_json::to_string_pretty(&doc).expect("JSON")
 }
 
 pub fn runs(global: &Global) -> Outcome {

@@ -220,4 +220,50 @@ impl PlanGraph {
     pub fn petgraph(&self) -> &DiGraph<PlannedStep, ()> {
         &self.graph
     }
+
+    /// Only the steps of the migrations in `migrations`, and everything they wait for: a
+    /// step's whole owner is kept (a key with its rotation and replicas, a migration with all
+    /// of its steps), so a kept owner is never half applied. The order is the order of this
+    /// graph (`--migration`, like Terraform's `-target`).
+    pub fn restricted(&self, migrations: &BTreeSet<String>) -> Result<PlanGraph, CompileError> {
+        let owner_of = |n: NodeIndex| self.graph[n].id.owner.clone();
+        let mut owners: BTreeSet<crate::ids::Owner> = self
+            .graph
+            .node_indices()
+            .map(owner_of)
+            .filter(
+                |o| matches!(o, crate::ids::Owner::Migration(m) if migrations.contains(m.as_str())),
+            )
+            .collect();
+        // Grow to a fixed point: the owners of what kept steps wait for.
+        loop {
+            let before = owners.len();
+            for n in self.graph.node_indices() {
+                if !owners.contains(&owner_of(n)) {
+                    continue;
+                }
+                for d in self.graph.neighbors_directed(n, Direction::Incoming) {
+                    owners.insert(owner_of(d));
+                }
+            }
+            if owners.len() == before {
+                break;
+            }
+        }
+        let mut b = GraphBuilder::new();
+        let kept: Vec<NodeIndex> = self
+            .graph
+            .node_indices()
+            .filter(|n| owners.contains(&owner_of(*n)))
+            .collect();
+        for n in &kept {
+            b.add(self.graph[*n].clone());
+        }
+        for n in &kept {
+            for d in self.graph.neighbors_directed(*n, Direction::Incoming) {
+                b.depends(&self.graph[*n].id, &self.graph[d].id);
+            }
+        }
+        b.seal()
+    }
 }

@@ -4,13 +4,13 @@
 
 pub mod estimate;
 pub mod graph;
-mod json;
+pub mod json;
 pub mod plan;
 mod progress;
 pub mod style;
 pub mod summary;
 
-pub use json::JsonReport;
+pub use json::{EventLine, JsonEvents, events_schema};
 pub use plan::PlanDocument;
 pub use progress::{Progress, ProgressMode};
 pub use style::Style;

@@ -52,6 +52,10 @@ pub struct ShownStep {
     /// Copies under other keys that a new copy joins, kept.
     #[serde(skip)]
     pub kept: Vec<KeptCopy>,
+    /// What the step saw of the live state and would act on (a key policy before its edit,
+    /// the resources to share), as JSON: part of a saved plan's fingerprint of the step.
+    #[serde(skip)]
+    pub seen: Value,
 }
 
 /// What the live plan says of a step.
@@ -128,6 +132,7 @@ impl PlanDocument {
                     detail: None,
                     diff: Vec::new(),
                     kept: Vec::new(),
+                    seen: Value::Null,
                 })
                 .collect(),
             summary: None,
@@ -169,6 +174,7 @@ impl PlanDocument {
                         step.kept = kept.clone();
                     }
                     step.diff = c.diff.clone();
+                    step.seen = json!(c.todo);
                     (Shown::Change(c.action), json!(c))
                 }
                 Err(e) => {

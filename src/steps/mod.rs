@@ -379,8 +379,9 @@ impl Action {
     }
 }
 
-/// What `apply` needs from its observation, per kind of step.
-#[derive(Debug, Clone, Default)]
+/// What `apply` needs from its observation, per kind of step. Serialized only into a saved
+/// plan's fingerprint of what the step saw (`ferry plan --out`).
+#[derive(Debug, Clone, Default, Serialize)]
 pub enum Todo {
     #[default]
     Nothing,

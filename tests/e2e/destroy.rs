@@ -21,7 +21,7 @@ const DST: &str = "eu-west-2";
 const OTHER: &str = "333333333333";
 
 /// The demo's world (tests/emulator/seed_demo.py), as `scripts/demo` seeds it.
-fn seed(w: &World) -> Value {
+pub(super) fn seed(w: &World) -> Value {
     let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
