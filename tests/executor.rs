@@ -1206,6 +1206,39 @@ fn a_chains_next_step_takes_the_slot_its_predecessor_frees() {
 }
 
 #[test]
+fn a_step_waiting_for_a_gate_it_no_longer_needs_goes_on_without_it() {
+    // `pair-copies` of 1: step 0 holds it for five polls. Step 1 needs it only until a poll
+    // was answered; then it goes, beside step 0, not after it.
+    let specs = vec![
+        Spec {
+            gate: true,
+            pair_gate: true,
+            priority: 10,
+            ..Spec::with(Behavior::Async(5))
+        },
+        Spec {
+            gate: true,
+            pair_gate: true,
+            pair_gate_until_polled: true,
+            priority: 1,
+            ..Spec::with(Behavior::Async(1))
+        },
+    ];
+    let fg = fake_graph(&specs, &[]);
+    let out = run_fake(&fg, fast_options(8), Cancel::new());
+    assert_eq!(out.report.done, 2);
+    let at = |want: &dyn Fn(&Event) -> bool| out.events.iter().position(want).unwrap();
+    let second_submitted =
+        at(&|e| matches!(e, Event::StepSubmitted { step, .. } if step == "own/res1/act"));
+    let first_done = at(&|e| matches!(e, Event::StepDone { step, .. } if step == "own/res0/act"));
+    assert!(
+        second_submitted < first_done,
+        "the second went while the first held the pair: {:?}",
+        out.events
+    );
+}
+
+#[test]
 fn a_narrower_gate_is_held_within_the_wider_one() {
     // Gate `copies` of 2, and `pair-copies` of 1 for the first four steps: never two of those
     // at once, while the other steps use the second slot of `copies`.

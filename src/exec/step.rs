@@ -200,8 +200,9 @@ pub trait Step<C: Context>: Send + Sync + 'static {
         None
     }
     /// A narrower limit within `gate` (copies per region pair within copies per region),
-    /// taken before it and held as long.
-    fn inner_gate(&self) -> Option<&GateKey> {
+    /// taken before it and held as long. Asked each time the step wants its slots: a step
+    /// may go without it as things stand (a copy that should end within a few polls).
+    fn inner_gate(&self, _ctx: &C) -> Option<&GateKey> {
         None
     }
     /// Among steps waiting for the slots of one gate, the highest goes first, and equal ones

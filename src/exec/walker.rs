@@ -789,7 +789,12 @@ impl<C: Context> Walker<C> {
                     }
                 }
             }
-            Msg::Polled(key, sent, r) => self.on_polled(key, sent, r),
+            Msg::Polled(key, sent, r) => {
+                let out = self.on_polled(key, sent, r);
+                // What a poll taught (a pace) may let waiting steps go without a gate.
+                self.recheck_waiters();
+                out
+            }
         }
     }
 
@@ -813,7 +818,7 @@ impl<C: Context> Walker<C> {
     /// elsewhere (and every step takes them in one order: no deadlock).
     fn gates_of(&self, i: u32) -> Vec<GateKey> {
         let step = &self.g.steps[i as usize];
-        step.inner_gate()
+        step.inner_gate(&self.ctx)
             .into_iter()
             .chain(step.gate())
             .cloned()
@@ -899,6 +904,25 @@ impl<C: Context> Walker<C> {
             gate.used += 1;
             self.gate_held.entry(w).or_default().push(gk.clone());
             // On to its next gate, or to its tokens.
+            self.want_apply(w);
+        }
+    }
+
+    /// Steps waiting for a gate they no longer need (`Step::inner_gate` is asked again) go on
+    /// to their next gate or their tokens.
+    fn recheck_waiters(&mut self) {
+        let mut freed: Vec<(GateKey, u32)> = Vec::new();
+        for (gk, gate) in &self.gates {
+            for &(_, _, w) in gate.waiters.iter() {
+                if !self.gates_of(w).contains(gk) {
+                    freed.push((gk.clone(), w));
+                }
+            }
+        }
+        for (gk, w) in freed {
+            if let Some(gate) = self.gates.get_mut(&gk) {
+                gate.waiters.retain(|&(_, _, x)| x != w);
+            }
             self.want_apply(w);
         }
     }

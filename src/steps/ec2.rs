@@ -470,18 +470,19 @@ pub struct CopySnapshot {
     spec: CopySnapshotSpec,
     gate: GateKey,
     pair_gate: GateKey,
+    /// `account/destination/source`: the region pair.
+    pair: String,
     poll_key: PollKey,
 }
 
 impl CopySnapshot {
     pub fn new(step: &PlannedStep, spec: CopySnapshotSpec) -> Self {
         let base = Base::new(step, "ec2:CopySnapshot");
+        let pair = format!("{}/{}/{}", base.account, base.region, spec.source_region);
         CopySnapshot {
             gate: base.gate(SNAPSHOT_COPY_GATE),
-            pair_gate: GateKey::new(
-                SNAPSHOT_PAIR_GATE,
-                &format!("{}/{}/{}", base.account, base.region, spec.source_region),
-            ),
+            pair_gate: GateKey::new(SNAPSHOT_PAIR_GATE, &pair),
+            pair,
             poll_key: PollKey::new(SNAPSHOT_POLL, &base.account, &base.region),
             base,
             spec,
@@ -589,8 +590,9 @@ impl Step<Cx> for CopySnapshot {
 
     /// The copies of one region pair share its throughput: beyond pair ÷ copy throughput
     /// more copies at once only slow each other down (`ec2:snapshot-copies-per-region-pair`).
-    fn inner_gate(&self) -> Option<&GateKey> {
-        Some(&self.pair_gate)
+    /// A quick copy moves few bytes and goes without (`pace`).
+    fn inner_gate(&self, ctx: &Cx) -> Option<&GateKey> {
+        (!ctx.copy_pace.quick(&self.pair, self.spec.transfer.bytes)).then_some(&self.pair_gate)
     }
 
     /// The bytes left in its chain: the longest chain gets the copy slots first.
@@ -797,6 +799,12 @@ impl Step<Cx> for CopySnapshot {
                 "CopySnapshot returned no snapshot id",
             ));
         }
+        // A full copy's bytes are known (its volume): its progress shows the pair's pace.
+        if !self.spec.transfer.incremental {
+            cx.ctx()
+                .copy_pace
+                .submitted(&id, &self.pair, self.spec.transfer.bytes);
+        }
         Ok(Applied::Submitted(Submitted {
             poll_key: self.poll_key.clone(),
             id,
@@ -857,8 +865,12 @@ impl Poller<Cx> for SnapshotPoller {
         let mut answers = Vec::with_capacity(ids.len());
         for s in &found {
             let id = s.snapshot_id().unwrap_or_default().to_string();
+            let percent: Option<f32> = s
+                .progress()
+                .and_then(|p| p.trim_end_matches('%').parse().ok());
             let answer = match s.state() {
                 Some(SnapshotState::Completed) => {
+                    ctx.copy_pace.seen(&id, 100.0);
                     PollAnswer::Done(StepOutput::SnapshotCopy(SnapshotCopyOutput {
                         snapshot_id: id.clone(),
                         kms_key_id: s.kms_key_id().map(str::to_string),
@@ -869,13 +881,16 @@ impl Poller<Cx> for SnapshotPoller {
                 Some(SnapshotState::Error) => {
                     PollAnswer::Failed(copy_failed(ctx, s.tags(), &id, s.state_message()))
                 }
-                _ => PollAnswer::Pending {
-                    percent: s
-                        .progress()
-                        .and_then(|p| p.trim_end_matches('%').parse().ok()),
-                    detail: None,
-                    eta: None,
-                },
+                _ => {
+                    if let Some(p) = percent {
+                        ctx.copy_pace.seen(&id, p);
+                    }
+                    PollAnswer::Pending {
+                        percent,
+                        detail: None,
+                        eta: None,
+                    }
+                }
             };
             answers.push((id, answer));
         }

@@ -10,6 +10,7 @@ pub mod iam;
 pub mod kms;
 pub mod multipart;
 pub mod output;
+pub mod pace;
 pub mod permissions;
 pub mod policy;
 pub mod rds;
@@ -47,6 +48,8 @@ pub struct Cx {
     pub earlier: HashMap<StepId, StepOutput>,
     /// The plan's earlier copies, listed once per (account, region).
     pub copy_index: ec2::CopyIndex,
+    /// How fast copies of each region pair go: which copies are quick.
+    pub copy_pace: pace::CopyPace,
     /// What each account already shares with another, listed once per (account, region).
     pub shares: share::SharedIndex,
     /// Shares this process made or took back, so that a run after its dry run sees them
@@ -103,6 +106,7 @@ impl Cx {
             keys: Mutex::new(keys),
             earlier: HashMap::new(),
             copy_index: Default::default(),
+            copy_pace: Default::default(),
             shares: Default::default(),
             shared_now: Default::default(),
             ambiguous: Default::default(),

@@ -30,6 +30,9 @@ pub struct Spec {
     pub gate: bool,
     /// Also the narrower gate `PAIR_GATE` (taken before `GATE`).
     pub pair_gate: bool,
+    /// ... but only until a poll was answered (as a copy goes without the pair's slots once
+    /// its pace shows it quick).
+    pub pair_gate_until_polled: bool,
     pub priority: u64,
 }
 
@@ -41,6 +44,7 @@ impl Spec {
             bucket: None,
             gate: false,
             pair_gate: false,
+            pair_gate_until_polled: false,
             priority: 0,
         }
     }
@@ -199,8 +203,10 @@ impl Step<Mem> for FakeStep {
     fn gate(&self) -> Option<&GateKey> {
         self.spec.gate.then_some(&self.gate)
     }
-    fn inner_gate(&self) -> Option<&GateKey> {
-        self.spec.pair_gate.then_some(&self.pair_gate)
+    fn inner_gate(&self, mem: &Mem) -> Option<&GateKey> {
+        let polled = !mem.poll_calls.lock().unwrap().is_empty();
+        (self.spec.pair_gate && !(self.spec.pair_gate_until_polled && polled))
+            .then_some(&self.pair_gate)
     }
     fn priority(&self) -> u64 {
         self.spec.priority
