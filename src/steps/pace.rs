@@ -45,7 +45,8 @@ impl CopyPace {
 
     fn record(&self, id: &str, pair: &str, bytes: u64, at: Instant) {
         let mut i = self.inner.lock().expect("pace");
-        i.copies.insert(id.to_string(), (pair.to_string(), bytes, at));
+        i.copies
+            .insert(id.to_string(), (pair.to_string(), bytes, at));
     }
 
     /// A poll saw copy `id` at `percent` (100: completed).
