@@ -194,4 +194,28 @@ pub enum Command {
     },
     /// Print the JSON Schema of the plan format (for editor completion).
     Schema,
+    /// Print the shell completion script (bash, zsh or fish).
+    ///
+    /// E.g. `ferry completions bash > ~/.local/share/bash-completion/completions/ferry`,
+    /// `ferry completions zsh > ~/.zfunc/_ferry`, `ferry completions fish >
+    /// ~/.config/fish/completions/ferry.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// `ferry man > ferry.1`; `ferry man apply > ferry-apply.1` for one command's page.
+    Man {
+        /// The page of one command instead (`ferry man apply`: ferry-apply(1)).
+        command: Option<String>,
+    },
+}
+
+/// The shells `ferry completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }

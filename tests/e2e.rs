@@ -8,12 +8,16 @@ mod common;
 mod cross_account;
 #[path = "e2e/destroy.rs"]
 mod destroy;
+#[path = "e2e/errors.rs"]
+mod errors;
 #[path = "e2e/iam_policy.rs"]
 mod iam_policy;
 #[path = "e2e/rds.rs"]
 mod rds;
 #[path = "e2e/state.rs"]
 mod state;
+#[path = "e2e/terminal.rs"]
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -273,6 +273,76 @@ fn graph_formats() {
     assert!(text(&mermaid.stdout).starts_with("flowchart LR"));
 }
 
+/// The subcommands `ferry --help` lists, from the clap definitions.
+fn visible_subcommands() -> Vec<String> {
+    use clap::CommandFactory;
+    ferry::cli::Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
+
+#[test]
+fn shell_completions_name_every_subcommand() {
+    let names = visible_subcommands();
+    assert!(names.len() >= 14, "{names:?}");
+    let bash = ferry(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let script = text(&bash.stdout);
+    for name in &names {
+        assert!(
+            script.contains(&format!("ferry__subcmd__{}", name.replace('-', "__")))
+                || script.contains(&format!("ferry,{name})")),
+            "bash completion names `{name}`"
+        );
+    }
+    // The script parses (bash is on every machine the tests run on; skip where it is not).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferry.bash");
+    std::fs::write(&file, &bash.stdout).unwrap();
+    if let Ok(check) = Command::new("bash").arg("-n").arg(&file).output() {
+        assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+    }
+    for shell in ["zsh", "fish"] {
+        let out = ferry(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        assert!(script.contains("apply"), "{shell}: {script}");
+        assert!(script.contains("destroy"), "{shell}");
+    }
+    assert!(script.len() > 1000);
+    let unknown = ferry(&["completions", "tcsh"]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn man_page_lists_every_subcommand() {
+    let out = ferry(&["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH ferry 1"), "{page}");
+    assert!(page.contains(".SH SUBCOMMANDS"), "{page}");
+    for name in visible_subcommands() {
+        // roff escapes a hyphen.
+        let entry = format!("ferry\\-{}(1)", name.replace('-', "\\-"));
+        assert!(page.contains(&entry), "the man page lists {entry}");
+    }
+    let apply = ferry(&["man", "apply"]);
+    assert_eq!(apply.status.code(), Some(0));
+    let apply = text(&apply.stdout);
+    assert!(apply.contains(".TH ferry-apply 1"), "{apply}");
+    assert!(apply.contains("\\-\\-concurrency"), "{apply}");
+    assert_eq!(ferry(&["man", "nope"]).status.code(), Some(2));
+    let help = text(&ferry(&["--help"]).stdout);
+    assert!(help.contains("completions"), "{help}");
+    assert!(help.contains("\n  man "), "`man` is listed in help: {help}");
+}
+
 #[test]
 fn exit_codes() {
     let path = bad("unknown-migration-field");

@@ -17,7 +17,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use crate::plan::Plan;
 
 pub use audit::{AuditRecord, AuditSink, Hooks, MutationGate};
-pub use error::{AwsError, classify};
+pub use error::{AwsError, CallSite, classify};
 
 /// Where the calls of one plan account go and with which credentials.
 #[derive(Clone)]
@@ -25,6 +25,30 @@ struct AccountConfig {
     sdk: SdkConfig,
     /// The AWS account id the plan declares (for the audit log), else empty.
     id: String,
+    /// The plan's `profile` and `role_arn` of the account, for errors that name them.
+    profile: Option<String>,
+    role_arn: Option<String>,
+}
+
+/// Marks every answer a client gets with its account and region (and how ferry reaches the
+/// account), so that an error from it can say which account was refused.
+#[derive(Debug)]
+struct CallSiteTag(CallSite);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CallSiteTag {
+    fn name(&self) -> &'static str {
+        "FerryCallSite"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        error::tag_response(context.response_mut().headers_mut(), &self.0);
+        Ok(())
+    }
 }
 
 /// Clients for every (account, region) a plan touches. Cheap to clone clients out of.
@@ -131,7 +155,15 @@ impl Aws {
                     .build();
             }
             let id = a.id.as_ref().map(|i| i.value.clone()).unwrap_or_default();
-            accounts.insert(named.name.value.clone(), AccountConfig { sdk, id });
+            accounts.insert(
+                named.name.value.clone(),
+                AccountConfig {
+                    sdk,
+                    id,
+                    profile: a.profile.as_ref().map(|p| p.value.clone()),
+                    role_arn: a.role_arn.as_ref().map(|r| r.value.clone()),
+                },
+            );
         }
         Arc::new(Aws {
             accounts,
@@ -164,6 +196,27 @@ impl Aws {
         }
     }
 
+    /// Where a call of this client goes, for errors: the account, how ferry reaches it, the
+    /// region, and the endpoint (`--endpoint-url`, else AWS's for `service`, if given).
+    pub fn site(&self, account: &str, region: &str, service: Option<&str>) -> CallSite {
+        let a = self.accounts.get(account);
+        CallSite {
+            account: account.to_string(),
+            region: region.to_string(),
+            profile: a.and_then(|a| a.profile.clone()),
+            role_arn: a.and_then(|a| a.role_arn.clone()),
+            endpoint: self
+                .endpoint
+                .clone()
+                .or_else(|| service.map(|s| format!("https://{s}.{region}.amazonaws.com"))),
+            from_environment: std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty()),
+        }
+    }
+
+    fn tag(&self, account: &str, region: &str) -> CallSiteTag {
+        CallSiteTag(self.site(account, region, None))
+    }
+
     fn sdk(&self, account: &str) -> &SdkConfig {
         &self
             .accounts
@@ -181,6 +234,7 @@ impl Aws {
                 let conf = aws_sdk_ec2::config::Builder::from(self.sdk(account))
                     .region(Region::new(region.to_string()))
                     .interceptor(self.interceptor(account, region))
+                    .interceptor(self.tag(account, region))
                     .build();
                 aws_sdk_ec2::Client::from_conf(conf)
             })
@@ -196,6 +250,7 @@ impl Aws {
                 let conf = aws_sdk_rds::config::Builder::from(self.sdk(account))
                     .region(Region::new(region.to_string()))
                     .interceptor(self.interceptor(account, region))
+                    .interceptor(self.tag(account, region))
                     .build();
                 aws_sdk_rds::Client::from_conf(conf)
             })
@@ -211,6 +266,7 @@ impl Aws {
                 let conf = aws_sdk_kms::config::Builder::from(self.sdk(account))
                     .region(Region::new(region.to_string()))
                     .interceptor(self.interceptor(account, region))
+                    .interceptor(self.tag(account, region))
                     .build();
                 aws_sdk_kms::Client::from_conf(conf)
             })
@@ -228,6 +284,7 @@ impl Aws {
                     // A single custom endpoint cannot serve virtual-hosted bucket names.
                     .force_path_style(self.endpoint.is_some())
                     .interceptor(self.interceptor(account, region))
+                    .interceptor(self.tag(account, region))
                     .build();
                 aws_sdk_s3::Client::from_conf(conf)
             })
@@ -245,7 +302,8 @@ impl Aws {
             .or_insert_with(|| {
                 let mut conf = aws_sdk_s3control::config::Builder::from(self.sdk(account))
                     .region(Region::new(region.to_string()))
-                    .interceptor(self.interceptor(account, region));
+                    .interceptor(self.interceptor(account, region))
+                    .interceptor(self.tag(account, region));
                 if let Some(e) = &self.endpoint {
                     conf = conf.endpoint_resolver(FixedEndpoint(e.clone()));
                 }
@@ -258,6 +316,7 @@ impl Aws {
         let conf = aws_sdk_iam::config::Builder::from(self.sdk(account))
             .region(Region::new(HOME_REGION))
             .interceptor(self.interceptor(account, HOME_REGION))
+            .interceptor(self.tag(account, HOME_REGION))
             .build();
         aws_sdk_iam::Client::from_conf(conf)
     }
@@ -270,18 +329,32 @@ impl Aws {
             .unwrap_or_else(|| HOME_REGION.to_string());
         let conf = aws_sdk_sts::config::Builder::from(sdk)
             .interceptor(self.interceptor(account, &region))
+            .interceptor(self.tag(account, &region))
             .build();
         aws_sdk_sts::Client::from_conf(conf)
     }
 
     /// The AWS account id each plan account's credentials belong to (sts:GetCallerIdentity).
+    /// The first call for each account: its error names the account, its profile or role, the
+    /// region and the endpoint.
     pub async fn caller_account(&self, account: &str) -> Result<String, AwsError> {
+        let region = self
+            .sdk(account)
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| HOME_REGION.to_string());
         let out = self
             .sts(account)
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("sts", "GetCallerIdentity", e))?;
+            .map_err(|e| {
+                AwsError::from_sdk("sts", "GetCallerIdentity", e).at(self.site(
+                    account,
+                    &region,
+                    Some("sts"),
+                ))
+            })?;
         Ok(out.account().unwrap_or_default().to_string())
     }
 

@@ -8,7 +8,9 @@ mod target;
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{Cli, Command, GraphFormat, Output};
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, GraphFormat, Output, Shell};
 use crate::graph;
 use crate::plan::{self, Plan};
 use crate::report::graph as render;
@@ -69,6 +71,8 @@ pub fn run(cli: Cli) -> Outcome {
             println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
             Outcome::Ok
         }
+        Command::Completions { shell } => completions(*shell),
+        Command::Man { command } => man_page(command.as_deref()),
         Command::Apply {
             plan,
             dry_run,
@@ -206,4 +210,49 @@ fn graph_cmd(path: &Path, format: GraphFormat) -> Outcome {
         GraphFormat::Mermaid => print!("{}", render::mermaid(&g)),
     }
     Outcome::Ok
+}
+
+/// `ferry completions SHELL`: the script clap_complete generates from the clap definitions.
+fn completions(shell: Shell) -> Outcome {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut script);
+    print_bytes(&script)
+}
+
+/// `ferry man [COMMAND]`: ferry(1), or ferry-COMMAND(1), generated from the clap definitions.
+fn man_page(command: Option<&str>) -> Outcome {
+    let mut cli = Cli::command();
+    cli.build();
+    let page = match command {
+        None => cli,
+        Some(name) => match cli.find_subcommand(name).filter(|c| !c.is_hide_set()) {
+            Some(c) => c.clone(),
+            None => {
+                eprintln!("error: `{name}` is not a ferry command (see `ferry --help`)");
+                return Outcome::BadInput;
+            }
+        },
+    };
+    let mut roff = Vec::new();
+    let man = clap_mangen::Man::new(page).source(format!("ferry {}", env!("CARGO_PKG_VERSION")));
+    if let Err(e) = man.render(&mut roff) {
+        return Outcome::Failed(format!("cannot render the man page: {e}"));
+    }
+    print_bytes(&roff)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is no failure.
+fn print_bytes(bytes: &[u8]) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Outcome::Failed(format!("cannot write to stdout: {e}"))
+        }
+        _ => Outcome::Ok,
+    }
 }

@@ -117,9 +117,17 @@ async fn prepare(
                 return Err(Outcome::BadInput);
             }
             Err(ResolveError::Aws(e)) => {
-                return Err(Outcome::Failed(format!(
-                    "could not read the live state: {e}"
-                )));
+                // A sentence and its fix; the SDK's chain of causes only with -v.
+                let mut msg = match e.fix(path) {
+                    Some(fix) => format!("{e}\n  hint: {fix}"),
+                    None => format!("could not read the live state: {e}"),
+                };
+                let detail = &e.context.detail;
+                if global.verbose > 0 && !detail.is_empty() {
+                    msg.push_str(&format!("\n  detail: {}", detail.replace('\n', "\n    ")));
+                }
+                msg.push_str("\nnothing was changed");
+                return Err(Outcome::Failed(msg));
             }
         },
     };
@@ -606,12 +614,15 @@ pub fn apply(req: ApplyRequest<'_>, global: &Global) -> Outcome {
             Ok(x) => x,
             Err(o) => return o,
         };
-        let backend = match create_backend(&p, global) {
-            Ok(b) => b,
-            Err(o) => return o,
-        };
+        // The state is made (a `.ferry` directory, say) only for a run that goes ahead; a saved
+        // plan's needs reading first, for the runs that may have applied it.
+        let mut backend = None;
         if let Some(s) = &saved {
-            if let Some(run) = applied_by(backend.as_ref(), &s.id) {
+            let b = match create_backend(&p, global) {
+                Ok(b) => backend.insert(b),
+                Err(o) => return o,
+            };
+            if let Some(run) = applied_by(b.as_ref(), &s.id) {
                 return Outcome::Failed(format!(
                     "refusing to apply the saved plan {}: run {run} applied it already; \
                      make a new one with `ferry plan --out`",
@@ -676,6 +687,13 @@ pub fn apply(req: ApplyRequest<'_>, global: &Global) -> Outcome {
                 return Outcome::Failed("cancelled".into());
             }
         }
+        let backend = match backend {
+            Some(b) => b,
+            None => match create_backend(&p, global) {
+                Ok(b) => b,
+                Err(o) => return o,
+            },
+        };
         let run_id = journal::new_run_id();
         let graph = stored_graph(&p, saved.as_ref().map(|s| s.id.as_str()));
         let step_ids: Vec<String> = p.specs.in_order().map(|s| s.id.to_string()).collect();
@@ -828,8 +846,8 @@ async fn execute(
         while tokio::signal::ctrl_c().await.is_ok() {
             signals.signal();
             if signals.level() == 1 {
-                eprintln!(
-                    "\nInterrupted: finishing the calls in flight, starting nothing new (Ctrl-C again to stop at once)"
+                report::notice(
+                    "Interrupted: finishing the calls in flight, starting nothing new (Ctrl-C again to stop at once)",
                 );
             }
         }
@@ -863,13 +881,20 @@ async fn execute(
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 if let Err(e) = lease.check() {
-                    eprintln!("\nerror: {e}; stopping before any further change");
+                    report::notice(&format!("error: {e}; stopping before any further change"));
                     cancel.signal();
                     return;
                 }
             }
         })
     });
+    let shape = report::ProgressPlan::new(
+        &p.specs,
+        &p.steps,
+        &p.limits,
+        &p.resolution,
+        prepared.resume.done.keys(),
+    );
     let executor = Executor::new(p.steps.clone(), p.cx.clone(), opts)
         .limits(p.limits.clone())
         .poller(
@@ -888,7 +913,7 @@ async fn execute(
         )
         .resume(typed_resume(p, prepared.resume))
         .subscribe(Box::new(prepared.writer))
-        .subscribe(Box::new(Progress::new(mode)));
+        .subscribe(Box::new(Progress::new(mode, shape)));
     let executor = if json {
         executor.subscribe(Box::new(report::JsonEvents::new(Box::new(
             std::io::stdout(),

@@ -73,6 +73,9 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// Other places that explain this one (the first definition of a duplicate, a cycle's edges).
     pub related: Vec<(Span, String)>,
+    /// About the file as a whole (missing, a directory, unreadable): one line, no snippet.
+    #[serde(skip)]
+    pub whole_file: bool,
 }
 
 impl Diagnostic {
@@ -83,6 +86,7 @@ impl Diagnostic {
             label: None,
             help: None,
             related: Vec::new(),
+            whole_file: false,
         }
     }
     pub fn at(mut self, span: Span) -> Self {
@@ -116,19 +120,55 @@ impl std::error::Error for PlanErrors {}
 impl fmt::Display for PlanErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.diagnostics {
-            writeln!(f, "{}:{}: {}", self.path, d.span, d.message)?;
+            if d.whole_file {
+                writeln!(f, "{}", d.message)?;
+            } else {
+                writeln!(f, "{}:{}: {}", self.path, d.span, d.message)?;
+            }
         }
         Ok(())
     }
 }
 
 impl PlanErrors {
+    /// The plan file could not be read: what is wrong with the path, and what to do.
+    pub fn unreadable(path: String, e: &std::io::Error) -> PlanErrors {
+        use std::io::ErrorKind;
+        let why = match e.kind() {
+            ErrorKind::NotFound => "no such file; check the path".to_string(),
+            ErrorKind::IsADirectory => {
+                "it is a directory; name the plan's YAML file in it (e.g. plan.yaml)".to_string()
+            }
+            ErrorKind::PermissionDenied => {
+                "permission denied; check the file's permissions".to_string()
+            }
+            _ => e.to_string(),
+        };
+        let mut d = Diagnostic::new(format!("cannot read the plan {path}: {why}"));
+        d.whole_file = true;
+        PlanErrors {
+            path,
+            source: String::new(),
+            diagnostics: vec![d],
+        }
+    }
+
     /// The full report: each problem with its line and caret, then a count.
     pub fn render(&self) -> String {
         let handler =
             GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
         let mut out = String::new();
+        if self.diagnostics.iter().all(|d| d.whole_file) {
+            for d in &self.diagnostics {
+                out.push_str(&format!("error: {}\n", d.message));
+            }
+            return out;
+        }
         for d in &self.diagnostics {
+            if d.whole_file {
+                out.push_str(&format!("error: {}\n", d.message));
+                continue;
+            }
             let shown = Shown {
                 d,
                 source: NamedSource::new(self.path.clone(), self.source.clone()),

@@ -45,13 +45,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let shown = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => {
-            return Err(PlanErrors {
-                path: shown,
-                source: String::new(),
-                diagnostics: vec![Diagnostic::new(format!("cannot read the plan: {e}"))],
-            });
-        }
+        Err(e) => return Err(PlanErrors::unreadable(shown, &e)),
     };
     match String::from_utf8(bytes) {
         Ok(text) => from_text(&shown, &text),

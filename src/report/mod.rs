@@ -12,6 +12,6 @@ pub mod summary;
 
 pub use json::{EventLine, JsonEvents, events_schema};
 pub use plan::PlanDocument;
-pub use progress::{Progress, ProgressMode};
+pub use progress::{Progress, ProgressMode, ProgressPlan, notice};
 pub use style::Style;
 pub use summary::{RunSummary, summary};

@@ -5,7 +5,9 @@ from AssumeRole carry an `Expiration`; once it has passed, every call signed wit
 refused with `ExpiredToken` ("The security token included in the request is expired"), and the
 caller must assume the role again. moto's sessions never end. With `session_seconds` > 0 (off by
 default) an AssumeRole session lasts that long: its `Expiration` says so, and calls signed with
-its keys after it fail with `ExpiredToken` (HTTP 400).
+its keys after it fail with `ExpiredToken` (HTTP 400). `expired_access_keys` names static key ids
+whose session has ended already (an exported session token that expired): their calls fail the
+same way.
 """
 
 import threading
@@ -29,6 +31,8 @@ state.on_reset(_forget)
 
 
 def expired(access_key: str) -> bool:
+    if access_key in state.get("expired_access_keys"):
+        return True
     with _lock:
         end = _ends.get(access_key)
     return end is not None and time.monotonic() >= end

@@ -47,6 +47,12 @@ DEFAULTS: dict[str, Any] = {
     "visibility_delay_ms": 0,
     # Seconds an AssumeRole session lasts (0: forever, as moto); then its calls fail ExpiredToken.
     "session_seconds": 0,
+    # Access key ids whose session has ended (sessions.py): every call signed with one answers
+    # ExpiredToken, as AWS does for expired temporary credentials (an exported session token).
+    "expired_access_keys": [],
+    # "service:Action" names (e.g. "ec2:CopySnapshot") answered with the service's access
+    # denied error before they take effect (traffic.py), as for an IAM policy without them.
+    "deny": [],
     # Milliseconds added before every AWS request is handled.
     "latency_ms": 0,
     # Seed for the fault injector's random numbers (null: not seeded).
@@ -179,6 +185,12 @@ def validate(update: Any) -> dict[str, Any]:
             value, bool
         ):
             raise ValueError(f"{key} must be true or false, got {value!r}")
+        elif key in ("expired_access_keys", "deny") and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise ValueError(f"{key} must be a list of strings, got {value!r}")
+        elif key == "deny" and not all(v.count(":") == 1 for v in value):
+            raise ValueError(f'deny names "service:Action", got {value!r}')
         elif key == "kms_denied" and value not in ("async", "sync"):
             raise ValueError(f'kms_denied must be "async" or "sync", got {value!r}')
         elif key == "seed" and value is not None and not isinstance(value, int):

@@ -21,12 +21,20 @@ answered with `SlowDown` (HTTP 503, S3 XML); RDS per (account, region, action), 
 like EC2's (RDS publishes none), answered with `Throttling` (HTTP 400, the query services'
 `<ErrorResponse>` XML). Faults are the services' HTTP 500 errors.
 
+Denials (`deny`, off by default): a listed "service:Action" is answered with the service's
+access denied error before it takes effect, worded as IAM words a missing identity-policy
+permission ("User: ARN is not authorized to perform: ec2:CopySnapshot because no identity-based
+policy allows the ec2:CopySnapshot action"): EC2 `UnauthorizedOperation` (HTTP 403, with an
+"Encoded authorization failure message"), KMS `AccessDeniedException` (HTTP 400, JSON), S3
+`AccessDenied` (HTTP 403), the query services `AccessDenied` (HTTP 403).
+
 Lost responses (`lost_response_rate`, off by default) are what AWS also does: the request is
 applied, and then its answer never arrives, as a 500 (the service's InternalError after the work
 was done) or as a connection closed without a response (a reset, a proxy or NAT timeout). A
 client cannot tell either from a failure before the work: it must look before it tries again.
 """
 
+import base64
 import io
 import json
 import re
@@ -387,6 +395,46 @@ def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]],
     return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
 
 
+def denied_response(req: "Request") -> tuple[int, list[tuple[str, str]], bytes]:
+    """The service's answer to a call the caller's IAM policy does not allow (`deny`)."""
+    rid = _request_id()
+    action = f"{req.service}:{req.action}"
+    msg = (
+        f"User: arn:aws:iam::{req.account}:user/ferry-test is not authorized to perform: "
+        f"{action} because no identity-based policy allows the {action} action"
+    )
+    if req.service == "kms":
+        body = json.dumps({"__type": "AccessDeniedException", "message": msg}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)]
+        return 400, headers, body
+    if req.service == "ec2":
+        encoded = base64.b64encode(
+            json.dumps({"allowed": False, "action": action, "requestId": rid}).encode()
+        ).decode()
+        text = (
+            f"You are not authorized to perform this operation. {msg}. "
+            f"Encoded authorization failure message: {encoded}"
+        )
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>UnauthorizedOperation</Code><Message>{text}</Message></Error></Errors>"
+            f"<RequestID>{rid}</RequestID></Response>"
+        ).encode()
+        headers = [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", rid)]
+        return 403, headers, body
+    if req.service in ("s3", "s3control"):
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+            f"<Message>{msg}</Message><RequestId>{rid}</RequestId><HostId>{rid}</HostId></Error>"
+        ).encode()
+        return 403, [("Content-Type", "application/xml"), ("x-amz-request-id", rid)], body
+    body = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{msg}"
+        f"</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+    ).encode()
+    return 403, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
+
+
 # --- counters -------------------------------------------------------------------------------
 
 
@@ -487,6 +535,14 @@ class Traffic:
         if expired(req.access_key):
             _count(req, "faults")
             return self._error(start_response, req.service, "expired")
+        if f"{req.service}:{req.action}" in state.get("deny"):
+            _count(req, "faults")
+            status, headers, body = denied_response(req)
+            reason = {400: "Bad Request", 403: "Forbidden"}
+            start_response(
+                f"{status} {reason[status]}", headers + [("Content-Length", str(len(body)))]
+            )
+            return [body]
         if state.get("throttle") and not take_token(
             req.account, req.region, req.service, req.bucket
         ):
