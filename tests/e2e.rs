@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use common::emulator::{Emulator, access_key_for};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const PROD: &str = "111111111111";
 const SRC: &str = "us-east-1";
@@ -434,15 +434,30 @@ fn killed_while_copies_are_pending_then_resumed_copies_each_snapshot_once() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ferry starts");
-    wait_for("some copies in flight", Duration::from_secs(60), || {
-        w.emu.counters().copy_totals.snapshots >= 3
-    });
+    // Killed once the journal holds a copy AWS accepted and ferry has not seen end: resume
+    // must follow it, not submit it again.
+    let submitted = || {
+        let status = w.ferry(&["status", "--output", "json"]);
+        let st: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        let n = st["steps"].as_array().map_or(0, |s| {
+            s.iter().filter(|s| s["state"] == "submitted").count()
+        });
+        (n, st)
+    };
+    wait_for(
+        "a copy journaled as submitted",
+        Duration::from_secs(60),
+        || submitted().0 >= 1,
+    );
     kill(&mut child);
     let before = w.emu.counters().copy_totals.snapshots;
     assert!(before < 12, "killed before all copies started ({before})");
-
-    let status = w.ferry(&["status"]);
-    assert!(text(&status.stdout).contains("submitted") || text(&status.stdout).contains("started"));
+    let (pending, st) = submitted();
+    assert_eq!(st["result"], "unfinished");
+    assert!(
+        pending >= 1,
+        "no copy was pending when ferry was killed: {st}"
+    );
     let resumed = w.ferry(&["resume"]);
     assert_eq!(resumed.status.code(), Some(0));
     let dr = w.key_arn(DST, "alias/dr-ebs").unwrap();
@@ -837,14 +852,23 @@ fn apply_until_done(w: &World, plan_file: &str, kill_at: Option<u64>, resumes: u
             .spawn()
             .expect("ferry starts");
         let start = Instant::now();
-        // The run may end before the kill point: then there is nothing to kill.
+        let mut ended_first = false;
         while w.emu.counters().totals.mutating < n && start.elapsed() < Duration::from_secs(120) {
             if child.try_wait().ok().flatten().is_some() {
+                ended_first = true;
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         kill(&mut child);
+        // The kill landed mid-run, or this test would prove nothing about resuming.
+        assert!(
+            !ended_first,
+            "the run ended before its {n}th mutating call: pick an earlier kill point"
+        );
+        let status = w.ferry(&["status", "--output", "json"]);
+        let st: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        assert_eq!(st["result"], "unfinished", "killed mid-run: {st}");
     }
     let mut out = if kill_at.is_some() {
         w.ferry(&["resume"])

@@ -6,7 +6,7 @@ mod crash;
 mod fake;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -887,26 +887,37 @@ fn stale_lock_is_taken_over_and_only_one_taker_wins() {
     for _ in 0..20 {
         std::fs::write(j.lock_path(), stale).unwrap();
         let barrier = Arc::new(std::sync::Barrier::new(4));
+        // The winner holds the lock until every taker has tried, so exactly one can win.
+        let tried = Arc::new(AtomicUsize::new(0));
         let winners: Vec<_> = (0..4)
             .map(|i| {
                 let j = j.clone();
                 let b = barrier.clone();
+                let tried = tried.clone();
                 std::thread::spawn(move || {
                     b.wait();
-                    j.lock(&format!("taker-{i}")).ok().map(|l| {
-                        assert_eq!(l.took_over_from().map(|h| h.run_id.as_str()), Some("dead"));
-                        std::thread::sleep(Duration::from_millis(20));
+                    let taken = j.lock(&format!("taker-{i}"));
+                    tried.fetch_add(1, Ordering::SeqCst);
+                    taken.ok().map(|l| {
+                        let from = l.took_over_from().map(|h| h.run_id.clone());
+                        while tried.load(Ordering::SeqCst) < 4 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         drop(l);
+                        from
                     })
                 })
             })
             .collect();
-        let won = winners
+        let won: Vec<Option<String>> = winners
             .into_iter()
             .filter_map(|h| h.join().unwrap())
-            .count();
-        // Someone may win after the first released; never two at once (they hold it 20 ms).
-        assert!(won >= 1);
+            .collect();
+        assert_eq!(
+            won,
+            vec![Some("dead".to_string())],
+            "exactly one taker wins, and it took over from the dead holder"
+        );
     }
     // A forced release never takes a lock a live process holds: that would make two holders
     // (the next taker would lock a new file beside the held one).

@@ -407,6 +407,13 @@ pub fn kill_and_resume(seed: u64, kills: usize) {
         assert_eq!(count.len(), N);
         assert!(count.values().all(|&c| c == 1), "applied twice: {count:?}");
     }
+    // The kills covered the states this suite is about: a step killed between its intent and
+    // its outcome (re-observed on resume), and an asynchronous copy killed while submitted
+    // (followed, not submitted again). Each is about half of all kills.
+    assert!(
+        seen_intent >= 3 && seen_submitted >= 3,
+        "too few kills left an intent ({seen_intent}) or a submitted copy ({seen_submitted})"
+    );
     eprintln!(
         "crash test {seed:x}: {effective} kill points in {cases} runs (left an intent without outcome: \
          {seen_intent}, a submitted copy: {seen_submitted}, a torn last line: {seen_torn}), clean run \
