@@ -72,6 +72,13 @@ pub async fn describe_key(
 /// EC2 filters take at most 200 values.
 pub const FILTER_VALUES: usize = 200;
 
+/// The page ferry asks DescribeSnapshots, DescribeImages and DescribeInstances for: AWS's
+/// largest (1,000). Without a page size the SDK paginators send no MaxResults, and EC2 then
+/// answers a listing in one response, which AWS warns is "susceptible to throttling and
+/// timeouts" for an account with many snapshots. Lookups by id (at most `FILTER_VALUES` a
+/// call) need no page: they are bounded, and `SnapshotIds` / `ImageIds` refuse MaxResults.
+pub const PAGE_SIZE: i32 = 1000;
+
 /// Snapshots by id, in batches of 200, through a filter rather than `SnapshotIds` so that a
 /// missing id leaves it out of the answer instead of failing the whole call.
 pub async fn snapshots_by_id(
@@ -99,6 +106,37 @@ pub async fn snapshots_by_id(
             .await
             .map_err(|e| AwsError::from_sdk("ec2", "DescribeSnapshots", e))?;
         all.extend(out.snapshots().iter().cloned());
+    }
+    Ok(all)
+}
+
+/// Images by id, in batches of `FILTER_VALUES`, through a filter for the same reason as
+/// `snapshots_by_id`: an id that is gone is left out instead of failing the call.
+pub async fn images_by_id(
+    aws: &Aws,
+    limits: &Limits,
+    account: &str,
+    region: &str,
+    ids: &[String],
+) -> Result<Vec<aws_sdk_ec2::types::Image>, AwsError> {
+    let client = aws.ec2(account, region);
+    let mut all = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(FILTER_VALUES) {
+        limits
+            .take(&[bucket(account, region, "ec2:DescribeImages")])
+            .await;
+        let out = client
+            .describe_images()
+            .filters(
+                Filter::builder()
+                    .name("image-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+        all.extend(out.images().iter().cloned());
     }
     Ok(all)
 }

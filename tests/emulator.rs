@@ -1124,6 +1124,181 @@ async fn more_than_twenty_pending_snapshot_copies_are_refused() {
 }
 
 #[tokio::test]
+async fn describes_answer_in_pages_and_refuse_more_than_200_filter_values() {
+    let emu = Emulator::start_with(json!({"max_page_items": 4}));
+    let a = "100000000062";
+    let ec2 = emu.ec2(a, SRC);
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(snapshot(&ec2, SRC, None).await);
+    }
+    let image = register_image(&ec2, "paged", &[&ids[0]]).await;
+    emu.reset_counters();
+
+    // Without MaxResults: everything in one answer, as AWS documents.
+    let whole = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.snapshots().len(), 10);
+    assert_eq!(whole.next_token(), None);
+
+    // With MaxResults: pages of at most `max_page_items`, each continued by its NextToken.
+    let mut pages = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .max_results(1000)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        pages.push(page.snapshots().len());
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, [4, 4, 2]);
+    let mut seen: Vec<String> = Vec::new();
+    let mut all = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .into_paginator()
+        .page_size(5)
+        .items()
+        .send();
+    while let Some(s) = all.next().await {
+        seen.push(s.unwrap().snapshot_id().unwrap().to_string());
+    }
+    seen.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(seen, want, "the SDK paginator reads every snapshot once");
+
+    // AWS's errors.
+    let err = ec2
+        .describe_snapshots()
+        .max_results(4)
+        .send()
+        .await
+        .expect_err("MaxResults below 5");
+    assert_eq!(err.code(), Some("InvalidParameterValue"));
+    let err = ec2
+        .describe_snapshots()
+        .snapshot_ids(&ids[0])
+        .max_results(5)
+        .send()
+        .await
+        .expect_err("ids and MaxResults");
+    assert_eq!(err.code(), Some("InvalidParameterCombination"));
+    let err = ec2
+        .describe_images()
+        .image_ids(&image)
+        .max_results(5)
+        .send()
+        .await
+        .expect_err("ids and MaxResults");
+    assert_eq!(err.code(), Some("InvalidParameterCombination"));
+    let first = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .max_results(5)
+        .send()
+        .await
+        .unwrap();
+    let token = first.next_token().expect("a second page").to_string();
+    let err = ec2
+        .describe_snapshots()
+        .owner_ids(a)
+        .max_results(5)
+        .next_token(&token)
+        .send()
+        .await
+        .expect_err("a token of another query");
+    assert_eq!(err.code(), Some("InvalidNextToken"));
+    let many: Vec<String> = (0..201).map(|i| format!("snap-{i:017x}")).collect();
+    let too_many = |name: &str| {
+        Filter::builder()
+            .name(name)
+            .set_values(Some(many.clone()))
+            .build()
+    };
+    let err = ec2
+        .describe_snapshots()
+        .filters(too_many("snapshot-id"))
+        .send()
+        .await
+        .expect_err("201 filter values");
+    assert_eq!(err.code(), Some("FilterLimitExceeded"));
+    assert_eq!(
+        err.message(),
+        Some("The maximum number of filter values specified on a single call is 200")
+    );
+    let err = ec2
+        .describe_images()
+        .filters(too_many("image-id"))
+        .send()
+        .await
+        .expect_err("201 filter values");
+    assert_eq!(err.code(), Some("FilterLimitExceeded"));
+    let at_limit = ec2
+        .describe_snapshots()
+        .filters(
+            Filter::builder()
+                .name("snapshot-id")
+                .set_values(Some(ids.iter().cloned().cycle().take(200).collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("200 values are allowed");
+    assert_eq!(at_limit.snapshots().len(), 10);
+
+    // The counters: one entry per request, its page and its values.
+    let c = emu.counters();
+    let d: Vec<_> = c.describes(a, SRC, "DescribeSnapshots").collect();
+    assert_eq!(d[0].max_results, None);
+    assert_eq!(d[0].items, 10);
+    assert_eq!(
+        d[1..4]
+            .iter()
+            .map(|d| (d.max_results, d.next_token, d.items))
+            .collect::<Vec<_>>(),
+        [
+            (Some(1000), false, 4),
+            (Some(1000), true, 4),
+            (Some(1000), true, 2)
+        ]
+    );
+    let refused: Vec<_> = c
+        .describes
+        .iter()
+        .filter_map(|d| d.error.as_deref())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "InvalidParameterValue",
+            "InvalidParameterCombination",
+            "InvalidParameterCombination",
+            "InvalidNextToken",
+            "FilterLimitExceeded",
+            "FilterLimitExceeded"
+        ]
+    );
+    let last = c.describes.last().unwrap();
+    assert_eq!(
+        (last.filter_values, last.filters["snapshot-id"]),
+        (200, 200)
+    );
+}
+
+#[tokio::test]
 async fn copy_image_honours_client_token() {
     let emu = Emulator::shared();
     let a = "100000000071";

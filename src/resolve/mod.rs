@@ -542,7 +542,10 @@ impl Resolver<'_> {
             for (k, v) in &tags.value {
                 req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
             }
-            let mut pages = req.into_paginator().send();
+            let mut pages = req
+                .into_paginator()
+                .page_size(crate::lookup::PAGE_SIZE)
+                .send();
             let mut ids = Vec::new();
             loop {
                 self.limits
@@ -708,6 +711,7 @@ impl Resolver<'_> {
             .filters(tagged("ferry:plan", &self.plan.name.value))
             .filters(tagged("ferry:migration", migration))
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         let mut out: BTreeMap<String, (Option<String>, Option<i64>)> = BTreeMap::new();
         let mut unknown = Vec::new();
@@ -741,21 +745,11 @@ impl Resolver<'_> {
                 out.entry(source).or_insert((lineage, time));
             }
         }
-        for chunk in unknown.chunks(lookup::FILTER_VALUES) {
-            let found = self
-                .aws
-                .ec2(src_account, src_region)
-                .describe_images()
-                .filters(
-                    Filter::builder()
-                        .name("image-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
-            for i in found.images() {
+        if !unknown.is_empty() {
+            let found =
+                lookup::images_by_id(self.aws, self.limits, src_account, src_region, &unknown)
+                    .await?;
+            for i in &found {
                 if let (Some(id), Some((l, t))) = (i.image_id(), image_lineage(i)) {
                     out.insert(id.to_string(), (Some(l), Some(t)));
                 }
@@ -790,6 +784,7 @@ impl Resolver<'_> {
                     .build(),
             )
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         let mut out = Vec::new();
         loop {
@@ -937,23 +932,9 @@ impl Resolver<'_> {
 
         if !m.source.images.is_empty() {
             let ids: Vec<String> = m.source.images.iter().map(|s| s.value.clone()).collect();
-            self.limits
-                .take(&[bucket(account, region, "ec2:DescribeImages")])
-                .await;
-            let out = client
-                .describe_images()
-                .filters(
-                    Filter::builder()
-                        .name("image-id")
-                        .set_values(Some(ids))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+            let found = lookup::images_by_id(self.aws, self.limits, account, region, &ids).await?;
             for wanted in &m.source.images {
-                match out
-                    .images()
+                match found
                     .iter()
                     .find(|i| i.image_id() == Some(wanted.value.as_str()))
                 {
@@ -974,15 +955,20 @@ impl Resolver<'_> {
             for (k, v) in &tags.value {
                 req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
             }
-            self.limits
-                .take(&[bucket(account, region, "ec2:DescribeImages")])
-                .await;
-            let out = req
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+            let mut pages = req.into_paginator().page_size(lookup::PAGE_SIZE).send();
+            let mut tagged = Vec::new();
+            loop {
+                self.limits
+                    .take(&[bucket(account, region, "ec2:DescribeImages")])
+                    .await;
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                let page = page.map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e))?;
+                tagged.extend(page.images().iter().cloned());
+            }
             let mut ids = Vec::new();
-            for i in out.images() {
+            for i in &tagged {
                 let ours = i.tags().iter().any(|t| {
                     t.key() == Some("ferry:plan")
                         && t.value() == Some(self.plan.name.value.as_str())

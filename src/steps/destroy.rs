@@ -84,6 +84,7 @@ impl DeleteCopies {
             .filters(a)
             .filters(b)
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         let mut out = Vec::new();
         each_page(
@@ -122,6 +123,7 @@ impl DeleteCopies {
             .filters(a)
             .filters(b)
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         let mut out = Vec::new();
         each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
@@ -232,6 +234,7 @@ impl DeleteCopies {
                                 .build(),
                         )
                         .into_paginator()
+                        .page_size(crate::lookup::PAGE_SIZE)
                         .send();
                     each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
                         for i in p.images() {
@@ -457,6 +460,7 @@ impl DeleteIntermediate {
                 .include_disabled(true)
                 .set_filters(Some(self.filters(cx.ctx())))
                 .into_paginator()
+                .page_size(crate::lookup::PAGE_SIZE)
                 .send();
             each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
                 out.extend(
@@ -472,6 +476,7 @@ impl DeleteIntermediate {
             .owner_ids("self")
             .set_filters(Some(self.filters(cx.ctx())))
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         let mut snapshots = Vec::new();
         each_page(

@@ -208,6 +208,7 @@ impl CopyIndex {
                     .owner_ids("self")
                     .filters(ferry_plan_filter(cx.ctx()))
                     .into_paginator()
+                    .page_size(crate::lookup::PAGE_SIZE)
                     .send();
                 let mut all = Vec::new();
                 each_page(
@@ -242,6 +243,7 @@ impl CopyIndex {
                     .owners("self")
                     .filters(ferry_plan_filter(cx.ctx()))
                     .into_paginator()
+                    .page_size(crate::lookup::PAGE_SIZE)
                     .send();
                 let mut found = Vec::new();
                 each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
@@ -558,9 +560,6 @@ impl CopySnapshot {
             let all = c.copy_index.snapshots(cx, account, region).await?;
             return Ok(all.iter().filter(|s| mine(s)).cloned().collect());
         }
-        cx.limits()
-            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-            .await;
         let tags = self.tags();
         let mut req = c
             .aws
@@ -572,11 +571,21 @@ impl CopySnapshot {
                 req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
             }
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
-        Ok(out.snapshots().iter().map(Copy::of_snapshot).collect())
+        let pages = req
+            .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
+            .send();
+        let mut found = Vec::new();
+        each_page(
+            cx.limits(),
+            account,
+            region,
+            "DescribeSnapshots",
+            pages,
+            |p| found.extend(p.snapshots().iter().map(Copy::of_snapshot)),
+        )
+        .await?;
+        Ok(found)
     }
 }
 
@@ -1002,9 +1011,6 @@ impl CopyImage {
             let all = c.copy_index.images(cx, account, region).await?;
             return Ok(all.iter().filter(|i| mine(i)).cloned().collect());
         }
-        cx.limits()
-            .take(&[bucket(account, region, "ec2:DescribeImages")])
-            .await;
         let tags = self.tags();
         let mut req = c.aws.ec2(account, region).describe_images().owners("self");
         for k in ["ferry:plan", "ferry:migration", "ferry:source"] {
@@ -1012,11 +1018,15 @@ impl CopyImage {
                 req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
             }
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
-        let found = out.images().iter().map(Copy::of_image).collect();
+        let pages = req
+            .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
+            .send();
+        let mut found = Vec::new();
+        each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
+            found.extend(p.images().iter().map(Copy::of_image))
+        })
+        .await?;
         with_volume_keys(cx, account, region, found).await
     }
 }

@@ -683,6 +683,7 @@ impl ScheduleKeyDeletion {
             .describe_snapshots()
             .owner_ids("self")
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         super::each_page(
             cx.limits(),

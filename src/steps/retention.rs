@@ -92,6 +92,7 @@ impl PruneCopies {
             .filters(tagged("ferry:plan", &cx.ctx().plan))
             .filters(tagged("ferry:migration", self.spec.migration.as_str()))
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         let mut out = Vec::new();
         each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
@@ -145,6 +146,7 @@ impl PruneCopies {
                     .build(),
             )
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         let mut out = Vec::new();
         each_page(
@@ -315,6 +317,7 @@ pub(crate) async fn ami_users(
                     .build(),
             )
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
             for i in p.images() {
@@ -411,6 +414,7 @@ pub(crate) async fn launched_images(
                     .build(),
             )
             .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
             .send();
         each_page(
             cx.limits(),

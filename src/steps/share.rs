@@ -78,39 +78,46 @@ async fn copied_sources(
     ];
     let mut found = BTreeSet::new();
     if images {
-        cx.limits()
-            .take(&[bucket(account, region, "ec2:DescribeImages")])
-            .await;
-        let out = client
+        let pages = client
             .describe_images()
             .owners("self")
             .set_filters(Some(filters.to_vec()))
-            .send()
-            .await
-            .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
-        for i in out.images() {
-            // An image's key shows on its snapshots, tagged as its copies: judged by those.
-            if i.state().map(|s| s.as_str()) == Some("available") {
-                found.extend(source_tag(i.tags()));
+            .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
+            .send();
+        each_page(cx.limits(), account, region, "DescribeImages", pages, |p| {
+            for i in p.images() {
+                // An image's key shows on its snapshots, tagged as its copies: judged by those.
+                if i.state().map(|s| s.as_str()) == Some("available") {
+                    found.extend(source_tag(i.tags()));
+                }
             }
-        }
+        })
+        .await?;
     } else {
-        cx.limits()
-            .take(&[bucket(account, region, "ec2:DescribeSnapshots")])
-            .await;
-        let out = client
+        let pages = client
             .describe_snapshots()
             .owner_ids("self")
             .set_filters(Some(filters.to_vec()))
-            .send()
-            .await
-            .map_err(|e| failed(ec2_error("DescribeSnapshots")(e), &[]))?;
-        for s in out.snapshots() {
-            let under_wanted = wanted.as_deref().is_none_or(|w| s.kms_key_id() == Some(w));
-            if s.state().map(|s| s.as_str()) == Some("completed") && under_wanted {
-                found.extend(source_tag(s.tags()));
-            }
-        }
+            .into_paginator()
+            .page_size(crate::lookup::PAGE_SIZE)
+            .send();
+        each_page(
+            cx.limits(),
+            account,
+            region,
+            "DescribeSnapshots",
+            pages,
+            |p| {
+                for s in p.snapshots() {
+                    let under_wanted = wanted.as_deref().is_none_or(|w| s.kms_key_id() == Some(w));
+                    if s.state().map(|s| s.as_str()) == Some("completed") && under_wanted {
+                        found.extend(source_tag(s.tags()));
+                    }
+                }
+            },
+        )
+        .await?;
     }
     Ok(found)
 }
@@ -160,6 +167,7 @@ impl SharedIndex {
                             .owners("self")
                             .executable_users(with)
                             .into_paginator()
+                            .page_size(crate::lookup::PAGE_SIZE)
                             .send();
                         each_page(limits, account, region, "DescribeImages", pages, |page| {
                             ids.extend(
@@ -176,6 +184,7 @@ impl SharedIndex {
                             .owner_ids("self")
                             .restorable_by_user_ids(with)
                             .into_paginator()
+                            .page_size(crate::lookup::PAGE_SIZE)
                             .send();
                         each_page(
                             limits,

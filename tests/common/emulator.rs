@@ -361,6 +361,34 @@ pub struct Counters {
     /// submission order, with the emulator's full/incremental judgment.
     #[serde(default)]
     pub snapshot_copies: Vec<SnapshotCopy>,
+    /// One entry per DescribeSnapshots / DescribeImages request, in arrival order
+    /// (additions/paging.py): each is one page of an answer.
+    #[serde(default)]
+    pub describes: Vec<DescribeRequest>,
+}
+
+/// A DescribeSnapshots or DescribeImages request as the emulator answered it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DescribeRequest {
+    pub account: String,
+    pub region: String,
+    /// `DescribeSnapshots` or `DescribeImages`.
+    pub action: String,
+    /// The page size asked for; None: an unpaginated request (answered whole).
+    pub max_results: Option<u64>,
+    /// Whether it continued an earlier page.
+    pub next_token: bool,
+    /// Snapshots or images in the answer.
+    pub items: u64,
+    /// Ids named in `SnapshotIds` / `ImageIds`.
+    pub ids: u64,
+    /// The most values in one of its filters.
+    pub filter_values: u64,
+    /// Each filter's name and number of values.
+    #[serde(default)]
+    pub filters: std::collections::BTreeMap<String, u64>,
+    /// The error code it was refused with (FilterLimitExceeded, InvalidParameterValue, …).
+    pub error: Option<String>,
 }
 
 /// A CopySnapshot as the emulator judged it (additions/ec2_copies.py).
@@ -510,6 +538,18 @@ impl Counters {
             .find(|c| c.account == account && c.region == region)
             .map(|c| (c.snapshots, c.images, c.image_snapshots))
             .unwrap_or((0, 0, 0))
+    }
+
+    /// The DescribeSnapshots / DescribeImages requests (`action`) from `account` in `region`.
+    pub fn describes<'a>(
+        &'a self,
+        account: &'a str,
+        region: &'a str,
+        action: &'a str,
+    ) -> impl Iterator<Item = &'a DescribeRequest> + 'a {
+        self.describes
+            .iter()
+            .filter(move |d| d.account == account && d.region == region && d.action == action)
     }
 
     fn rows<'a>(&'a self, account: &'a str) -> impl Iterator<Item = &'a RequestCount> + 'a {

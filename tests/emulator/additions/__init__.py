@@ -13,6 +13,7 @@ def install() -> None:
         ec2_copies,
         ec2_shared,
         kms_cross_account,
+        paging,
         rds_snapshots,
         s3_jobs,
         s3_live_replication,
@@ -26,6 +27,8 @@ def install() -> None:
     ebs_default_encryption.install()
     ec2_shared.install()
     ec2_copies.install()
+    # after ec2_shared: pages are cut from the answer it computes
+    paging.install()
     kms_cross_account.install()
     rds_snapshots.install()
     s3_replication.install()

@@ -32,6 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "max_pending_snapshot_copies": 20,
     # AMI copies in flight per destination (account, region) before ResourceLimitExceeded.
     "max_pending_image_copies": 300,
+    # The most items one DescribeSnapshots / DescribeImages page holds (paging.py), below the
+    # request's MaxResults: AWS's largest page is 1000; a test lowers it to spread a small world
+    # over several pages.
+    "max_page_items": 1000,
     # Token buckets from the AWS quota table (aws-facts.md); off by default.
     "throttle": False,
     # Multiplies every bucket's size and refill rate (0.01 = one hundredth of AWS's quota).
@@ -171,6 +175,7 @@ def validate(update: Any) -> dict[str, Any]:
             "max_pending_db_cluster_snapshot_copies",
             "max_manual_db_snapshots",
             "max_manual_db_cluster_snapshots",
+            "max_page_items",
         ):
             _number(key, value, 1)
         elif key in ("fault_rate", "lost_response_rate"):

@@ -476,7 +476,7 @@ def counters() -> dict[str, Any]:
         "bytes_incremental",
     )  # fmt: skip
     copy_totals = {k: sum(c[k] for c in copies) for k in kinds}
-    from . import s3_live_replication
+    from . import paging, s3_live_replication
 
     return {
         "requests": rows,
@@ -486,6 +486,7 @@ def counters() -> dict[str, Any]:
         "snapshot_copies": snapshot_copies,
         "batch_jobs": s3_jobs.counters(),
         "replication": s3_live_replication.counters(),
+        "describes": paging.counters(),
     }
 
 
@@ -604,7 +605,7 @@ class Traffic:
     def control(
         self, path: str, method: str, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> list[bytes]:
-        from . import ec2_copies, s3_live_replication
+        from . import ec2_copies, paging, s3_live_replication
 
         if path == "/_ferry/health":
             return _json(start_response, 200, {"ok": True})
@@ -628,6 +629,7 @@ class Traffic:
                 state.snapshot_copies.clear()
             s3_jobs.zero_counters()
             s3_live_replication.zero_counters()
+            paging.zero_counters()
             return _json(start_response, 200, {"status": "ok"})
         if path == "/_ferry/reset" and method == "POST":
             reset_everything()
