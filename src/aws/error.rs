@@ -194,6 +194,29 @@ impl fmt::Display for AwsError {
                 }
                 write!(f, ": {}", self.message)
             }
+            // The role of the plan's `role_arn` could not be assumed: that is the whole story
+            // (the hint says what to fix), not one call among many.
+            _ if self.is_access_denied() && self.operation == "AssumeRole" => {
+                let denial = Denial::of(self);
+                let site = self.context.site.as_ref();
+                let role = denial
+                    .resource
+                    .clone()
+                    .or_else(|| site.and_then(|s| s.role_arn.clone()))
+                    .unwrap_or_else(|| "the account's role_arn".into());
+                write!(f, "ferry could not assume {role}")?;
+                if let Some(s) = site {
+                    write!(f, " for account `{}`", s.account)?;
+                }
+                if let Some(p) = &denial.principal {
+                    write!(f, " as {p}")?;
+                }
+                write!(f, " ({code}")?;
+                if let Some(id) = &self.request_id {
+                    write!(f, ", request id {id}")?;
+                }
+                write!(f, ")")
+            }
             _ if self.is_access_denied() => {
                 let denial = Denial::of(self);
                 match (&self.context.site, &denial.principal) {
@@ -666,11 +689,11 @@ fn hint(e: &AwsError, plan: &str) -> Option<String> {
         .map(CallSite::who)
         .unwrap_or_else(|| "this account".to_string());
     if e.is_access_denied() && e.operation == "AssumeRole" {
-        let role = site
-            .and_then(|s| s.role_arn.clone())
-            .unwrap_or_else(|| "the account's role_arn".into());
+        let who = Denial::of(e)
+            .principal
+            .unwrap_or_else(|| "the identity ferry starts from".into());
         Some(format!(
-            "the trust policy of {role} must let the identity ferry starts from assume it (with the plan's external_id, if any), and that identity needs sts:AssumeRole on it; `ferry iam-policy {plan}` prints what each account needs"
+            "its trust policy must allow {who} to assume it, with the plan's external_id if the trust policy asks for one, and {who} needs sts:AssumeRole on it; `ferry iam-policy {plan}` prints what each account needs"
         ))
     } else if e.is_access_denied() || code == "AuthFailure" {
         let action = Denial::of(e).action;
