@@ -892,4 +892,29 @@ mod tests {
         assert!(h.contains("`ferry iam-policy plans/x.yaml`"), "{h}");
         assert!(h.contains("kms:CreateGrant"), "{h}");
     }
+
+    #[test]
+    fn a_role_that_cannot_be_assumed_is_one_sentence_and_the_hint_is_its_trust_policy() {
+        let mut e = error("sts", "AccessDenied", 403);
+        e.operation = "AssumeRole";
+        e.message = "User: arn:aws:iam::111111111111:root is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::222222222222:role/ferry-migrator".into();
+        e.request_id = Some("r-2".into());
+        let e = e.at(CallSite {
+            account: "backup".into(),
+            region: "us-east-1".into(),
+            role_arn: Some("arn:aws:iam::222222222222:role/ferry-migrator".into()),
+            ..CallSite::default()
+        });
+        assert_eq!(
+            e.to_string(),
+            "ferry could not assume arn:aws:iam::222222222222:role/ferry-migrator for account `backup` as arn:aws:iam::111111111111:root (AccessDenied, request id r-2)"
+        );
+        let h = hint(&e, "p.yaml").expect("a hint");
+        assert!(
+            h.starts_with(
+                "its trust policy must allow arn:aws:iam::111111111111:root to assume it, with the plan's external_id"
+            ),
+            "{h}"
+        );
+    }
 }
