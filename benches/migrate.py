@@ -57,6 +57,8 @@ import boto3
 from botocore.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "emulator"))
+from roles import create_assumable_role  # noqa: E402  (the emulator's fixtures, on that path)
 A, B = "111111111111", "222222222222"
 # Copies stay pending this long (the emulator's `copy_seconds`); real copies take minutes.
 COPY_SECONDS = float(os.environ.get("FERRY_BENCH_COPY_SECONDS", "10"))
@@ -165,12 +167,7 @@ def seed_amis(ep: str, n: int) -> list[str]:
             )["ImageId"]
         )
     cmk(ep, B, region, "alias/bench-backup")
-    client(ep, "iam", B, region).create_role(
-        RoleName="ferry-migrator",
-        AssumeRolePolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:root"}, "Action": "sts:AssumeRole"}]}
-        ),
-    )
+    create_assumable_role(client(ep, "iam", B, region), "ferry-migrator", A)
     return amis
 
 

@@ -218,17 +218,9 @@ async fn static_credentials_and_assumed_roles_map_to_their_accounts() {
         .expect("GetCallerIdentity");
     assert_eq!(who.account(), Some(prod));
 
-    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"AWS": format!("arn:aws:iam::{prod}:root")}, "Action": "sts:AssumeRole"}]});
-    let role = emu
-        .iam(backup)
-        .create_role()
-        .role_name("ferry-migrator")
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .expect("CreateRole");
-    let role_arn = role.role().expect("role").arn().to_string();
+    let role_arn = emu
+        .create_assumable_role(backup, "ferry-migrator", prod, None)
+        .await;
     assert!(role_arn.contains(backup), "{role_arn}");
 
     let assumed = emu
@@ -588,28 +580,69 @@ async fn key_policy_principals_wildcards_and_grants_allow_snapshot_copies() {
     let denied = describe_snapshot(&ec2_b, denied.snapshot_id().unwrap()).await;
     assert_eq!(denied.state(), Some(&SnapshotState::Error));
 
-    // A grant for B is enough.
-    kms_a
-        .create_grant()
-        .key_id(&key)
-        .grantee_principal(format!("arn:aws:iam::{b}:root"))
-        .operations(GrantOperation::Decrypt)
-        .operations(GrantOperation::DescribeKey)
-        .operations(GrantOperation::CreateGrant)
-        .operations(GrantOperation::ReEncryptFrom)
-        .operations(GrantOperation::GenerateDataKeyWithoutPlaintext)
-        .send()
+    // Grants for B: the nine operations the five permissions stand for are enough, in two
+    // grants as in one; short of any one (here ReEncryptTo) the copy fails, naming it.
+    let b = "100000000028";
+    let key = customer_key(emu, a, SRC).await;
+    let snap = snapshot(&ec2_a, SRC, Some(Some(&key))).await;
+    share_snapshot(&ec2_a, &snap, b).await;
+    let ec2_b = emu.ec2(b, SRC);
+    let all = [
+        GrantOperation::DescribeKey,
+        GrantOperation::CreateGrant,
+        GrantOperation::GenerateDataKey,
+        GrantOperation::GenerateDataKeyWithoutPlaintext,
+        GrantOperation::GenerateDataKeyPair,
+        GrantOperation::GenerateDataKeyPairWithoutPlaintext,
+        GrantOperation::ReEncryptFrom,
+        GrantOperation::ReEncryptTo,
+        GrantOperation::Decrypt,
+    ];
+    let grant = |ops: &[GrantOperation]| {
+        kms_a
+            .create_grant()
+            .key_id(&key)
+            .grantee_principal(format!("arn:aws:iam::{b}:root"))
+            .set_operations(Some(ops.to_vec()))
+            .send()
+    };
+    let copy = || async {
+        let out = ec2_b
+            .copy_snapshot()
+            .source_snapshot_id(&snap)
+            .source_region(SRC)
+            .send()
+            .await
+            .unwrap();
+        describe_snapshot(&ec2_b, out.snapshot_id().unwrap()).await
+    };
+    let short: Vec<_> = all
+        .iter()
+        .filter(|o| **o != GrantOperation::ReEncryptTo)
+        .cloned()
+        .collect();
+    grant(&short[..4]).await.expect("CreateGrant");
+    grant(&short[4..]).await.expect("CreateGrant");
+    let denied = copy().await;
+    assert_eq!(denied.state(), Some(&SnapshotState::Error));
+    assert!(
+        denied
+            .state_message()
+            .unwrap_or_default()
+            .contains("(missing: kms:ReEncryptTo)"),
+        "{:?}",
+        denied.state_message()
+    );
+    grant(&[GrantOperation::ReEncryptTo])
         .await
         .expect("CreateGrant");
-    let granted = ec2_b
-        .copy_snapshot()
-        .source_snapshot_id(&snap)
-        .source_region(SRC)
-        .send()
-        .await
-        .unwrap();
-    let granted = describe_snapshot(&ec2_b, granted.snapshot_id().unwrap()).await;
-    assert_ne!(granted.state(), Some(&SnapshotState::Error));
+    let granted = copy().await;
+    assert_ne!(
+        granted.state(),
+        Some(&SnapshotState::Error),
+        "{:?}",
+        granted.state_message()
+    );
 }
 
 #[tokio::test]
@@ -1730,10 +1763,13 @@ async fn shares_grants_and_key_policies_show_only_after_the_visibility_delay() {
 async fn an_assumed_role_session_ends_after_session_seconds() {
     let emu = Emulator::start_with(json!({ "session_seconds": 1 }));
     let (prod, backup) = ("100000000095", "100000000096");
+    let role_arn = emu
+        .create_assumable_role(backup, "ferry-migrator", prod, None)
+        .await;
     let assumed = emu
         .sts(prod, SRC)
         .assume_role()
-        .role_arn(format!("arn:aws:iam::{backup}:role/ferry-migrator"))
+        .role_arn(role_arn)
         .role_session_name("ferry")
         .send()
         .await
@@ -1770,6 +1806,135 @@ async fn an_assumed_role_session_ends_after_session_seconds() {
         .await
         .expect_err("the session ended");
     assert_eq!(err.code(), Some("ExpiredToken"));
+}
+
+/// The AssumeRole answer for `role_arn` from `account`'s static credentials: Ok(expiration in
+/// seconds from now) or Err((code, message)).
+async fn assume(
+    emu: &Emulator,
+    account: &str,
+    role_arn: &str,
+    external_id: Option<&str>,
+    duration: Option<i32>,
+) -> Result<i64, (String, String)> {
+    let sts = aws_sdk_sts::Client::new(&no_retries(&emu.sdk_config(account, SRC)));
+    let out = sts
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name("ferry")
+        .set_external_id(external_id.map(str::to_string))
+        .set_duration_seconds(duration)
+        .send()
+        .await;
+    match out {
+        Ok(o) => Ok(o.credentials().expect("credentials").expiration().secs()
+            - aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs()),
+        Err(e) => Err((
+            e.code().unwrap_or_default().to_string(),
+            e.message().unwrap_or_default().to_string(),
+        )),
+    }
+}
+
+#[tokio::test]
+async fn assume_role_needs_the_role_a_trust_policy_for_the_caller_and_the_external_id() {
+    let emu = Emulator::shared();
+    let (prod, backup, other) = ("100000000097", "100000000098", "100000000099");
+    let denied = |role: &str| {
+        format!(
+            "User: arn:aws:iam::{prod}:root is not authorized to perform: sts:AssumeRole on resource: {role}"
+        )
+    };
+
+    // No such role: refused as AWS refuses it (it does not say whether the role exists).
+    let missing = format!("arn:aws:iam::{backup}:role/not-there");
+    let err = assume(emu, prod, &missing, None, None).await.unwrap_err();
+    assert_eq!(err, ("AccessDenied".to_string(), denied(&missing)));
+
+    // A role whose trust policy names another account.
+    let theirs = emu
+        .create_assumable_role(backup, "trusts-other", other, None)
+        .await;
+    let err = assume(emu, prod, &theirs, None, None).await.unwrap_err();
+    assert_eq!(err, ("AccessDenied".to_string(), denied(&theirs)));
+    assert!(assume(emu, other, &theirs, None, None).await.is_ok());
+
+    // A role that asks for an external id: none or a wrong one is refused, the right one works.
+    let with_id = emu
+        .create_assumable_role(backup, "with-external-id", prod, Some("s3cr3t"))
+        .await;
+    for wrong in [None, Some("guess")] {
+        let err = assume(emu, prod, &with_id, wrong, None).await.unwrap_err();
+        assert_eq!(
+            err,
+            ("AccessDenied".to_string(), denied(&with_id)),
+            "{wrong:?}"
+        );
+    }
+    let lasts = assume(emu, prod, &with_id, Some("s3cr3t"), None)
+        .await
+        .expect("the right external id");
+    assert!(
+        (3590..=3600).contains(&lasts),
+        "an hour by default: {lasts} s"
+    );
+
+    // A trust policy naming one user, not the account: the account's root is not that user.
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": [format!("arn:aws:iam::{prod}:user/alice")]},
+        "Action": ["sts:AssumeRole"]}]});
+    let for_alice = emu
+        .iam(backup)
+        .create_role()
+        .role_name("for-alice")
+        .assume_role_policy_document(trust.to_string())
+        .max_session_duration(7200)
+        .send()
+        .await
+        .expect("CreateRole")
+        .role()
+        .unwrap()
+        .arn()
+        .to_string();
+    let err = assume(emu, prod, &for_alice, None, None).await.unwrap_err();
+    assert_eq!(err.0, "AccessDenied");
+
+    // DurationSeconds: honoured between 900 and the role's MaxSessionDuration.
+    let plain = emu.create_assumable_role(backup, "plain", prod, None).await;
+    let lasts = assume(emu, prod, &plain, None, Some(900)).await.unwrap();
+    assert!((890..=900).contains(&lasts), "{lasts} s");
+    let err = assume(emu, prod, &plain, None, Some(3601))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        (
+            "ValidationError".to_string(),
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
+                .to_string()
+        )
+    );
+    let err = assume(emu, prod, &plain, None, Some(899))
+        .await
+        .unwrap_err();
+    assert_eq!(err.0, "ValidationError");
+    let everyone = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "*"}, "Action": "sts:*"}]});
+    let long = emu
+        .iam(backup)
+        .create_role()
+        .role_name("long")
+        .assume_role_policy_document(everyone.to_string())
+        .max_session_duration(7200)
+        .send()
+        .await
+        .expect("CreateRole")
+        .role()
+        .unwrap()
+        .arn()
+        .to_string();
+    let lasts = assume(emu, prod, &long, None, Some(7200)).await.unwrap();
+    assert!((7190..=7200).contains(&lasts), "{lasts} s");
 }
 
 // --- counters --------------------------------------------------------------------------------

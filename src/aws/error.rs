@@ -194,6 +194,29 @@ impl fmt::Display for AwsError {
                 }
                 write!(f, ": {}", self.message)
             }
+            // The role of the plan's `role_arn` could not be assumed: that is the whole story
+            // (the hint says what to fix), not one call among many.
+            _ if self.is_access_denied() && self.operation == "AssumeRole" => {
+                let denial = Denial::of(self);
+                let site = self.context.site.as_ref();
+                let role = denial
+                    .resource
+                    .clone()
+                    .or_else(|| site.and_then(|s| s.role_arn.clone()))
+                    .unwrap_or_else(|| "the account's role_arn".into());
+                write!(f, "ferry could not assume {role}")?;
+                if let Some(s) = site {
+                    write!(f, " for account `{}`", s.account)?;
+                }
+                if let Some(p) = &denial.principal {
+                    write!(f, " as {p}")?;
+                }
+                write!(f, " ({code}")?;
+                if let Some(id) = &self.request_id {
+                    write!(f, ", request id {id}")?;
+                }
+                write!(f, ")")
+            }
             _ if self.is_access_denied() => {
                 let denial = Denial::of(self);
                 match (&self.context.site, &denial.principal) {
@@ -666,11 +689,11 @@ fn hint(e: &AwsError, plan: &str) -> Option<String> {
         .map(CallSite::who)
         .unwrap_or_else(|| "this account".to_string());
     if e.is_access_denied() && e.operation == "AssumeRole" {
-        let role = site
-            .and_then(|s| s.role_arn.clone())
-            .unwrap_or_else(|| "the account's role_arn".into());
+        let who = Denial::of(e)
+            .principal
+            .unwrap_or_else(|| "the identity ferry starts from".into());
         Some(format!(
-            "the trust policy of {role} must let the identity ferry starts from assume it (with the plan's external_id, if any), and that identity needs sts:AssumeRole on it; `ferry iam-policy {plan}` prints what each account needs"
+            "its trust policy must allow {who} to assume it, with the plan's external_id if the trust policy asks for one, and {who} needs sts:AssumeRole on it; `ferry iam-policy {plan}` prints what each account needs"
         ))
     } else if e.is_access_denied() || code == "AuthFailure" {
         let action = Denial::of(e).action;
@@ -868,5 +891,30 @@ mod tests {
         let h = hint(&e, "plans/x.yaml").expect("a hint");
         assert!(h.contains("`ferry iam-policy plans/x.yaml`"), "{h}");
         assert!(h.contains("kms:CreateGrant"), "{h}");
+    }
+
+    #[test]
+    fn a_role_that_cannot_be_assumed_is_one_sentence_and_the_hint_is_its_trust_policy() {
+        let mut e = error("sts", "AccessDenied", 403);
+        e.operation = "AssumeRole";
+        e.message = "User: arn:aws:iam::111111111111:root is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::222222222222:role/ferry-migrator".into();
+        e.request_id = Some("r-2".into());
+        let e = e.at(CallSite {
+            account: "backup".into(),
+            region: "us-east-1".into(),
+            role_arn: Some("arn:aws:iam::222222222222:role/ferry-migrator".into()),
+            ..CallSite::default()
+        });
+        assert_eq!(
+            e.to_string(),
+            "ferry could not assume arn:aws:iam::222222222222:role/ferry-migrator for account `backup` as arn:aws:iam::111111111111:root (AccessDenied, request id r-2)"
+        );
+        let h = hint(&e, "p.yaml").expect("a hint");
+        assert!(
+            h.starts_with(
+                "its trust policy must allow arn:aws:iam::111111111111:root to assume it, with the plan's external_id"
+            ),
+            "{h}"
+        );
     }
 }

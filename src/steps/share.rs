@@ -45,6 +45,23 @@ pub const KEY_ACTIONS: &[&str] = &[
     "kms:Decrypt",
 ];
 
+/// KEY_ACTIONS as the grant operations that express them, so that `key_access: grant` gives
+/// exactly what `key_access: policy` does. A grant names operations, not wildcards:
+/// `kms:GenerateDataKey*` stands for the four GenerateDataKey operations (KMS developer guide,
+/// key-policy-default) and `kms:ReEncrypt*` for ReEncryptFrom and ReEncryptTo (KMS developer
+/// guide, grants.html#terms-grant-operations).
+pub const GRANT_OPERATIONS: &[GrantOperation] = &[
+    GrantOperation::DescribeKey,
+    GrantOperation::CreateGrant,
+    GrantOperation::GenerateDataKey,
+    GrantOperation::GenerateDataKeyWithoutPlaintext,
+    GrantOperation::GenerateDataKeyPair,
+    GrantOperation::GenerateDataKeyPairWithoutPlaintext,
+    GrantOperation::ReEncryptFrom,
+    GrantOperation::ReEncryptTo,
+    GrantOperation::Decrypt,
+];
+
 /// The sources that already have a finished copy made by this migration in the other account,
 /// under the key the plan copies with. With `revoke_after`, a source whose copy exists needs
 /// no share any more: this keeps a repeated apply from sharing again what the first one took
@@ -971,15 +988,7 @@ impl Step<Cx> for SourceKeyAccess {
                     .key_id(&self.key)
                     .grantee_principal(self.grantee(cx.ctx()))
                     .name(&self.spec.sid)
-                    .set_operations(Some(vec![
-                        GrantOperation::Decrypt,
-                        GrantOperation::DescribeKey,
-                        GrantOperation::CreateGrant,
-                        GrantOperation::GenerateDataKey,
-                        GrantOperation::GenerateDataKeyWithoutPlaintext,
-                        GrantOperation::ReEncryptFrom,
-                        GrantOperation::ReEncryptTo,
-                    ]))
+                    .set_operations(Some(GRANT_OPERATIONS.to_vec()))
                     .send()
                     .await
                     .map_err(|e| failed(kms_error("CreateGrant")(e), &[]))?;

@@ -31,6 +31,20 @@ pub fn access_key_for(account_id: &str) -> String {
     format!("AKIA{account_id}TEST")
 }
 
+/// A trust policy that lets every principal of `trusted_account` assume the role, with
+/// `external_id` (an `sts:ExternalId` StringEquals condition) when one is given.
+pub fn trust_policy(trusted_account: &str, external_id: Option<&str>) -> Value {
+    let mut statement = serde_json::json!({
+        "Effect": "Allow",
+        "Principal": { "AWS": format!("arn:aws:iam::{trusted_account}:root") },
+        "Action": "sts:AssumeRole"
+    });
+    if let Some(id) = external_id {
+        statement["Condition"] = serde_json::json!({ "StringEquals": { "sts:ExternalId": id } });
+    }
+    serde_json::json!({ "Version": "2012-10-17", "Statement": [statement] })
+}
+
 /// A running emulator process.
 pub struct Emulator {
     child: Child,
@@ -201,6 +215,29 @@ impl Emulator {
 
     pub fn iam(&self, account_id: &str) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.sdk_config(account_id, "us-east-1"))
+    }
+
+    /// Creates the IAM role `name` in `account_id` whose trust policy lets principals of
+    /// `trusted_account` assume it, only with `external_id` when one is given (the role a plan's
+    /// `role_arn` names: the emulator refuses AssumeRole otherwise, as AWS does); its ARN.
+    pub async fn create_assumable_role(
+        &self,
+        account_id: &str,
+        name: &str,
+        trusted_account: &str,
+        external_id: Option<&str>,
+    ) -> String {
+        self.iam(account_id)
+            .create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust_policy(trusted_account, external_id).to_string())
+            .send()
+            .await
+            .expect("CreateRole")
+            .role()
+            .expect("role")
+            .arn()
+            .to_string()
     }
 
     /// An S3 client with path-style addressing (the emulator has no per-bucket host names).

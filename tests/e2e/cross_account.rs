@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use super::{PROD, SRC, World, iam_policy, kill, text, wait_for};
 
 const BACKUP: &str = "222222222222";
+/// The external id every plan here gives with the backup account's role_arn; the role's trust
+/// policy asks for it.
+const EXTERNAL_ID: &str = "not-a-real-secret-but-never-printed";
 
 /// A's side: an AMI with two volumes under two different CMKs, a standalone encrypted
 /// snapshot; B's side: its own key.
@@ -107,6 +110,10 @@ fn fixture(w: &World) -> Fixture {
         k.key_metadata().unwrap().arn().unwrap().to_string()
     });
     let policies_before = [&k1, &k2].iter().map(|k| key_policy(w, PROD, k)).collect();
+    w.rt.block_on(
+        w.emu
+            .create_assumable_role(BACKUP, "ferry-migrator", PROD, Some(EXTERNAL_ID)),
+    );
     Fixture {
         ami,
         standalone,
@@ -126,7 +133,7 @@ accounts:
   backup:
     id: "{BACKUP}"
     role_arn: arn:aws:iam::{BACKUP}:role/ferry-migrator
-    external_id: "not-a-real-secret-but-never-printed"
+    external_id: "{EXTERNAL_ID}"
 keys:
   backup-ebs:
     account: backup
@@ -1022,7 +1029,7 @@ fn copy_tags_across_accounts_carry_the_sources_tags_and_a_changed_tag_is_mended(
 name: xacct
 accounts:
   prod: {{ id: "{PROD}" }}
-  backup: {{ id: "{BACKUP}", role_arn: "arn:aws:iam::{BACKUP}:role/ferry-migrator" }}
+  backup: {{ id: "{BACKUP}", role_arn: "arn:aws:iam::{BACKUP}:role/ferry-migrator", external_id: "{EXTERNAL_ID}" }}
 migrations:
   - id: standalone
     type: snapshot-copy
@@ -1116,6 +1123,7 @@ accounts:
   backup:
     id: "{BACKUP}"
     role_arn: arn:aws:iam::{BACKUP}:role/ferry-migrator
+    external_id: "{EXTERNAL_ID}"
 keys:
   backup-ebs:
     account: backup
@@ -1462,4 +1470,207 @@ migrations:
     });
     assert_eq!(left, 0, "the deregistered copy's snapshots are deleted");
     assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+/// The operations, sorted, of the grants named `ferry-…` on `key`, with their grantee.
+fn ferry_grants(w: &World, key: &str) -> Vec<(String, Vec<String>)> {
+    w.rt.block_on(async {
+        let out = w
+            .emu
+            .kms(PROD, SRC)
+            .list_grants()
+            .key_id(key)
+            .send()
+            .await
+            .unwrap();
+        out.grants()
+            .iter()
+            .filter(|g| g.name().is_some_and(|n| n.starts_with("ferry-")))
+            .map(|g| {
+                let mut ops: Vec<String> = g
+                    .operations()
+                    .iter()
+                    .map(|o| o.as_str().to_string())
+                    .collect();
+                ops.sort();
+                (g.grantee_principal().unwrap_or_default().to_string(), ops)
+            })
+            .collect()
+    })
+}
+
+/// The grant operations that express kms:DescribeKey, kms:CreateGrant, kms:GenerateDataKey*,
+/// kms:ReEncrypt* and kms:Decrypt (KMS developer guide: key-policy-default for
+/// GenerateDataKey*, grants.html#terms-grant-operations for ReEncrypt*), sorted.
+const COPY_GRANT_OPERATIONS: [&str; 9] = [
+    "CreateGrant",
+    "Decrypt",
+    "DescribeKey",
+    "GenerateDataKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+];
+
+#[test]
+fn the_grant_ferry_makes_carries_every_operation_of_the_key_policy_statement() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    let plan_file = w.write_plan(&plan(&f, "grant", false));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_b_owns_one_copy_of_each(&w, &f);
+    for key in &f.source_keys {
+        let grants = ferry_grants(&w, key);
+        assert_eq!(
+            grants,
+            vec![(
+                format!("arn:aws:iam::{BACKUP}:root"),
+                COPY_GRANT_OPERATIONS.map(String::from).to_vec()
+            )],
+            "one grant for B on {key}, kept (revoke_after: false)"
+        );
+    }
+    assert_zero_mutating_reapply(&w, &plan_file);
+}
+
+#[test]
+fn a_grant_short_of_one_operation_fails_the_copy_as_a_missing_key_policy_does() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    // The key's owner grants B use of both keys by hand, one operation short; the plan leaves
+    // key access alone.
+    let grant = |ops: &[&str]| {
+        for key in &f.source_keys {
+            w.rt.block_on(async {
+                w.emu
+                    .kms(PROD, SRC)
+                    .create_grant()
+                    .key_id(key)
+                    .grantee_principal(format!("arn:aws:iam::{BACKUP}:root"))
+                    .set_operations(Some(
+                        ops.iter()
+                            .map(|o| aws_sdk_kms::types::GrantOperation::from(*o))
+                            .collect(),
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+            });
+        }
+    };
+    let short: Vec<&str> = COPY_GRANT_OPERATIONS
+        .into_iter()
+        .filter(|o| *o != "GenerateDataKeyWithoutPlaintext")
+        .collect();
+    grant(&short);
+    let plan_file = w.write_plan(&plan(&f, "none", false));
+    let out = w.ferry(&["apply", "--yes", &plan_file]);
+    assert_eq!(out.status.code(), Some(1), "the run fails");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("kms:GenerateDataKeyWithoutPlaintext"),
+        "the failure names the missing operation: {err}"
+    );
+    assert!(
+        err.contains("kms:Decrypt"),
+        "the hint names the permissions a copy needs: {err}"
+    );
+    let states: Vec<String> = w.rt.block_on(async {
+        let ec2 = w.emu.ec2(BACKUP, SRC);
+        let s = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap();
+        s.snapshots()
+            .iter()
+            .map(|s| {
+                s.state()
+                    .map(|x| x.as_str().to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
+    });
+    assert!(
+        !states.is_empty() && states.iter().all(|s| s == "error"),
+        "every copy B tried failed: {states:?}"
+    );
+
+    // The missing operation granted too: the run goes on to the end.
+    grant(&["GenerateDataKeyWithoutPlaintext"]);
+    let resumed = w.ferry(&["resume"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    assert_b_owns_one_copy_of_each(&w, &f);
+}
+
+#[test]
+fn a_wrong_external_id_or_a_trust_policy_without_the_caller_is_refused_before_any_change() {
+    let w = World::new(json!({ "copy_seconds": 0.3 }));
+    let f = fixture(&w);
+    let role = format!("arn:aws:iam::{BACKUP}:role/ferry-migrator");
+    let refused = |plan_text: &str| {
+        let plan_file = w.write_plan(plan_text);
+        w.emu.reset_counters();
+        let out = w.ferry(&["apply", "--yes", &plan_file]);
+        assert_eq!(out.status.code(), Some(1), "the run fails");
+        let c = w.emu.counters();
+        assert_eq!(
+            c.mutating(PROD) + c.mutating(BACKUP),
+            0,
+            "nothing changed: {:#?}",
+            c.requests
+        );
+        assert_eq!(c.copy_totals.snapshots + c.copy_totals.images, 0);
+        assert!(
+            c.requests(PROD, "sts", "AssumeRole") >= 1,
+            "ferry asked to assume the role: {:#?}",
+            c.requests
+        );
+        text(&out.stderr)
+    };
+
+    // The plan's external id is not the one the role's trust policy asks for.
+    let err = refused(&plan(&f, "policy", true).replace(EXTERNAL_ID, "a-wrong-external-id"));
+    assert!(
+        err.contains(&format!("ferry could not assume {role}")),
+        "a short sentence: {err}"
+    );
+    assert!(
+        err.contains("its trust policy must allow"),
+        "the fix: {err}"
+    );
+    assert!(err.contains("external_id"), "{err}");
+    assert!(
+        !err.contains("a-wrong-external-id"),
+        "the external id is never printed"
+    );
+
+    // The trust policy names another account.
+    w.rt.block_on(async {
+        w.emu
+            .iam(BACKUP)
+            .update_assume_role_policy()
+            .role_name("ferry-migrator")
+            .policy_document(
+                super::common::emulator::trust_policy("999999999999", Some(EXTERNAL_ID))
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let err = refused(&plan(&f, "policy", true));
+    assert!(
+        err.contains(&format!("ferry could not assume {role}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("arn:aws:iam::{PROD}:root")),
+        "names the identity the trust policy must allow: {err}"
+    );
+    assert_eq!(shares(&w, &f), (false, false), "nothing was shared");
 }

@@ -500,6 +500,14 @@ fn key_policy(w: &World, key: &str) -> Value {
     })
 }
 
+/// The role cross_account_plan's backup account names, trusting prod.
+fn backup_role(w: &World) {
+    w.rt.block_on(
+        w.emu
+            .create_assumable_role(BACKUP, "ferry-migrator", PROD, None),
+    );
+}
+
 fn cross_account_plan(source: &str, key_access: &str) -> String {
     format!(
         r#"version: 1
@@ -541,6 +549,7 @@ fn an_automated_snapshot_goes_to_another_account_through_a_manual_copy_taken_bac
 
 fn automated_snapshot_to_another_account(key_access: &str) {
     let w = World::new(json!({ "rds_copy_seconds": 0.3 }));
+    backup_role(&w);
     let src_key = w.key(SRC, "alias/orders-src");
     w.db_instance("orders-db", Some(&src_key), "postgres");
     let automated = w.automated_snapshot("orders-db");
@@ -627,6 +636,7 @@ fn automated_snapshot_to_another_account(key_access: &str) {
 #[test]
 fn rds_problems_aws_would_refuse_are_found_before_any_change() {
     let w = World::new(json!({}));
+    backup_role(&w);
     let src_key = w.key(SRC, "alias/orders-src");
     // Under the AWS managed key aws/rds: it cannot be shared with another account.
     w.db_instance("managed-db", None, "postgres");
@@ -776,6 +786,7 @@ fn retention_keeps_the_newest_db_snapshot_copies_of_the_instance() {
 #[test]
 fn a_snapshot_under_aws_rds_goes_to_another_account_through_a_copy_under_the_intermediate_key() {
     let w = World::new(json!({ "rds_copy_seconds": 0.3 }));
+    backup_role(&w);
     let src_key = w.key(SRC, "alias/orders-src");
     w.db_instance("managed-db", None, "postgres");
     let managed = w.db_snapshot("managed-db", "managed-2026-11-30");

@@ -827,17 +827,9 @@ pub(super) const BACKUP: &str = "222222222222";
 /// In the backup account: the role ferry assumes there, and a key for the replicas (its ARN).
 pub(super) fn backup_account(w: &World) -> String {
     w.rt.block_on(async {
-        let trust = json!({ "Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": { "AWS": format!("arn:aws:iam::{PROD}:root") },
-            "Action": "sts:AssumeRole" }] });
         w.emu
-            .iam(BACKUP)
-            .create_role()
-            .role_name("ferry-migrator")
-            .assume_role_policy_document(trust.to_string())
-            .send()
-            .await
-            .unwrap();
+            .create_assumable_role(BACKUP, "ferry-migrator", PROD, None)
+            .await;
         let k = w.emu.kms(BACKUP, DST).create_key().send().await.unwrap();
         k.key_metadata().unwrap().arn().unwrap().to_string()
     })

@@ -19,6 +19,7 @@ import sys
 import urllib.request
 
 import boto3
+from roles import create_assumable_role
 
 PROD, BACKUP = "111111111111", "222222222222"
 SRC, DST = "us-east-1", "eu-west-2"
@@ -129,21 +130,9 @@ def seed(endpoint: str) -> dict:
         Tags=[{"Key": "Backup", "Value": "nightly"}],
     )["DBSnapshot"]
 
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{PROD}:root"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-    role = iam.create_role(
-        RoleName="ferry-migrator",
-        AssumeRolePolicyDocument=json.dumps(trust),
-        Description="Role ferry assumes in the backup account",
-    )["Role"]
+    role = create_assumable_role(
+        iam, "ferry-migrator", PROD, Description="Role ferry assumes in the backup account"
+    )
 
     return {
         "endpoint": endpoint,

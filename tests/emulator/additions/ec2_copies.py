@@ -466,6 +466,11 @@ def check_source_key(account: str, region: str, snap: Any) -> None:
         if kms_access.is_aws_managed(key)
         else f"neither its key policy nor a grant allows account {account} {REQUIRED_TEXT}"
     )
+    if key is not None and not kms_access.is_aws_managed(key):
+        # Which operations are missing, as grants name them: a grant short of one is the
+        # common mistake, and this says which.
+        missing = ", ".join(kms_access.missing_operations(key, account))
+        why += f" (missing: {missing})"
     raise KmsAccessDenied(
         f"Given key ID is not accessible: snapshot {snap.id} of account {snap.owner_id} is "
         f"encrypted with KMS key {key_name}, and {why}"

@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "lost_response_rate": 0.0,
     # Milliseconds a new snapshot copy stays out of DescribeSnapshots (eventual consistency).
     "visibility_delay_ms": 0,
-    # Seconds an AssumeRole session lasts (0: forever, as moto); then its calls fail ExpiredToken.
+    # Seconds an AssumeRole session lasts (0: its DurationSeconds); then its calls fail ExpiredToken.
     "session_seconds": 0,
     # Access key ids whose session has ended (sessions.py): every call signed with one answers
     # ExpiredToken, as AWS does for expired temporary credentials (an exported session token).
