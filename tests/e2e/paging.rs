@@ -120,6 +120,12 @@ migrations:
       images: [{images}]
       tags: {{ Role: golden }}
     destination: {{ region: {DST}, key: dr-ebs }}
+# Paging is the subject, not pacing: at AWS's CopySnapshot and CopyImage rates the copies alone
+# would take about 100 s.
+settings:
+  quotas:
+    "ec2:CopySnapshot": {{ burst: 1000, per_second: 1000 }}
+    "ec2:CopyImage": {{ burst: 1000, per_second: 1000 }}
 "#,
         snapshots = named_snapshots.join(", "),
         images = named_images.join(", "),
