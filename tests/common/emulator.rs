@@ -362,15 +362,30 @@ fn kill_group(child: &mut Child) {
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            // stragglers in the group, if any
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            return;
+        if exited(pgid) {
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Stragglers in the group, if any. Sent before the leader is reaped: once it is, its id
+    // is free and may name another process group (pid_max can be as low as 32768).
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = child.wait();
+}
+
+/// Whether the child `pid` has exited, without reaping it.
+fn exited(pid: libc::pid_t) -> bool {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter; WNOWAIT leaves the child waitable.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        rc != 0 || info.si_pid() != 0
+    }
 }
 
 /// An S3 client for `config` with path-style addressing, as ferry uses with an endpoint override.
