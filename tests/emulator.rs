@@ -3221,3 +3221,49 @@ async fn rds_refuses_to_share_automated_and_aws_managed_key_snapshots_and_limits
         .unwrap();
     assert_eq!((manual.used(), manual.max()), (Some(2), Some(100)));
 }
+
+#[test]
+fn ferrys_audit_calls_mutating_exactly_what_the_emulator_judges_from_aws_service_models() {
+    // The emulator's verdict is its own (additions/operations.py), over every operation of
+    // AWS's models for these services: ferry's audit list may not miss one, or call a read
+    // mutating.
+    let emu = Emulator::shared();
+    let (status, body) = emu.control("GET", "/_ferry/operations", None);
+    assert_eq!(status, 200, "{body}");
+    let models: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let mut disagree = Vec::new();
+    let mut judged = 0;
+    for (service, ops) in models.as_object().expect("services") {
+        let ops = ops.as_object().expect("operations");
+        assert!(
+            ops.len() > 10,
+            "{service}: the models are there ({} operations)",
+            ops.len()
+        );
+        for (op, mutating) in ops {
+            judged += 1;
+            if ferry::aws::audit::is_mutating(op) != mutating.as_bool().expect("a verdict") {
+                disagree.push(format!("{service}:{op} (emulator: {mutating})"));
+            }
+        }
+    }
+    assert!(judged > 1000, "every operation of six services: {judged}");
+    assert!(
+        disagree.is_empty(),
+        "ferry's audit disagrees on {disagree:#?}"
+    );
+    // Spot checks of the verdicts themselves.
+    let verdict = |s: &str, op: &str| models[s][op].as_bool();
+    assert_eq!(verdict("ec2", "LockSnapshot"), Some(true));
+    assert_eq!(verdict("ec2", "CopySnapshot"), Some(true));
+    assert_eq!(verdict("ec2", "DescribeSnapshots"), Some(false));
+    assert_eq!(verdict("kms", "ReEncrypt"), Some(false));
+    assert_eq!(verdict("kms", "PutKeyPolicy"), Some(true));
+    assert_eq!(verdict("sts", "AssumeRole"), Some(false));
+    assert_eq!(verdict("s3", "PutBucketReplication"), Some(true));
+    assert_eq!(
+        verdict("s3", "CreateJob"),
+        Some(true),
+        "S3 Control's, signed for s3"
+    );
+}

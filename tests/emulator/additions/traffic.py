@@ -44,21 +44,13 @@ import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from . import s3_jobs, state
+from . import operations, s3_jobs, state
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
-MUTATING_PREFIXES = (
-    "Abort", "Accept", "Add", "Associate", "Attach", "Authorize", "Cancel", "Complete", "Copy",
-    "Create", "Delete", "Deregister", "Detach", "Disable", "Disassociate", "Enable", "Import",
-    "Modify", "Post", "Put", "Register", "Reject", "Remove", "Replicate", "Reset", "Restore",
-    "Retire", "Revoke", "Rotate", "Run", "Schedule", "Set", "Start", "Stop", "Tag", "Terminate",
-    "Untag", "Update", "Upload",
-)  # fmt: skip
-
-
-def is_mutating(action: str) -> bool:
-    return action.startswith(MUTATING_PREFIXES)
+def is_mutating(service: str, action: str) -> bool:
+    """Judged over AWS's service models, not from ferry's list (additions/operations.py)."""
+    return operations.is_mutating(service, action)
 
 
 # (bucket size, refill per second)
@@ -455,7 +447,7 @@ def counters() -> dict[str, Any]:
         rows = [
             {
                 "account": a, "region": r, "service": s, "action": act,
-                "mutating": is_mutating(act), **dict(v),
+                "mutating": is_mutating(s, act), **dict(v),
             }
             for (a, r, s, act), v in sorted(state.requests.items())
         ]  # fmt: skip
@@ -560,7 +552,7 @@ class Traffic:
 
         lost_rate = float(state.get("lost_response_rate"))
         lost = False
-        if lost_rate > 0 and is_mutating(req.action):
+        if lost_rate > 0 and is_mutating(req.service, req.action):
             with state.lock:
                 lost = state.rng.random() < lost_rate
                 dropped = state.rng.random() < 0.5
@@ -622,6 +614,18 @@ class Traffic:
                     return _json(start_response, 400, {"error": str(e)})
         if path == "/_ferry/counters" and method == "GET":
             return _json(start_response, 200, counters())
+        if path == "/_ferry/operations" and method == "GET":
+            # every operation of the services' models, and whether the counters call it mutating
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            services = query.get("service") or ["ec2", "kms", "s3", "sts", "iam", "rds"]
+            return _json(
+                start_response,
+                200,
+                {
+                    sv: {op: is_mutating(sv, op) for op in sorted(operations.operations(sv))}
+                    for sv in services
+                },
+            )
         if path == "/_ferry/counters/reset" and method == "POST":
             with state.lock:
                 state.requests.clear()
