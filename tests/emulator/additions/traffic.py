@@ -395,11 +395,14 @@ def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]],
     return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
 
 
-def denied_response(req: "Request") -> tuple[int, list[tuple[str, str]], bytes]:
-    """The service's answer to a call the caller's IAM policy does not allow (`deny`)."""
+def denied_response(
+    req: "Request", message: str | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The service's answer to a call the caller's IAM policy does not allow (`deny`, or
+    `message` from iam_enforce.py)."""
     rid = _request_id()
     action = f"{req.service}:{req.action}"
-    msg = (
+    msg = message or (
         f"User: arn:aws:iam::{req.account}:user/ferry-test is not authorized to perform: "
         f"{action} because no identity-based policy allows the {action} action"
     )
@@ -539,6 +542,17 @@ class Traffic:
         if f"{req.service}:{req.action}" in state.get("deny"):
             _count(req, "faults")
             status, headers, body = denied_response(req)
+            reason = {400: "Bad Request", 403: "Forbidden"}
+            start_response(
+                f"{status} {reason[status]}", headers + [("Content-Length", str(len(body)))]
+            )
+            return [body]
+        from .iam_enforce import judge
+
+        denial = judge(req, environ)
+        if denial is not None:
+            _count(req, "faults")
+            status, headers, body = denied_response(req, denial.message)
             reason = {400: "Bad Request", 403: "Forbidden"}
             start_response(
                 f"{status} {reason[status]}", headers + [("Content-Length", str(len(body)))]
