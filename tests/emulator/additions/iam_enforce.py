@@ -522,3 +522,15 @@ def judge(req: Any, environ: dict[str, Any]) -> Denied | None:
                 f"{resource} because no resource-based policy allows the {action} action",
             )
     return None
+
+
+def install() -> None:
+    # moto's policy validator refuses every regional S3 ARN but access points'; S3 Batch
+    # Operations jobs are regional too (`arn:aws:s3:REGION:ACCOUNT:job/ID`, Service
+    # Authorization Reference, Amazon S3 resource types), and ferry's printed policy names them.
+    from moto.iam import policy_validation
+
+    starts = policy_validation.SERVICE_TYPE_REGION_INFORMATION_ERROR_ASSOCIATIONS["s3"]
+    starts.setdefault("valid_starting_values", [])
+    if "job/" not in starts["valid_starting_values"]:
+        starts["valid_starting_values"].append("job/")
