@@ -305,6 +305,9 @@ async fn iam_enforcement_judges_user_keys_on_the_resource_arns_the_request_names
             { "Effect": "Allow", "Action": "kms:DescribeKey", "Resource": allowed },
             { "Effect": "Allow", "Action": ["ec2:CopySnapshot", "ec2:CreateTags"],
               "Resource": format!("arn:aws:ec2:{DST}::snapshot/*") },
+            // CopySnapshot is judged on the source snapshot too.
+            { "Effect": "Allow", "Action": "ec2:CopySnapshot",
+              "Resource": format!("arn:aws:ec2:{SRC}::snapshot/{untagged}") },
             { "Effect": "Allow", "Action": "ec2:DeleteSnapshot",
               "Resource": format!("arn:aws:ec2:{SRC}::snapshot/*"),
               "Condition": { "StringEquals": { "aws:ResourceTag/ferry:plan": "p" } } }
@@ -352,6 +355,19 @@ async fn iam_enforcement_judges_user_keys_on_the_resource_arns_the_request_names
         .send()
         .await
         .expect("CopySnapshot into the allowed region");
+    let e = uec2
+        .copy_snapshot()
+        .source_snapshot_id(&tagged)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().unwrap_or_default().contains(&format!(
+            "ec2:CopySnapshot on resource: arn:aws:ec2:{SRC}::snapshot/{tagged}"
+        )),
+        "a source the policy does not name: {e:?}"
+    );
     let e = aws_sdk_ec2::Client::new(&user(SRC))
         .copy_snapshot()
         .source_snapshot_id(&untagged)

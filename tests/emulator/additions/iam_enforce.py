@@ -274,7 +274,14 @@ def checks(
         if action in ("CopySnapshot", "CopyImage"):
             kind = "snapshot" if action == "CopySnapshot" else "image"
             new = f"arn:aws:ec2:{region}::{kind}/*"
+            # The source is in the resource context too (AWS Storage Blog, "Enhancing
+            # resource-level permissions for copying Amazon EBS snapshots"; EC2 user guide,
+            # copy-ami-permissions: CopyImage on the source AMI since October 2024).
+            source_id = _p(params, "SourceSnapshotId" if kind == "snapshot" else "SourceImageId")
+            source_region = _p(params, "SourceRegion") or region
             need = [(f"ec2:{action}", new)]
+            if source_id:
+                need.append((f"ec2:{action}", _ec2_arn(source_region, source_id)))
             # Tagging on creation needs ec2:CreateTags on the new resource (EC2 user guide,
             # "Grant permission to tag resources during creation").
             if any(k.startswith("TagSpecification") for k in params):
