@@ -258,3 +258,135 @@ fn the_demo_plan_runs_under_exactly_the_printed_policies_and_fails_without_any_o
     assert_eq!(again.status.code(), Some(0));
     assert!(text(&again.stdout).contains("No changes"));
 }
+
+/// An example plan from plans/, made to run on the demo's seeded world: its placeholder ids
+/// become the seed's (a nightly snapshot, the demo AMI, a key made in backup, the demo bucket),
+/// and `profile:` lines go (the run signs with the IAM user's keys from the environment).
+fn example_plan(w: &World, name: &str) -> String {
+    let world = super::destroy::seed(w);
+    let backup_key = w.rt.block_on(async {
+        w.emu
+            .kms(BACKUP, super::SRC)
+            .create_key()
+            .send()
+            .await
+            .expect("CreateKey")
+            .key_metadata()
+            .and_then(|m| m.arn().map(str::to_string))
+            .expect("arn")
+    });
+    if name == "rds" {
+        // rds.yaml's cluster, encrypted under the seed's key, with a manual snapshot.
+        w.rt.block_on(async {
+            let rds = w.emu.rds(PROD, super::SRC);
+            rds.create_db_cluster()
+                .db_cluster_identifier("ledger")
+                .engine("aurora-postgresql")
+                .master_username("admin")
+                .master_user_password("not-a-secret-1")
+                .storage_encrypted(true)
+                .kms_key_id(world["kms_key"]["arn"].as_str().unwrap())
+                .send()
+                .await
+                .expect("CreateDBCluster");
+            rds.create_db_cluster_snapshot()
+                .db_cluster_identifier("ledger")
+                .db_cluster_snapshot_identifier("ledger-2026-11-30")
+                .send()
+                .await
+                .expect("CreateDBClusterSnapshot");
+        });
+    }
+    let text = std::fs::read_to_string(format!("{}/plans/{name}.yaml", env!("CARGO_MANIFEST_DIR")))
+        .expect("the example plan");
+    let text = text
+        .replace(
+            "snap-0a1b2c3d4e5f60718",
+            world["snapshots"][0]["id"].as_str().unwrap(),
+        )
+        .replace(
+            "ami-0123456789abcdef0",
+            world["image"]["id"].as_str().unwrap(),
+        )
+        .replace(
+            "arn:aws:kms:us-east-1:222222222222:key/0f1e2d3c-aaaa-bbbb-cccc-123456789012",
+            &backup_key,
+        )
+        .replace("bucket: app-logs-dr", "bucket: demo-app-logs-dr")
+        .replace("bucket: app-logs ", "bucket: demo-app-logs ")
+        .replace("bucket: app-logs\n", "bucket: demo-app-logs\n");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("profile:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = format!("{name}.yaml");
+    std::fs::write(w.path(&file), text).expect("plan written");
+    file
+}
+
+/// `name` from plans/ under exactly its printed policies with IAM enforced: without `removed`
+/// (account, action), `ferry apply` fails naming it; with every action, the apply succeeds,
+/// nothing is refused, both of `changed` accounts see changes, and a second apply changes
+/// nothing.
+fn least_privilege_run(name: &str, removed: (&str, &str), changed: &[&str]) {
+    let w = World::new(json!({ "copy_seconds": 0.5, "rds_copy_seconds": 0.3 }));
+    let plan_file = example_plan(&w, name);
+    let ids = Identities::create(&w, &plan_file);
+    w.emu.configure(json!({ "iam_enforce": true }));
+
+    ids.put_all(&w, Some(removed));
+    w.emu.reset_counters();
+    let out = ids.ferry(&w, &["apply", "--yes", &plan_file]);
+    assert_denied_naming(&out, removed.1, &plan_file);
+    assert!(refused(&w) > 0, "the emulator refused {}", removed.1);
+
+    // The failed apply went on with the steps that did not need the action; the next one
+    // does the rest. Changes are counted over both.
+    ids.put_all(&w, None);
+    let before = refused(&w);
+    let applied = ids.ferry(&w, &["apply", "--yes", &plan_file]);
+    assert_eq!(applied.status.code(), Some(0), "{name}: the apply succeeds");
+    let c = w.emu.counters();
+    assert_eq!(
+        refused(&w),
+        before,
+        "{name}: nothing refused: {:#?}",
+        c.requests
+    );
+    for a in changed {
+        assert!(c.mutating(a) > 0, "{name}: {a} changed");
+    }
+    let again = ids.ferry(&w, &["apply", "--yes", &plan_file]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(text(&again.stdout).contains("No changes"), "{name}");
+}
+
+#[test]
+fn snapshot_copy_plan_under_its_printed_policy() {
+    least_privilege_run("snapshot-copy", (PROD, "ec2:CopySnapshot"), &[PROD]);
+}
+
+#[test]
+fn ami_copy_plan_under_its_printed_policies() {
+    least_privilege_run("ami-copy", (BACKUP, "ec2:CopyImage"), &[PROD, BACKUP]);
+}
+
+#[test]
+fn s3_replication_plan_under_its_printed_policy() {
+    least_privilege_run(
+        "s3-replication",
+        (PROD, "s3:PutReplicationConfiguration"),
+        &[PROD],
+    );
+}
+
+#[test]
+fn rds_plan_under_its_printed_policies() {
+    least_privilege_run("rds", (PROD, "rds:CopyDBSnapshot"), &[PROD, BACKUP]);
+}
+
+#[test]
+fn combined_plan_under_its_printed_policies() {
+    least_privilege_run("combined", (PROD, "kms:CreateKey"), &[PROD, BACKUP]);
+}
