@@ -383,6 +383,23 @@ async fn iam_enforcement_judges_user_keys_on_the_resource_arns_the_request_names
         "{e:?}"
     );
 
+    // The signature is checked against the bytes sent: a wrong secret fails, for KMS (JSON)
+    // and EC2 (a form body).
+    let wrong = no_retries(&emu.sdk_config_for_key(&id, "not-the-secret", SRC));
+    let e = aws_sdk_kms::Client::new(&wrong)
+        .describe_key()
+        .key_id(&allowed)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("InvalidSignatureException"), "{e:?}");
+    let e = aws_sdk_ec2::Client::new(&wrong)
+        .describe_snapshots()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("AuthFailure"), "{e:?}");
+
     // aws:ResourceTag is the snapshot's own tag.
     let src = aws_sdk_ec2::Client::new(&user(SRC));
     src.delete_snapshot()

@@ -438,6 +438,28 @@ def denied_response(
     return 403, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
 
 
+def signature_response(req: "Request", msg: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A request whose signature does not verify (iam_enforce.py): EC2 `AuthFailure`, KMS
+    `InvalidSignatureException`, the query services `SignatureDoesNotMatch` (HTTP 403; KMS 400)."""
+    rid = _request_id()
+    if req.service == "kms":
+        body = json.dumps({"__type": "InvalidSignatureException", "message": msg}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)]
+        return 400, headers, body
+    if req.service == "ec2":
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>AuthFailure</Code><Message>AWS was not able to validate the provided "
+            f"access credentials</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+        ).encode()
+        return 403, [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", rid)], body
+    body = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code>"
+        f"<Message>{msg}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+    ).encode()
+    return 403, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
+
+
 # --- counters -------------------------------------------------------------------------------
 
 
@@ -552,7 +574,11 @@ class Traffic:
         denial = judge(req, environ)
         if denial is not None:
             _count(req, "faults")
-            status, headers, body = denied_response(req, denial.message)
+            status, headers, body = (
+                signature_response(req, denial.message)
+                if denial.signature
+                else denied_response(req, denial.message)
+            )
             reason = {400: "Bad Request", 403: "Forbidden"}
             start_response(
                 f"{status} {reason[status]}", headers + [("Content-Length", str(len(body)))]
