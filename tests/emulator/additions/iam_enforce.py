@@ -57,10 +57,7 @@ def principal_of(account: str, access_key: str) -> Principal | None:
     iam = iam_backends[account]["global"]
     assumed = sts_backends[account]["aws"].get_assumed_role_from_access_key(access_key)
     if assumed is not None:
-        name = assumed.role_arn.split("/")[-1]
-        role = iam.roles_by_name().get(name) if hasattr(iam, "roles_by_name") else None
-        if role is None:
-            role = next((r for r in iam.roles.values() if r.arn == assumed.role_arn), None)
+        role = next((r for r in iam.roles.values() if r.arn == assumed.role_arn), None)
         docs: list[Any] = []
         if role is not None:
             docs += list(role.policies.values())
@@ -242,6 +239,7 @@ def _ec2_arn(region: str, resource_id: str) -> str:
         return f"arn:aws:ec2:{region}::image/{resource_id}"
     if resource_id.startswith("snap-"):
         return f"arn:aws:ec2:{region}::snapshot/{resource_id}"
+    # Other resource types ferry does not touch: judged on "*" as moto did.
     return "*"
 
 
