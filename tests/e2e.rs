@@ -12,6 +12,8 @@ mod destroy;
 mod errors;
 #[path = "e2e/iam_policy.rs"]
 mod iam_policy;
+#[path = "e2e/least_privilege.rs"]
+mod least_privilege;
 #[path = "e2e/paging.rs"]
 mod paging;
 #[path = "e2e/rds.rs"]

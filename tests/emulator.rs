@@ -281,6 +281,183 @@ async fn static_credentials_and_assumed_roles_map_to_their_accounts() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), backup);
 }
 
+// --- IAM enforced (additions/iam_enforce.py) ----------------------------------------------------
+
+#[tokio::test]
+async fn iam_enforcement_judges_user_keys_on_the_resource_arns_the_request_names() {
+    let emu = Emulator::start_with(json!({ "iam_enforce": true }));
+    let acct = "100000000031";
+    let kms = emu.kms(acct, SRC);
+    let allowed = customer_key(&emu, acct, SRC).await;
+    let other = customer_key(&emu, acct, SRC).await;
+    let ec2 = emu.ec2(acct, SRC);
+    let tagged = snapshot(&ec2, SRC, None).await;
+    ec2.create_tags()
+        .resources(&tagged)
+        .tags(Tag::builder().key("ferry:plan").value("p").build())
+        .send()
+        .await
+        .unwrap();
+    let untagged = snapshot(&ec2, SRC, None).await;
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            { "Effect": "Allow", "Action": "kms:DescribeKey", "Resource": allowed },
+            { "Effect": "Allow", "Action": ["ec2:CopySnapshot", "ec2:CreateTags"],
+              "Resource": format!("arn:aws:ec2:{DST}::snapshot/*") },
+            // CopySnapshot is judged on the source snapshot too.
+            { "Effect": "Allow", "Action": "ec2:CopySnapshot",
+              "Resource": format!("arn:aws:ec2:{SRC}::snapshot/{untagged}") },
+            { "Effect": "Allow", "Action": "ec2:DeleteSnapshot",
+              "Resource": format!("arn:aws:ec2:{SRC}::snapshot/*"),
+              "Condition": { "StringEquals": { "aws:ResourceTag/ferry:plan": "p" } } }
+        ]
+    });
+    let (id, secret) = emu.create_user_with_policy(acct, "ferry", &policy).await;
+    let user = |region: &str| no_retries(&emu.sdk_config_for_key(&id, &secret, region));
+
+    // A statement scoped to one key's ARN allows that key, by ARN or by alias, and no other.
+    let ukms = aws_sdk_kms::Client::new(&user(SRC));
+    ukms.describe_key()
+        .key_id(&allowed)
+        .send()
+        .await
+        .expect("the policy's key");
+    let alias = "alias/iam-enforced";
+    kms.create_alias()
+        .alias_name(alias)
+        .target_key_id(&allowed)
+        .send()
+        .await
+        .unwrap();
+    ukms.describe_key()
+        .key_id(alias)
+        .send()
+        .await
+        .expect("its alias");
+    let e = ukms.describe_key().key_id(&other).send().await.unwrap_err();
+    assert_eq!(e.code(), Some("AccessDeniedException"), "{e:?}");
+    let msg = e.message().unwrap_or_default();
+    assert!(
+        msg.contains(":user/ferry is not authorized to perform: kms:DescribeKey")
+            && msg.contains(&format!("on resource: {other}")),
+        "{msg}"
+    );
+
+    // The %20 body moto's own signature check refused: CopySnapshot with a Description and
+    // tags, into the region the policy names.
+    let uec2 = aws_sdk_ec2::Client::new(&user(DST));
+    uec2.copy_snapshot()
+        .source_snapshot_id(&untagged)
+        .source_region(SRC)
+        .description("a copy with spaces")
+        .tag_specifications(tags(ResourceType::Snapshot, "Purpose", "dr"))
+        .send()
+        .await
+        .expect("CopySnapshot into the allowed region");
+    let e = uec2
+        .copy_snapshot()
+        .source_snapshot_id(&tagged)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().unwrap_or_default().contains(&format!(
+            "ec2:CopySnapshot on resource: arn:aws:ec2:{SRC}::snapshot/{tagged}"
+        )),
+        "a source the policy does not name: {e:?}"
+    );
+    let e = aws_sdk_ec2::Client::new(&user(SRC))
+        .copy_snapshot()
+        .source_snapshot_id(&untagged)
+        .source_region(SRC)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UnauthorizedOperation"), "{e:?}");
+    assert!(
+        e.message().unwrap_or_default().contains(&format!(
+            "ec2:CopySnapshot on resource: arn:aws:ec2:{SRC}::snapshot/*"
+        )),
+        "{e:?}"
+    );
+
+    // The signature is checked against the bytes sent: a wrong secret fails, for KMS (JSON)
+    // and EC2 (a form body).
+    let wrong = no_retries(&emu.sdk_config_for_key(&id, "not-the-secret", SRC));
+    let e = aws_sdk_kms::Client::new(&wrong)
+        .describe_key()
+        .key_id(&allowed)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("InvalidSignatureException"), "{e:?}");
+    let e = aws_sdk_ec2::Client::new(&wrong)
+        .describe_snapshots()
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("AuthFailure"), "{e:?}");
+
+    // aws:ResourceTag is the snapshot's own tag.
+    let src = aws_sdk_ec2::Client::new(&user(SRC));
+    src.delete_snapshot()
+        .snapshot_id(&tagged)
+        .send()
+        .await
+        .expect("the tagged snapshot");
+    let e = src
+        .delete_snapshot()
+        .snapshot_id(&untagged)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("UnauthorizedOperation"), "{e:?}");
+
+    // The static key is the account's root: not judged by any IAM policy.
+    kms.describe_key()
+        .key_id(&other)
+        .send()
+        .await
+        .expect("root");
+    // Unless the key policy leaves the account out (no delegation to IAM).
+    kms.put_key_policy()
+        .key_id(&other)
+        .policy_name("default")
+        .policy(
+            json!({ "Version": "2012-10-17", "Statement": [{ "Effect": "Allow",
+                "Principal": { "AWS": format!("arn:aws:iam::{acct}:user/someone") },
+                "Action": "kms:*", "Resource": "*" }] })
+            .to_string(),
+        )
+        .bypass_policy_lockout_safety_check(true)
+        .send()
+        .await
+        .unwrap();
+    let e = kms.describe_key().key_id(&other).send().await.unwrap_err();
+    assert_eq!(e.code(), Some("AccessDeniedException"), "{e:?}");
+    assert!(
+        e.message()
+            .unwrap_or_default()
+            .contains("because no resource-based policy allows the kms:DescribeKey action"),
+        "{e:?}"
+    );
+
+    // Off (the default): the same user key is not judged.
+    emu.configure(json!({ "iam_enforce": false }));
+    ukms.describe_key()
+        .key_id(&allowed)
+        .send()
+        .await
+        .expect("not judged");
+    aws_sdk_kms::Client::new(&user(SRC))
+        .list_keys()
+        .send()
+        .await
+        .expect("off: not judged");
+}
+
 // --- cross-account sharing -------------------------------------------------------------------
 
 #[tokio::test]

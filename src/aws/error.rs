@@ -51,6 +51,8 @@ pub struct CallSite {
     pub endpoint: Option<String>,
     /// AWS_ACCESS_KEY_ID is set: the SDK takes those keys before any profile.
     pub from_environment: bool,
+    /// The plan file as the user named it, for the commands a hint names (`ferry iam-policy`).
+    pub plan: Option<String>,
 }
 
 impl CallSite {
@@ -76,6 +78,7 @@ const TAG_REGION: &str = "x-ferry-region";
 const TAG_PROFILE: &str = "x-ferry-profile";
 const TAG_ROLE: &str = "x-ferry-role-arn";
 const TAG_ENV: &str = "x-ferry-env-keys";
+const TAG_PLAN: &str = "x-ferry-plan";
 
 /// Marks an answer with the site of the client that got it (the client's interceptor does, see
 /// `aws::CallSiteTag`), so that an error from it can name the account.
@@ -86,6 +89,7 @@ pub(crate) fn tag_response(headers: &mut aws_smithy_runtime_api::http::Headers, 
         (TAG_PROFILE, site.profile.as_ref()),
         (TAG_ROLE, site.role_arn.as_ref()),
         (TAG_ENV, site.from_environment.then_some(&site.account)),
+        (TAG_PLAN, site.plan.as_ref()),
     ];
     for (name, value) in tags {
         if let Some(v) = value {
@@ -104,6 +108,7 @@ fn site_of(headers: &aws_smithy_runtime_api::http::Headers) -> Option<CallSite> 
         role_arn: get(TAG_ROLE),
         endpoint: None,
         from_environment: get(TAG_ENV).is_some(),
+        plan: get(TAG_PLAN),
     })
 }
 
@@ -565,7 +570,14 @@ impl AwsError {
         // The request id is in the message (`Display`), once: every view of a step error shows
         // the message on one line, and a separate request id only made it two.
         let mut e = StepError::new(class, self.code.clone(), self.to_string());
-        if let Some(h) = hint(&self, "PLAN") {
+        // The plan's path where the call's site knows it, so the hint is a command to paste.
+        let plan = self
+            .context
+            .site
+            .as_ref()
+            .and_then(|s| s.plan.clone())
+            .unwrap_or_else(|| "PLAN".into());
+        if let Some(h) = hint(&self, &plan) {
             e = e.with_hint(h);
         }
         e
@@ -891,6 +903,23 @@ mod tests {
         let h = hint(&e, "plans/x.yaml").expect("a hint");
         assert!(h.contains("`ferry iam-policy plans/x.yaml`"), "{h}");
         assert!(h.contains("kms:CreateGrant"), "{h}");
+    }
+
+    #[test]
+    fn a_step_error_hint_names_the_plan_file_its_site_knows() {
+        let mut e = error("ec2", "UnauthorizedOperation", 403);
+        e.message = "User: arn:aws:iam::111111111111:user/u is not authorized to perform: ec2:DescribeSnapshots on resource: *".into();
+        let site = CallSite {
+            account: "prod".into(),
+            plan: Some("plans/demo.yaml".into()),
+            ..CallSite::default()
+        };
+        let step = e.clone().at(site).into_step_error(&[]);
+        let h = step.hint.expect("a hint");
+        assert!(h.contains("`ferry iam-policy plans/demo.yaml`"), "{h}");
+        // Without a known plan file, the placeholder.
+        let h = e.into_step_error(&[]).hint.expect("a hint");
+        assert!(h.contains("`ferry iam-policy PLAN`"), "{h}");
     }
 
     #[test]

@@ -55,6 +55,8 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CallSiteTag {
 pub struct Aws {
     accounts: BTreeMap<String, AccountConfig>,
     endpoint: Option<String>,
+    /// The plan file as the user named it (for hints in errors), when there is one.
+    plan_file: Option<String>,
     ec2: Mutex<HashMap<(String, String), aws_sdk_ec2::Client>>,
     kms: Mutex<HashMap<(String, String), aws_sdk_kms::Client>>,
     s3: Mutex<HashMap<(String, String), aws_sdk_s3::Client>>,
@@ -105,7 +107,11 @@ const HOME_REGION: &str = "us-east-1";
 impl Aws {
     /// Builds one SDK configuration per plan account. Nothing is called yet: credentials are
     /// resolved lazily by the SDK on the first request.
-    pub async fn connect(plan: &Plan, endpoint: Option<String>) -> Arc<Aws> {
+    pub async fn connect(
+        plan: &Plan,
+        endpoint: Option<String>,
+        plan_file: Option<String>,
+    ) -> Arc<Aws> {
         let mut base_loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client())
             .retry_config(RetryConfig::standard().with_max_attempts(3));
@@ -168,6 +174,7 @@ impl Aws {
         Arc::new(Aws {
             accounts,
             endpoint,
+            plan_file,
             ec2: Mutex::default(),
             kms: Mutex::default(),
             s3: Mutex::default(),
@@ -210,6 +217,7 @@ impl Aws {
                 .clone()
                 .or_else(|| service.map(|s| format!("https://{s}.{region}.amazonaws.com"))),
             from_environment: std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty()),
+            plan: self.plan_file.clone(),
         }
     }
 

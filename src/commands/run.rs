@@ -86,7 +86,12 @@ async fn prepare(
             return Err(Outcome::BadInput);
         }
     }
-    let aws = Aws::connect(&plan, global.endpoint_url.clone()).await;
+    let aws = Aws::connect(
+        &plan,
+        global.endpoint_url.clone(),
+        Some(path.display().to_string()),
+    )
+    .await;
     let quotas: BTreeMap<String, _> = plan
         .settings
         .quotas

@@ -88,7 +88,26 @@ fn needs(
         k.dedup();
         k
     };
-    match step.kind() {
+    // A copy is authorized on its source too (AWS Storage Blog, "Enhancing resource-level
+    // permissions for copying Amazon EBS snapshots"; EC2 user guide, copy-ami-permissions:
+    // CopyImage on the source AMI since October 2024): any snapshot or image of the source
+    // region, as the source may be an intermediate copy. A copy within its region is covered
+    // by the statement for the new resource.
+    let copy_source = match &step.spec {
+        StepSpec::CopySnapshot(c) if c.source_region.as_str() != region => Some(need(
+            &["ec2:CopySnapshot"],
+            vec![format!(
+                "arn:aws:ec2:{}::snapshot/*",
+                c.source_region.as_str()
+            )],
+        )),
+        StepSpec::CopyImage(c) if c.source_region.as_str() != region => Some(need(
+            &["ec2:CopyImage"],
+            vec![format!("arn:aws:ec2:{}::image/*", c.source_region.as_str())],
+        )),
+        _ => None,
+    };
+    let mut out = match step.kind() {
         StepKind::CreateKey => vec![
             // CreateKey cannot be scoped to a resource: the key does not exist yet.
             need(&["kms:CreateKey", "kms:ListKeys", "kms:ListAliases"], any()),
@@ -640,7 +659,9 @@ fn needs(
             ),
             need(&["s3:GetReplicationConfiguration"], any()),
         ],
-    }
+    };
+    out.extend(copy_source);
+    out
 }
 
 /// The bucket a step acts on (the source bucket of a backfill), as an ARN.

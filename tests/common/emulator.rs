@@ -240,6 +240,48 @@ impl Emulator {
             .to_string()
     }
 
+    /// Creates the IAM user `name` in `account_id` with `policy` as its one inline policy, and an
+    /// access key for it: (access key id, secret). With `iam_enforce` on, the emulator judges
+    /// that key's calls against the policy.
+    pub async fn create_user_with_policy(
+        &self,
+        account_id: &str,
+        name: &str,
+        policy: &Value,
+    ) -> (String, String) {
+        let iam = self.iam(account_id);
+        iam.create_user()
+            .user_name(name)
+            .send()
+            .await
+            .expect("CreateUser");
+        iam.put_user_policy()
+            .user_name(name)
+            .policy_name("ferry")
+            .policy_document(policy.to_string())
+            .send()
+            .await
+            .expect("PutUserPolicy");
+        let key = iam
+            .create_access_key()
+            .user_name(name)
+            .send()
+            .await
+            .expect("CreateAccessKey");
+        let key = key.access_key().expect("access key");
+        (
+            key.access_key_id().to_string(),
+            key.secret_access_key().to_string(),
+        )
+    }
+
+    /// SDK configuration signing with the access key `id`/`secret` (an IAM user's).
+    pub fn sdk_config_for_key(&self, id: &str, secret: &str, region: &str) -> SdkConfig {
+        let credentials =
+            aws_sdk_sts::config::Credentials::new(id, secret, None, None, "ferry-emulator-iam");
+        self.sdk_config_with(SharedCredentialsProvider::new(credentials), region)
+    }
+
     /// An S3 client with path-style addressing (the emulator has no per-bucket host names).
     pub fn s3(&self, account_id: &str, region: &str) -> aws_sdk_s3::Client {
         s3_client(&self.sdk_config(account_id, region))

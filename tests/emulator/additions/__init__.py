@@ -12,6 +12,7 @@ def install() -> None:
         ebs_default_encryption,
         ec2_copies,
         ec2_shared,
+        iam_enforce,
         kms_cross_account,
         paging,
         rds_snapshots,
@@ -35,4 +36,5 @@ def install() -> None:
     s3_live_replication.install()
     s3_jobs.install()
     sessions.install()
+    iam_enforce.install()
     visibility.install()

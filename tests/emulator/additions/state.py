@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     # "service:Action" names (e.g. "ec2:CopySnapshot") answered with the service's access
     # denied error before they take effect (traffic.py), as for an IAM policy without them.
     "deny": [],
+    # Judge calls signed with IAM user or AssumeRole session keys against their IAM policies, on
+    # the resources the request names (iam_enforce.py); static keys stay their account's root.
+    "iam_enforce": False,
     # Milliseconds added before every AWS request is handled.
     "latency_ms": 0,
     # Seed for the fault injector's random numbers (null: not seeded).
@@ -186,6 +189,7 @@ def validate(update: Any) -> dict[str, Any]:
             "require_presigned_url",
             "ebs_grants",
             "live_replication",
+            "iam_enforce",
         ) and not isinstance(
             value, bool
         ):

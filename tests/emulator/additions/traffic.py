@@ -387,11 +387,14 @@ def error_response(service: str, kind: str) -> tuple[int, list[tuple[str, str]],
     return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
 
 
-def denied_response(req: "Request") -> tuple[int, list[tuple[str, str]], bytes]:
-    """The service's answer to a call the caller's IAM policy does not allow (`deny`)."""
+def denied_response(
+    req: "Request", message: str | None = None
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The service's answer to a call the caller's IAM policy does not allow (`deny`, or
+    `message` from iam_enforce.py)."""
     rid = _request_id()
     action = f"{req.service}:{req.action}"
-    msg = (
+    msg = message or (
         f"User: arn:aws:iam::{req.account}:user/ferry-test is not authorized to perform: "
         f"{action} because no identity-based policy allows the {action} action"
     )
@@ -423,6 +426,28 @@ def denied_response(req: "Request") -> tuple[int, list[tuple[str, str]], bytes]:
     body = (
         f"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{msg}"
         f"</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+    ).encode()
+    return 403, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
+
+
+def signature_response(req: "Request", msg: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A request whose signature does not verify (iam_enforce.py): EC2 `AuthFailure`, KMS
+    `InvalidSignatureException`, the query services `SignatureDoesNotMatch` (HTTP 403; KMS 400)."""
+    rid = _request_id()
+    if req.service == "kms":
+        body = json.dumps({"__type": "InvalidSignatureException", "message": msg}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)]
+        return 400, headers, body
+    if req.service == "ec2":
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>AuthFailure</Code><Message>AWS was not able to validate the provided "
+            f"access credentials</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+        ).encode()
+        return 403, [("Content-Type", "text/xml;charset=UTF-8"), ("x-amzn-RequestId", rid)], body
+    body = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code>"
+        f"<Message>{msg}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
     ).encode()
     return 403, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
 
@@ -531,6 +556,21 @@ class Traffic:
         if f"{req.service}:{req.action}" in state.get("deny"):
             _count(req, "faults")
             status, headers, body = denied_response(req)
+            reason = {400: "Bad Request", 403: "Forbidden"}
+            start_response(
+                f"{status} {reason[status]}", headers + [("Content-Length", str(len(body)))]
+            )
+            return [body]
+        from .iam_enforce import judge
+
+        denial = judge(req, environ)
+        if denial is not None:
+            _count(req, "faults")
+            status, headers, body = (
+                signature_response(req, denial.message)
+                if denial.signature
+                else denied_response(req, denial.message)
+            )
             reason = {400: "Bad Request", 403: "Forbidden"}
             start_response(
                 f"{status} {reason[status]}", headers + [("Content-Length", str(len(body)))]
