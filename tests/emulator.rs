@@ -2013,6 +2013,27 @@ async fn assume(
     }
 }
 
+/// A role in `account` that `trust` lets assume, with sessions of up to two hours; its ARN.
+async fn two_hour_role(
+    emu: &Emulator,
+    account: &str,
+    name: &str,
+    trust: &serde_json::Value,
+) -> String {
+    emu.iam(account)
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust.to_string())
+        .max_session_duration(7200)
+        .send()
+        .await
+        .expect("CreateRole")
+        .role()
+        .unwrap()
+        .arn()
+        .to_string()
+}
+
 #[tokio::test]
 async fn assume_role_needs_the_role_a_trust_policy_for_the_caller_and_the_external_id() {
     let emu = Emulator::shared();
@@ -2060,19 +2081,7 @@ async fn assume_role_needs_the_role_a_trust_policy_for_the_caller_and_the_extern
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Principal": {"AWS": [format!("arn:aws:iam::{prod}:user/alice")]},
         "Action": ["sts:AssumeRole"]}]});
-    let for_alice = emu
-        .iam(backup)
-        .create_role()
-        .role_name("for-alice")
-        .assume_role_policy_document(trust.to_string())
-        .max_session_duration(7200)
-        .send()
-        .await
-        .expect("CreateRole")
-        .role()
-        .unwrap()
-        .arn()
-        .to_string();
+    let for_alice = two_hour_role(emu, backup, "for-alice", &trust).await;
     let err = assume(emu, prod, &for_alice, None, None).await.unwrap_err();
     assert_eq!(err.0, "AccessDenied");
 
@@ -2097,19 +2106,7 @@ async fn assume_role_needs_the_role_a_trust_policy_for_the_caller_and_the_extern
     assert_eq!(err.0, "ValidationError");
     let everyone = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
         "Principal": {"AWS": "*"}, "Action": "sts:*"}]});
-    let long = emu
-        .iam(backup)
-        .create_role()
-        .role_name("long")
-        .assume_role_policy_document(everyone.to_string())
-        .max_session_duration(7200)
-        .send()
-        .await
-        .expect("CreateRole")
-        .role()
-        .unwrap()
-        .arn()
-        .to_string();
+    let long = two_hour_role(emu, backup, "long", &everyone).await;
     let lasts = assume(emu, prod, &long, None, Some(7200)).await.unwrap();
     assert!((7190..=7200).contains(&lasts), "{lasts} s");
 }

@@ -23,7 +23,7 @@ use crate::exec::{
 };
 use crate::graph::{CopyImageSpec, CopySnapshotSpec, DestinationKey, PlannedStep, Tags};
 use crate::ids::KeyArn;
-use crate::lookup::{FILTER_VALUES, snapshots_by_id};
+use crate::lookup::{images_by_id, snapshots_by_id};
 
 type Observed = Result<Observation<StepOutput, Change>, StepError>;
 type Done = Result<Applied<StepOutput>, StepError>;
@@ -1226,49 +1226,34 @@ impl Poller<Cx> for ImagePoller {
         key: &PollKey,
         ids: &[String],
     ) -> Result<Vec<(String, PollAnswer<StepOutput>)>, StepError> {
-        let (account, region) = (key.account.as_str(), key.region.as_str());
-        let client = ctx.aws.ec2(account, region);
+        let found = images_by_id(&ctx.aws, limits, &key.account, &key.region, ids)
+            .await
+            .map_err(|e| failed(e, &[]))?;
         let mut answers = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(FILTER_VALUES) {
-            limits
-                .take(&[bucket(account, region, "ec2:DescribeImages")])
-                .await;
-            let out = client
-                .describe_images()
-                .filters(
-                    Filter::builder()
-                        .name("image-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| failed(ec2_error("DescribeImages")(e), &[]))?;
-            for i in out.images() {
-                let id = i.image_id().unwrap_or_default().to_string();
-                let answer = match i.state().map(|s| s.as_str()) {
-                    Some("available") => PollAnswer::Done(StepOutput::ImageCopy(ImageCopyOutput {
-                        image_id: id.clone(),
-                        source: tag_of(i.tags(), "ferry:source"),
-                        snapshots: Copy::of_image(i).1,
-                        kept: Vec::new(),
-                    })),
-                    Some("failed") | Some("error") | Some("invalid") | Some("deregistered") => {
-                        PollAnswer::Failed(copy_failed(
-                            ctx,
-                            i.tags(),
-                            &id,
-                            i.state_reason().and_then(|r| r.message()),
-                        ))
-                    }
-                    _ => PollAnswer::Pending {
-                        percent: None,
-                        detail: None,
-                        eta: None,
-                    },
-                };
-                answers.push((id, answer));
-            }
+        for i in &found {
+            let id = i.image_id().unwrap_or_default().to_string();
+            let answer = match i.state().map(|s| s.as_str()) {
+                Some("available") => PollAnswer::Done(StepOutput::ImageCopy(ImageCopyOutput {
+                    image_id: id.clone(),
+                    source: tag_of(i.tags(), "ferry:source"),
+                    snapshots: Copy::of_image(i).1,
+                    kept: Vec::new(),
+                })),
+                Some("failed") | Some("error") | Some("invalid") | Some("deregistered") => {
+                    PollAnswer::Failed(copy_failed(
+                        ctx,
+                        i.tags(),
+                        &id,
+                        i.state_reason().and_then(|r| r.message()),
+                    ))
+                }
+                _ => PollAnswer::Pending {
+                    percent: None,
+                    detail: None,
+                    eta: None,
+                },
+            };
+            answers.push((id, answer));
         }
         let gone = super::unlisted(ctx, ids, &answers);
         answers.extend(gone);
