@@ -1291,6 +1291,57 @@ fn a_narrower_gate_is_held_within_the_wider_one() {
 }
 
 #[test]
+fn a_gate_has_the_slots_its_context_learned_within_the_configured_ones() {
+    // `pair-copies` configured at 10; the context knows 2 until a poll was answered, then 5
+    // (as a region pair's copies show how many keep it busy): never more than that at once.
+    let specs: Vec<Spec> = (0..12)
+        .map(|_| Spec {
+            gate: true,
+            pair_gate: true,
+            ..Spec::with(Behavior::Async(3))
+        })
+        .collect();
+    let fg = fake_graph(&specs, &[]);
+    *fg.mem.pair_slots.lock().unwrap() = Some((2, 5));
+    let limits = Limits::new(
+        HashMap::from([(
+            "ec2:CopySnapshot".to_string(),
+            BucketConfig::new(100.0, 1000.0),
+        )]),
+        HashMap::from([("copies".to_string(), 20), ("pair-copies".to_string(), 10)]),
+    );
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let exec = Executor::new(fg.graph.clone(), fg.mem.clone(), fast_options(12))
+        .limits(Arc::new(limits))
+        .poller("fake.copy", fg.poller.clone())
+        .subscribe(recorder(fg.mem.clone(), events.clone()));
+    let report = runtime().block_on(exec.run(Cancel::new())).unwrap();
+    assert_eq!(report.done, 12);
+    let (mut now, mut most, mut before_a_poll) = (0i32, 0i32, None);
+    for e in events.lock().unwrap().iter() {
+        match e {
+            Event::StepSubmitted { .. } => now += 1,
+            Event::StepDone { .. } => now -= 1,
+            // the first poll answer: a copy's progress
+            Event::StepProgress { .. } => {
+                before_a_poll.get_or_insert(most);
+            }
+            _ => {}
+        }
+        most = most.max(now);
+    }
+    assert_eq!(
+        before_a_poll,
+        Some(2),
+        "the first slots until a poll was answered"
+    );
+    assert_eq!(
+        most, 5,
+        "the learned slots, not the configured 10 nor the first 2"
+    );
+}
+
+#[test]
 fn poll_deadline_and_missing_poller_fail_the_step_and_free_the_gate() {
     // Gate of 2: the two never-finishing copies time out, then the third gets a slot.
     let mut specs = vec![

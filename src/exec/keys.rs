@@ -54,6 +54,10 @@ impl GateKey {
     pub fn limit(&self) -> &str {
         &self.key[..self.limit_len]
     }
+    /// What the gate is for (`prod/eu-west-2`).
+    pub fn scope(&self) -> &str {
+        &self.key[self.limit_len + 1..]
+    }
     pub fn as_str(&self) -> &str {
         &self.key
     }

@@ -16,6 +16,12 @@ pub trait Context: Send + Sync + 'static {
     type Output: Clone + std::fmt::Debug + Send + Sync + Serialize + 'static;
     /// What `observe` found to do, handed to `apply` unchanged.
     type Change: std::fmt::Debug + Send + Sync + 'static;
+    /// The slots `gate` has as things stand, where they are learned while the run goes (how
+    /// many copies a region pair keeps busy). The walker gives at most the fewer of these and
+    /// the configured slots; `None`: the configured ones.
+    fn gate_slots(&self, _gate: &GateKey) -> Option<usize> {
+        None
+    }
 }
 
 /// What a step found when it looked (read-only).

@@ -234,6 +234,13 @@ struct Gate {
     waiters: BinaryHeap<(u64, Reverse<u64>, u32)>,
 }
 
+impl Gate {
+    /// The configured slots, or fewer where the context learned fewer (`Context::gate_slots`).
+    fn slots_now(&self, learned: Option<usize>) -> usize {
+        learned.map_or(self.slots, |l| l.clamp(1, self.slots))
+    }
+}
+
 #[derive(Default)]
 struct PollBatch {
     ids: HashMap<String, u32>,
@@ -791,8 +798,18 @@ impl<C: Context> Walker<C> {
             }
             Msg::Polled(key, sent, r) => {
                 let out = self.on_polled(key, sent, r);
-                // What a poll taught (a pace) may let waiting steps go without a gate.
+                // What a poll taught (a pace) may let waiting steps go without a gate, or
+                // give a gate more slots.
                 self.recheck_waiters();
+                let waited: Vec<GateKey> = self
+                    .gates
+                    .iter()
+                    .filter(|(_, g)| !g.waiters.is_empty())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for gk in waited {
+                    self.release_more(&gk);
+                }
                 out
             }
         }
@@ -845,8 +862,9 @@ impl<C: Context> Walker<C> {
             let priority = self.g.steps[i as usize].priority();
             self.arrivals += 1;
             let arrival = Reverse(self.arrivals);
+            let learned = self.ctx.gate_slots(&gk);
             let gate = self.gate_entry(&gk);
-            if gate.used >= gate.slots {
+            if gate.used >= gate.slots_now(learned) {
                 gate.waiters.push((priority, arrival, i));
                 self.phase[i as usize] = Phase::WaitingGate;
                 return;
@@ -894,8 +912,9 @@ impl<C: Context> Walker<C> {
 
     fn release_more(&mut self, gk: &GateKey) {
         loop {
+            let learned = self.ctx.gate_slots(gk);
             let gate = self.gates.get_mut(gk).unwrap();
-            if gate.used >= gate.slots {
+            if gate.used >= gate.slots_now(learned) {
                 return;
             }
             let Some((_, _, w)) = gate.waiters.pop() else {
@@ -1177,8 +1196,16 @@ impl<C: Context> Walker<C> {
             return Ok(());
         };
         let g = self.g.clone();
+        // Not over the slots as things stand: a gate that has fewer now gives its slot back.
+        let within = held.iter().all(|gk| {
+            let learned = self.ctx.gate_slots(gk);
+            self.gates
+                .get(gk)
+                .is_some_and(|gate| gate.used <= gate.slots_now(learned))
+        });
         let heir = g.dependents_of(i).iter().copied().find(|&d| {
-            self.phase[d as usize] == Phase::Queued
+            within
+                && self.phase[d as usize] == Phase::Queued
                 && !self.gate_held.contains_key(&d)
                 && self.gates_of(d) == held
         });

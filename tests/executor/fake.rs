@@ -70,6 +70,13 @@ pub fn bucket_key(full: &str) -> BucketKey {
 impl Context for Mem {
     type Output = Value;
     type Change = Value;
+
+    /// `PAIR_GATE`'s slots as learned: the first before any poll was answered, the second after.
+    fn gate_slots(&self, gate: &GateKey) -> Option<usize> {
+        let (before, after) = (*self.pair_slots.lock().unwrap())?;
+        let polled = !self.poll_calls.lock().unwrap().is_empty();
+        (gate.as_str() == PAIR_GATE).then_some(if polled { after } else { before })
+    }
 }
 
 /// The fake world plus what the checks saw.
@@ -92,6 +99,9 @@ pub struct Mem {
     pub violations: Mutex<Vec<String>>,
     pub poll_calls: Mutex<Vec<usize>>,
     pub polls_in_flight: AtomicUsize,
+    /// Slots of `PAIR_GATE` the context learned (before, after the first poll); `None`: the
+    /// configured ones.
+    pub pair_slots: Mutex<Option<(usize, usize)>>,
 }
 
 impl Mem {
