@@ -292,14 +292,13 @@ pub const DEFAULTS: &[(&str, Quota)] = &[
         },
     ),
     ("ec2:snapshot-copies-in-flight", Quota::InFlight(20)),
-    // ferry's own limit, not AWS's: snapshot copies that move bytes at once from one source
-    // region into one destination (account, region); quick copies (ending within a few polls
-    // at the pace seen: steps/pace.rs) do not count. 20 (no limit beyond the one above) by
-    // default: AWS documents a throughput per copy (500 MiB/s) and per region pair (2,000)
-    // for time-based copies only; standard copies are "best effort". Where copies do share
-    // the pair's throughput, the pair's over a copy's (2,000 / 500: 4) keeps the pair full
-    // while each of them, the longest chains first, goes at its full speed (README,
-    // "Performance", workload (e)).
+    // ferry's own limit, not AWS's: the most snapshot copies that move bytes at once from one
+    // source region into one destination (account, region); quick copies (ending within a few
+    // polls at the pace seen) do not count. Within it, the pair's slots are learned from its
+    // copies' pace (steps/pace.rs): from AWS's pair over copy throughput for time-based copies
+    // (2,000 / 500 MiB/s: 4), more while the copies keep their pace as more run, and as many
+    // as keep the pair busy once the pace is seen to fall with the copies in flight. 20 (no
+    // limit beyond the one above) by default.
     ("ec2:snapshot-copies-per-region-pair", Quota::InFlight(20)),
     ("ec2:image-copies-in-flight", Quota::InFlight(300)),
     // RDS: 20 DB snapshot copies in progress per destination region and account; Aurora: 5

@@ -599,7 +599,8 @@ impl Step<Cx> for CopySnapshot {
 
     /// The copies of one region pair share its throughput: beyond pair ÷ copy throughput
     /// more copies at once only slow each other down (`ec2:snapshot-copies-per-region-pair`).
-    /// A quick copy moves few bytes and goes without (`pace`).
+    /// A quick copy moves few bytes and goes without (`pace`). How many slots the pair has is
+    /// learned from its copies' pace (`Cx::gate_slots`).
     fn inner_gate(&self, ctx: &Cx) -> Option<&GateKey> {
         (!ctx.copy_pace.quick(&self.pair, self.spec.transfer.bytes)).then_some(&self.pair_gate)
     }
@@ -808,12 +809,10 @@ impl Step<Cx> for CopySnapshot {
                 "CopySnapshot returned no snapshot id",
             ));
         }
-        // A full copy's bytes are known (its volume): its progress shows the pair's pace.
-        if !self.spec.transfer.incremental {
-            cx.ctx()
-                .copy_pace
-                .submitted(&id, &self.pair, self.spec.transfer.bytes);
-        }
+        // Every copy counts on its pair; a full copy's bytes are known (its volume), so its
+        // progress shows the pair's pace.
+        let bytes = (!self.spec.transfer.incremental).then_some(self.spec.transfer.bytes);
+        cx.ctx().copy_pace.submitted(&id, &self.pair, bytes);
         Ok(Applied::Submitted(Submitted {
             poll_key: self.poll_key.clone(),
             id,
@@ -905,6 +904,11 @@ impl Poller<Cx> for SnapshotPoller {
         }
         let gone = super::unlisted(ctx, ids, &answers);
         answers.extend(gone);
+        for (id, a) in &answers {
+            if matches!(a, PollAnswer::Failed(_)) {
+                ctx.copy_pace.ended(id);
+            }
+        }
         Ok(answers)
     }
 }

@@ -90,6 +90,11 @@ pub struct Cx {
 impl exec::Context for Cx {
     type Output = StepOutput;
     type Change = Change;
+
+    /// A region pair's snapshot copies: as many as its throughput keeps busy (`pace`).
+    fn gate_slots(&self, gate: &exec::GateKey) -> Option<usize> {
+        (gate.limit() == ec2::SNAPSHOT_PAIR_GATE).then(|| self.copy_pace.slots(gate.scope()))
+    }
 }
 
 impl Cx {
