@@ -234,13 +234,6 @@ struct Gate {
     waiters: BinaryHeap<(u64, Reverse<u64>, u32)>,
 }
 
-impl Gate {
-    /// The configured slots, or fewer where the context learned fewer (`Context::gate_slots`).
-    fn slots_now(&self, learned: Option<usize>) -> usize {
-        learned.map_or(self.slots, |l| l.clamp(1, self.slots))
-    }
-}
-
 #[derive(Default)]
 struct PollBatch {
     ids: HashMap<String, u32>,
@@ -815,6 +808,21 @@ impl<C: Context> Walker<C> {
         }
     }
 
+    /// A gate's configured slots, or fewer where the context learned fewer
+    /// (`Context::gate_slots`).
+    fn slots_now(&self, key: &GateKey, gate: &Gate) -> usize {
+        self.ctx
+            .gate_slots(key)
+            .map_or(gate.slots, |l| l.clamp(1, gate.slots))
+    }
+
+    /// Whether every slot of gate `key` is taken (a gate not met yet has all of them free).
+    fn gate_full(&self, key: &GateKey) -> bool {
+        self.gates
+            .get(key)
+            .is_some_and(|g| g.used >= self.slots_now(key, g))
+    }
+
     fn gate_entry(&mut self, key: &GateKey) -> &mut Gate {
         if !self.gates.contains_key(key) {
             let slots = self.limits.gate_slots(key).unwrap_or(usize::MAX).max(1);
@@ -862,9 +870,9 @@ impl<C: Context> Walker<C> {
             let priority = self.g.steps[i as usize].priority();
             self.arrivals += 1;
             let arrival = Reverse(self.arrivals);
-            let learned = self.ctx.gate_slots(&gk);
+            let full = self.gate_full(&gk);
             let gate = self.gate_entry(&gk);
-            if gate.used >= gate.slots_now(learned) {
+            if full {
                 gate.waiters.push((priority, arrival, i));
                 self.phase[i as usize] = Phase::WaitingGate;
                 return;
@@ -912,11 +920,10 @@ impl<C: Context> Walker<C> {
 
     fn release_more(&mut self, gk: &GateKey) {
         loop {
-            let learned = self.ctx.gate_slots(gk);
-            let gate = self.gates.get_mut(gk).unwrap();
-            if gate.used >= gate.slots_now(learned) {
+            if self.gate_full(gk) {
                 return;
             }
+            let gate = self.gates.get_mut(gk).unwrap();
             let Some((_, _, w)) = gate.waiters.pop() else {
                 return;
             };
@@ -1198,10 +1205,9 @@ impl<C: Context> Walker<C> {
         let g = self.g.clone();
         // Not over the slots as things stand: a gate that has fewer now gives its slot back.
         let within = held.iter().all(|gk| {
-            let learned = self.ctx.gate_slots(gk);
             self.gates
                 .get(gk)
-                .is_some_and(|gate| gate.used <= gate.slots_now(learned))
+                .is_some_and(|g| g.used <= self.slots_now(gk, g))
         });
         let heir = g.dependents_of(i).iter().copied().find(|&d| {
             within
