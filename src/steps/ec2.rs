@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, SnapshotState, Tag, TagSpecificat
 use serde_json::{Value, json};
 
 use super::output::{ImageCopyOutput, SnapshotCopyOutput};
+use super::pace::CopyBytes;
 use super::{
     Action, Base, Change, Cx, KeptCopy, ReadOnce, StepOutput, Todo, bucket, change, each_page,
     existing_key_arn, failed, key_arn, not_visible_yet, sdk_error, step_identity,
@@ -810,8 +811,11 @@ impl Step<Cx> for CopySnapshot {
             ));
         }
         // Every copy counts on its pair; a full copy's bytes are known (its volume), so its
-        // progress shows the pair's pace.
-        let bytes = (!self.spec.transfer.incremental).then_some(self.spec.transfer.bytes);
+        // progress shows the pair's pace; an increment's estimate tells about when it ended.
+        let bytes = CopyBytes {
+            bytes: self.spec.transfer.bytes,
+            exact: !self.spec.transfer.incremental,
+        };
         cx.ctx().copy_pace.submitted(&id, &self.pair, bytes);
         Ok(Applied::Submitted(Submitted {
             poll_key: self.poll_key.clone(),
@@ -871,6 +875,7 @@ impl Poller<Cx> for SnapshotPoller {
             .await
             .map_err(|e| failed(e, &[]))?;
         let mut answers = Vec::with_capacity(ids.len());
+        let mut progress = Vec::with_capacity(found.len());
         for s in &found {
             let id = s.snapshot_id().unwrap_or_default().to_string();
             let percent: Option<f32> = s
@@ -878,7 +883,7 @@ impl Poller<Cx> for SnapshotPoller {
                 .and_then(|p| p.trim_end_matches('%').parse().ok());
             let answer = match s.state() {
                 Some(SnapshotState::Completed) => {
-                    ctx.copy_pace.seen(&id, 100.0);
+                    progress.push((id.clone(), 100.0));
                     PollAnswer::Done(StepOutput::SnapshotCopy(SnapshotCopyOutput {
                         snapshot_id: id.clone(),
                         kms_key_id: s.kms_key_id().map(str::to_string),
@@ -891,7 +896,7 @@ impl Poller<Cx> for SnapshotPoller {
                 }
                 _ => {
                     if let Some(p) = percent {
-                        ctx.copy_pace.seen(&id, p);
+                        progress.push((id.clone(), p));
                     }
                     PollAnswer::Pending {
                         percent,
@@ -902,6 +907,7 @@ impl Poller<Cx> for SnapshotPoller {
             };
             answers.push((id, answer));
         }
+        ctx.copy_pace.polled(&progress);
         let gone = super::unlisted(ctx, ids, &answers);
         answers.extend(gone);
         for (id, a) in &answers {
