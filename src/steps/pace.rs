@@ -339,7 +339,7 @@ impl CopyPace {
         for (id, percent) in seen.iter().filter(|s| s.1 < 100.0) {
             Self::progressed(i, id, *percent, at);
         }
-        Self::forget(i);
+        Self::forget(i, at);
     }
 
     /// A poll at `at` saw copy `id` completed: it ended after it was last seen pending, about
@@ -395,8 +395,9 @@ impl CopyPace {
         copy.last = (now, at);
     }
 
-    /// Each pair forgets how many were in flight before its copies' oldest sample window.
-    fn forget(i: &mut Inner) {
+    /// Each pair forgets how many were in flight before its copies' oldest sample window (a
+    /// pair with none in flight, before the poll at `at`).
+    fn forget(i: &mut Inner, at: Instant) {
         let mut floor: HashMap<&str, Instant> = HashMap::new();
         for c in i.copies.values() {
             let f = floor.entry(c.pair.as_str()).or_insert(c.last.1);
@@ -405,7 +406,7 @@ impl CopyPace {
         for (name, pair) in &mut i.pairs {
             match floor.get(name.as_str()) {
                 Some(f) => pair.forget_before(*f),
-                None => pair.forget_before(Instant::now()),
+                None => pair.forget_before(at),
             }
         }
     }
